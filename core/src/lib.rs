@@ -1,0 +1,9 @@
+//! sgcache's shared library: the `ShotgunCache` spec (also the worker's config file), the
+//! site schema model, the API3 wire types, identifier rules, schema planning and storage.
+
+pub mod api3;
+pub mod ident;
+pub mod schema;
+pub mod spec;
+
+pub use spec::ShotgunCacheSpec;

@@ -1,0 +1,591 @@
+//! `ShotgunCacheSpec`: the spec of the `ShotgunCache` custom resource and, unchanged, the
+//! worker's YAML configuration file.
+//!
+//! Secrets never live in the spec itself: a [`ValueSource`] names an environment variable
+//! (local use) or a Kubernetes Secret key (the operator turns it into a `secretKeyRef` env var
+//! on the worker pods). The standard variables `SHOTGUN_URL`, `SHOTGUN_SCRIPT_NAME`,
+//! `SHOTGUN_API_KEY` and `DATABASE_URL` override whatever the file says.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ident;
+
+/// Environment variables that override the spec (and are how the operator hands secrets over).
+pub mod env {
+    pub const SHOTGUN_URL: &str = "SHOTGUN_URL";
+    pub const SHOTGUN_SCRIPT_NAME: &str = "SHOTGUN_SCRIPT_NAME";
+    pub const SHOTGUN_API_KEY: &str = "SHOTGUN_API_KEY";
+    pub const DATABASE_URL: &str = "DATABASE_URL";
+}
+
+/// Which entity types and fields to cache, where the Shotgun site and the database are, and
+/// how the workers run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ShotgunCacheSpec {
+    /// The Shotgun / ShotGrid site whose data is cached.
+    #[serde(default)]
+    pub site: SiteSpec,
+    /// The cache database. Without a URL, a SQLite file is used (local use only).
+    #[serde(default)]
+    pub database: DatabaseSpec,
+    /// The entity types to cache, each with the fields to keep.
+    #[serde(default)]
+    pub entities: Vec<EntitySpec>,
+    /// Overrides of the display field (the `name` in entity links) per entity type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub display_fields: Vec<DisplayFieldSpec>,
+    /// Settings of the proxy, event and scanner workers.
+    #[serde(default)]
+    pub workers: WorkersSpec,
+    /// What deleting the resource does to the cache tables.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// The Shotgun site and the script credentials the workers use.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SiteSpec {
+    /// Base URL of the site, e.g. `https://studio.shotgrid.autodesk.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Script name (ApiUser) the workers authenticate as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_name: Option<ValueSource>,
+    /// The script's API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<ValueSource>,
+    /// Timeout of one request to the site.
+    #[serde(default = "defaults::site_timeout")]
+    pub timeout: DurationString,
+}
+
+impl Default for SiteSpec {
+    fn default() -> Self {
+        SiteSpec {
+            url: None,
+            script_name: None,
+            api_key: None,
+            timeout: defaults::site_timeout(),
+        }
+    }
+}
+
+/// Where the cache keeps its data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DatabaseSpec {
+    /// Database URL (`postgres://…` or `sqlite://…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<ValueSource>,
+    /// SQLite file used when no URL is given.
+    #[serde(default = "defaults::sqlite_path")]
+    pub sqlite_path: String,
+    /// Connections per worker process.
+    #[serde(default = "defaults::max_connections")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSpec {
+    fn default() -> Self {
+        DatabaseSpec {
+            url: None,
+            sqlite_path: defaults::sqlite_path(),
+            max_connections: defaults::max_connections(),
+        }
+    }
+}
+
+/// A value given inline, by environment variable, or by Kubernetes Secret key.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValueSource {
+    /// The value itself. Avoid for secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Name of an environment variable holding the value (local use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// A key of a Secret in the resource's namespace (Kubernetes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+}
+
+/// A key of a Kubernetes Secret.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    /// Secret name.
+    pub name: String,
+    /// Key within the Secret.
+    pub key: String,
+}
+
+/// One cached entity type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EntitySpec {
+    /// Entity type as the API names it, e.g. `Shot`, `CustomEntity01`.
+    #[serde(rename = "type")]
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_]{0,62}$"))]
+    pub entity_type: String,
+    /// Fields to cache, or `["*"]` for every field the site has.
+    #[schemars(inner(regex(pattern = r"^(\*|[a-z][a-z0-9_]{0,62})$")))]
+    pub fields: Vec<String>,
+    /// Fields left out when `fields` is `["*"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^[a-z][a-z0-9_]{0,62}$")))]
+    pub exclude: Vec<String>,
+}
+
+impl EntitySpec {
+    /// True when the spec asks for every field of the type.
+    pub fn all_fields(&self) -> bool {
+        self.fields.iter().any(|f| f == "*")
+    }
+}
+
+/// Which field of an entity type gives the `name` of links to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DisplayFieldSpec {
+    /// Entity type.
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    /// Its display field.
+    pub field: String,
+}
+
+/// Worker settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkersSpec {
+    /// The API3 proxy.
+    #[serde(default)]
+    pub proxy: ProxySpec,
+    /// The EventLogEntry follower.
+    #[serde(default)]
+    pub events: EventsSpec,
+    /// The `updated_at` scanner and backfill.
+    #[serde(default)]
+    pub scanner: ScannerSpec,
+}
+
+/// Proxy settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxySpec {
+    /// Port the proxy listens on.
+    #[serde(default = "defaults::proxy_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Proxy replicas (Kubernetes).
+    #[serde(default = "defaults::proxy_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: u32,
+    /// How long a credential the site accepted is trusted without asking again.
+    #[serde(default = "defaults::auth_ttl")]
+    pub auth_ttl: DurationString,
+    /// While the site is unreachable, how long after its last verification a credential may
+    /// still read from the cache.
+    #[serde(default = "defaults::auth_grace")]
+    pub auth_grace: DurationString,
+    /// Fraction (0–1) of cached reads re-run against the site and compared.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub verify_sample_rate: f64,
+}
+
+impl Default for ProxySpec {
+    fn default() -> Self {
+        ProxySpec {
+            port: defaults::proxy_port(),
+            replicas: defaults::proxy_replicas(),
+            auth_ttl: defaults::auth_ttl(),
+            auth_grace: defaults::auth_grace(),
+            verify_sample_rate: 0.0,
+        }
+    }
+}
+
+/// Event follower settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventsSpec {
+    /// Pause between polls of EventLogEntry when the last poll was not a full page.
+    #[serde(default = "defaults::poll_interval")]
+    pub poll_interval: DurationString,
+    /// How long a missing event id is waited for before it is given up on.
+    #[serde(default = "defaults::gap_window")]
+    pub gap_window: DurationString,
+}
+
+impl Default for EventsSpec {
+    fn default() -> Self {
+        EventsSpec {
+            poll_interval: defaults::poll_interval(),
+            gap_window: defaults::gap_window(),
+        }
+    }
+}
+
+/// Scanner settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScannerSpec {
+    /// Pause between incremental `updated_at` scans.
+    #[serde(default = "defaults::scan_interval")]
+    pub interval: DurationString,
+    /// How far before the last scan each incremental scan starts, to cover clock skew and
+    /// late commits.
+    #[serde(default = "defaults::scan_overlap")]
+    pub overlap: DurationString,
+    /// Entities per page in scans and backfills.
+    #[serde(default = "defaults::page_size")]
+    #[schemars(range(min = 1, max = 5000))]
+    pub page_size: u32,
+}
+
+impl Default for ScannerSpec {
+    fn default() -> Self {
+        ScannerSpec {
+            interval: defaults::scan_interval(),
+            overlap: defaults::scan_overlap(),
+            page_size: defaults::page_size(),
+        }
+    }
+}
+
+/// What happens to the cache tables when the resource is deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep the tables (the default).
+    #[default]
+    Retain,
+    /// Drop the tables.
+    Delete,
+}
+
+/// A duration written as a number and a unit: `500ms`, `1s`, `5m`, `1h`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DurationString(String);
+
+impl JsonSchema for DurationString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DurationString".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"})
+    }
+}
+
+impl DurationString {
+    pub fn duration(&self) -> Duration {
+        parse_duration(&self.0).expect("validated when deserialized")
+    }
+}
+
+impl TryFrom<String> for DurationString {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        parse_duration(&s).map(|_| DurationString(s.clone()))
+    }
+}
+
+impl From<DurationString> for String {
+    fn from(d: DurationString) -> String {
+        d.0
+    }
+}
+
+impl From<&str> for DurationString {
+    fn from(s: &str) -> Self {
+        DurationString::try_from(s.to_string()).expect("literal durations are valid")
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let digits = s.chars().take_while(char::is_ascii_digit).count();
+    let (num, unit) = s.split_at(digits);
+    let bad = || format!("invalid duration {s:?}: expected a number and ms, s, m or h (e.g. 5s)");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(bad()),
+    }
+}
+
+mod defaults {
+    use super::DurationString;
+    pub fn site_timeout() -> DurationString {
+        "30s".into()
+    }
+    pub fn sqlite_path() -> String {
+        "sgcache.db".into()
+    }
+    pub fn max_connections() -> u32 {
+        10
+    }
+    pub fn proxy_port() -> u16 {
+        8010
+    }
+    pub fn proxy_replicas() -> u32 {
+        2
+    }
+    pub fn auth_ttl() -> DurationString {
+        "60s".into()
+    }
+    pub fn auth_grace() -> DurationString {
+        "1h".into()
+    }
+    pub fn poll_interval() -> DurationString {
+        "1s".into()
+    }
+    pub fn gap_window() -> DurationString {
+        "5m".into()
+    }
+    pub fn scan_interval() -> DurationString {
+        "60s".into()
+    }
+    pub fn scan_overlap() -> DurationString {
+        "30s".into()
+    }
+    pub fn page_size() -> u32 {
+        500
+    }
+}
+
+/// An error in a spec: one line naming the offending item.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl ShotgunCacheSpec {
+    /// Parses a YAML (or JSON) spec. `origin` names the source in errors.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, SpecError> {
+        let spec: ShotgunCacheSpec =
+            serde_saphyr::from_str(text).map_err(|e| SpecError::Parse {
+                path: origin.to_string(),
+                message: one_line(&e.to_string()),
+            })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Reads and parses a spec file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// Checks what the schema cannot: names are identifiers, nothing is declared twice.
+    /// Whether the types and fields exist on the site is the planner's job.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let mut seen = BTreeSet::new();
+        for e in &self.entities {
+            ident::validate_entity_type(&e.entity_type).map_err(SpecError::Invalid)?;
+            if !seen.insert(e.entity_type.as_str()) {
+                return Err(SpecError::Invalid(format!(
+                    "entity type {} is declared twice",
+                    e.entity_type
+                )));
+            }
+            if e.fields.is_empty() {
+                return Err(SpecError::Invalid(format!(
+                    "entity type {} lists no fields (use [\"*\"] for all)",
+                    e.entity_type
+                )));
+            }
+            for f in e.fields.iter().filter(|f| *f != "*").chain(&e.exclude) {
+                ident::validate_field_name(f)
+                    .map_err(|m| SpecError::Invalid(format!("{}: {m}", e.entity_type)))?;
+            }
+        }
+        for d in &self.display_fields {
+            ident::validate_entity_type(&d.entity_type).map_err(SpecError::Invalid)?;
+            ident::validate_field_name(&d.field).map_err(SpecError::Invalid)?;
+        }
+        if !(0.0..=1.0).contains(&self.workers.proxy.verify_sample_rate) {
+            return Err(SpecError::Invalid(
+                "workers.proxy.verifySampleRate must be between 0 and 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The entity spec for a type, if declared.
+    pub fn entity(&self, entity_type: &str) -> Option<&EntitySpec> {
+        self.entities.iter().find(|e| e.entity_type == entity_type)
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Resolved connection settings after environment overrides.
+#[derive(Clone, PartialEq)]
+pub struct SiteConnection {
+    pub url: String,
+    pub script_name: String,
+    pub api_key: String,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for SiteConnection {
+    // The API key never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteConnection")
+            .field("url", &self.url)
+            .field("script_name", &self.script_name)
+            .field("api_key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl ValueSource {
+    /// The value from the named env var, else the inline value.
+    fn resolve(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+        self.env
+            .as_deref()
+            .and_then(lookup)
+            .or_else(|| self.value.clone())
+    }
+}
+
+impl ShotgunCacheSpec {
+    /// Resolves the site connection: the standard `SHOTGUN_*` variables win, then the spec.
+    pub fn site_connection(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<SiteConnection, SpecError> {
+        let missing = |what: &str, var: &str| {
+            SpecError::Invalid(format!("site {what} is not set (set {var} or site.{what})"))
+        };
+        let url = lookup(env::SHOTGUN_URL)
+            .or_else(|| self.site.url.clone())
+            .ok_or_else(|| missing("url", env::SHOTGUN_URL))?;
+        let script_name = lookup(env::SHOTGUN_SCRIPT_NAME)
+            .or_else(|| self.site.script_name.as_ref()?.resolve(lookup))
+            .ok_or_else(|| missing("scriptName", env::SHOTGUN_SCRIPT_NAME))?;
+        let api_key = lookup(env::SHOTGUN_API_KEY)
+            .or_else(|| self.site.api_key.as_ref()?.resolve(lookup))
+            .ok_or_else(|| missing("apiKey", env::SHOTGUN_API_KEY))?;
+        Ok(SiteConnection {
+            url: url.trim_end_matches('/').to_string(),
+            script_name,
+            api_key,
+            timeout: self.site.timeout.duration(),
+        })
+    }
+
+    /// Resolves the database URL: `DATABASE_URL` wins, then the spec, then the SQLite file.
+    pub fn database_url(&self, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+        lookup(env::DATABASE_URL)
+            .or_else(|| self.database.url.as_ref()?.resolve(lookup))
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.database.sqlite_path))
+    }
+}
+
+/// Looks variables up in the process environment.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_minimal_spec_with_defaults() {
+        let spec = ShotgunCacheSpec::from_yaml(
+            "entities:\n  - type: Shot\n    fields: [code, sg_status_list]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(spec.entities[0].fields, vec!["code", "sg_status_list"]);
+        assert_eq!(spec.workers.proxy.port, 8010);
+        assert_eq!(
+            spec.workers.events.poll_interval.duration(),
+            Duration::from_secs(1)
+        );
+        assert_eq!(spec.deletion_policy, DeletionPolicy::Retain);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values_in_one_line() {
+        let err = ShotgunCacheSpec::from_yaml("entitys: []\n", "cache.yaml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("entitys"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+        let err = ShotgunCacheSpec::from_yaml("workers:\n  proxy:\n    port: lots\n", "cache.yaml")
+            .unwrap_err();
+        assert!(err.to_string().contains("cache.yaml"), "{err}");
+        let err = ShotgunCacheSpec::from_yaml(
+            "workers:\n  events:\n    pollInterval: soon\n",
+            "cache.yaml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn rejects_duplicate_and_invalid_names() {
+        let dup = "entities:\n  - {type: Shot, fields: [code]}\n  - {type: Shot, fields: [id]}\n";
+        assert!(ShotgunCacheSpec::from_yaml(dup, "t")
+            .unwrap_err()
+            .to_string()
+            .contains("Shot is declared twice"));
+        let bad = "entities:\n  - {type: Shot, fields: [\"code; drop\"]}\n";
+        assert!(ShotgunCacheSpec::from_yaml(bad, "t")
+            .unwrap_err()
+            .to_string()
+            .contains("code; drop"));
+    }
+
+    #[test]
+    fn env_overrides_spec_and_key_is_redacted() {
+        let spec = ShotgunCacheSpec::from_yaml(
+            "site:\n  url: https://a.example\n  scriptName: {value: cache}\n  apiKey: {env: MY_KEY}\n",
+            "t",
+        )
+        .unwrap();
+        let vars = |k: &str| match k {
+            "MY_KEY" => Some("secret".to_string()),
+            "SHOTGUN_URL" => Some("http://127.0.0.1:9/".to_string()),
+            _ => None,
+        };
+        let conn = spec.site_connection(&vars).unwrap();
+        assert_eq!(conn.url, "http://127.0.0.1:9");
+        assert_eq!(conn.script_name, "cache");
+        assert_eq!(conn.api_key, "secret");
+        assert!(!format!("{conn:?}").contains("secret"));
+        assert_eq!(spec.database_url(&vars), "sqlite://sgcache.db?mode=rwc");
+    }
+}

@@ -1,0 +1,93 @@
+//! Command line: `sgcache-worker [--config F] [--log-format json|text] <command>`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sgcache::ShotgunCacheSpec;
+
+use crate::telemetry::LogFormat;
+
+/// Exit code for a bad spec or bad arguments.
+pub const EXIT_BAD_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sgcache-worker",
+    version,
+    about = "sgcache: a caching proxy for the Shotgun API"
+)]
+pub struct Cli {
+    /// The ShotgunCache spec as YAML (the same document as the resource's spec).
+    #[arg(
+        long,
+        global = true,
+        env = "SGCACHE_CONFIG",
+        default_value = "sgcache.yaml"
+    )]
+    pub config: PathBuf,
+    /// Log format: json for containers, text for people.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "SGCACHE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring the database to the layout the spec asks for, printing the plan.
+    Migrate {
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also drop columns and tables of fields no longer in the spec.
+        #[arg(long)]
+        prune: bool,
+        /// Read the site schema from this folder (schema.json, schema_entity.json) instead of
+        /// asking the site.
+        #[arg(long)]
+        schema_dir: Option<PathBuf>,
+    },
+    /// Serve the API3 protocol, answering reads from the cache.
+    Proxy,
+    /// Follow EventLogEntry and apply changes to the cache.
+    Events,
+    /// Scan for entities whose updated_at moved; backfill new fields and types.
+    Scanner,
+    /// Migrate, then run the proxy, event follower and scanner in one process (local use).
+    All,
+}
+
+/// Runs a command and maps the outcome to the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let spec = match ShotgunCacheSpec::from_file(&cli.config) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let shutdown = crate::shutdown::on_signal();
+    let result = match cli.command {
+        Command::Migrate { .. } => Err(anyhow::anyhow!("migrate is not implemented yet")),
+        Command::Proxy | Command::Events | Command::Scanner | Command::All => {
+            tracing::info!(entities = spec.entities.len(), "worker started");
+            shutdown.cancelled().await;
+            tracing::info!("worker stopped");
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

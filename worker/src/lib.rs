@@ -1,0 +1,5 @@
+//! The worker's parts as a library, so integration tests can run them in-process.
+
+pub mod cli;
+pub mod shutdown;
+pub mod telemetry;
