@@ -5,5 +5,6 @@ pub mod api3;
 pub mod ident;
 pub mod schema;
 pub mod spec;
+pub mod sql;
 
 pub use spec::ShotgunCacheSpec;

@@ -1,0 +1,365 @@
+//! One small layer over PostgreSQL and SQLite: a statement builder whose identifiers are
+//! validated and quoted and whose values are always bound, a value type both drivers bind and
+//! decode, and a pool/transaction pair that runs statements on either database.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{Column, Row, TypeInfo, ValueRef};
+
+/// Which SQL dialect a statement is written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    /// The placeholder of the `n`th (1-based) bound value.
+    pub fn placeholder(self, n: usize) -> String {
+        match self {
+            Dialect::Postgres => format!("${n}"),
+            Dialect::Sqlite => format!("?{n}"),
+        }
+    }
+}
+
+/// A value bound to, or read from, a statement.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    /// JSON: `jsonb` on PostgreSQL, text on SQLite.
+    Json(serde_json::Value),
+    /// `date` on PostgreSQL, `YYYY-MM-DD` text on SQLite.
+    Date(NaiveDate),
+    /// `timestamptz` on PostgreSQL, `YYYY-MM-DDTHH:MM:SSZ` text on SQLite.
+    DateTime(DateTime<Utc>),
+}
+
+/// A statement under construction: SQL text plus its bound values, for one dialect.
+#[derive(Clone, Debug)]
+pub struct Sql {
+    pub dialect: Dialect,
+    pub text: String,
+    pub binds: Vec<SqlValue>,
+}
+
+impl Sql {
+    pub fn new(dialect: Dialect) -> Sql {
+        Sql {
+            dialect,
+            text: String::new(),
+            binds: Vec::new(),
+        }
+    }
+
+    /// Appends literal SQL written by us (never user input).
+    pub fn push(&mut self, sql: &str) -> &mut Self {
+        self.text.push_str(sql);
+        self
+    }
+
+    /// Appends a quoted identifier. Callers validate names against the schema first; quoting
+    /// is the second line of defence.
+    pub fn push_ident(&mut self, ident: &str) -> &mut Self {
+        self.text.push_str(&crate::ident::quote(ident));
+        self
+    }
+
+    /// Appends a placeholder and binds the value to it.
+    pub fn push_bind(&mut self, value: SqlValue) -> &mut Self {
+        self.binds.push(value);
+        let p = self.dialect.placeholder(self.binds.len());
+        self.text.push_str(&p);
+        self
+    }
+}
+
+/// A pool on either database.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// A transaction on either database. Dropping it rolls back.
+pub enum Tx {
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+impl Db {
+    /// Connects to `postgres://…` or `sqlite://…` (the SQLite file is created if missing).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db, sqlx::Error> {
+        if url.starts_with("sqlite:") {
+            let options: SqliteConnectOptions = url.parse()?;
+            let options = options
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(std::time::Duration::from_secs(30))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .connect_with(options)
+                .await?;
+            Ok(Db::Sqlite(pool))
+        } else {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            Ok(Db::Postgres(pool))
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Db::Postgres(_) => Dialect::Postgres,
+            Db::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    pub fn sql(&self) -> Sql {
+        Sql::new(self.dialect())
+    }
+
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+            Db::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+        })
+    }
+
+    /// Runs a statement, returning the number of rows affected.
+    pub async fn execute(&self, sql: &Sql) -> Result<u64, sqlx::Error> {
+        match self {
+            Db::Postgres(p) => Ok(pg_query(sql).execute(p).await?.rows_affected()),
+            Db::Sqlite(p) => Ok(sqlite_query(sql).execute(p).await?.rows_affected()),
+        }
+    }
+
+    /// Runs a query and decodes every column of every row.
+    pub async fn fetch_all(&self, sql: &Sql) -> Result<Vec<Vec<SqlValue>>, sqlx::Error> {
+        match self {
+            Db::Postgres(p) => pg_query(sql)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(decode_pg)
+                .collect(),
+            Db::Sqlite(p) => sqlite_query(sql)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(decode_sqlite)
+                .collect(),
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Postgres(p) => p.close().await,
+            Db::Sqlite(p) => p.close().await,
+        }
+    }
+}
+
+impl Tx {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Tx::Postgres(_) => Dialect::Postgres,
+            Tx::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    pub fn sql(&self) -> Sql {
+        Sql::new(self.dialect())
+    }
+
+    pub async fn execute(&mut self, sql: &Sql) -> Result<u64, sqlx::Error> {
+        match self {
+            Tx::Postgres(t) => Ok(pg_query(sql).execute(&mut **t).await?.rows_affected()),
+            Tx::Sqlite(t) => Ok(sqlite_query(sql).execute(&mut **t).await?.rows_affected()),
+        }
+    }
+
+    pub async fn fetch_all(&mut self, sql: &Sql) -> Result<Vec<Vec<SqlValue>>, sqlx::Error> {
+        match self {
+            Tx::Postgres(t) => pg_query(sql)
+                .fetch_all(&mut **t)
+                .await?
+                .iter()
+                .map(decode_pg)
+                .collect(),
+            Tx::Sqlite(t) => sqlite_query(sql)
+                .fetch_all(&mut **t)
+                .await?
+                .iter()
+                .map(decode_sqlite)
+                .collect(),
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Postgres(t) => t.commit().await,
+            Tx::Sqlite(t) => t.commit().await,
+        }
+    }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+fn pg_query(sql: &Sql) -> PgQuery<'_> {
+    debug_assert_eq!(sql.dialect, Dialect::Postgres);
+    let mut q = sqlx::query(&sql.text);
+    for v in &sql.binds {
+        q = match v {
+            SqlValue::Null => q.bind(None::<String>),
+            SqlValue::Bool(b) => q.bind(*b),
+            SqlValue::Int(i) => q.bind(*i),
+            SqlValue::Float(f) => q.bind(*f),
+            SqlValue::Text(s) => q.bind(s.as_str()),
+            SqlValue::Json(j) => q.bind(sqlx::types::Json(j)),
+            SqlValue::Date(d) => q.bind(*d),
+            SqlValue::DateTime(t) => q.bind(*t),
+        };
+    }
+    q
+}
+
+fn sqlite_query(sql: &Sql) -> SqliteQuery<'_> {
+    debug_assert_eq!(sql.dialect, Dialect::Sqlite);
+    let mut q = sqlx::query(&sql.text);
+    for v in &sql.binds {
+        q = match v {
+            SqlValue::Null => q.bind(None::<String>),
+            SqlValue::Bool(b) => q.bind(*b),
+            SqlValue::Int(i) => q.bind(*i),
+            SqlValue::Float(f) => q.bind(*f),
+            SqlValue::Text(s) => q.bind(s.as_str()),
+            SqlValue::Json(j) => q.bind(j.to_string()),
+            SqlValue::Date(d) => q.bind(d.format("%Y-%m-%d").to_string()),
+            SqlValue::DateTime(t) => q.bind(format_datetime(t)),
+        };
+    }
+    q
+}
+
+/// The API3 date-time spelling, also how SQLite stores date-times: `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn format_datetime(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn decode_pg(row: &PgRow) -> Result<Vec<SqlValue>, sqlx::Error> {
+    (0..row.columns().len())
+        .map(|i| {
+            if row.try_get_raw(i)?.is_null() {
+                return Ok(SqlValue::Null);
+            }
+            let ty = row.column(i).type_info().name().to_ascii_uppercase();
+            Ok(match ty.as_str() {
+                "BOOL" => SqlValue::Bool(row.try_get(i)?),
+                "INT2" => SqlValue::Int(row.try_get::<i16, _>(i)?.into()),
+                "INT4" => SqlValue::Int(row.try_get::<i32, _>(i)?.into()),
+                "INT8" => SqlValue::Int(row.try_get(i)?),
+                "FLOAT4" => SqlValue::Float(row.try_get::<f32, _>(i)?.into()),
+                "FLOAT8" => SqlValue::Float(row.try_get(i)?),
+                "NUMERIC" => SqlValue::Float(
+                    row.try_get::<String, _>(i)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(f64::NAN),
+                ),
+                "JSON" | "JSONB" => SqlValue::Json(row.try_get(i)?),
+                "DATE" => SqlValue::Date(row.try_get(i)?),
+                "TIMESTAMPTZ" => SqlValue::DateTime(row.try_get(i)?),
+                "TIMESTAMP" => {
+                    SqlValue::DateTime(row.try_get::<chrono::NaiveDateTime, _>(i)?.and_utc())
+                }
+                _ => SqlValue::Text(row.try_get(i)?),
+            })
+        })
+        .collect()
+}
+
+fn decode_sqlite(row: &SqliteRow) -> Result<Vec<SqlValue>, sqlx::Error> {
+    (0..row.columns().len())
+        .map(|i| {
+            let raw = row.try_get_raw(i)?;
+            if raw.is_null() {
+                return Ok(SqlValue::Null);
+            }
+            // SQLite types are per value; the caller knows what a text column holds.
+            let ty = raw.type_info().name().to_ascii_uppercase();
+            Ok(match ty.as_str() {
+                "INTEGER" | "BOOLEAN" | "INT" => SqlValue::Int(row.try_get(i)?),
+                "REAL" | "FLOAT" | "NUMERIC" => SqlValue::Float(row.try_get(i)?),
+                _ => SqlValue::Text(row.try_get(i)?),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_binds_values_with_dialect_placeholders() {
+        let mut pg = Sql::new(Dialect::Postgres);
+        pg.push("SELECT * FROM ")
+            .push_ident("shot")
+            .push(" WHERE ")
+            .push_ident("code")
+            .push(" = ")
+            .push_bind(SqlValue::Text("x'; drop".into()))
+            .push(" AND id > ")
+            .push_bind(SqlValue::Int(3));
+        assert_eq!(
+            pg.text,
+            "SELECT * FROM \"shot\" WHERE \"code\" = $1 AND id > $2"
+        );
+        assert_eq!(pg.binds.len(), 2);
+        let mut lite = Sql::new(Dialect::Sqlite);
+        lite.push_bind(SqlValue::Null);
+        assert_eq!(lite.text, "?1");
+    }
+
+    #[tokio::test]
+    async fn sqlite_round_trips_every_value_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = Db::connect(&url, 2).await.unwrap();
+        let mut create = db.sql();
+        create.push("CREATE TABLE t (a INTEGER, b REAL, c TEXT, d INTEGER)");
+        db.execute(&create).await.unwrap();
+        let mut insert = db.sql();
+        insert.push("INSERT INTO t VALUES (");
+        insert.push_bind(SqlValue::Int(7)).push(", ");
+        insert.push_bind(SqlValue::Float(1.5)).push(", ");
+        insert
+            .push_bind(SqlValue::Json(serde_json::json!({"k": "ü"})))
+            .push(", ");
+        insert.push_bind(SqlValue::Null).push(")");
+        assert_eq!(db.execute(&insert).await.unwrap(), 1);
+        let mut select = db.sql();
+        select.push("SELECT a, b, c, d FROM t");
+        let rows = db.fetch_all(&select).await.unwrap();
+        assert_eq!(
+            rows,
+            vec![vec![
+                SqlValue::Int(7),
+                SqlValue::Float(1.5),
+                SqlValue::Text("{\"k\":\"ü\"}".into()),
+                SqlValue::Null
+            ]]
+        );
+    }
+}
