@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README gives it: Rust unit and integration tests (real
+# PostgreSQL, real SQLite, the test Shotgun site over real HTTP), the compatibility suite with
+# the official shotgun_api3 client, and the chart checks. One build serves every step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${SGCACHE_TEST_ADMIN_URL:=postgres://postgres@127.0.0.1:5432/postgres}"
+export SGCACHE_TEST_ADMIN_URL
+
+echo "== build"
+cargo build --workspace --all-targets --locked
+
+echo "== cargo test"
+cargo test --workspace --locked
+
+if [ -x tests/compat/run.sh ]; then
+  echo "== shotgun_api3 compatibility suite"
+  SHOTGUN_SIM_BIN="$PWD/target/debug/shotgun-sim" tests/compat/run.sh
+fi
+
+if [ -x charts/check.sh ]; then
+  echo "== chart checks"
+  charts/check.sh
+fi
