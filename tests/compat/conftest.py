@@ -55,7 +55,9 @@ def site(request):
     binary = _sim_bin(request.config)
     if not Path(binary).exists():
         pytest.exit(f"shotgun-sim binary not found at {binary}; build it (cargo build -p shotgun-sim) or pass --sim-bin", 2)
-    sim = SimProcess(binary)
+    # A seed big enough that several seeded types (tasks ≈ 2N) span more than one 500-row page.
+    scale = os.environ.get("SG_COMPAT_SEED_SCALE", "300")
+    sim = SimProcess(binary, ["--seed-scale", scale])
     url = sim.start()
     try:
         yield Site(url, (control_url or url).rstrip("/"), sim, binary)

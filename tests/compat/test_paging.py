@@ -183,3 +183,14 @@ def test_small_site_paging(small_site, n, expected_reads):
     # an empty result is one request in both styles
     _, reads = _count_reads(ctl, lambda: sg.find("Shot", [["project", "is", link(project)], ["code", "is", "none"]]))
     assert reads == 1
+
+
+@pytest.mark.needs_control
+def test_seeded_multi_page_find(sg, control):
+    """The seeded site (run.sh starts it with --seed-scale 300) has more Tasks than one page."""
+    page = sg.info().get("api_max_entities_per_page") or 500
+    rows, reads = _count_reads(control, lambda: sg.find("Task", [], ["content", "entity"]))
+    if len(rows) <= page:
+        pytest.skip(f"only {len(rows)} seeded Tasks; start the site with a larger --seed-scale")
+    assert reads == -(-len(rows) // page)
+    assert len(set(support.ids(rows))) == len(rows)
