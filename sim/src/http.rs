@@ -1,0 +1,171 @@
+//! HTTP: `POST [/<prefix>]/api3/json` (with faults) and the `/control/` endpoint.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sgcache::api3::Request;
+
+use crate::site::Site;
+
+pub fn router(site: Arc<Site>) -> Router {
+    Router::new()
+        .route("/control/health", get(health))
+        .route("/control/stats", get(stats))
+        .route("/control/stats/reset", post(reset_stats))
+        .route("/control/faults", get(get_faults).put(put_faults))
+        .route("/control/requests", get(requests))
+        .fallback(api3)
+        .with_state(site)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn health(State(site): State<Arc<Site>>) -> Json<Value> {
+    Json(json!({"status": "ok", "seed": site.counts}))
+}
+
+async fn stats(State(site): State<Arc<Site>>) -> Json<Value> {
+    let r = site.recorder.lock().unwrap_or_else(|e| e.into_inner());
+    Json(serde_json::to_value(&r.stats).unwrap_or_default())
+}
+
+async fn reset_stats(State(site): State<Arc<Site>>) -> Json<Value> {
+    site.recorder
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .reset();
+    Json(json!({"reset": true}))
+}
+
+async fn get_faults(State(site): State<Arc<Site>>) -> Json<Value> {
+    Json(serde_json::to_value(site.faults()).unwrap_or_default())
+}
+
+async fn put_faults(State(site): State<Arc<Site>>, body: Bytes) -> Response {
+    let patch: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})),
+    };
+    match site.faults().merged(&patch) {
+        Ok(f) => {
+            tracing::info!(faults = ?f, "faults changed");
+            site.set_faults(f.clone());
+            json_response(StatusCode::OK, &serde_json::to_value(f).unwrap_or_default())
+        }
+        Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),
+    }
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+async fn requests(State(site): State<Arc<Site>>, Query(q): Query<Limit>) -> Json<Value> {
+    let r = site.recorder.lock().unwrap_or_else(|e| e.into_inner());
+    Json(serde_json::to_value(r.recent(q.limit.unwrap_or(100))).unwrap_or_default())
+}
+
+/// What the fault settings do to one request, decided before it runs.
+enum Fate {
+    Serve,
+    Fail503,
+    Timeout(Duration),
+}
+
+async fn apply_faults(site: &Site) -> Fate {
+    let f = site.faults();
+    if f.down {
+        return Fate::Fail503;
+    }
+    let (delay, roll_503, roll_timeout) = {
+        let mut rng = rand::rng();
+        let jitter = if f.jitter_ms > 0 {
+            rng.random_range(0..=f.jitter_ms)
+        } else {
+            0
+        };
+        (
+            f.latency_ms + jitter,
+            rng.random::<f64>(),
+            rng.random::<f64>(),
+        )
+    };
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if roll_503 < f.fail_503_rate {
+        Fate::Fail503
+    } else if roll_timeout < f.timeout_rate {
+        Fate::Timeout(Duration::from_millis(f.timeout_ms))
+    } else {
+        Fate::Serve
+    }
+}
+
+async fn api3(State(site): State<Arc<Site>>, method: Method, uri: Uri, body: Bytes) -> Response {
+    if method != Method::POST || !uri.path().ends_with("/api3/json") {
+        return json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"}));
+    }
+    let parsed = Request::parse(&body);
+    site.record(parsed.as_ref().ok());
+    match apply_faults(&site).await {
+        Fate::Serve => {}
+        Fate::Fail503 => {
+            site.recorder
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .stats
+                .faulted += 1;
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Site down for maintenance or too busy",
+            )
+                .into_response();
+        }
+        Fate::Timeout(d) => {
+            site.recorder
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .stats
+                .faulted += 1;
+            tokio::time::sleep(d).await;
+            return (StatusCode::GATEWAY_TIMEOUT, "Gateway timeout").into_response();
+        }
+    }
+    let req = match parsed {
+        Ok(r) => r,
+        Err(e) => return json_response(StatusCode::OK, &e.to_body()),
+    };
+    let method_name = req.method_name.clone();
+    let outcome = tokio::task::spawn_blocking(move || site.call(&req)).await;
+    let body = match outcome {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            tracing::debug!(method = %method_name, error = %e.message, "api3 error");
+            e.to_body()
+        }
+        Err(e) => {
+            tracing::error!(method = %method_name, error = %e, "handler panicked");
+            sgcache::api3::Api3Error::new(sgcache::api3::ErrorCode::Internal, "internal error")
+                .to_body()
+        }
+    };
+    json_response(StatusCode::OK, &body)
+}

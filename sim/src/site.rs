@@ -1,0 +1,191 @@
+//! The site: store, auth, faults, counters, and the API3 method dispatcher.
+
+use std::sync::{Mutex, RwLock};
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::{json, Map, Value};
+use sgcache::api3::{Api3Error, ReadRequest, Request};
+use sgcache::schema::SiteSchema;
+
+use crate::auth::Auth;
+use crate::config::SimConfig;
+use crate::faults::Faults;
+use crate::read::{read, ReadEnv};
+use crate::seed::{seed, SeedCounts};
+use crate::stats::Recorder;
+use crate::store::Store;
+use crate::txn::Txn;
+use crate::value::parse_date_time;
+use crate::write::Writer;
+
+pub struct Site {
+    pub store: RwLock<Store>,
+    pub schema: SiteSchema,
+    pub auth: Auth,
+    pub faults: RwLock<Faults>,
+    pub recorder: Mutex<Recorder>,
+    pub counts: SeedCounts,
+    version: Vec<u32>,
+    max_per_page: u64,
+    /// A fixed clock (seconds) or the real one.
+    clock: Option<i64>,
+    rng: Mutex<StdRng>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Site {
+    pub fn new(config: &SimConfig) -> anyhow::Result<Site> {
+        let schema = config.load_schema()?;
+        let mut store = Store::new(&schema);
+        let started = Instant::now();
+        let seeded = seed(&mut store, &config.seed, &config.scripts, &config.users);
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, counts = ?seeded.counts, "seeded");
+        let clock = match &config.clock {
+            Some(c) => {
+                Some(parse_date_time(c).ok_or_else(|| anyhow::anyhow!("invalid clock {c:?}"))?)
+            }
+            None => None,
+        };
+        Ok(Site {
+            store: RwLock::new(store),
+            schema,
+            auth: Auth::new(seeded.scripts, seeded.users),
+            faults: RwLock::new(config.faults.clone()),
+            recorder: Mutex::new(Recorder::new(config.request_log_size)),
+            counts: seeded.counts,
+            version: config.version.clone(),
+            max_per_page: config.max_entities_per_page,
+            clock,
+            rng: Mutex::new(StdRng::seed_from_u64(config.seed.rng_seed ^ 0x5eed)),
+        })
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.unwrap_or_else(|| chrono::Utc::now().timestamp())
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.faults
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_faults(&self, f: Faults) {
+        *self.faults.write().unwrap_or_else(|e| e.into_inner()) = f;
+    }
+
+    /// Counts a request before anything else happens to it.
+    pub fn record(&self, req: Option<&Request>) {
+        let (method, types) = match req {
+            Some(r) => (r.method_name.as_str(), entity_types(&r.payload)),
+            None => ("(invalid)", Vec::new()),
+        };
+        lock(&self.recorder).record(method, &types);
+    }
+
+    /// The whole response body of one request (`info` unwrapped, others in `results`).
+    pub fn call(&self, req: &Request) -> Result<Value, Api3Error> {
+        if req.method_name == "info" {
+            return Ok(self.info());
+        }
+        if req.method_name == "get_session_token" {
+            let token = self.auth.new_session(&req.auth)?;
+            return Ok(json!({"results": {"session_id": token}}));
+        }
+        let result = match req.method_name.as_str() {
+            "read" | "summarize" | "schema_read" | "schema_entity_read" | "schema_field_read" => {
+                self.call_read(req)?
+            }
+            "create" | "update" | "delete" | "revive" | "batch" => self.call_write(req)?,
+            other => {
+                return Err(Api3Error::bad_request(format!(
+                    "Unknown method '{other}': the test site implements info, read, summarize, \
+                     create, update, delete, revive, batch, schema_read, schema_entity_read, \
+                     schema_field_read and get_session_token"
+                )))
+            }
+        };
+        Ok(json!({ "results": result }))
+    }
+
+    fn info(&self) -> Value {
+        json!({
+            "version": self.version,
+            "full_version": self.version.iter().chain([&0]).take(4).collect::<Vec<_>>(),
+            "api_max_entities_per_page": self.max_per_page,
+            "s3_direct_uploads_enabled": false,
+            "s3_enabled_upload_types": {},
+            "user_authentication_method": "default",
+            "totp_enabled": false,
+        })
+    }
+
+    fn call_read(&self, req: &Request) -> Result<Value, Api3Error> {
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        self.auth.authenticate(&req.auth, &store)?;
+        let (now, instant) = (self.now(), Instant::now());
+        match req.method_name.as_str() {
+            "read" => {
+                let r = ReadRequest::parse(&req.payload)?;
+                let env = ReadEnv {
+                    now,
+                    instant,
+                    max_per_page: self.max_per_page,
+                };
+                read(&store, &r, env)
+            }
+            "summarize" => crate::summarize::summarize(&store, &req.payload, now, instant),
+            m => crate::schema_methods::call(&self.schema, m, &req.payload),
+        }
+    }
+
+    fn call_write(&self, req: &Request) -> Result<Value, Api3Error> {
+        let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
+        let principal = self.auth.authenticate(&req.auth, &store)?;
+        let mut rng = lock(&self.rng);
+        let mut w = Writer {
+            txn: Txn::new(&mut store),
+            principal: &principal,
+            now: self.now(),
+            instant: Instant::now(),
+            faults: self.faults(),
+            rng: &mut rng,
+        };
+        let r = match req.method_name.as_str() {
+            "create" => w.create(&req.payload),
+            "update" => w.update(&req.payload, None),
+            "delete" => w.delete(&req.payload),
+            "revive" => w.revive(&req.payload),
+            _ => w.batch(&req.payload),
+        };
+        match r {
+            Ok(v) => {
+                w.txn.commit();
+                Ok(v)
+            }
+            Err(e) => {
+                w.txn.rollback();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The entity types a payload names (each sub-request of a batch).
+fn entity_types(payload: &Value) -> Vec<String> {
+    let one = |p: &Map<String, Value>| p.get("type").and_then(Value::as_str).map(String::from);
+    match payload {
+        Value::Object(p) => one(p).into_iter().collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| i.as_object().and_then(one))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
