@@ -3,6 +3,7 @@
 
 pub mod api3;
 pub mod ident;
+pub mod query;
 pub mod plan;
 pub mod schema;
 pub mod spec;

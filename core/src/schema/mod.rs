@@ -128,6 +128,17 @@ impl SiteSchema {
     }
 }
 
+impl FieldSchema {
+    /// Parses one field record as `schema_read` / `schema_field_read` return it.
+    pub fn from_api(
+        entity_type: &str,
+        name: &str,
+        record: &Value,
+    ) -> Result<Self, SchemaError> {
+        parse_field(entity_type, name, record)
+    }
+}
+
 fn prop<'a>(record: &'a Value, key: &str) -> Option<&'a Value> {
     record.get(key)?.get("value")
 }

@@ -1,0 +1,681 @@
+//! The filter tree as a SQL condition (doc section 5).
+//!
+//! Semantics follow the protocol doc and the test site: every negative relation is the exact
+//! negation of its positive twin, so nulls match `is_not`, `not_in`, `not_contains` ...; text
+//! compares case-insensitively and a null text is the empty string; an entity hop follows the
+//! link only to an active row of the named type (otherwise the far value is null); through a
+//! multi-entity hop the positive relation is existential and the negation applies after it.
+
+use serde_json::Value;
+
+use super::catalog::{CatalogField, CatalogType};
+use super::frag::Frag;
+use super::values::{self, folded_text, like_pattern};
+use super::{pass, Ctx, PassThrough, Reason};
+use crate::api3::{Condition, Filter, LogicalOperator};
+use crate::ident;
+use crate::schema::{DataType, Storage};
+use crate::sql::SqlValue;
+
+/// A field reached from a query alias.
+#[derive(Clone, Copy)]
+pub struct ColRef<'a> {
+    pub alias: &'a str,
+    pub ty: &'a CatalogType,
+    pub field: &'a CatalogField,
+}
+
+pub fn filter(ctx: &mut Ctx<'_>, root: &CatalogType, f: &Filter) -> Result<Frag, PassThrough> {
+    match f {
+        Filter::Condition(c) => condition(ctx, root, c),
+        Filter::Group { op, conditions } => {
+            if conditions.is_empty() {
+                return match op {
+                    LogicalOperator::And => Ok(lit("1=1")),
+                    LogicalOperator::Or => Err(pass(Reason::Relation, "empty 'or' group")),
+                };
+            }
+            let parts = conditions
+                .iter()
+                .map(|c| filter(ctx, root, c))
+                .collect::<Result<Vec<_>, _>>()?;
+            let sep = match op {
+                LogicalOperator::And => " AND ",
+                LogicalOperator::Or => " OR ",
+            };
+            let mut out = lit("(");
+            out.frag(Frag::join(parts, sep)).lit(")");
+            Ok(out)
+        }
+    }
+}
+
+fn lit(s: &'static str) -> Frag {
+    let mut f = Frag::new();
+    f.lit(s);
+    f
+}
+
+/// A ready field of a cached type, or a pass-through reason.
+pub fn field<'a>(ty: &'a CatalogType, name: &str) -> Result<&'a CatalogField, PassThrough> {
+    ty.ready_field(name).ok_or_else(|| {
+        pass(
+            Reason::FieldNotCached,
+            format!("{}.{name} is not cached and ready", ty.entity_type),
+        )
+    })
+}
+
+fn condition(ctx: &mut Ctx<'_>, root: &CatalogType, c: &Condition) -> Result<Frag, PassThrough> {
+    if c.path.starts_with("$FROM$") {
+        return Err(pass(Reason::Path, "$FROM$ paths are answered by the site"));
+    }
+    let parts: Vec<&str> = c.path.split('.').collect();
+    match parts.as_slice() {
+        [name] => {
+            let f = field(root, name)?;
+            let col = ColRef {
+                alias: "r",
+                ty: root,
+                field: f,
+            };
+            relation(ctx, col, &c.relation, &c.values)
+        }
+        [hop, target, far] => deep(ctx, root, hop, target, far, c),
+        _ => Err(pass(
+            Reason::Path,
+            format!("path {:?} has more than one hop", c.path),
+        )),
+    }
+}
+
+/// Resolves `hop.Target` for a deep path: the hop field and the target type.
+pub fn hop<'a>(
+    ctx: &Ctx<'a>,
+    root: &'a CatalogType,
+    hop: &str,
+    target: &str,
+) -> Result<(&'a CatalogField, &'a CatalogType), PassThrough> {
+    let f = field(root, hop)?;
+    if !matches!(f.storage, Storage::EntityLink | Storage::MultiEntity)
+        || !f.valid_types.iter().any(|t| t == target)
+    {
+        return Err(pass(Reason::Path, format!("{hop} cannot link to {target}")));
+    }
+    let t = ctx.cat.ready_type(target).ok_or_else(|| {
+        pass(
+            Reason::TypeNotCached,
+            format!("{target} is not cached and ready"),
+        )
+    })?;
+    Ok((f, t))
+}
+
+fn deep(
+    ctx: &mut Ctx<'_>,
+    root: &CatalogType,
+    hop_name: &str,
+    target: &str,
+    far: &str,
+    c: &Condition,
+) -> Result<Frag, PassThrough> {
+    let cat = ctx.cat;
+    let root = cat
+        .types
+        .get(&root.entity_type)
+        .expect("root is in the catalog");
+    let (hop_field, target_ty) = hop(ctx, root, hop_name, target)?;
+    let far_field = field(target_ty, far)?;
+    if hop_field.storage == Storage::EntityLink {
+        let alias = ctx.filter_hop(hop_field, target_ty);
+        let col = ColRef {
+            alias: &alias,
+            ty: target_ty,
+            field: far_field,
+        };
+        return relation(ctx, col, &c.relation, &c.values);
+    }
+    if hop_field.data_type != DataType::MultiEntity {
+        return Err(pass(Reason::Path, "deep paths through addressing fields"));
+    }
+    // Existential through the association table; the negation applies after the hop.
+    let (positive, negate) = positive(&c.relation);
+    let a = ctx.alias();
+    let t = ctx.alias();
+    let inner = relation(
+        ctx,
+        ColRef {
+            alias: &t,
+            ty: target_ty,
+            field: far_field,
+        },
+        positive,
+        &c.values,
+    )?;
+    let mut out = Frag::new();
+    out.lit(if negate {
+        "NOT EXISTS (SELECT 1 FROM "
+    } else {
+        "EXISTS (SELECT 1 FROM "
+    })
+    .ident(&ident::assoc_table_name(&root.entity_type, &hop_field.name))
+    .lit(" ")
+    .alias(&a)
+    .lit(" JOIN ")
+    .ident(&target_ty.table)
+    .lit(" ")
+    .alias(&t)
+    .lit(" ON ")
+    .col(&t, "id")
+    .lit(" = ")
+    .col(&a, "_target_id")
+    .lit(" AND NOT ")
+    .col(&t, "_retired")
+    .lit(" WHERE ")
+    .col(&a, "_entity_id")
+    .lit(" = ")
+    .col("r", "id")
+    .lit(" AND ")
+    .col(&a, "_target_type")
+    .lit(" = ")
+    .bind(SqlValue::Text(target_ty.entity_type.clone()))
+    .lit(" AND ")
+    .frag(inner)
+    .lit(")");
+    Ok(out)
+}
+
+fn positive(rel: &str) -> (&str, bool) {
+    match rel {
+        "is_not" => ("is", true),
+        "not_in" => ("in", true),
+        "not_contains" => ("contains", true),
+        "not_between" => ("between", true),
+        "type_is_not" => ("type_is", true),
+        "name_not_contains" => ("name_contains", true),
+        other => (other, false),
+    }
+}
+
+/// Relations the cache answers, per data type: the documented ones (doc 5.2) minus those whose
+/// exact meaning is unknown (relative dates, `addressing` text search, tag lists).
+fn allowed(dt: &DataType, rel: &str) -> bool {
+    use DataType::*;
+    const EQ: &[&str] = &["is", "is_not", "in", "not_in"];
+    const TEXT: &[&str] = &["contains", "not_contains", "starts_with", "ends_with"];
+    const ORD: &[&str] = &["less_than", "greater_than", "between", "not_between"];
+    const LINK: &[&str] = &["type_is", "type_is_not"];
+    const NAME: &[&str] = &[
+        "name_is",
+        "name_contains",
+        "name_not_contains",
+        "name_starts_with",
+        "name_ends_with",
+    ];
+    let any = |sets: &[&[&str]]| sets.iter().any(|s| s.contains(&rel));
+    match dt {
+        Text => any(&[EQ, TEXT]),
+        Number | Float | Currency | Percent | Duration | Timecode | Date | DateTime => {
+            any(&[EQ, ORD])
+        }
+        Checkbox => rel == "is" || rel == "is_not",
+        List | StatusList | EntityType | Uuid | Color | Footage | SystemTaskType => any(&[EQ]),
+        Entity | MultiEntity => any(&[EQ, LINK, NAME]),
+        _ => false,
+    }
+}
+
+/// One relation on one column.
+pub fn relation(
+    ctx: &mut Ctx<'_>,
+    col: ColRef<'_>,
+    rel: &str,
+    values: &[Value],
+) -> Result<Frag, PassThrough> {
+    let f = col.field;
+    if !allowed(&f.data_type, rel) {
+        return Err(pass(
+            Reason::Relation,
+            format!(
+                "relation {rel:?} on {} field {}",
+                f.data_type.api_name(),
+                f.name
+            ),
+        ));
+    }
+    match f.storage {
+        Storage::EntityLink => entity(ctx, col, rel, values),
+        Storage::MultiEntity => multi(ctx, col, rel, values),
+        _ => scalar(col, rel, values),
+    }
+}
+
+fn one<'v>(values: &'v [Value], rel: &str) -> Result<&'v Value, PassThrough> {
+    match values {
+        [v] => Ok(v),
+        _ => Err(pass(
+            Reason::Value,
+            format!("{rel} with {} values", values.len()),
+        )),
+    }
+}
+
+/// `(values without nulls, whether null was listed)` for in / not_in.
+fn split_nulls(values: &[Value]) -> Result<(Vec<&Value>, bool), PassThrough> {
+    if values.is_empty() {
+        return Err(pass(Reason::Value, "in / not_in without values"));
+    }
+    Ok((
+        values.iter().filter(|v| !v.is_null()).collect(),
+        values.iter().any(Value::is_null),
+    ))
+}
+
+fn scalar(col: ColRef<'_>, rel: &str, values: &[Value]) -> Result<Frag, PassThrough> {
+    let f = col.field;
+    let ci = f.storage == Storage::Text;
+    let a = col.alias;
+    // The compared expression: lower(column) for text.
+    let lhs = || {
+        let mut x = Frag::new();
+        if ci {
+            x.lit("lower(").col(a, &f.name).lit(")");
+        } else {
+            x.col(a, &f.name);
+        }
+        x
+    };
+    let is_null = |not: bool| {
+        let mut x = Frag::new();
+        x.col(a, &f.name)
+            .lit(if not { " IS NOT NULL" } else { " IS NULL" });
+        x
+    };
+    let bind = |v: &Value| values::scalar(f.storage, v, &f.name);
+    let mut out = Frag::new();
+    match rel {
+        "is" | "is_not" => {
+            let v = one(values, rel)?;
+            let not = rel == "is_not";
+            if v.is_null() {
+                if f.storage == Storage::Boolean {
+                    return Err(pass(Reason::Value, "checkbox compared with null"));
+                }
+                return Ok(is_null(not));
+            }
+            let b = bind(v)?;
+            if not {
+                out.lit("(")
+                    .frag(is_null(false))
+                    .lit(" OR ")
+                    .frag(lhs())
+                    .lit(" <> ")
+                    .bind(b)
+                    .lit(")");
+            } else {
+                out.frag(lhs()).lit(" = ").bind(b);
+            }
+        }
+        "in" | "not_in" => {
+            let (vals, has_null) = split_nulls(values)?;
+            let mut list = Frag::new();
+            for (i, v) in vals.iter().enumerate() {
+                if i > 0 {
+                    list.lit(", ");
+                }
+                list.bind(bind(v)?);
+            }
+            let not = rel == "not_in";
+            out.lit("(");
+            match (vals.is_empty(), has_null, not) {
+                (true, _, false) => out.frag(is_null(false)),
+                (true, _, true) => out.frag(is_null(true)),
+                (false, false, false) => out.frag(lhs()).lit(" IN (").frag(list).lit(")"),
+                (false, true, false) => out
+                    .frag(is_null(false))
+                    .lit(" OR ")
+                    .frag(lhs())
+                    .lit(" IN (")
+                    .frag(list)
+                    .lit(")"),
+                (false, false, true) => out
+                    .frag(is_null(false))
+                    .lit(" OR ")
+                    .frag(lhs())
+                    .lit(" NOT IN (")
+                    .frag(list)
+                    .lit(")"),
+                (false, true, true) => out
+                    .frag(is_null(true))
+                    .lit(" AND ")
+                    .frag(lhs())
+                    .lit(" NOT IN (")
+                    .frag(list)
+                    .lit(")"),
+            };
+            out.lit(")");
+        }
+        "less_than" | "greater_than" => {
+            let v = one(values, rel)?;
+            if v.is_null() {
+                return Err(pass(Reason::Value, format!("{rel} null")));
+            }
+            out.frag(lhs())
+                .lit(if rel == "less_than" { " < " } else { " > " })
+                .bind(bind(v)?);
+        }
+        "between" | "not_between" => {
+            let [lo, hi] = values else {
+                return Err(pass(Reason::Value, format!("{rel} needs two values")));
+            };
+            if lo.is_null() || hi.is_null() {
+                return Err(pass(Reason::Value, format!("{rel} with an open bound")));
+            }
+            let (lo, hi) = (bind(lo)?, bind(hi)?);
+            if rel == "between" {
+                out.lit("(")
+                    .frag(lhs())
+                    .lit(" >= ")
+                    .bind(lo)
+                    .lit(" AND ")
+                    .frag(lhs())
+                    .lit(" <= ")
+                    .bind(hi)
+                    .lit(")");
+            } else {
+                out.lit("(")
+                    .frag(is_null(false))
+                    .lit(" OR ")
+                    .frag(lhs())
+                    .lit(" < ")
+                    .bind(lo)
+                    .lit(" OR ")
+                    .frag(lhs())
+                    .lit(" > ")
+                    .bind(hi)
+                    .lit(")");
+            }
+        }
+        "contains" | "not_contains" | "starts_with" | "ends_with" => {
+            let needle = match one(values, rel)? {
+                Value::String(s) => s.as_str(),
+                Value::Null => "",
+                _ => return Err(pass(Reason::Value, format!("{rel} needs a string"))),
+            };
+            let pattern = match rel {
+                "starts_with" => like_pattern(needle, false, true, &f.name)?,
+                "ends_with" => like_pattern(needle, true, false, &f.name)?,
+                _ => like_pattern(needle, true, true, &f.name)?,
+            };
+            // A null text is the empty string for text relations.
+            out.lit(if rel == "not_contains" { "NOT (" } else { "(" })
+                .lit("lower(COALESCE(")
+                .col(a, &f.name)
+                .lit(", '')) LIKE ")
+                .bind(SqlValue::Text(pattern))
+                .lit(" ESCAPE '\\')");
+        }
+        _ => {
+            return Err(pass(Reason::Relation, format!("relation {rel:?}")));
+        }
+    }
+    Ok(out)
+}
+
+/// Binds the link filter values of is / in (null handled by the caller).
+fn link_eq(
+    type_col: (&str, String),
+    id_col: (&str, String),
+    v: &Value,
+    field: &str,
+) -> Result<Frag, PassThrough> {
+    let (t, id) = values::link(v, field)?;
+    let mut out = Frag::new();
+    out.lit("(")
+        .col(type_col.0, &type_col.1)
+        .lit(" = ")
+        .bind(SqlValue::Text(t))
+        .lit(" AND ")
+        .col(id_col.0, &id_col.1)
+        .lit(" = ")
+        .bind(SqlValue::Int(id))
+        .lit(")");
+    Ok(out)
+}
+
+/// `name_*` on the display name of the linked row, for whichever valid target type it has.
+/// Every valid target type must be cached with a ready display field.
+fn name_test(
+    ctx: &Ctx<'_>,
+    type_col: (&str, &str),
+    id_col: (&str, &str),
+    valid_types: &[String],
+    rel: &str,
+    values: &[Value],
+) -> Result<Frag, PassThrough> {
+    let needle = match one(values, rel)? {
+        Value::String(s) => s.as_str(),
+        Value::Null => "",
+        _ => return Err(pass(Reason::Value, format!("{rel} needs a string"))),
+    };
+    let (op, pattern) = match rel {
+        "name_is" => (" = ", folded_text(needle, "name")?),
+        "name_starts_with" => (" LIKE ", like_pattern(needle, false, true, "name")?),
+        "name_ends_with" => (" LIKE ", like_pattern(needle, true, false, "name")?),
+        _ => (" LIKE ", like_pattern(needle, true, true, "name")?),
+    };
+    let mut arms = Vec::new();
+    for t in valid_types {
+        let ty = ctx.cat.ready_type(t).ok_or_else(|| {
+            pass(
+                Reason::LinkName,
+                format!("links to {t} cannot be named from the cache"),
+            )
+        })?;
+        let name = ty
+            .name_field()
+            .ok_or_else(|| pass(Reason::LinkName, format!("{t} has no ready display field")))?;
+        let n = format!("n{}", arms.len());
+        let mut arm = Frag::new();
+        arm.lit("(")
+            .col(type_col.0, type_col.1)
+            .lit(" = ")
+            .bind(SqlValue::Text(t.clone()))
+            .lit(" AND EXISTS (SELECT 1 FROM ")
+            .ident(&ty.table)
+            .lit(" ")
+            .alias(&n)
+            .lit(" WHERE ")
+            .col(&n, "id")
+            .lit(" = ")
+            .col(id_col.0, id_col.1)
+            .lit(" AND lower(")
+            .col(&n, &name.name)
+            .lit(")")
+            .lit(op)
+            .bind(SqlValue::Text(pattern.clone()));
+        if op == " LIKE " {
+            arm.lit(" ESCAPE '\\'");
+        }
+        arm.lit("))");
+        arms.push(arm);
+    }
+    if arms.is_empty() {
+        return Err(pass(Reason::LinkName, "field has no valid target types"));
+    }
+    let mut out = Frag::new();
+    out.lit("(").frag(Frag::join(arms, " OR ")).lit(")");
+    Ok(out)
+}
+
+fn entity(
+    ctx: &mut Ctx<'_>,
+    col: ColRef<'_>,
+    rel: &str,
+    values: &[Value],
+) -> Result<Frag, PassThrough> {
+    let f = col.field;
+    let a = col.alias;
+    let tcol = format!("{}__type", f.name);
+    let icol = format!("{}__id", f.name);
+    let is_null = |not: bool| {
+        let mut x = Frag::new();
+        x.col(a, &icol)
+            .lit(if not { " IS NOT NULL" } else { " IS NULL" });
+        x
+    };
+    let (positive, negate) = positive(rel);
+    let pos = match positive {
+        "is" => {
+            let v = one(values, rel)?;
+            if v.is_null() {
+                is_null(false)
+            } else {
+                link_eq((a, tcol.clone()), (a, icol.clone()), v, &f.name)?
+            }
+        }
+        "in" => {
+            let (vals, has_null) = split_nulls(values)?;
+            let mut arms = vals
+                .iter()
+                .map(|v| link_eq((a, tcol.clone()), (a, icol.clone()), v, &f.name))
+                .collect::<Result<Vec<_>, _>>()?;
+            if has_null {
+                arms.push(is_null(false));
+            }
+            let mut x = Frag::new();
+            x.lit("(").frag(Frag::join(arms, " OR ")).lit(")");
+            x
+        }
+        "type_is" => {
+            let v = one(values, rel)?;
+            match v {
+                Value::Null => is_null(false),
+                Value::String(t) if ident::validate_entity_type(t).is_ok() => {
+                    let mut x = Frag::new();
+                    x.lit("(")
+                        .col(a, &tcol)
+                        .lit(" = ")
+                        .bind(SqlValue::Text(t.clone()))
+                        .lit(")");
+                    x
+                }
+                _ => return Err(pass(Reason::Value, "type_is needs an entity type")),
+            }
+        }
+        r if r.starts_with("name_") => {
+            name_test(ctx, (a, &tcol), (a, &icol), &f.valid_types, r, values)?
+        }
+        _ => return Err(pass(Reason::Relation, format!("relation {rel:?}"))),
+    };
+    if !negate {
+        return Ok(pos);
+    }
+    // Exact negation; a null link makes the positive form false (or true for `is null`), so
+    // only the null case needs care: NOT over a possibly-NULL SQL value must be made total.
+    let mut out = Frag::new();
+    out.lit("(NOT COALESCE(").frag(pos).lit(", 1=0))");
+    Ok(out)
+}
+
+fn multi(
+    ctx: &mut Ctx<'_>,
+    col: ColRef<'_>,
+    rel: &str,
+    values: &[Value],
+) -> Result<Frag, PassThrough> {
+    let f = col.field;
+    if f.data_type != DataType::MultiEntity {
+        return Err(pass(Reason::Relation, "relations on addressing fields"));
+    }
+    let (positive, negate) = positive(rel);
+    let a = ctx.alias();
+    let table = ident::assoc_table_name(&col.ty.entity_type, &f.name);
+    // EXISTS (SELECT 1 FROM assoc a WHERE a._entity_id = owner.id [AND cond]).
+    let exists = |cond: Option<Frag>| {
+        let mut x = Frag::new();
+        x.lit("EXISTS (SELECT 1 FROM ")
+            .ident(&table)
+            .lit(" ")
+            .alias(&a)
+            .lit(" WHERE ")
+            .col(&a, "_entity_id")
+            .lit(" = ")
+            .col(col.alias, "id");
+        if let Some(c) = cond {
+            x.lit(" AND ").frag(c);
+        }
+        x.lit(")");
+        x
+    };
+    let tc = (a.as_str(), "_target_type".to_string());
+    let ic = (a.as_str(), "_target_id".to_string());
+    let pos = match positive {
+        "is" => {
+            let v = one(values, rel)?;
+            if v.is_null() {
+                let mut x = Frag::new();
+                x.lit("NOT ").frag(exists(None));
+                x
+            } else {
+                exists(Some(link_eq(tc, ic, v, &f.name)?))
+            }
+        }
+        "in" => {
+            let (vals, has_null) = split_nulls(values)?;
+            let arms = vals
+                .iter()
+                .map(|v| link_eq(tc.clone(), ic.clone(), v, &f.name))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut x = Frag::new();
+            x.lit("(");
+            if !arms.is_empty() {
+                let mut any = Frag::new();
+                any.lit("(").frag(Frag::join(arms, " OR ")).lit(")");
+                x.frag(exists(Some(any)));
+            }
+            if has_null {
+                if !vals.is_empty() {
+                    x.lit(" OR ");
+                }
+                x.lit("NOT ").frag(exists(None));
+            }
+            x.lit(")");
+            x
+        }
+        "type_is" => match one(values, rel)? {
+            Value::Null => {
+                let mut x = Frag::new();
+                x.lit("NOT ").frag(exists(None));
+                x
+            }
+            Value::String(t) if ident::validate_entity_type(t).is_ok() => {
+                let mut c = Frag::new();
+                c.col(&a, "_target_type")
+                    .lit(" = ")
+                    .bind(SqlValue::Text(t.clone()));
+                exists(Some(c))
+            }
+            _ => return Err(pass(Reason::Value, "type_is needs an entity type")),
+        },
+        r @ ("name_contains" | "name_is" | "name_starts_with" | "name_ends_with") => {
+            let c = name_test(
+                ctx,
+                (&a, "_target_type"),
+                (&a, "_target_id"),
+                &f.valid_types,
+                r,
+                values,
+            )?;
+            exists(Some(c))
+        }
+        _ => return Err(pass(Reason::Relation, format!("relation {rel:?}"))),
+    };
+    if negate {
+        let mut out = Frag::new();
+        out.lit("NOT ").frag(pos);
+        Ok(out)
+    } else {
+        Ok(pos)
+    }
+}

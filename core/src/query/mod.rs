@@ -1,0 +1,435 @@
+//! The read translator: an API3 `read` plus the catalog of what the cache holds becomes one
+//! SQL statement, or a reason to pass the request through to the site.
+//!
+//! The cache answers only when the whole request is answerable from `ready` data with the
+//! site's exact semantics (protocol doc sections 5, 6 and 9); everything else passes through.
+//! Identifiers reach SQL only from the catalog (validated names), values only as binds.
+
+pub mod catalog;
+mod filter;
+mod frag;
+mod output;
+mod values;
+
+use serde_json::{json, Value};
+
+pub use catalog::{Catalog, CatalogField, CatalogType};
+pub use frag::Frag;
+use output::Out;
+
+use crate::api3::{PagingStyle, ReadRequest, ReturnOnly, SortDirection};
+use crate::schema::Storage;
+use crate::sql::{Db, Dialect, Sql, SqlValue};
+
+/// The largest page the cache serves; the site caps pages at `api_max_entities_per_page`
+/// (500 by default), so larger pages go to the site, which knows its own cap.
+pub const MAX_PER_PAGE: u64 = 500;
+
+/// Why a read is passed through. `label()` is the metrics label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The payload has keys, presets or shapes the cache does not interpret.
+    Payload,
+    TypeNotCached,
+    FieldNotCached,
+    Relation,
+    Value,
+    Path,
+    Sort,
+    Paging,
+    ArchivedProjects,
+    /// A link (or deep field) whose target the cache cannot render as the site would.
+    LinkName,
+    /// The cache database failed; the site answers instead.
+    Database,
+}
+
+impl Reason {
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Payload => "payload",
+            Reason::TypeNotCached => "type_not_cached",
+            Reason::FieldNotCached => "field_not_cached",
+            Reason::Relation => "relation",
+            Reason::Value => "value",
+            Reason::Path => "path",
+            Reason::Sort => "sort",
+            Reason::Paging => "paging",
+            Reason::ArchivedProjects => "archived_projects",
+            Reason::LinkName => "link_name",
+            Reason::Database => "database",
+        }
+    }
+}
+
+/// A read the cache will not answer, and why (for logs and metrics, never for clients).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassThrough {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+impl std::fmt::Display for PassThrough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason.label(), self.detail)
+    }
+}
+
+pub fn pass(reason: Reason, detail: impl Into<String>) -> PassThrough {
+    PassThrough {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+/// Translation state: the catalog, generated aliases and the joins collected on the way.
+pub struct Ctx<'a> {
+    pub cat: &'a Catalog,
+    pub dialect: Dialect,
+    next_alias: usize,
+    /// Joins needed by the filter (deep paths), inside the row-selecting subquery.
+    filter_joins: Vec<Frag>,
+    filter_hops: Vec<(String, String, String)>,
+    /// Joins needed by the returned columns (link names, deep return fields).
+    output_joins: Vec<Frag>,
+    select: Vec<Frag>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(cat: &'a Catalog, dialect: Dialect) -> Self {
+        Ctx {
+            cat,
+            dialect,
+            next_alias: 0,
+            filter_joins: Vec::new(),
+            filter_hops: Vec::new(),
+            output_joins: Vec::new(),
+            select: Vec::new(),
+        }
+    }
+
+    /// A fresh alias: `j1`, `j2`, ...
+    pub fn alias(&mut self) -> String {
+        self.next_alias += 1;
+        format!("j{}", self.next_alias)
+    }
+
+    /// The alias of the active row an entity hop of the filter leads to, joined once.
+    fn filter_hop(&mut self, hop: &CatalogField, target: &CatalogType) -> String {
+        if let Some((_, _, a)) = self
+            .filter_hops
+            .iter()
+            .find(|(h, t, _)| *h == hop.name && *t == target.entity_type)
+        {
+            return a.clone();
+        }
+        let a = self.alias();
+        let mut j = Frag::new();
+        j.lit(" LEFT JOIN ")
+            .ident(&target.table)
+            .lit(" ")
+            .alias(&a)
+            .lit(" ON ")
+            .col("r", &format!("{}__type", hop.name))
+            .lit(" = ")
+            .bind(SqlValue::Text(target.entity_type.clone()))
+            .lit(" AND ")
+            .col(&a, "id")
+            .lit(" = ")
+            .col("r", &format!("{}__id", hop.name))
+            .lit(" AND NOT ")
+            .col(&a, "_retired");
+        self.filter_joins.push(j);
+        self.filter_hops
+            .push((hop.name.clone(), target.entity_type.clone(), a.clone()));
+        a
+    }
+
+    /// Adds a select column; returns its index.
+    fn push_col(&mut self, f: Frag) -> usize {
+        self.select.push(f);
+        self.select.len() - 1
+    }
+}
+
+/// A translated read: the statement and how to turn its rows into the site's answer.
+#[derive(Debug)]
+pub struct ReadPlan {
+    pub sql: Sql,
+    entity_type: String,
+    fields: Vec<(String, Out)>,
+    /// Column 0 is the total match count (old-style paging).
+    counted: bool,
+    per_page: Option<u64>,
+    style: PagingStyle,
+}
+
+/// Translates a read, or says why it must go to the site.
+pub fn plan_read(
+    req: &ReadRequest,
+    cat: &Catalog,
+    dialect: Dialect,
+) -> Result<ReadPlan, PassThrough> {
+    if !req.unknown_keys.is_empty() {
+        return Err(pass(
+            Reason::Payload,
+            format!("unknown keys {:?}", req.unknown_keys),
+        ));
+    }
+    if req
+        .additional_filter_presets
+        .as_ref()
+        .is_some_and(|v| !v.is_null())
+    {
+        return Err(pass(Reason::Payload, "additional_filter_presets"));
+    }
+    let root = cat.ready_type(&req.entity_type).ok_or_else(|| {
+        pass(
+            Reason::TypeNotCached,
+            format!("{} is not cached and ready", req.entity_type),
+        )
+    })?;
+    let mut ctx = Ctx::new(cat, dialect);
+
+    // Which rows: retired or not, archived projects, the filter.
+    let mut conds = Vec::new();
+    let mut retired = Frag::new();
+    retired.lit(match req.return_only {
+        ReturnOnly::Active => "NOT ",
+        ReturnOnly::Retired => "",
+    });
+    retired.col("r", "_retired");
+    conds.push(retired);
+    if !req.include_archived_projects {
+        conds.push(archived(cat, root)?);
+    }
+    conds.push(filter::filter(&mut ctx, root, &req.filters)?);
+    let where_ = Frag::join(conds, " AND ");
+
+    // Order: the requested keys, nulls last ascending (first descending), then id.
+    let mut order = Vec::new();
+    for s in &req.sorts {
+        let f = filter::field(root, &s.field).map_err(|e| pass(Reason::Sort, e.detail))?;
+        if !matches!(
+            f.storage,
+            Storage::Integer
+                | Storage::Float
+                | Storage::Date
+                | Storage::DateTime
+                | Storage::Boolean
+        ) {
+            return Err(pass(
+                Reason::Sort,
+                format!("sorting on {} field {}", f.data_type.api_name(), f.name),
+            ));
+        }
+        let dir = match s.direction {
+            SortDirection::Asc => " ASC",
+            SortDirection::Desc => " DESC",
+        };
+        let mut o = Frag::new();
+        o.lit("(").col("r", &f.name).lit(" IS NULL)").lit(dir);
+        o.lit(", ").col("r", &f.name).lit(dir);
+        order.push(o);
+    }
+    let mut id_order = Frag::new();
+    id_order.col("r", "id").lit(" ASC");
+    order.push(id_order);
+    let order = Frag::join(order, ", ");
+
+    // Paging: one extra row tells whether there is a next page.
+    let (limit, offset) = match req.paging {
+        None => (None, 0),
+        Some(p) => {
+            if p.entities_per_page > MAX_PER_PAGE {
+                return Err(pass(
+                    Reason::Paging,
+                    "entities_per_page above the site's cap",
+                ));
+            }
+            let offset = (p.current_page - 1)
+                .checked_mul(p.entities_per_page)
+                .filter(|o| *o < i64::MAX as u64)
+                .ok_or_else(|| pass(Reason::Paging, "page out of range"))?;
+            (Some(p.entities_per_page), offset)
+        }
+    };
+
+    // What to return.
+    let mut fields: Vec<(String, Out)> = Vec::new();
+    for rf in &req.return_fields {
+        if rf == "type" || rf == "id" || fields.iter().any(|(k, _)| k == rf) {
+            continue;
+        }
+        let out = output::return_field(&mut ctx, root, rf)?;
+        fields.push((rf.clone(), out));
+    }
+
+    let counted = req.paging_style == PagingStyle::EntityCount;
+    let mut filter_joins = Frag::new();
+    for j in std::mem::take(&mut ctx.filter_joins) {
+        filter_joins.frag(j);
+    }
+    let mut from = Frag::new();
+    from.ident(&root.table).lit(" r").frag(filter_joins);
+
+    let mut page = Frag::new();
+    page.lit("SELECT ")
+        .col("r", "id")
+        .lit(" AS _id FROM ")
+        .frag(from.clone())
+        .lit(" WHERE ")
+        .frag(where_.clone())
+        .lit(" ORDER BY ")
+        .frag(order.clone());
+    if let Some(per) = limit {
+        page.lit(" LIMIT ")
+            .bind(SqlValue::Int(per as i64 + 1))
+            .lit(" OFFSET ")
+            .bind(SqlValue::Int(offset as i64));
+    }
+
+    let mut stmt = Frag::new();
+    stmt.lit("SELECT ");
+    if counted {
+        stmt.lit("(SELECT COUNT(*) FROM ")
+            .frag(from)
+            .lit(" WHERE ")
+            .frag(where_)
+            .lit("), ");
+    }
+    stmt.col("r", "id");
+    for c in std::mem::take(&mut ctx.select) {
+        stmt.lit(", ").frag(c);
+    }
+    if counted {
+        stmt.lit(" FROM (SELECT 1 AS _one) _o LEFT JOIN (")
+            .frag(page)
+            .lit(") _p ON 1=1 LEFT JOIN ");
+    } else {
+        stmt.lit(" FROM (").frag(page).lit(") _p JOIN ");
+    }
+    stmt.ident(&root.table)
+        .lit(" r ON ")
+        .col("r", "id")
+        .lit(" = _p._id");
+    for j in std::mem::take(&mut ctx.output_joins) {
+        stmt.frag(j);
+    }
+    stmt.lit(" ORDER BY ").frag(order);
+
+    let mut sql = Sql::new(dialect);
+    stmt.emit(&mut sql);
+    // Output columns were numbered from 0 after `r.id` (and the count).
+    let shift = 1 + counted as usize;
+    let fields = fields
+        .into_iter()
+        .map(|(k, o)| (k, shift_out(o, shift)))
+        .collect();
+    Ok(ReadPlan {
+        sql,
+        entity_type: root.entity_type.clone(),
+        fields,
+        counted,
+        per_page: limit,
+        style: req.paging_style,
+    })
+}
+
+fn shift_out(o: Out, by: usize) -> Out {
+    match o {
+        Out::Scalar { col, storage } => Out::Scalar {
+            col: col + by,
+            storage,
+        },
+        Out::Link { col } => Out::Link { col: col + by },
+        Out::Multi { col } => Out::Multi { col: col + by },
+        Out::Deep { ok, inner } => Out::Deep {
+            ok: ok + by,
+            inner: Box::new(shift_out(*inner, by)),
+        },
+    }
+}
+
+/// `include_archived_projects: false`: hide rows whose project is archived (Project rows
+/// themselves when reading projects).
+fn archived(cat: &Catalog, root: &CatalogType) -> Result<Frag, PassThrough> {
+    let project = cat
+        .ready_type("Project")
+        .filter(|p| p.ready_field("archived").is_some())
+        .ok_or_else(|| pass(Reason::ArchivedProjects, "Project.archived is not cached"))?;
+    let mut out = Frag::new();
+    if root.entity_type == "Project" {
+        out.lit("NOT ").col("r", "archived");
+        return Ok(out);
+    }
+    let f = root
+        .ready_field("project")
+        .filter(|f| f.storage == Storage::EntityLink)
+        .ok_or_else(|| {
+            pass(
+                Reason::ArchivedProjects,
+                format!("{}.project is not cached", root.entity_type),
+            )
+        })?;
+    out.lit("NOT EXISTS (SELECT 1 FROM ")
+        .ident(&project.table)
+        .lit(" ap WHERE ")
+        .col("r", &format!("{}__type", f.name))
+        .lit(" = ")
+        .bind(SqlValue::Text("Project".into()))
+        .lit(" AND ap.")
+        .ident("id")
+        .lit(" = ")
+        .col("r", &format!("{}__id", f.name))
+        .lit(" AND ap.")
+        .ident("archived")
+        .lit(")");
+    Ok(out)
+}
+
+impl ReadPlan {
+    /// Turns the statement's rows into the `read` result (`{"entities", "paging_info"}`),
+    /// or a pass-through when a row cannot be rendered exactly.
+    pub fn render(&self, rows: &[Vec<SqlValue>]) -> Result<Value, PassThrough> {
+        let id_col = self.counted as usize;
+        let total = if self.counted {
+            match rows.first().map(|r| &r[0]) {
+                Some(SqlValue::Int(n)) => *n,
+                _ => 0,
+            }
+        } else {
+            0
+        };
+        let mut entities = Vec::new();
+        let mut more = false;
+        for row in rows {
+            let SqlValue::Int(id) = row[id_col] else {
+                continue; // the empty page of a counted read
+            };
+            if self.per_page.is_some_and(|p| entities.len() as u64 >= p) {
+                more = true;
+                break;
+            }
+            entities.push(output::entity(&self.entity_type, id, &self.fields, row)?);
+        }
+        let paging_info = match self.style {
+            PagingStyle::EntityCount => json!({ "entity_count": total }),
+            _ => json!({ "has_next_page": more }),
+        };
+        Ok(json!({"entities": entities, "paging_info": paging_info}))
+    }
+
+    /// Runs the statement and renders the answer. `Err` is a pass-through (database failure
+    /// included); the caller forwards the request to the site.
+    pub async fn run(&self, db: &Db) -> Result<Value, PassThrough> {
+        let rows = db.fetch_all(&self.sql).await.map_err(|e| {
+            tracing::warn!(error = %e, "cached read failed; passing through");
+            pass(Reason::Database, "the cache database failed")
+        })?;
+        self.render(&rows)
+    }
+}
+
+#[cfg(test)]
+mod tests;
