@@ -130,11 +130,7 @@ impl SiteSchema {
 
 impl FieldSchema {
     /// Parses one field record as `schema_read` / `schema_field_read` return it.
-    pub fn from_api(
-        entity_type: &str,
-        name: &str,
-        record: &Value,
-    ) -> Result<Self, SchemaError> {
+    pub fn from_api(entity_type: &str, name: &str, record: &Value) -> Result<Self, SchemaError> {
         parse_field(entity_type, name, record)
     }
 }
