@@ -1,0 +1,183 @@
+//! The `ShotgunCache` custom resource (`sgcache.io/v1alpha1`): its spec is the shared
+//! [`ShotgunCacheSpec`] (also the worker's config file), its status is defined here.
+
+use std::ops::Deref;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sgcache::ShotgunCacheSpec;
+
+/// Field manager and finalizer names.
+pub const FIELD_MANAGER: &str = "sgcache.io/operator";
+pub const FINALIZER: &str = "sgcache.io/cleanup";
+
+/// Which entity types and fields to cache, where the site and database are, and how the workers
+/// run. The same document, minus credentials, is the workers' config file.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "sgcache.io",
+    version = "v1alpha1",
+    kind = "ShotgunCache",
+    plural = "shotguncaches",
+    shortname = "sgc",
+    namespaced,
+    status = "ShotgunCacheStatus",
+    doc = "A cache of a Shotgun site: its database, proxy, event follower and scanner.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = "1"
+    ),
+    printcolumn(name = "Types", type_ = "integer", json_path = ".status.typeCount"),
+    printcolumn(
+        name = "Fields",
+        type_ = "string",
+        description = "fields ready / total",
+        json_path = ".status.fieldsSummary"
+    ),
+    printcolumn(name = "Event lag", type_ = "string", json_path = ".status.events.lag"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(transparent)]
+pub struct ShotgunCacheResourceSpec(pub ShotgunCacheSpec);
+
+impl Deref for ShotgunCacheResourceSpec {
+    type Target = ShotgunCacheSpec;
+    fn deref(&self) -> &ShotgunCacheSpec {
+        &self.0
+    }
+}
+
+/// Condition types, each `True`, `False` or `Unknown` with a reason.
+pub mod condition {
+    /// The database is reachable (`False`: Secret missing, bad URL, connection refused).
+    pub const DATABASE_READY: &str = "DatabaseReady";
+    /// The cache tables match the spec (`False`: the migration failed).
+    pub const SCHEMA_READY: &str = "SchemaReady";
+    /// Every field in the spec is backfilled (`False` while fields are pending or backfilling).
+    pub const BACKFILLED: &str = "Backfilled";
+    /// The proxy, events and scanner Deployments have their replicas available.
+    pub const WORKERS_AVAILABLE: &str = "WorkersAvailable";
+    /// Everything above is true: reads are served from the cache.
+    pub const READY: &str = "Ready";
+    /// All condition types, in the order they are reported.
+    pub const ALL: [&str; 5] = [
+        DATABASE_READY,
+        SCHEMA_READY,
+        BACKFILLED,
+        WORKERS_AVAILABLE,
+        READY,
+    ];
+}
+
+/// Observed state of a `ShotgunCache`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShotgunCacheStatus {
+    /// A one-word summary: `Pending`, `Migrating`, `Backfilling`, `Ready`, `Degraded`.
+    #[serde(default)]
+    pub phase: String,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `DatabaseReady`, `SchemaReady`, `Backfilled`, `WorkersAvailable`, `Ready`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Number of cached entity types.
+    #[serde(default)]
+    pub type_count: i64,
+    /// Fields in state ready, over all types.
+    #[serde(default)]
+    pub fields_ready: i64,
+    /// Fields in the spec (not dropped), over all types.
+    #[serde(default)]
+    pub fields_total: i64,
+    /// `ready/total`, for the printer column.
+    #[serde(default)]
+    pub fields_summary: String,
+    /// Per entity type field states and backfill progress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<TypeStatus>,
+    /// The event follower's position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventsStatus>,
+    /// Hash of the worker config the Deployments run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+}
+
+/// A condition, as in `metav1.Condition`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Condition type, e.g. `Ready`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason, e.g. `SecretNotFound`.
+    pub reason: String,
+    /// Human-readable detail.
+    #[serde(default)]
+    pub message: String,
+    /// The generation the condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the status last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+/// Field states of one entity type.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TypeStatus {
+    /// Entity type, e.g. `Shot`.
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    pub pending: i64,
+    pub backfilling: i64,
+    pub ready: i64,
+    /// Fields dropped from the spec (no longer served).
+    #[serde(default)]
+    pub dropped: i64,
+    /// Entities backfilled so far, over fields still backfilling.
+    #[serde(default)]
+    pub backfill_done: i64,
+    /// Entities to backfill, over fields still backfilling.
+    #[serde(default)]
+    pub backfill_total: i64,
+}
+
+/// The event follower's position in EventLogEntry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsStatus {
+    /// Highest EventLogEntry id applied.
+    pub last_event_id: i64,
+    /// Seconds since the follower last advanced, e.g. `4s`.
+    pub lag: String,
+    /// Seconds since the follower last advanced.
+    pub lag_seconds: i64,
+    /// Event ids missed and still awaited.
+    #[serde(default)]
+    pub backlog: i64,
+}
+
+impl ShotgunCacheStatus {
+    /// The condition of a type, if reported.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}

@@ -1,0 +1,191 @@
+//! The three worker Deployments: `proxy` (scaled by the spec), `events` and `scanner` (one
+//! replica each, replaced with `Recreate` so two never run at once).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{
+    child_meta, child_name, config_hash, labels, selector_labels, worker_env, WorkerSettings,
+    CONFIG_FILE, CONFIG_HASH_ANNOTATION,
+};
+use crate::ShotgunCache;
+
+/// A worker process, run by one Deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    Proxy,
+    Events,
+    Scanner,
+}
+
+impl Component {
+    /// In the order they are rolled out: writers first, then the proxy.
+    pub const ALL: [Component; 3] = [Component::Events, Component::Scanner, Component::Proxy];
+
+    /// The worker subcommand and the name suffix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Proxy => "proxy",
+            Component::Events => "events",
+            Component::Scanner => "scanner",
+        }
+    }
+}
+
+const CONFIG_DIR: &str = "/etc/sgcache";
+/// The non-root user the worker image runs as.
+const RUN_AS_USER: i64 = 65532;
+
+/// The Deployment `<cache>-<component>`.
+pub fn deployment(
+    cache: &ShotgunCache,
+    component: Component,
+    settings: &WorkerSettings,
+) -> Deployment {
+    let proxy = component == Component::Proxy;
+    let replicas = if proxy {
+        cache.spec.workers.proxy.replicas as i32
+    } else {
+        1
+    };
+    let strategy = (!proxy).then(|| DeploymentStrategy {
+        type_: Some("Recreate".into()),
+        ..DeploymentStrategy::default()
+    });
+    let annotations = BTreeMap::from([(
+        CONFIG_HASH_ANNOTATION.to_string(),
+        config_hash(cache, settings),
+    )]);
+    Deployment {
+        metadata: child_meta(
+            cache,
+            child_name(cache, component.name()),
+            Some(component.name()),
+        ),
+        spec: DeploymentSpec {
+            replicas: Some(replicas),
+            strategy,
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(cache, Some(component.name()))),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(cache, Some(component.name()))),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(cache, component, settings)),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    }
+}
+
+fn pod_spec(cache: &ShotgunCache, component: Component, settings: &WorkerSettings) -> PodSpec {
+    PodSpec {
+        containers: vec![container(cache, component, settings)],
+        automount_service_account_token: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            run_as_group: Some(RUN_AS_USER),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        volumes: Some(vec![
+            Volume {
+                name: "config".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: child_name(cache, "config"),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "tmp".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
+        ]),
+        ..PodSpec::default()
+    }
+}
+
+fn container(cache: &ShotgunCache, component: Component, settings: &WorkerSettings) -> Container {
+    let proxy = component == Component::Proxy;
+    let port = i32::from(cache.spec.workers.proxy.port);
+    Container {
+        name: component.name().into(),
+        image: Some(settings.image.clone()),
+        image_pull_policy: Some(settings.image_pull_policy.clone()),
+        args: Some(vec![
+            "--config".into(),
+            format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+            "--log-format".into(),
+            "json".into(),
+            component.name().into(),
+        ]),
+        env: Some(worker_env(&cache.spec)),
+        ports: proxy.then(|| {
+            vec![ContainerPort {
+                name: Some("http".into()),
+                container_port: port,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            }]
+        }),
+        readiness_probe: proxy.then(|| http_probe("/readyz", 5)),
+        liveness_probe: proxy.then(|| http_probe("/healthz", 15)),
+        resources: Some(settings.resources.clone()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
