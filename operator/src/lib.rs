@@ -3,7 +3,9 @@
 
 pub mod crd;
 pub mod crdgen;
+pub mod db;
 pub mod resources;
+pub mod status;
 
 #[cfg(test)]
 mod fixtures;

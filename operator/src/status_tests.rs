@@ -1,0 +1,166 @@
+use chrono::{TimeZone, Utc};
+
+use super::*;
+use crate::db::{EventsRow, FieldRow};
+
+fn row(t: &str, f: &str, state: &str, done: i64, total: Option<i64>) -> FieldRow {
+    FieldRow {
+        entity_type: t.into(),
+        field_name: f.into(),
+        state: state.into(),
+        backfill_done: done,
+        backfill_total: total,
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 30).unwrap()
+}
+
+fn healthy(snapshot: DbSnapshot) -> Observed {
+    Observed {
+        generation: Some(3),
+        inputs: Some(Ok(())),
+        database: Some(Ok(())),
+        schema: Some(Ok(())),
+        snapshot: Some(snapshot),
+        workers: Some(vec![
+            ("cache-proxy".into(), 2, 2),
+            ("cache-events".into(), 1, 1),
+        ]),
+        config_hash: Some("abc".into()),
+    }
+}
+
+fn cond<'a>(s: &'a ShotgunCacheStatus, t: &str) -> &'a Condition {
+    s.condition(t).unwrap()
+}
+
+#[test]
+fn counts_fields_per_type_and_backfill_progress() {
+    let snap = DbSnapshot {
+        fields: vec![
+            row("Shot", "code", "ready", 0, None),
+            row("Shot", "description", "backfilling", 40, Some(100)),
+            row("Shot", "sg_cut_in", "pending", 0, None),
+            row("Shot", "old", "dropped", 0, None),
+            row("Asset", "code", "ready", 0, None),
+        ],
+        events: Some(EventsRow {
+            last_event_id: Some(912),
+            backlog: 2,
+            updated_at: Some(Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 26).unwrap()),
+        }),
+    };
+    let s = build(&healthy(snap), None, now());
+    assert_eq!(s.type_count, 2);
+    assert_eq!(s.types[0].entity_type, "Asset");
+    let shot = &s.types[1];
+    assert_eq!(
+        (shot.pending, shot.backfilling, shot.ready, shot.dropped),
+        (1, 1, 1, 1)
+    );
+    assert_eq!((shot.backfill_done, shot.backfill_total), (40, 100));
+    assert_eq!((s.fields_ready, s.fields_total), (2, 4));
+    assert_eq!(s.fields_summary, "2/4");
+    let ev = s.events.as_ref().unwrap();
+    assert_eq!((ev.last_event_id, ev.lag_seconds, ev.backlog), (912, 4, 2));
+    assert_eq!(ev.lag, "4s");
+    let b = cond(&s, condition::BACKFILLED);
+    assert_eq!(
+        (b.status.as_str(), b.reason.as_str()),
+        ("False", "Backfilling")
+    );
+    assert!(
+        b.message.contains("2 field(s)") && b.message.contains("Shot"),
+        "{}",
+        b.message
+    );
+    assert_eq!(s.phase, "Backfilling");
+    let r = cond(&s, condition::READY);
+    assert_eq!(
+        (r.status.as_str(), r.reason.as_str()),
+        ("False", "Backfilling")
+    );
+}
+
+#[test]
+fn all_ready_means_ready_with_observed_generation() {
+    let snap = DbSnapshot {
+        fields: vec![row("Shot", "code", "ready", 0, None)],
+        events: None,
+    };
+    let s = build(&healthy(snap), None, now());
+    for t in condition::ALL {
+        let c = cond(&s, t);
+        assert_eq!(c.status, "True", "{t}: {c:?}");
+        assert_eq!(c.observed_generation, Some(3));
+    }
+    assert_eq!(s.phase, "Ready");
+    assert_eq!(s.observed_generation, Some(3));
+    assert_eq!(s.config_hash.as_deref(), Some("abc"));
+    assert!(s.events.is_none());
+}
+
+#[test]
+fn a_failed_step_leaves_later_conditions_unknown() {
+    let obs = Observed {
+        generation: Some(1),
+        inputs: Some(Err((
+            "SecretNotFound".into(),
+            "Secret default/db not found".into(),
+        ))),
+        ..Observed::default()
+    };
+    let s = build(&obs, None, now());
+    let d = cond(&s, condition::DATABASE_READY);
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str()),
+        ("False", "SecretNotFound")
+    );
+    assert_eq!(cond(&s, condition::SCHEMA_READY).status, "Unknown");
+    assert_eq!(cond(&s, condition::WORKERS_AVAILABLE).status, "Unknown");
+    let r = cond(&s, condition::READY);
+    assert_eq!(
+        (r.status.as_str(), r.reason.as_str()),
+        ("False", "SecretNotFound")
+    );
+    assert_eq!(r.message, "Secret default/db not found");
+    assert_eq!(s.phase, "Degraded");
+}
+
+#[test]
+fn unavailable_workers_are_named() {
+    let mut obs = healthy(DbSnapshot::default());
+    obs.workers = Some(vec![
+        ("cache-proxy".into(), 3, 1),
+        ("cache-events".into(), 1, 1),
+    ]);
+    let s = build(&obs, None, now());
+    let w = cond(&s, condition::WORKERS_AVAILABLE);
+    assert_eq!(
+        (w.status.as_str(), w.reason.as_str()),
+        ("False", "Progressing")
+    );
+    assert_eq!(w.message, "waiting for replicas: cache-proxy 1/3");
+}
+
+#[test]
+fn transition_time_is_kept_while_status_holds() {
+    let first = build(&healthy(DbSnapshot::default()), None, now());
+    let later = now() + chrono::Duration::minutes(5);
+    let second = build(&healthy(DbSnapshot::default()), Some(&first), later);
+    assert_eq!(
+        cond(&second, condition::READY).last_transition_time,
+        cond(&first, condition::READY).last_transition_time
+    );
+    let mut broken = healthy(DbSnapshot::default());
+    broken.schema = Some(Err(("MigrationFailed".into(), "boom".into())));
+    let third = build(&broken, Some(&second), later);
+    assert_eq!(
+        cond(&third, condition::SCHEMA_READY)
+            .last_transition_time
+            .as_deref(),
+        Some("2026-03-01T12:05:30Z")
+    );
+}
