@@ -219,6 +219,13 @@ impl Writer<'_> {
         let mut written = Vec::new();
         for (name, value, mode) in field_list(p)? {
             let f = self.writable(link.ty, name)?;
+            // Schema `editable: false` = not writable through the API (doc 7).
+            if !self.store().table(link.ty).fields[f as usize].editable {
+                return Err(Api3Error::bad_request(format!(
+                    "field '{name}' of {} is not editable",
+                    self.store().table(link.ty).name
+                )));
+            }
             self.update_field(link, f, value, mode.or(default_mode))?;
             written.push(f);
         }
