@@ -35,6 +35,10 @@ if [ -z "${SHOTGUN_SIM_BIN:-}" ]; then
     echo "compat: building shotgun-sim" >&2
     (cd "$root" && cargo build -q -p shotgun-sim)
     export SHOTGUN_SIM_BIN="$root/target/debug/shotgun-sim"
+else
+    # pytest runs from tests/compat: make a relative path absolute first.
+    SHOTGUN_SIM_BIN="$(cd "$(dirname "$SHOTGUN_SIM_BIN")" && pwd)/$(basename "$SHOTGUN_SIM_BIN")"
+    export SHOTGUN_SIM_BIN
 fi
 
 cd "$here"

@@ -85,9 +85,12 @@ def test_create_link_to_missing_row(sg, project):
                                       "sg_sequence": {"type": "Sequence", "id": 2_000_000_000}}))
 
 
-def test_update_non_editable_field(sg, project):
+@pytest.mark.parametrize("field,value", [("open_notes_count", "3"), ("created_at", "2020-01-01T00:00:00Z"),
+                                         ("created_by", {"type": "HumanUser", "id": 1})])
+def test_update_non_editable_field(sg, project, field, value):
+    """Schema `editable: false` = the value cannot be written through the API (doc 7)."""
     shot = sg.create("Shot", {"project": link(project), "code": "err_noneditable"})
-    _fault(lambda: sg.update("Shot", shot["id"], {"created_at": "2020-01-01T00:00:00Z"}), "created_at")
+    _fault(lambda: sg.update("Shot", shot["id"], {field: value}), field)
 
 
 def test_update_unknown_type(sg):
