@@ -6,7 +6,9 @@ pub mod ident;
 pub mod query;
 pub mod plan;
 pub mod schema;
+pub mod site;
 pub mod spec;
 pub mod sql;
+pub mod storage;
 
 pub use spec::ShotgunCacheSpec;

@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::schema::{DataType, SiteSchema, Storage};
 use crate::spec::ShotgunCacheSpec;
 
-pub use resolve::uncacheable_reason;
+pub use resolve::{uncacheable_reason, ASSOC_INDEX_SUFFIX};
 pub use state::{DbState, FieldRecord, FieldState, TypeState};
 
 /// A field as a change creates or rebuilds it.

@@ -1,0 +1,144 @@
+//! The cache database: the layout of docs/storage.md, migrations that apply a plan, the
+//! cache's state tables and the entity write path, over PostgreSQL and SQLite.
+
+mod convert;
+pub mod ddl;
+mod migrate;
+mod state;
+mod write;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+pub use migrate::{apply_plan, migrate, spec_hash};
+pub use state::{
+    ensure_state_tables, list_fields, read_event_position, read_state, read_state_tx,
+    set_backfill_progress, set_field_state, write_event_position, EventPosition, FieldStatus,
+};
+pub use write::{retire, retire_missing, revive, upsert_entities, WriteOutcome, WriteSource};
+
+use crate::plan::PlanError;
+use crate::sql::{Db, Dialect, Sql, SqlValue, Tx};
+
+/// An error of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("{0} is not a cached entity type")]
+    NotCached(String),
+    #[error("bad {entity_type} record: {message}")]
+    BadRecord {
+        entity_type: String,
+        message: String,
+    },
+    #[error("bad value for {entity_type}.{field} of id {id}: {message}")]
+    BadValue {
+        entity_type: String,
+        field: String,
+        id: i64,
+        message: String,
+    },
+    #[error("state table {table} holds unexpected data: {message}")]
+    CorruptState {
+        table: &'static str,
+        message: String,
+    },
+}
+
+/// Key of the PostgreSQL advisory lock that serialises migrations ("sgcache" in ASCII).
+pub const MIGRATION_LOCK_KEY: i64 = 0x0073_6763_6163_6865;
+
+/// Begins a transaction that no other writer can interleave with: on PostgreSQL it holds the
+/// migration advisory lock until it ends; on SQLite it is `BEGIN IMMEDIATE` (sqlx's plain
+/// `begin()` is DEFERRED, which lets two writers both read and then fail to upgrade).
+pub async fn begin_exclusive(db: &Db) -> Result<Tx, StorageError> {
+    match db {
+        Db::Postgres(pool) => {
+            let mut tx = Tx::Postgres(pool.begin().await?);
+            let mut sql = tx.sql();
+            sql.push("SELECT pg_advisory_xact_lock(")
+                .push_bind(SqlValue::Int(MIGRATION_LOCK_KEY))
+                .push(")");
+            tx.execute(&sql).await?;
+            Ok(tx)
+        }
+        Db::Sqlite(pool) => Ok(Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?)),
+    }
+}
+
+/// The current time as the cache stores its own timestamps (`timestamptz`, or text with
+/// microseconds on SQLite).
+pub fn now_value(dialect: Dialect) -> SqlValue {
+    let now = Utc::now();
+    match dialect {
+        Dialect::Postgres => SqlValue::DateTime(now),
+        Dialect::Sqlite => SqlValue::Text(format_micros(&now)),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`: the SQLite spelling of `_cached_at`.
+pub fn format_micros(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// A JSON column's value: `jsonb` on PostgreSQL, text on SQLite.
+pub(crate) fn json_value(v: SqlValue) -> Result<Value, String> {
+    match v {
+        SqlValue::Null => Ok(Value::Null),
+        SqlValue::Json(j) => Ok(j),
+        SqlValue::Text(s) => serde_json::from_str(&s).map_err(|e| format!("invalid JSON: {e}")),
+        other => Err(format!("expected JSON, found {other:?}")),
+    }
+}
+
+/// Binding a value, except NULL, which is written as a literal: sqlx types a bound NULL as
+/// `text`, which PostgreSQL refuses to assign to a column of another type.
+pub(crate) trait PushValue {
+    fn push_value(&mut self, value: SqlValue) -> &mut Self;
+}
+
+impl PushValue for Sql {
+    fn push_value(&mut self, value: SqlValue) -> &mut Self {
+        match value {
+            SqlValue::Null => self.push("NULL"),
+            v => self.push_bind(v),
+        }
+    }
+}
+
+/// A database URL fit for logs: the password (`user:password@`) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let masked = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{masked}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://cache:s3cr:et@db:5432/sg?sslmode=require"),
+            "postgres://cache:***@db:5432/sg?sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(
+            redact_url("sqlite://sgcache.db?mode=rwc"),
+            "sqlite://sgcache.db?mode=rwc"
+        );
+    }
+}

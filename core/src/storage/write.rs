@@ -1,0 +1,446 @@
+//! The entity write path shared by the scanner, the event follower and the proxy's
+//! write-through: API3 records in, multi-row upserts out, guarded so older data never
+//! overwrites newer data and replayed events change nothing.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::convert::{convert, parse_date_time, Converted};
+use super::ddl::field_columns;
+use super::{now_value, PushValue, StorageError};
+use crate::ident;
+use crate::plan::DbState;
+use crate::schema::Storage;
+use crate::sql::{Sql, SqlValue, Tx};
+
+/// Bound values per statement: under SQLite's 32766 and PostgreSQL's 65535.
+const MAX_BINDS: usize = 30_000;
+
+/// Where the data of a write comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteSource {
+    /// A scan or backfill `read`: the rows are live on the site.
+    Scan,
+    /// The proxy forwarded a create/update and writes the site's answer: the rows are live.
+    WriteThrough,
+    /// An EventLogEntry: applied once; replays (id <= `_last_event_id`) are no-ops.
+    Event { event_id: i64 },
+}
+
+/// What a write did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Rows inserted or updated.
+    pub written: u64,
+    /// Rows left alone because they already hold newer data (or the event was applied).
+    pub skipped: u64,
+}
+
+/// One record, validated and converted.
+struct Row {
+    id: i64,
+    updated_at: Option<DateTime<Utc>>,
+    values: BTreeMap<String, Converted>,
+}
+
+/// Upserts API3 records (`{"type", "id", field: value, ...}`, as `read` returns them) into
+/// the table of `entity_type`. Only fields present in a record and cached (not dropped) are
+/// written; multi-entity fields present replace the entity's links, keeping their order.
+/// Every record is checked before anything is written: a bad value fails the whole call.
+pub async fn upsert_entities(
+    tx: &mut Tx,
+    state: &DbState,
+    entity_type: &str,
+    records: &[Value],
+    source: WriteSource,
+) -> Result<WriteOutcome, StorageError> {
+    if !state.types.contains_key(entity_type) {
+        return Err(StorageError::NotCached(entity_type.into()));
+    }
+    let fields: BTreeMap<&str, Storage> = state
+        .live_fields(entity_type)
+        .map(|(name, r)| (name.as_str(), r.storage()))
+        .collect();
+    let rows = parse_rows(entity_type, &fields, records)?;
+    // Rows carrying the same fields share a statement.
+    let mut groups: BTreeMap<(Vec<&str>, bool), Vec<&Row>> = BTreeMap::new();
+    for row in rows.values() {
+        let key = (
+            row.values.keys().map(String::as_str).collect(),
+            row.updated_at.is_some(),
+        );
+        groups.entry(key).or_default().push(row);
+    }
+    let mut outcome = WriteOutcome::default();
+    for ((names, has_updated_at), rows) in groups {
+        let group = Group {
+            entity_type,
+            fields: names.iter().map(|n| (*n, fields[n])).collect(),
+            has_updated_at,
+            source,
+        };
+        let written = group.write(tx, &rows).await?;
+        outcome.written += written;
+        outcome.skipped += rows.len() as u64 - written;
+    }
+    Ok(outcome)
+}
+
+fn parse_rows(
+    entity_type: &str,
+    fields: &BTreeMap<&str, Storage>,
+    records: &[Value],
+) -> Result<BTreeMap<i64, Row>, StorageError> {
+    let bad = |message: String| StorageError::BadRecord {
+        entity_type: entity_type.into(),
+        message,
+    };
+    let mut rows = BTreeMap::new();
+    for record in records {
+        let obj = record
+            .as_object()
+            .ok_or_else(|| bad(format!("expected an object, found {record}")))?;
+        let id = obj
+            .get("id")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| bad(format!("record without an integer id: {record}")))?;
+        if let Some(t) = obj.get("type").filter(|t| t.as_str() != Some(entity_type)) {
+            return Err(bad(format!("record {id} has type {t}")));
+        }
+        let bad_value = |field: &str, message: String| StorageError::BadValue {
+            entity_type: entity_type.into(),
+            field: field.into(),
+            id,
+            message,
+        };
+        let updated_at = match obj.get("updated_at") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_str().and_then(parse_date_time).ok_or_else(|| {
+                bad_value(
+                    "updated_at",
+                    format!("expected YYYY-MM-DDTHH:MM:SSZ, found {v}"),
+                )
+            })?),
+        };
+        let mut values = BTreeMap::new();
+        for (name, value) in obj {
+            let Some(&storage) = fields.get(name.as_str()).filter(|_| name != "id") else {
+                continue; // not cached here (or the key itself): nothing to store
+            };
+            let converted = convert(storage, value).map_err(|m| bad_value(name, m))?;
+            values.insert(name.clone(), converted);
+        }
+        // The last record of an id wins, as it would in sequential writes.
+        rows.insert(
+            id,
+            Row {
+                id,
+                updated_at,
+                values,
+            },
+        );
+    }
+    Ok(rows)
+}
+
+/// Rows with the same fields, written by the same statements.
+struct Group<'a> {
+    entity_type: &'a str,
+    fields: Vec<(&'a str, Storage)>,
+    has_updated_at: bool,
+    source: WriteSource,
+}
+
+impl Group<'_> {
+    /// Entity-table columns, in the order values are bound.
+    fn columns(&self) -> Vec<String> {
+        let mut cols = vec!["id".to_string()];
+        for (name, storage) in &self.fields {
+            cols.extend(field_columns(name, *storage).into_iter().map(|(c, _)| c));
+        }
+        cols.push("_cached_at".into());
+        if self.has_updated_at {
+            cols.push("_updated_at_seen".into());
+        }
+        match self.source {
+            WriteSource::Event { .. } => cols.push("_last_event_id".into()),
+            // A read or a write answer only returns live rows.
+            WriteSource::Scan | WriteSource::WriteThrough => cols.push("_retired".into()),
+        }
+        cols
+    }
+
+    fn row_values(&self, row: &Row, now: &SqlValue) -> Vec<SqlValue> {
+        let mut vals = vec![SqlValue::Int(row.id)];
+        for (name, storage) in &self.fields {
+            match (storage, &row.values[*name]) {
+                (Storage::MultiEntity, _) => {}
+                (_, Converted::One(v)) => vals.push(v.clone()),
+                (_, Converted::Link(t, id)) => vals.extend([t.clone(), id.clone()]),
+                (_, Converted::Links(_)) => {}
+            }
+        }
+        vals.push(now.clone());
+        if let Some(t) = row.updated_at {
+            vals.push(SqlValue::DateTime(t));
+        }
+        match self.source {
+            WriteSource::Event { event_id } => vals.push(SqlValue::Int(event_id)),
+            WriteSource::Scan | WriteSource::WriteThrough => vals.push(SqlValue::Bool(false)),
+        }
+        vals
+    }
+
+    async fn write(&self, tx: &mut Tx, rows: &[&Row]) -> Result<u64, StorageError> {
+        let table = ident::table_name(self.entity_type);
+        let cols = self.columns();
+        let now = now_value(tx.dialect());
+        let mut written = Vec::new();
+        for chunk in rows.chunks((MAX_BINDS / cols.len()).max(1)) {
+            let mut sql = tx.sql();
+            sql.push("INSERT INTO ").push_ident(&table).push(" (");
+            push_ident_list(&mut sql, &cols);
+            sql.push(") VALUES ");
+            for (i, row) in chunk.iter().enumerate() {
+                sql.push(if i == 0 { "(" } else { ", (" });
+                for (j, v) in self.row_values(row, &now).into_iter().enumerate() {
+                    if j > 0 {
+                        sql.push(", ");
+                    }
+                    sql.push_value(v);
+                }
+                sql.push(")");
+            }
+            self.push_conflict_clause(&mut sql, &table, &cols);
+            for r in tx.fetch_all(&sql).await? {
+                if let Some(SqlValue::Int(id)) = r.first() {
+                    written.push(*id);
+                }
+            }
+        }
+        let by_id: BTreeMap<i64, &Row> = rows.iter().map(|r| (r.id, *r)).collect();
+        let written_rows: Vec<&Row> = written
+            .iter()
+            .filter_map(|id| by_id.get(id).copied())
+            .collect();
+        for (name, storage) in &self.fields {
+            if *storage == Storage::MultiEntity {
+                let assoc = ident::assoc_table_name(self.entity_type, name);
+                replace_links(tx, &assoc, name, &written_rows).await?;
+            }
+        }
+        Ok(written.len() as u64)
+    }
+
+    /// `ON CONFLICT (id) DO UPDATE SET … WHERE <guards> RETURNING id`.
+    fn push_conflict_clause(&self, sql: &mut Sql, table: &str, cols: &[String]) {
+        sql.push(" ON CONFLICT (\"id\") DO UPDATE SET ");
+        for (i, c) in cols.iter().skip(1).enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push_ident(c).push(" = excluded.").push_ident(c);
+        }
+        // (column, comparison): the row is only overwritten by data at least as new.
+        let mut guards = Vec::new();
+        if self.has_updated_at {
+            guards.push(("_updated_at_seen", " <= excluded."));
+        }
+        if matches!(self.source, WriteSource::Event { .. }) {
+            guards.push(("_last_event_id", " < excluded."));
+        }
+        for (i, (column, cmp)) in guards.into_iter().enumerate() {
+            sql.push(if i == 0 { " WHERE (" } else { " AND (" })
+                .push_ident(table)
+                .push(".")
+                .push_ident(column)
+                .push(" IS NULL OR ")
+                .push_ident(table)
+                .push(".")
+                .push_ident(column)
+                .push(cmp)
+                .push_ident(column)
+                .push(")");
+        }
+        sql.push(" RETURNING \"id\"");
+    }
+}
+
+fn push_ident_list(sql: &mut Sql, names: &[String]) {
+    for (i, n) in names.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push_ident(n);
+    }
+}
+
+/// Replaces the association rows of `rows` for one multi-entity field, keeping link order.
+async fn replace_links(
+    tx: &mut Tx,
+    assoc: &str,
+    field: &str,
+    rows: &[&Row],
+) -> Result<(), StorageError> {
+    for chunk in rows.chunks(MAX_BINDS) {
+        let mut sql = tx.sql();
+        sql.push("DELETE FROM ")
+            .push_ident(assoc)
+            .push(" WHERE \"_entity_id\" IN (");
+        for (i, row) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push_bind(SqlValue::Int(row.id));
+        }
+        sql.push(")");
+        tx.execute(&sql).await?;
+    }
+    let links: Vec<(i64, i64, &str, i64)> = rows
+        .iter()
+        .flat_map(|row| match &row.values[field] {
+            Converted::Links(l) => l
+                .iter()
+                .enumerate()
+                .map(|(pos, (t, id))| (row.id, pos as i64, t.as_str(), *id))
+                .collect(),
+            _ => vec![],
+        })
+        .collect();
+    for chunk in links.chunks(MAX_BINDS / 4) {
+        let mut sql = tx.sql();
+        sql.push("INSERT INTO ")
+            .push_ident(assoc)
+            .push(" (\"_entity_id\", \"_position\", \"_target_type\", \"_target_id\") VALUES ");
+        for (i, (entity, pos, t, id)) in chunk.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" })
+                .push_bind(SqlValue::Int(*entity))
+                .push(", ")
+                .push_bind(SqlValue::Int(*pos))
+                .push(", ")
+                .push_bind(SqlValue::Text((*t).into()))
+                .push(", ")
+                .push_bind(SqlValue::Int(*id))
+                .push(")");
+        }
+        tx.execute(&sql).await?;
+    }
+    Ok(())
+}
+
+/// Marks entities retired (the site retired them). Returns the rows changed.
+pub async fn retire(
+    tx: &mut Tx,
+    state: &DbState,
+    entity_type: &str,
+    ids: &[i64],
+    source: WriteSource,
+) -> Result<u64, StorageError> {
+    set_retired(tx, state, entity_type, ids, true, source).await
+}
+
+/// Marks entities live again (the site revived them). Returns the rows changed.
+pub async fn revive(
+    tx: &mut Tx,
+    state: &DbState,
+    entity_type: &str,
+    ids: &[i64],
+    source: WriteSource,
+) -> Result<u64, StorageError> {
+    set_retired(tx, state, entity_type, ids, false, source).await
+}
+
+async fn set_retired(
+    tx: &mut Tx,
+    state: &DbState,
+    entity_type: &str,
+    ids: &[i64],
+    retired: bool,
+    source: WriteSource,
+) -> Result<u64, StorageError> {
+    let table = cached_table(state, entity_type)?;
+    let mut changed = 0;
+    for chunk in ids.chunks(MAX_BINDS) {
+        let mut sql = tx.sql();
+        sql.push("UPDATE ")
+            .push_ident(&table)
+            .push(" SET \"_retired\" = ")
+            .push_bind(SqlValue::Bool(retired))
+            .push(", \"_cached_at\" = ")
+            .push_bind(now_value(tx.dialect()));
+        if let WriteSource::Event { event_id } = source {
+            sql.push(", \"_last_event_id\" = ")
+                .push_bind(SqlValue::Int(event_id));
+            sql.push(" WHERE (\"_last_event_id\" IS NULL OR \"_last_event_id\" < ")
+                .push_bind(SqlValue::Int(event_id))
+                .push(") AND ");
+        } else {
+            sql.push(" WHERE ");
+        }
+        sql.push("\"id\" IN (");
+        push_id_list(&mut sql, chunk);
+        sql.push(")");
+        changed += tx.execute(&sql).await?;
+    }
+    Ok(changed)
+}
+
+/// After a full scan page covering ids in `(after_id, through_id]` (no upper bound when
+/// `None`) returned `seen`, marks the live rows of that range it did not return as retired.
+/// `seen` is one page, at most 30,000 ids. Returns the rows retired.
+pub async fn retire_missing(
+    tx: &mut Tx,
+    state: &DbState,
+    entity_type: &str,
+    after_id: i64,
+    through_id: Option<i64>,
+    seen: &[i64],
+) -> Result<u64, StorageError> {
+    let table = cached_table(state, entity_type)?;
+    if seen.len() > MAX_BINDS {
+        return Err(StorageError::BadRecord {
+            entity_type: entity_type.into(),
+            message: format!("retire_missing takes one page of at most {MAX_BINDS} ids"),
+        });
+    }
+    let mut sql = tx.sql();
+    sql.push("UPDATE ")
+        .push_ident(&table)
+        .push(" SET \"_retired\" = ")
+        .push_bind(SqlValue::Bool(true))
+        .push(", \"_cached_at\" = ")
+        .push_bind(now_value(tx.dialect()))
+        .push(" WHERE \"_retired\" = ")
+        .push_bind(SqlValue::Bool(false))
+        .push(" AND \"id\" > ")
+        .push_bind(SqlValue::Int(after_id));
+    if let Some(through) = through_id {
+        sql.push(" AND \"id\" <= ")
+            .push_bind(SqlValue::Int(through));
+    }
+    if !seen.is_empty() {
+        sql.push(" AND \"id\" NOT IN (");
+        push_id_list(&mut sql, seen);
+        sql.push(")");
+    }
+    Ok(tx.execute(&sql).await?)
+}
+
+fn cached_table(state: &DbState, entity_type: &str) -> Result<String, StorageError> {
+    state
+        .types
+        .get(entity_type)
+        .map(|_| ident::table_name(entity_type))
+        .ok_or_else(|| StorageError::NotCached(entity_type.into()))
+}
+
+fn push_id_list(sql: &mut Sql, ids: &[i64]) {
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push_bind(SqlValue::Int(*id));
+    }
+}

@@ -1,0 +1,3 @@
+//! The worker's one-shot commands.
+
+pub mod migrate;
