@@ -149,15 +149,15 @@ def build_dataset(sg, project: dict) -> Ctx:
 
     mk("T1", "Task", {"content": "anim", "entity": L("S1"), "sg_status_list": "ip",
                       "due_date": ctx.day(3), "start_date": dt.date(2024, 1, 10),
-                      "milestone": True, "color": "255,0,0"})
+                      "milestone": True, "color": "255,0,0", "est_in_mins": 600})
     mk("T2", "Task", {"content": "comp", "entity": L("S1"), "sg_status_list": "fin",
                       "due_date": dt.date(2024, 2, 1), "start_date": dt.date(2024, 1, 20),
-                      "milestone": False, "color": "pipeline_step"})
+                      "milestone": False, "color": "pipeline_step", "est_in_mins": 120})
     mk("T3", "Task", {"content": "model", "entity": L("AH"), "sg_status_list": "wtg",
                       "due_date": None, "start_date": dt.date(2024, 1, 15),
                       "milestone": False, "color": "pipeline_step"})
     mk("T4", "Task", {"content": "layout", "entity": L("SQA"), "sg_status_list": "rdy",
-                      "due_date": ctx.day(-3), "milestone": False, "color": "0,128,255"})
+                      "due_date": ctx.day(-3), "milestone": False, "color": "0,128,255", "est_in_mins": 0})
     mk("T5", "Task", {"content": "lighting", "entity": None, "sg_status_list": "hld",
                       "due_date": ctx.day(0), "milestone": True, "color": "10,20,30"})
 
@@ -176,6 +176,11 @@ def build_dataset(sg, project: dict) -> Ctx:
     mk("V5", "Version", {"code": "sq_v002", "entity": L("SQA"), "sg_frames_aspect_ratio": 1.0,
                          "flagged": False, "sg_first_frame": 1,
                          "media_center_import_time": now + dt.timedelta(hours=2)})
+
+    mk("N1", "Note", {"subject": "first note", "content": "about sh010 and the hero",
+                      "note_links": [L("S1"), L("AH")], "sg_note_type": None})
+    mk("N2", "Note", {"subject": "second note", "content": "about a version", "note_links": [L("V1")]})
+    mk("N3", "Note", {"subject": "orphan note", "content": None, "note_links": []})
 
     tag = project["name"]
     mk("ST1", "Step", {"code": f"{tag}_shotstep", "short_name": "SS", "entity_type": "Shot", "color": "50,50,50"})
@@ -290,6 +295,19 @@ DATASET_CASES: list[ReadCase] = [
     C("created_at_in_last", "Shot", [["created_at", "in_last", 1, "HOUR"]], SHOTS),
     C("created_at_greater_than", "Shot", lambda c: [["created_at", "greater_than", c.t0]], SHOTS),
     C("created_at_in_calendar_year", "Shot", [["created_at", "in_calendar_year", 0]], Partial(SHOTS)),
+    C("created_at_in_calendar_day", "Shot", [["created_at", "in_calendar_day", 0]], Partial(SHOTS), sim_choice=True),
+    C("created_at_in_calendar_week", "Shot", [["created_at", "in_calendar_week", 0]], Partial(SHOTS), sim_choice=True),
+    C("created_at_in_calendar_month", "Shot", [["created_at", "in_calendar_month", 0]], Partial(SHOTS), sim_choice=True),
+    C("created_at_in_calendar_day_yesterday", "Shot", [["created_at", "in_calendar_day", -1]], set(), sim_choice=True),
+    C("created_at_not_in_last", "Shot", [["created_at", "not_in_last", 1, "DAY"]], set()),
+    # ---- duration (minutes; number-like relations)
+    C("duration_is", "Task", [["est_in_mins", "is", 600]], {"T1"}),
+    C("duration_is_zero", "Task", [["est_in_mins", "is", 0]], {"T4"}),
+    C("duration_greater_than", "Task", [["est_in_mins", "greater_than", 100]], {"T1", "T2"}),
+    C("duration_less_than", "Task", [["est_in_mins", "less_than", 200]], {"T2", "T4"}),
+    C("duration_between", "Task", [["est_in_mins", "between", [0, 120]]], {"T2", "T4"}),
+    C("duration_in", "Task", [["est_in_mins", "in", [0, 600]]], {"T1", "T4"}),
+    C("duration_is_null", "Task", [["est_in_mins", "is", None]], {"T3", "T5"}),
     # ---- list
     C("list_is", "Asset", [["sg_asset_type", "is", "Character"]], {"AH"}),
     C("list_is_not_includes_null", "Asset", [["sg_asset_type", "is_not", "Prop"]], {"AH", "AE", "AN"}, sim_choice=True),
@@ -331,6 +349,18 @@ DATASET_CASES: list[ReadCase] = [
     C("multi_name_contains", "Shot", [["assets", "name_contains", "cup"]], {"S1"}),
     C("multi_name_not_contains", "Shot", [["assets", "name_not_contains", "hero"]], Partial({"S4"}, {"S1", "S2"})),
     C("multi_backref_asset_shots", "Asset", lambda c: [["shots", "is", c.link("S1")]], {"AH", "AP"}, sim_choice=True),
+    # polymorphic multi_entity (Note.note_links)
+    C("poly_multi_is", "Note", lambda c: [["note_links", "is", c.link("AH")]], {"N1"}),
+    C("poly_multi_type_is_version", "Note", [["note_links", "type_is", "Version"]], {"N2"}),
+    C("poly_multi_type_is_shot", "Note", [["note_links", "type_is", "Shot"]], {"N1"}),
+    C("poly_multi_type_is_not", "Note", [["note_links", "type_is_not", "Version"]], Partial({"N1"}, {"N2"})),
+    C("poly_multi_name_contains", "Note", [["note_links", "name_contains", "v001"]], {"N2"}),
+    C("poly_multi_in", "Note", lambda c: [["note_links", "in", [c.link("V1"), c.link("S1")]]], {"N1", "N2"}),
+    C("poly_multi_empty", "Note", [["note_links", "is", None]], {"N3"}),
+    C("poly_multi_deep_shot", "Note", [["note_links.Shot.code", "is", "sh010"]], {"N1"}),
+    C("poly_multi_deep_version", "Note", [["note_links.Version.sg_frames_aspect_ratio", "greater_than", 1.5]], {"N2"}),
+    C("poly_multi_deep_wrong_type", "Note", [["note_links.Asset.code", "is", "sh010"]], set()),
+    C("note_text_null_not_contains", "Note", [["content", "not_contains", "version"]], {"N1", "N3"}),
     # ---- tag_list
     C("tag_is", "Shot", [["tag_list", "is", "fx"]], {"S1", "S2"}),
     C("tag_is_not", "Shot", [["tag_list", "is_not", "fx"]], {"S3", "S4"}),

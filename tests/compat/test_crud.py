@@ -225,3 +225,23 @@ def test_update_retired_or_missing_raises(sg, project):
         sg.update("Shot", 2_000_000_000, {"description": "nope"})
     with pytest.raises(shotgun_api3.Fault):
         sg.delete("Shot", 2_000_000_000)
+
+
+def test_include_archived_projects(sg):
+    """include_archived_projects=False hides rows of archived projects; the default includes
+    them; toggling Project.archived changes result sets without touching the rows (doc 5.6)."""
+    proj = sg.create("Project", {"name": unique("compat_archived")})
+    shot = sg.create("Shot", {"project": link(proj), "code": "crud_archived"})
+    flt = [["project", "is", link(proj)]]
+    assert support.ids(sg.find("Shot", flt, include_archived_projects=False)) == [shot["id"]]
+    sg.update("Project", proj["id"], {"archived": True})
+    try:
+        assert support.ids(sg.find("Shot", flt)) == [shot["id"]]
+        assert sg.find("Shot", flt, include_archived_projects=False) == []
+        by_id = [["id", "is", shot["id"]]]
+        assert sg.find("Shot", by_id, include_archived_projects=False) == []
+        res = sg.summarize("Shot", flt, [{"field": "id", "type": "record_count"}], include_archived_projects=False)
+        assert res["summaries"]["id"] == 0
+    finally:
+        sg.update("Project", proj["id"], {"archived": False})
+    assert support.ids(sg.find("Shot", flt, include_archived_projects=False)) == [shot["id"]]
