@@ -1,6 +1,7 @@
 //! The worker's parts as a library, so integration tests can run them in-process.
 
 pub mod cli;
+pub mod proxy;
 pub mod commands;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,0 +1,45 @@
+//! Fresh, uniquely named PostgreSQL databases for tests, dropped afterwards.
+
+use sgcache::sql::Db;
+
+/// Server URL without a database name; `SGCACHE_TEST_PG` overrides it.
+pub fn server_url() -> String {
+    std::env::var("SGCACHE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A database created for one test. Call [`TestDb::drop`] at the end.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub db: Db,
+}
+
+impl TestDb {
+    pub async fn create(prefix: &str) -> anyhow::Result<TestDb> {
+        let name = format!(
+            "{prefix}_{}_{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        );
+        let admin = Db::connect(&format!("{}/postgres", server_url()), 1).await?;
+        let mut s = admin.sql();
+        s.push("CREATE DATABASE ").push_ident(&name);
+        admin.execute(&s).await?;
+        admin.close().await;
+        let url = format!("{}/{name}", server_url());
+        let db = Db::connect(&url, 5).await?;
+        Ok(TestDb { name, url, db })
+    }
+
+    pub async fn drop(self) {
+        self.db.close().await;
+        if let Ok(admin) = Db::connect(&format!("{}/postgres", server_url()), 1).await {
+            let mut s = admin.sql();
+            s.push("DROP DATABASE IF EXISTS ")
+                .push_ident(&self.name)
+                .push(" WITH (FORCE)");
+            let _ = admin.execute(&s).await;
+            admin.close().await;
+        }
+    }
+}

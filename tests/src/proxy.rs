@@ -1,0 +1,139 @@
+//! An in-process test site with the proxy in front of it, over real HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sgcache::sql::Db;
+use sgcache_worker::proxy::{serve, AppState, ProxyConfig};
+use shotgun_sim::{SimConfig, SimHandle};
+use tokio_util::sync::CancellationToken;
+
+/// The default script of the test site.
+pub fn script_auth() -> Value {
+    json!({"script_name": "sgcache_test", "script_key": "test_key"})
+}
+
+pub struct Harness {
+    pub sim: SimHandle,
+    pub proxy_url: String,
+    pub state: Arc<AppState>,
+    pub http: reqwest::Client,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Harness {
+    /// Starts the test site and a proxy in front of it (with `db` as its cache, if any).
+    pub async fn start(sim: SimConfig, db: Option<Db>) -> anyhow::Result<Harness> {
+        let sim = shotgun_sim::start(sim, "127.0.0.1:0".parse()?).await?;
+        let config = ProxyConfig {
+            site_url: sim.url(),
+            site_timeout: Duration::from_secs(5),
+            auth_ttl: Duration::from_secs(300),
+            auth_grace: Duration::from_secs(3600),
+            catalog_refresh: Duration::from_millis(200),
+        };
+        let state = AppState::new(&config, db)?;
+        state.refresh_catalog().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let proxy_url = format!("http://{}", listener.local_addr()?);
+        let stop = CancellationToken::new();
+        let task = {
+            let (state, stop) = (state.clone(), stop.clone());
+            tokio::spawn(async move {
+                if let Err(e) = serve(state, config, listener, stop).await {
+                    panic!("proxy failed: {e}");
+                }
+            })
+        };
+        Ok(Harness {
+            sim,
+            proxy_url,
+            state,
+            http: reqwest::Client::new(),
+            stop,
+            task,
+        })
+    }
+
+    /// POSTs an API3 call to `base` (the proxy or the site): status, path header and body.
+    pub async fn call_at(
+        &self,
+        base: &str,
+        method: &str,
+        auth: Value,
+        payload: Value,
+    ) -> (u16, Option<String>, Value) {
+        let mut params = vec![auth];
+        if !payload.is_null() {
+            params.push(payload);
+        }
+        let body = json!({"method_name": method, "params": params});
+        self.post_raw(base, "/api3/json", body.to_string()).await
+    }
+
+    pub async fn post_raw(
+        &self,
+        base: &str,
+        path: &str,
+        body: String,
+    ) -> (u16, Option<String>, Value) {
+        let resp = self
+            .http
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json; charset=utf-8")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = resp.status().as_u16();
+        let path = resp
+            .headers()
+            .get("x-sgcache-path")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = resp.text().await.expect("body read");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, path, body)
+    }
+
+    /// Through the proxy.
+    pub async fn proxy(
+        &self,
+        method: &str,
+        auth: Value,
+        payload: Value,
+    ) -> (u16, Option<String>, Value) {
+        let base = self.proxy_url.clone();
+        self.call_at(&base, method, auth, payload).await
+    }
+
+    /// Straight to the site.
+    pub async fn direct(
+        &self,
+        method: &str,
+        auth: Value,
+        payload: Value,
+    ) -> (u16, Option<String>, Value) {
+        let base = self.sim.url();
+        self.call_at(&base, method, auth, payload).await
+    }
+
+    /// Requests the site has answered so far.
+    pub fn site_requests(&self) -> u64 {
+        self.sim.stats().requests_total
+    }
+
+    /// Sets the site's faults (`{"down": true}` ...).
+    pub fn faults(&self, patch: Value) {
+        let f = self.sim.faults().merged(&patch).expect("valid faults");
+        self.sim.set_faults(f);
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        self.sim.shutdown().await;
+    }
+}

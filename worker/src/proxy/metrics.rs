@@ -1,0 +1,137 @@
+//! Prometheus metrics of the proxy, one registry prefixed `sgcache_proxy`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// API3 method name, `other` for unknown ones (bounded cardinality), `raw` for non-JSON
+    /// endpoints.
+    pub method: String,
+    /// `cache`, `passthrough` or `error`.
+    pub path: String,
+    /// Why a read passed through (`none` otherwise).
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteErrorLabels {
+    /// `unreachable`, `status_5xx`, `auth` (102).
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    pub method: String,
+    pub path: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<LatencyLabels, Histogram>,
+    pub site_errors: Family<SiteErrorLabels, Counter>,
+    pub write_through_failures: Counter,
+}
+
+/// Methods the labels name; anything else is `other`.
+const KNOWN_METHODS: &[&str] = &[
+    "info",
+    "read",
+    "summarize",
+    "create",
+    "update",
+    "delete",
+    "revive",
+    "batch",
+    "schema_read",
+    "schema_entity_read",
+    "schema_field_read",
+    "query_display_name_cache",
+    "get_session_token",
+];
+
+pub fn method_label(method: &str) -> String {
+    if KNOWN_METHODS.contains(&method) {
+        method.to_string()
+    } else {
+        "other".to_string()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("sgcache_proxy");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "API3 requests by method and the path taken",
+            requests.clone(),
+        );
+        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(|| {
+            // 0.5 ms .. ~16 s.
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.0005, 2.0, 16,
+            ))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer a request, by method and path taken",
+            latency.clone(),
+        );
+        let site_errors = Family::<SiteErrorLabels, Counter>::default();
+        registry.register(
+            "site_errors",
+            "Failed or rejected calls to the site",
+            site_errors.clone(),
+        );
+        let write_through_failures = Counter::default();
+        registry.register(
+            "write_through_failures",
+            "Successful writes whose result could not be written into the cache",
+            write_through_failures.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            site_errors,
+            write_through_failures,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe(&self, method: &str, path: &str, reason: &str, seconds: f64) {
+        let method = method_label(method);
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.clone(),
+                path: path.into(),
+                reason: reason.into(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&LatencyLabels {
+                method,
+                path: path.into(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn site_error(&self, kind: &str) {
+        self.site_errors
+            .get_or_create(&SiteErrorLabels { kind: kind.into() })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

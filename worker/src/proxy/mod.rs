@@ -1,0 +1,192 @@
+//! The API3 proxy: answers reads from the cache when it can, passes everything else through
+//! to the site, and writes the results of writes into the cache.
+//!
+//! Routes: `POST /api3/json` and `POST /<prefix>/api3/json` (API3), `GET /healthz`,
+//! `GET /readyz`, `GET /metrics`; any other request is streamed to the site untouched.
+
+mod api3;
+pub mod auth;
+pub mod metrics;
+pub mod run;
+pub mod site;
+mod write;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use sgcache::query::Catalog;
+use sgcache::sql::Db;
+use sgcache::ShotgunCacheSpec;
+use tokio_util::sync::CancellationToken;
+
+use auth::AuthCache;
+use metrics::Metrics;
+use site::Site;
+
+/// The largest request body accepted (batches of creates can be large).
+const MAX_BODY: usize = 256 * 1024 * 1024;
+
+/// Settings of one proxy.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub site_url: String,
+    pub site_timeout: Duration,
+    pub auth_ttl: Duration,
+    pub auth_grace: Duration,
+    /// How often the catalog of ready fields is re-read.
+    pub catalog_refresh: Duration,
+}
+
+impl ProxyConfig {
+    pub fn from_spec(spec: &ShotgunCacheSpec, site_url: String) -> Self {
+        ProxyConfig {
+            site_url,
+            site_timeout: spec.site.timeout.duration(),
+            auth_ttl: spec.workers.proxy.auth_ttl.duration(),
+            auth_grace: spec.workers.proxy.auth_grace.duration(),
+            catalog_refresh: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Shared state of the proxy's handlers.
+pub struct AppState {
+    pub site: Site,
+    /// The cache; `None` runs a pure pass-through proxy.
+    pub db: Option<Db>,
+    pub catalog: RwLock<Arc<Catalog>>,
+    pub auth: AuthCache,
+    pub metrics: Metrics,
+    /// The last database call worked; when false every read passes through.
+    pub db_ok: AtomicBool,
+    /// The last call to the site got an answer (any answer but 502/503/504).
+    pub site_ok: AtomicBool,
+    /// The last good `info` answer, replayed while the site is unreachable.
+    pub last_info: RwLock<Option<site::SiteResponse>>,
+}
+
+impl AppState {
+    pub fn new(config: &ProxyConfig, db: Option<Db>) -> anyhow::Result<Arc<AppState>> {
+        Ok(Arc::new(AppState {
+            site: Site::new(&config.site_url, config.site_timeout)?,
+            db_ok: AtomicBool::new(db.is_some()),
+            db,
+            catalog: RwLock::new(Arc::new(Catalog::default())),
+            auth: AuthCache::new(config.auth_ttl, config.auth_grace),
+            metrics: Metrics::default(),
+            site_ok: AtomicBool::new(true),
+            last_info: RwLock::new(None),
+        }))
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the catalog; a failure marks the database unavailable (reads pass through).
+    pub async fn refresh_catalog(&self) {
+        let Some(db) = &self.db else { return };
+        match Catalog::load(db).await {
+            Ok(c) => {
+                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
+                if !self.db_ok.swap(true, Ordering::Relaxed) {
+                    tracing::info!("cache database available again");
+                }
+            }
+            Err(e) => {
+                if self.db_ok.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "cache database unavailable; passing reads through");
+                }
+            }
+        }
+    }
+}
+
+/// The proxy's routes. Separate from serving so tests can drive it with `oneshot`.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_handler))
+        .fallback(dispatch)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// API3 for `POST …/api3/json`, streaming pass-through for everything else.
+async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    if req.method() == Method::POST && req.uri().path().ends_with("/api3/json") {
+        return api3::handle(state, req).await;
+    }
+    api3::stream(state, req).await
+}
+
+/// Ready when the cache or the site can answer (reads are served from either). The body
+/// says which of the two is available.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let db = state.db.is_some() && state.db_ok.load(Ordering::Relaxed);
+    let site = state.site_ok.load(Ordering::Relaxed);
+    let status = if db || site {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "database": if state.db.is_none() { "disabled" } else if db { "ok" } else { "unavailable" },
+        "site": if site { "ok" } else { "unavailable" },
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        Body::from(state.metrics.encode()),
+    )
+        .into_response()
+}
+
+/// Keeps the catalog fresh until cancelled.
+pub async fn refresh_loop(state: Arc<AppState>, every: Duration, stop: CancellationToken) {
+    loop {
+        state.refresh_catalog().await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Serves the proxy on `listener` until `stop` is cancelled.
+pub async fn serve(
+    state: Arc<AppState>,
+    config: ProxyConfig,
+    listener: tokio::net::TcpListener,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let refresher = tokio::spawn(refresh_loop(
+        state.clone(),
+        config.catalog_refresh,
+        stop.clone(),
+    ));
+    tracing::info!(addr = %listener.local_addr()?, site = %state.site.base(), "proxy listening");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await?;
+    refresher.abort();
+    Ok(())
+}
