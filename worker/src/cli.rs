@@ -74,8 +74,19 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
     };
     let shutdown = crate::shutdown::on_signal();
-    let result = match cli.command {
-        Command::Migrate { .. } => Err(anyhow::anyhow!("migrate is not implemented yet")),
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Migrate {
+            dry_run,
+            prune,
+            ref schema_dir,
+        } => {
+            let args = crate::commands::migrate::MigrateArgs {
+                dry_run,
+                prune,
+                schema_dir: schema_dir.as_deref(),
+            };
+            return crate::commands::migrate::run(&spec, args).await;
+        }
         Command::Proxy => crate::proxy::run::run(&spec, shutdown.clone()).await,
         Command::Events | Command::Scanner | Command::All => {
             tracing::info!(entities = spec.entities.len(), "worker started");
