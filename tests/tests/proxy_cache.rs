@@ -1,0 +1,219 @@
+//! The proxy with a PostgreSQL cache filled from the test site: cached reads are identical to
+//! the site's answers and never reach the site; credentials are still checked; writes are
+//! visible to the next read.
+
+use serde_json::{json, Value};
+use sgcache::plan::PlanOptions;
+use sgcache::site::SiteClient;
+use sgcache::spec::SiteConnection;
+use sgcache::ShotgunCacheSpec;
+use sgcache_tests::pg::TestDb;
+use sgcache_tests::proxy::{script_auth, Harness};
+use shotgun_sim::SimConfig;
+
+const SPEC: &str = "
+entities:
+  - type: Project
+    fields: [name, archived]
+  - type: Sequence
+    fields: [code, project]
+  - type: Asset
+    fields: [code, project, sg_status_list]
+  - type: Shot
+    fields: [code, project, sg_sequence, sg_status_list, sg_cut_in, sg_cut_out, assets, description, created_at]
+";
+
+struct Setup {
+    h: Harness,
+    db: TestDb,
+}
+
+async fn setup() -> Setup {
+    let db = TestDb::create("sgcache_proxy").await.unwrap();
+    let h = Harness::start(SimConfig::default(), Some(db.db.clone()))
+        .await
+        .unwrap();
+    let site = SiteClient::new(SiteConnection {
+        url: h.sim.url(),
+        script_name: "sgcache_test".into(),
+        api_key: "test_key".into(),
+        timeout: std::time::Duration::from_secs(30),
+    })
+    .unwrap();
+    let spec = ShotgunCacheSpec::from_yaml(SPEC, "test").unwrap();
+    let schema = site.schema().await.unwrap();
+    sgcache::storage::migrate(&db.db, &spec, &schema, PlanOptions::default())
+        .await
+        .unwrap();
+    let n = sgcache_tests::loader::load_all(&db.db, &site)
+        .await
+        .unwrap();
+    assert!(n > 100, "loaded {n} rows");
+    h.state.refresh_catalog().await;
+    Setup { h, db }
+}
+
+fn all() -> Value {
+    json!({"logical_operator": "and", "conditions": []})
+}
+
+fn cond(path: &str, rel: &str, values: Value) -> Value {
+    json!({"logical_operator": "and", "conditions": [{"path": path, "relation": rel, "values": values}]})
+}
+
+fn shots(filters: Value) -> Value {
+    json!({"type": "Shot", "filters": filters,
+           "return_fields": ["code", "sg_sequence", "assets", "sg_status_list", "sg_cut_in", "created_at", "project", "sg_sequence.Sequence.code"],
+           "paging": {"entities_per_page": 50, "current_page": 1},
+           "return_paging_info_without_counts": true})
+}
+
+/// Reads the cache should answer, with the reason each exercises.
+fn battery() -> Vec<(&'static str, Value)> {
+    let mut page2 = shots(all());
+    page2["paging"]["current_page"] = json!(2);
+    let mut counted = shots(all());
+    counted
+        .as_object_mut()
+        .unwrap()
+        .remove("return_paging_info_without_counts");
+    counted["return_paging_info"] = json!(true);
+    counted["paging"]["current_page"] = json!(2);
+    let mut sorted = shots(all());
+    sorted["sorts"] = json!([{"field_name": "sg_cut_in", "direction": "desc"}, {"field_name": "created_at", "direction": "asc"}]);
+    let mut archived = shots(all());
+    archived["include_archived_projects"] = json!(false);
+    let mut retired = shots(all());
+    retired["return_only"] = json!("retired");
+    retired["return_fields"] = json!(["code", "sg_cut_in"]);
+    vec![
+        ("page 1", shots(all())),
+        ("page 2", page2),
+        ("entity_count", counted),
+        ("sorted", sorted),
+        ("archived projects", archived),
+        ("retired", retired),
+        (
+            "status in",
+            shots(cond("sg_status_list", "in", json!(["ip", "fin"]))),
+        ),
+        (
+            "status is_not",
+            shots(cond("sg_status_list", "is_not", json!(["ip"]))),
+        ),
+        (
+            "cut_in between",
+            shots(cond("sg_cut_in", "between", json!([1010, 1040]))),
+        ),
+        ("cut_in null", shots(cond("sg_cut_in", "is", json!([null])))),
+        (
+            "code contains",
+            shots(cond("code", "contains", json!(["0"]))),
+        ),
+        (
+            "code starts_with",
+            shots(cond("code", "starts_with", json!(["SH"]))),
+        ),
+        (
+            "sequence type_is",
+            shots(cond("sg_sequence", "type_is", json!(["Sequence"]))),
+        ),
+        (
+            "sequence name",
+            shots(cond("sg_sequence", "name_contains", json!(["1"]))),
+        ),
+        (
+            "deep code",
+            shots(cond("sg_sequence.Sequence.code", "ends_with", json!(["2"]))),
+        ),
+        ("assets empty", shots(cond("assets", "is", json!([null])))),
+        (
+            "assets name",
+            shots(cond("assets", "name_contains", json!(["HERO"]))),
+        ),
+        (
+            "deep assets",
+            shots(cond("assets.Asset.sg_status_list", "is_not", json!(["ip"]))),
+        ),
+        ("id range", shots(cond("id", "greater_than", json!([20])))),
+        (
+            "find_one",
+            json!({"type": "Asset", "filters": cond("id", "is", json!([3])), "return_fields": ["code", "project"],
+                            "paging": {"entities_per_page": 1, "current_page": 1}}),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn cached_reads_match_the_site_and_do_not_reach_it() {
+    let Setup { h, db } = setup().await;
+    // First read verifies the credentials with the site.
+    let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
+    assert_eq!(path.as_deref(), Some("site"));
+
+    let before = h.site_requests();
+    let mut proxied = Vec::new();
+    let mut cached = 0;
+    for (name, payload) in battery() {
+        let (status, path, body) = h.proxy("read", script_auth(), payload.clone()).await;
+        assert_eq!(status, 200, "{name}");
+        if path.as_deref() == Some("cache") {
+            cached += 1;
+        } else {
+            eprintln!("{name}: answered by {path:?}");
+        }
+        proxied.push((name, payload, body));
+    }
+    let site_calls = h.site_requests() - before;
+    for (name, payload, body) in proxied {
+        let (_, _, direct) = h.direct("read", script_auth(), payload).await;
+        assert!(direct["results"]["entities"].is_array(), "{name}: {direct}");
+        assert_eq!(body, direct, "{name}");
+        // Every case selects something, so equality is not between two empty lists.
+        assert!(
+            !direct["results"]["entities"].as_array().unwrap().is_empty(),
+            "{name}"
+        );
+    }
+    let total = battery().len();
+    assert_eq!(
+        cached, total,
+        "every battery read is answerable from the cache"
+    );
+    assert_eq!(site_calls, 0, "cached reads never reach the site");
+    h.stop().await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn credentials_are_checked_before_cached_data_is_served() {
+    let Setup { h, db } = setup().await;
+    let wrong = json!({"script_name": "sgcache_test", "script_key": "wrong"});
+    let (_, path, body) = h.proxy("read", wrong.clone(), shots(all())).await;
+    assert_eq!(
+        (path.as_deref(), &body["error_code"]),
+        (Some("site"), &json!(102))
+    );
+    // A valid credential, verified once.
+    let (_, _, good) = h.proxy("read", script_auth(), shots(all())).await;
+    assert!(good["results"]["entities"].as_array().unwrap().len() > 1);
+
+    h.faults(json!({"down": true}));
+    // While the site is down the verified principal still reads from the cache ...
+    let (status, path, body) = h.proxy("read", script_auth(), shots(all())).await;
+    assert_eq!((status, path.as_deref()), (200, Some("cache")));
+    assert_eq!(body, good);
+    // ... and an unverified one gets no data.
+    let (status, _, body) = h.proxy("read", wrong, shots(all())).await;
+    assert_ne!(status, 200);
+    assert!(body.get("results").is_none(), "{body}");
+    let sudo =
+        json!({"script_name": "sgcache_test", "script_key": "test_key", "sudo_as_login": "artist"});
+    let (_, _, body) = h.proxy("read", sudo, shots(all())).await;
+    assert!(
+        body.get("results").is_none(),
+        "a different auth object is a different principal"
+    );
+    h.stop().await;
+    db.drop().await;
+}
