@@ -273,6 +273,9 @@ DATASET_CASES: list[ReadCase] = [
     C("date_in_next", "Task", [["due_date", "in_next", 7, "DAY"]], Partial({"T1"}, {"T2", "T3", "T4"})),
     C("date_not_in_next", "Task", [["due_date", "not_in_next", 7, "DAY"]], Partial({"T2", "T4"}, {"T1"})),
     C("date_in_last_weeks", "Task", [["due_date", "in_last", 2, "WEEK"]], Partial({"T4"}, {"T1", "T2"})),
+    C("date_in_last_month", "Task", [["due_date", "in_last", 1, "MONTH"]], Partial({"T4"}, {"T1", "T2", "T3"})),
+    C("date_in_next_year", "Task", [["due_date", "in_next", 1, "YEAR"]], Partial({"T1"}, {"T2", "T3", "T4"})),
+    C("date_in_last_year_hours", "Task", [["due_date", "in_last", 24 * 30, "HOUR"]], Partial({"T4"}, {"T1", "T2"})),
     C("date_in_calendar_day_today", "Task", [["due_date", "in_calendar_day", 0]], Partial({"T5"}, {"T1", "T2", "T4"})),
     C("date_in_calendar_day_plus3", "Task", [["due_date", "in_calendar_day", 3]], Partial({"T1"}, {"T2", "T4", "T5"})),
     C("date_in_calendar_week", "Task", [["due_date", "in_calendar_week", 0]], Partial({"T5"}, {"T2"})),
@@ -580,3 +583,22 @@ def check_case(case: ReadCase, ctx: Ctx, rows: list[dict]) -> None:
             want = v(ctx) if callable(v) else v
             got = by_name[name][f]
             assert _norm(got) == _norm(want), f"{case.name}: {name}.{f} = {got!r}, expected {want!r}"
+
+
+def diff_targets(sg_a, sg_b, ctx: Ctx | None, cases: list[ReadCase] | None = None) -> list[tuple[str, Any, Any]]:
+    """Run every case through two clients (e.g. the site directly and through the proxy) and
+    return ``(case name, rows_a, rows_b)`` for each case whose results differ. A case that
+    raises on one side must raise on the other too (the exception text is compared)."""
+    if cases is None:
+        cases = (DATASET_CASES if ctx is not None else []) + SEEDED_CASES
+    out = []
+    for case in cases:
+        results = []
+        for sg in (sg_a, sg_b):
+            try:
+                results.append(run_case(sg, case, ctx))
+            except Exception as exc:  # compare failures too
+                results.append(f"{type(exc).__name__}: {exc}")
+        if results[0] != results[1]:
+            out.append((case.name, results[0], results[1]))
+    return out
