@@ -3,3 +3,5 @@
 pub mod pg;
 pub mod proxy;
 pub mod loader;
+pub mod layout;
+pub mod worker;

@@ -1,0 +1,64 @@
+//! Running the real `sgcache-worker` binary.
+//!
+//! Integration tests of this package cannot use `CARGO_BIN_EXE_*` of another package, so the
+//! binary is found beside the test executable's `deps/` folder, where `cargo test --workspace`
+//! (or `cargo build -p sgcache-worker`) puts it. `SGCACHE_WORKER_BIN` overrides the path.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Path of the `sgcache-worker` binary.
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("SGCACHE_WORKER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> → target/debug/sgcache-worker
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(format!("sgcache-worker{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p sgcache-worker` (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// `sgcache-worker --config <config> migrate <args…>` against `database_url`, with no site
+/// credentials in the environment.
+pub fn migrate(config: &Path, database_url: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(binary());
+    cmd.arg("--config")
+        .arg(config)
+        .arg("migrate")
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn");
+    for var in [
+        "SHOTGUN_URL",
+        "SHOTGUN_SCRIPT_NAME",
+        "SHOTGUN_API_KEY",
+        "SGCACHE_CONFIG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.output().expect("run sgcache-worker")
+}
+
+/// The shared fixture schema folder, as a `--schema-dir` argument.
+pub fn fixture_schema_dir() -> String {
+    sgcache::schema::fixture_dir().display().to_string()
+}
+
+/// A fresh SQLite database URL in `dir`.
+pub fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join("cache.db").display())
+}
+
+/// stdout and stderr as text.
+pub fn texts(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
