@@ -250,6 +250,12 @@ pub fn seed(
     ] {
         rebuild_inverse(sd.store, t, f);
     }
+    // Linking grew some rows' vectors by doubling; give the slack back.
+    for table in &mut sd.store.tables {
+        for row in table.rows.iter_mut().flatten() {
+            row.vals.shrink_to_fit();
+        }
+    }
     Seeded {
         counts,
         scripts: script_links,
