@@ -33,6 +33,7 @@ impl Harness {
             auth_ttl: Duration::from_secs(300),
             auth_grace: Duration::from_secs(3600),
             catalog_refresh: Duration::from_millis(200),
+            service_auth: script_auth().as_object().cloned(),
         };
         let state = AppState::new(&config, db)?;
         state.refresh_catalog().await;

@@ -18,7 +18,7 @@ entities:
   - type: Sequence
     fields: [code, project]
   - type: Asset
-    fields: [code, project, sg_status_list]
+    fields: [code, project, sg_status_list, shots]
   - type: Shot
     fields: [code, project, sg_sequence, sg_status_list, sg_cut_in, sg_cut_out, assets, description, created_at]
 ";
@@ -214,6 +214,139 @@ async fn credentials_are_checked_before_cached_data_is_served() {
         body.get("results").is_none(),
         "a different auth object is a different principal"
     );
+    h.stop().await;
+    db.drop().await;
+}
+
+/// Reads `payload` through the proxy and directly; they must agree. Returns the proxy's path
+/// and the entities.
+async fn agree(h: &Harness, payload: Value) -> (Option<String>, Vec<Value>) {
+    let (_, path, proxied) = h.proxy("read", script_auth(), payload.clone()).await;
+    let (_, _, direct) = h.direct("read", script_auth(), payload.clone()).await;
+    assert_eq!(proxied, direct, "{payload}");
+    let entities = direct["results"]["entities"].as_array().cloned().unwrap();
+    (path, entities)
+}
+
+fn by_id(ty: &str, id: i64, fields: Value, retired: bool) -> Value {
+    json!({"type": ty, "filters": cond("id", "is", json!([id])), "return_fields": fields,
+           "return_only": if retired { "retired" } else { "active" },
+           "paging": {"entities_per_page": 1, "current_page": 1}})
+}
+
+#[tokio::test]
+async fn reads_through_the_proxy_see_its_writes() {
+    let Setup { h, db } = setup().await;
+    let _ = h.proxy("read", script_auth(), shots(all())).await; // verifies the credentials
+    let shot_fields = json!([
+        "code",
+        "sg_sequence",
+        "assets",
+        "sg_cut_in",
+        "project",
+        "sg_status_list"
+    ]);
+
+    // create
+    let (_, _, created) = h
+        .proxy(
+            "create",
+            script_auth(),
+            json!({"type": "Shot", "fields": [
+            {"field_name": "code", "value": "ryw_010"},
+            {"field_name": "project", "value": {"type": "Project", "id": 1}},
+            {"field_name": "sg_sequence", "value": {"type": "Sequence", "id": 1}},
+            {"field_name": "assets", "value": [{"type": "Asset", "id": 2}]}],
+            "return_fields": ["code"]}),
+        )
+        .await;
+    let id = created["results"]["id"].as_i64().expect("created id");
+    let (path, rows) = agree(&h, by_id("Shot", id, shot_fields.clone(), false)).await;
+    assert_eq!(path.as_deref(), Some("cache"));
+    assert_eq!(rows[0]["code"], "ryw_010");
+    // The other side of the link was refreshed too.
+    let (path, rows) = agree(&h, by_id("Asset", 2, json!(["code", "shots"]), false)).await;
+    assert_eq!(path.as_deref(), Some("cache"));
+    assert!(rows[0]["shots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["id"] == id));
+
+    // update
+    let (_, _, updated) = h
+        .proxy(
+            "update",
+            script_auth(),
+            json!({"type": "Shot", "id": id, "fields": [
+            {"field_name": "code", "value": "ryw_020"},
+            {"field_name": "sg_cut_in", "value": 42},
+            {"field_name": "assets", "value": [{"type": "Asset", "id": 3}]}]}),
+        )
+        .await;
+    assert!(updated["results"].is_object(), "{updated}");
+    let (path, rows) = agree(&h, by_id("Shot", id, shot_fields.clone(), false)).await;
+    assert_eq!(path.as_deref(), Some("cache"));
+    assert_eq!(
+        (&rows[0]["code"], &rows[0]["sg_cut_in"]),
+        (&json!("ryw_020"), &json!(42))
+    );
+    // Asset 2 lost the shot, asset 3 gained it: both refreshed.
+    for asset in [2, 3] {
+        let (path, _) = agree(&h, by_id("Asset", asset, json!(["code", "shots"]), false)).await;
+        assert_eq!(path.as_deref(), Some("cache"), "asset {asset}");
+    }
+
+    // delete, then revive
+    let (_, _, deleted) = h
+        .proxy("delete", script_auth(), json!({"type": "Shot", "id": id}))
+        .await;
+    assert_eq!(deleted["results"], true);
+    let (path, rows) = agree(&h, by_id("Shot", id, shot_fields.clone(), false)).await;
+    assert_eq!((path.as_deref(), rows.len()), (Some("cache"), 0));
+    let (path, rows) = agree(&h, by_id("Shot", id, json!(["code"]), true)).await;
+    assert_eq!((path.as_deref(), rows.len()), (Some("cache"), 1));
+    let (_, _, revived) = h
+        .proxy("revive", script_auth(), json!({"type": "Shot", "id": id}))
+        .await;
+    assert_eq!(revived["results"], true);
+    let (path, rows) = agree(&h, by_id("Shot", id, shot_fields.clone(), false)).await;
+    assert_eq!((path.as_deref(), rows.len()), (Some("cache"), 1));
+
+    // batch: create + update + delete in one call
+    let (_, _, batch) = h
+        .proxy(
+            "batch",
+            script_auth(),
+            json!([
+            {"request_type": "create", "type": "Sequence", "fields": [
+                {"field_name": "code", "value": "ryw_seq"},
+                {"field_name": "project", "value": {"type": "Project", "id": 1}}],
+             "return_fields": ["code"]},
+            {"request_type": "update", "type": "Shot", "id": id, "fields": [
+                {"field_name": "sg_status_list", "value": "fin"}]},
+            {"request_type": "delete", "type": "Shot", "id": 1}]),
+        )
+        .await;
+    let results = batch["results"].as_array().expect("batch results");
+    let seq = results[0]["id"].as_i64().unwrap();
+    let (path, rows) = agree(
+        &h,
+        by_id("Sequence", seq, json!(["code", "project"]), false),
+    )
+    .await;
+    assert_eq!(
+        (path.as_deref(), &rows[0]["code"]),
+        (Some("cache"), &json!("ryw_seq"))
+    );
+    let (path, rows) = agree(&h, by_id("Shot", id, shot_fields.clone(), false)).await;
+    assert_eq!(
+        (path.as_deref(), &rows[0]["sg_status_list"]),
+        (Some("cache"), &json!("fin"))
+    );
+    let (path, rows) = agree(&h, by_id("Shot", 1, json!(["code"]), false)).await;
+    assert_eq!((path.as_deref(), rows.len()), (Some("cache"), 0));
+    assert_eq!(h.state.metrics.write_through_failures.get(), 0);
     h.stop().await;
     db.drop().await;
 }

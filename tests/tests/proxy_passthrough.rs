@@ -107,6 +107,7 @@ async fn an_unreachable_site_gets_an_api3_error() {
         auth_ttl: std::time::Duration::from_secs(60),
         auth_grace: std::time::Duration::from_secs(60),
         catalog_refresh: std::time::Duration::from_secs(60),
+        service_auth: None,
     };
     let state = sgcache_worker::proxy::AppState::new(&config, None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

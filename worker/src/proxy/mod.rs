@@ -43,6 +43,9 @@ pub struct ProxyConfig {
     pub auth_grace: Duration,
     /// How often the catalog of ready fields is re-read.
     pub catalog_refresh: Duration,
+    /// The cache's own credentials (`script_name`/`script_key`), used to re-read written
+    /// entities; without them the writer's credentials are used.
+    pub service_auth: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ProxyConfig {
@@ -53,6 +56,7 @@ impl ProxyConfig {
             auth_ttl: spec.workers.proxy.auth_ttl.duration(),
             auth_grace: spec.workers.proxy.auth_grace.duration(),
             catalog_refresh: Duration::from_secs(5),
+            service_auth: None,
         }
     }
 }
@@ -71,6 +75,7 @@ pub struct AppState {
     pub site_ok: AtomicBool,
     /// The last good `info` answer, replayed while the site is unreachable.
     pub last_info: RwLock<Option<site::SiteResponse>>,
+    pub service_auth: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl AppState {
@@ -84,6 +89,7 @@ impl AppState {
             metrics: Metrics::default(),
             site_ok: AtomicBool::new(true),
             last_info: RwLock::new(None),
+            service_auth: config.service_auth.clone(),
         }))
     }
 

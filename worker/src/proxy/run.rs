@@ -14,7 +14,13 @@ pub async fn run(spec: &ShotgunCacheSpec, stop: CancellationToken) -> anyhow::Re
     let site_url = process_env(sgcache::spec::env::SHOTGUN_URL)
         .or_else(|| spec.site.url.clone())
         .ok_or_else(|| anyhow::anyhow!("site url is not set (set SHOTGUN_URL or site.url)"))?;
-    let config = ProxyConfig::from_spec(spec, site_url);
+    let mut config = ProxyConfig::from_spec(spec, site_url);
+    config.service_auth = spec.site_connection(&process_env).ok().map(|c| {
+        let mut m = serde_json::Map::new();
+        m.insert("script_name".into(), c.script_name.into());
+        m.insert("script_key".into(), c.api_key.into());
+        m
+    });
     let url = spec.database_url(&process_env);
     // Without its database the proxy still passes everything through; it retries the
     // connection in the background through the catalog refresh.

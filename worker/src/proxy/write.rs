@@ -1,14 +1,31 @@
-//! Writes: forwarded to the site; on success the written entities are refreshed in the cache
+//! Writes: forwarded to the site; on success the touched entities are refreshed in the cache
 //! so reads through the proxy see their own writes.
+//!
+//! A write's answer holds only the fields written, and writes have effects the answer does
+//! not show (defaults, `updated_at`, the other side of links). So instead of storing the
+//! answer, the proxy re-reads from the site every cached field of the written entity and of
+//! every entity linked from the written link fields, before and after the write, and stores
+//! that through the storage write path. The event follower's later copy of the same change
+//! is a no-op there (its guards skip data that is not newer).
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
-use sgcache::api3;
+use serde_json::{json, Map, Value};
+use sgcache::api3::{self, is_error_body};
+use sgcache::query::Catalog;
+use sgcache::schema::Storage;
+use sgcache::sql::{Db, SqlValue};
+use sgcache::storage::{self, WriteSource};
 
 use super::api3::{note_site_answer, unreachable_response, Outcome};
 use super::auth::credential_key;
 use super::AppState;
+
+/// Largest `id in [...]` list per refresh read.
+const REFRESH_PAGE: usize = 500;
 
 pub async fn write(
     state: &AppState,
@@ -18,12 +35,210 @@ pub async fn write(
     req: &api3::Request,
 ) -> Outcome {
     let key = credential_key(&req.auth);
-    match state.site.post(path, headers, body).await {
-        Ok(resp) => {
-            note_site_answer(state, Some(&key), &resp);
-            (resp.into_response(), "site", "write")
-        }
+    let resp = match state.site.post(path, headers, body).await {
+        Ok(resp) => resp,
         // Never retried or synthesised as 502/504: the write may have reached the site.
-        Err(e) => (unreachable_response(state, &e.0), "error", "write"),
+        Err(e) => return (unreachable_response(state, &e.0), "error", "write"),
+    };
+    note_site_answer(state, Some(&key), &resp);
+    let answer = resp
+        .json()
+        .filter(|b| resp.status.is_success() && !is_error_body(b));
+    if let (Some(answer), Some(db)) = (answer, &state.db) {
+        if let Err(e) = write_through(state, db, req, &answer).await {
+            // The cache may now be stale for these entities until the event follower
+            // catches up; reads of them keep matching once it does.
+            state.metrics.write_through_failures.inc();
+            tracing::warn!(error = %e, "write-through failed");
+        }
     }
+    (resp.into_response(), "site", "write")
+}
+
+/// Entities to re-read, by type.
+type Touched = BTreeMap<String, BTreeSet<i64>>;
+
+async fn write_through(
+    state: &AppState,
+    db: &Db,
+    req: &api3::Request,
+    answer: &Value,
+) -> anyhow::Result<()> {
+    let results = answer.get("results").cloned().unwrap_or(Value::Null);
+    let ops: Vec<(String, Value, Value)> = if req.method_name == "batch" {
+        let subs = req.payload.as_array().cloned().unwrap_or_default();
+        let res = results.as_array().cloned().unwrap_or_default();
+        subs.into_iter()
+            .zip(res)
+            .map(|(s, r)| {
+                let m = s["request_type"].as_str().unwrap_or_default().to_string();
+                (m, s, r)
+            })
+            .collect()
+    } else {
+        vec![(req.method_name.clone(), req.payload.clone(), results)]
+    };
+    let cat = state.catalog();
+    let dbstate = storage::read_state(db).await?;
+    let mut touched = Touched::new();
+    let mut retired: Vec<(String, i64)> = Vec::new();
+    let mut revived: Vec<(String, i64)> = Vec::new();
+    for (method, op, result) in ops {
+        let Some(ty) = op["type"]
+            .as_str()
+            .filter(|t| dbstate.types.contains_key(*t))
+        else {
+            continue;
+        };
+        let id = match method.as_str() {
+            "create" => {
+                // The client takes the first element when the site answers with a list.
+                let r = result.as_array().and_then(|a| a.first()).unwrap_or(&result);
+                r["id"].as_i64()
+            }
+            _ => op["id"].as_i64(),
+        };
+        let Some(id) = id else { continue };
+        match method.as_str() {
+            "create" | "update" => {
+                touched.entry(ty.to_string()).or_default().insert(id);
+                link_targets(db, &cat, ty, id, &op, &mut touched).await?;
+            }
+            "delete" => retired.push((ty.to_string(), id)),
+            "revive" if result == Value::Bool(true) => {
+                revived.push((ty.to_string(), id));
+                touched.entry(ty.to_string()).or_default().insert(id);
+            }
+            _ => {}
+        }
+    }
+    if !retired.is_empty() || !revived.is_empty() {
+        let mut tx = db.begin().await?;
+        for (ty, id) in &retired {
+            storage::retire(&mut tx, &dbstate, ty, &[*id], WriteSource::WriteThrough).await?;
+        }
+        for (ty, id) in &revived {
+            storage::revive(&mut tx, &dbstate, ty, &[*id], WriteSource::WriteThrough).await?;
+        }
+        tx.commit().await?;
+    }
+    let auth = state
+        .service_auth
+        .clone()
+        .unwrap_or_else(|| req.auth.clone());
+    for (ty, ids) in touched {
+        if !dbstate.types.contains_key(&ty) {
+            continue;
+        }
+        let fields: Vec<String> = dbstate
+            .live_fields(&ty)
+            .map(|(n, _)| n.clone())
+            .filter(|n| n != "id")
+            .collect();
+        let ids: Vec<i64> = ids.into_iter().collect();
+        for chunk in ids.chunks(REFRESH_PAGE) {
+            let rows = read_from_site(state, &auth, &ty, &fields, chunk).await?;
+            let mut tx = db.begin().await?;
+            storage::upsert_entities(&mut tx, &dbstate, &ty, &rows, WriteSource::WriteThrough)
+                .await?;
+            tx.commit().await?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds the entities linked from the written link fields: the new values from the request
+/// and the old ones still in the cache (their other side may have changed).
+async fn link_targets(
+    db: &Db,
+    cat: &Catalog,
+    ty: &str,
+    id: i64,
+    op: &Value,
+    touched: &mut Touched,
+) -> anyhow::Result<()> {
+    let Some(ct) = cat.types.get(ty) else {
+        return Ok(());
+    };
+    let mut add = |t: &str, i: i64| {
+        if cat.types.contains_key(t) {
+            touched.entry(t.to_string()).or_default().insert(i);
+        }
+    };
+    for f in op["fields"].as_array().into_iter().flatten() {
+        let Some(cf) = f["field_name"].as_str().and_then(|n| ct.fields.get(n)) else {
+            continue;
+        };
+        if !matches!(cf.storage, Storage::EntityLink | Storage::MultiEntity) {
+            continue;
+        }
+        let value = &f["value"];
+        let links = value
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| vec![value.clone()]);
+        for l in links {
+            if let (Some(t), Some(i)) = (l["type"].as_str(), l["id"].as_i64()) {
+                add(t, i);
+            }
+        }
+        // Old values: the cached row has not been refreshed yet.
+        let mut sql = db.sql();
+        if cf.storage == Storage::EntityLink {
+            sql.push("SELECT ")
+                .push_ident(&format!("{}__type", cf.name))
+                .push(", ")
+                .push_ident(&format!("{}__id", cf.name))
+                .push(" FROM ")
+                .push_ident(&ct.table)
+                .push(" WHERE \"id\" = ");
+        } else {
+            sql.push("SELECT \"_target_type\", \"_target_id\" FROM ")
+                .push_ident(&sgcache::ident::assoc_table_name(ty, &cf.name))
+                .push(" WHERE \"_entity_id\" = ");
+        }
+        sql.push_bind(SqlValue::Int(id));
+        for row in db.fetch_all(&sql).await? {
+            if let [SqlValue::Text(t), SqlValue::Int(i)] = row.as_slice() {
+                add(t, *i);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads entities by id from the site with the given fields.
+async fn read_from_site(
+    state: &AppState,
+    auth: &Map<String, Value>,
+    ty: &str,
+    fields: &[String],
+    ids: &[i64],
+) -> anyhow::Result<Vec<Value>> {
+    let body = json!({"method_name": "read", "params": [auth, {
+        "type": ty,
+        "filters": {"logical_operator": "and", "conditions": [
+            {"path": "id", "relation": "in", "values": ids}]},
+        "return_fields": fields,
+        "paging": {"entities_per_page": ids.len(), "current_page": 1},
+        "return_paging_info_without_counts": true,
+    }]});
+    let resp = state
+        .site
+        .post(
+            "/api3/json",
+            &HeaderMap::new(),
+            Bytes::from(body.to_string()),
+        )
+        .await?;
+    let answer = resp
+        .json()
+        .filter(|b| resp.status.is_success() && !is_error_body(b))
+        .ok_or_else(|| {
+            anyhow::anyhow!("refresh read of {ty} failed with status {}", resp.status)
+        })?;
+    Ok(answer["results"]["entities"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
 }
