@@ -1,0 +1,373 @@
+//! The entity write path on PostgreSQL and SQLite: every storage kind round-trips, link order
+//! is kept, the updated_at and event-id guards hold, bad values are refused whole.
+
+use serde_json::{json, Value};
+use sgcache::plan::{DbState, PlanOptions};
+use sgcache::schema::SiteSchema;
+use sgcache::sql::{Db, SqlValue};
+use sgcache::storage::{self, StorageError, WriteOutcome, WriteSource};
+use sgcache::ShotgunCacheSpec;
+use sgcache_tests::pg::TestDb;
+use sgcache_tests::worker;
+
+const SPEC: &str = "entities:
+  - type: Version
+    fields: [code, sg_first_frame, sg_frames_aspect_ratio, flagged, created_at,
+             sg_uploaded_movie, tag_list, entity, playlists, sg_status_list]
+  - type: Task
+    fields: [content, due_date, duration, splits]
+";
+
+async fn setup(db: &Db) -> DbState {
+    let spec = ShotgunCacheSpec::from_yaml(SPEC, "test").unwrap();
+    let site = SiteSchema::load_dir(&sgcache::schema::fixture_dir()).unwrap();
+    storage::migrate(db, &spec, &site, PlanOptions::default())
+        .await
+        .unwrap();
+    storage::read_state(db).await.unwrap()
+}
+
+async fn write(
+    db: &Db,
+    state: &DbState,
+    entity_type: &str,
+    records: &[Value],
+    source: WriteSource,
+) -> Result<WriteOutcome, StorageError> {
+    let mut tx = db.begin().await?;
+    let outcome = storage::upsert_entities(&mut tx, state, entity_type, records, source).await;
+    // Commit even after an error: a refused batch must have written nothing by itself.
+    tx.commit().await?;
+    outcome
+}
+
+/// A stored value in API3 spelling, whichever database holds it.
+fn api(v: &SqlValue, bool_column: bool, json_column: bool) -> Value {
+    match v {
+        SqlValue::Null => Value::Null,
+        SqlValue::Bool(b) => json!(b),
+        SqlValue::Int(i) if bool_column => json!(*i != 0),
+        SqlValue::Int(i) => json!(i),
+        SqlValue::Float(f) => json!(f),
+        SqlValue::Text(s) if json_column => serde_json::from_str(s).unwrap(),
+        SqlValue::Text(s) => json!(s),
+        SqlValue::Json(j) => j.clone(),
+        SqlValue::Date(d) => json!(d.format("%Y-%m-%d").to_string()),
+        SqlValue::DateTime(t) => json!(sgcache::sql::format_datetime(t)),
+    }
+}
+
+async fn select(db: &Db, query: &str) -> Vec<Vec<SqlValue>> {
+    let mut sql = db.sql();
+    sql.push(query);
+    db.fetch_all(&sql).await.unwrap()
+}
+
+async fn version_row(db: &Db, id: i64) -> Value {
+    let rows = select(
+        db,
+        &format!(
+            "SELECT code, sg_first_frame, sg_frames_aspect_ratio, flagged, created_at, \
+             sg_uploaded_movie, tag_list, entity__type, entity__id, sg_status_list \
+             FROM version WHERE id = {id}"
+        ),
+    )
+    .await;
+    let r = &rows[0];
+    json!({
+        "code": api(&r[0], false, false),
+        "sg_first_frame": api(&r[1], false, false),
+        "sg_frames_aspect_ratio": api(&r[2], false, false),
+        "flagged": api(&r[3], true, false),
+        "created_at": api(&r[4], false, false),
+        "sg_uploaded_movie": api(&r[5], false, true),
+        "tag_list": api(&r[6], false, true),
+        "entity": [api(&r[7], false, false), api(&r[8], false, false)],
+        "sg_status_list": api(&r[9], false, false),
+    })
+}
+
+async fn links(db: &Db, entity_id: i64) -> Vec<(String, i64)> {
+    select(
+        db,
+        &format!(
+            "SELECT _target_type, _target_id FROM version_playlists \
+             WHERE _entity_id = {entity_id} ORDER BY _position"
+        ),
+    )
+    .await
+    .into_iter()
+    .map(|r| match (&r[0], &r[1]) {
+        (SqlValue::Text(t), SqlValue::Int(i)) => (t.clone(), *i),
+        other => panic!("unexpected link row {other:?}"),
+    })
+    .collect()
+}
+
+async fn code(db: &Db, id: i64) -> Value {
+    version_row(db, id).await["code"].clone()
+}
+
+fn playlist(id: i64) -> Value {
+    json!({"type": "Playlist", "id": id, "name": format!("p{id}")})
+}
+
+async fn every_kind_round_trips(db: &Db, state: &DbState) {
+    let movie = json!({"type": "Attachment", "id": 141, "name": "clip.mov",
+                       "url": "https://x/clip.mov", "content_type": "video/mp4", "link_type": "upload"});
+    let v = json!({"type": "Version", "id": 1, "code": "v001", "sg_first_frame": 1001,
+        "sg_frames_aspect_ratio": 2.39, "flagged": true, "created_at": "2024-03-05T17:04:09Z",
+        "sg_uploaded_movie": movie, "tag_list": ["hero", "fx"],
+        "entity": {"type": "Shot", "id": 12, "name": "sh010"},
+        "playlists": [playlist(3), playlist(1), playlist(2)], "sg_status_list": "rev",
+        "image": "https://signed/url", "not_a_field": 1});
+    let out = write(db, state, "Version", &[v], WriteSource::Scan)
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        WriteOutcome {
+            written: 1,
+            skipped: 0
+        }
+    );
+    assert_eq!(
+        version_row(db, 1).await,
+        json!({"code": "v001", "sg_first_frame": 1001, "sg_frames_aspect_ratio": 2.39,
+               "flagged": true, "created_at": "2024-03-05T17:04:09Z", "sg_uploaded_movie": movie,
+               "tag_list": ["hero", "fx"], "entity": ["Shot", 12], "sg_status_list": "rev"})
+    );
+    let p = |i: i64| ("Playlist".to_string(), i);
+    assert_eq!(links(db, 1).await, vec![p(3), p(1), p(2)]);
+    // Nulls and a partial record: only present fields change; links replaced.
+    let v = json!({"type": "Version", "id": 1, "sg_first_frame": null, "entity": null,
+                   "flagged": false, "playlists": [playlist(2)]});
+    write(db, state, "Version", &[v], WriteSource::Scan)
+        .await
+        .unwrap();
+    let row = version_row(db, 1).await;
+    assert_eq!(row["code"], "v001");
+    assert_eq!(row["sg_first_frame"], Value::Null);
+    assert_eq!(row["entity"], json!([null, null]));
+    assert_eq!(row["flagged"], false);
+    assert_eq!(links(db, 1).await, vec![p(2)]);
+    // A new row without the checkbox gets false.
+    write(
+        db,
+        state,
+        "Version",
+        &[json!({"type": "Version", "id": 9, "code": "v9"})],
+        WriteSource::Scan,
+    )
+    .await
+    .unwrap();
+    assert_eq!(version_row(db, 9).await["flagged"], false);
+
+    let t = json!({"type": "Task", "id": 5, "content": "anim", "due_date": "2024-02-29",
+                   "duration": 480, "splits": [{"start": "2024-02-01", "end": "2024-02-03"}]});
+    write(db, state, "Task", &[t], WriteSource::WriteThrough)
+        .await
+        .unwrap();
+    let r = &select(
+        db,
+        "SELECT content, due_date, duration, splits FROM task WHERE id = 5",
+    )
+    .await[0];
+    assert_eq!(api(&r[0], false, false), "anim");
+    assert_eq!(api(&r[1], false, false), "2024-02-29");
+    assert_eq!(api(&r[2], false, false), 480);
+    assert_eq!(
+        api(&r[3], false, true),
+        json!([{"start": "2024-02-01", "end": "2024-02-03"}])
+    );
+}
+
+async fn updated_at_guard(db: &Db, state: &DbState) {
+    let rec = |code: &str, at: &str, pl: i64| json!({"type": "Version", "id": 2, "code": code, "updated_at": at, "playlists": [playlist(pl)]});
+    let w = |r| async move {
+        write(db, state, "Version", &[r], WriteSource::Scan)
+            .await
+            .unwrap()
+    };
+    assert_eq!(w(rec("new", "2024-01-02T00:00:00Z", 1)).await.written, 1);
+    assert_eq!(
+        w(rec("old", "2024-01-01T23:59:59Z", 2)).await,
+        WriteOutcome {
+            written: 0,
+            skipped: 1
+        }
+    );
+    assert_eq!(code(db, 2).await, "new");
+    assert_eq!(links(db, 2).await, vec![("Playlist".to_string(), 1)]);
+    assert_eq!(w(rec("same", "2024-01-02T00:00:00Z", 3)).await.written, 1);
+    assert_eq!(links(db, 2).await, vec![("Playlist".to_string(), 3)]);
+}
+
+async fn event_guard(db: &Db, state: &DbState) {
+    let rec = |c: &str| json!({"type": "Version", "id": 3, "code": c});
+    let ev = |event_id| WriteSource::Event { event_id };
+    assert_eq!(
+        write(db, state, "Version", &[rec("e10")], ev(10))
+            .await
+            .unwrap()
+            .written,
+        1
+    );
+    for (c, id) in [("replay", 10), ("older", 9)] {
+        let out = write(db, state, "Version", &[rec(c)], ev(id))
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            WriteOutcome {
+                written: 0,
+                skipped: 1
+            }
+        );
+    }
+    assert_eq!(code(db, 3).await, "e10");
+    assert_eq!(
+        write(db, state, "Version", &[rec("e11")], ev(11))
+            .await
+            .unwrap()
+            .written,
+        1
+    );
+    assert_eq!(code(db, 3).await, "e11");
+    let last = select(db, "SELECT _last_event_id FROM version WHERE id = 3").await;
+    assert_eq!(last[0][0], SqlValue::Int(11));
+    // Retire by event: guarded the same way.
+    let mut tx = db.begin().await.unwrap();
+    assert_eq!(
+        storage::retire(&mut tx, state, "Version", &[3], ev(11))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        storage::retire(&mut tx, state, "Version", &[3], ev(12))
+            .await
+            .unwrap(),
+        1
+    );
+    tx.commit().await.unwrap();
+}
+
+async fn bad_values_write_nothing(db: &Db, state: &DbState) {
+    let good = json!({"type": "Version", "id": 20, "code": "fine"});
+    let cases = [
+        (
+            json!({"type": "Version", "id": 21, "sg_first_frame": "ten"}),
+            "Version.sg_first_frame of id 21",
+        ),
+        (
+            json!({"type": "Version", "id": 21, "flagged": null}),
+            "Version.flagged of id 21",
+        ),
+        (
+            json!({"type": "Version", "id": 21, "created_at": "2024-03-05 17:04:09"}),
+            "Version.created_at",
+        ),
+        (
+            json!({"type": "Version", "id": 21, "playlists": [{"id": 4}]}),
+            "Version.playlists",
+        ),
+        (
+            json!({"type": "Version", "id": 21, "updated_at": 5}),
+            "Version.updated_at",
+        ),
+        (json!({"type": "Shot", "id": 21}), "Version record"),
+        (
+            json!({"type": "Version", "code": "no id"}),
+            "without an integer id",
+        ),
+    ];
+    for (bad, message) in cases {
+        let err = write(
+            db,
+            state,
+            "Version",
+            &[good.clone(), bad.clone()],
+            WriteSource::Scan,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains(message), "{bad}: {err}");
+        assert!(select(db, "SELECT id FROM version WHERE id IN (20, 21)")
+            .await
+            .is_empty());
+    }
+    let err = write(db, state, "Shot", &[good], WriteSource::Scan)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::NotCached(_)), "{err}");
+}
+
+async fn retire_and_revive(db: &Db, state: &DbState) {
+    let recs: Vec<Value> = (100..110)
+        .map(|id| json!({"type": "Version", "id": id}))
+        .collect();
+    write(db, state, "Version", &recs, WriteSource::Scan)
+        .await
+        .unwrap();
+    let mut tx = db.begin().await.unwrap();
+    // A scan page covering (100, 105] saw 101, 103, 105: 102 and 104 are gone.
+    let n = storage::retire_missing(&mut tx, state, "Version", 100, Some(105), &[101, 103, 105])
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(
+        storage::revive(&mut tx, state, "Version", &[104], WriteSource::Scan)
+            .await
+            .unwrap(),
+        1
+    );
+    tx.commit().await.unwrap();
+    let retired = select(
+        db,
+        "SELECT id FROM version WHERE _retired AND id >= 100 ORDER BY id",
+    )
+    .await;
+    assert_eq!(retired, vec![vec![SqlValue::Int(102)]]);
+    // A scan returning the row again makes it live.
+    write(
+        db,
+        state,
+        "Version",
+        &[json!({"type": "Version", "id": 102})],
+        WriteSource::Scan,
+    )
+    .await
+    .unwrap();
+    assert!(
+        select(db, "SELECT id FROM version WHERE _retired AND id >= 100")
+            .await
+            .is_empty()
+    );
+}
+
+async fn all(db: &Db) {
+    let state = setup(db).await;
+    every_kind_round_trips(db, &state).await;
+    updated_at_guard(db, &state).await;
+    event_guard(db, &state).await;
+    bad_values_write_nothing(db, &state).await;
+    retire_and_revive(db, &state).await;
+}
+
+#[tokio::test]
+async fn write_path_on_postgres() {
+    let t = TestDb::create("sgcache_write").await.unwrap();
+    all(&t.db).await;
+    t.drop().await;
+}
+
+#[tokio::test]
+async fn write_path_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&worker::sqlite_url(dir.path()), 2)
+        .await
+        .unwrap();
+    all(&db).await;
+    db.close().await;
+}
