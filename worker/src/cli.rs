@@ -59,7 +59,17 @@ pub enum Command {
     /// Follow EventLogEntry and apply changes to the cache.
     Events,
     /// Scan for entities whose updated_at moved; backfill new fields and types.
-    Scanner,
+    Scanner {
+        /// Run one full scan (every row of the selected types) and exit.
+        #[arg(long)]
+        full: bool,
+        /// Only these entity types (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        types: Vec<String>,
+        /// Only rows of these project ids (comma-separated; with --full).
+        #[arg(long, value_delimiter = ',')]
+        projects: Vec<i64>,
+    },
     /// Migrate, then run the proxy, event follower and scanner in one process (local use).
     All,
 }
@@ -88,11 +98,41 @@ pub async fn run(cli: Cli) -> ExitCode {
             return crate::commands::migrate::run(&spec, args).await;
         }
         Command::Proxy => crate::proxy::run::run(&spec, shutdown.clone()).await,
-        Command::Events | Command::Scanner | Command::All => {
-            tracing::info!(entities = spec.entities.len(), "worker started");
-            shutdown.cancelled().await;
-            tracing::info!("worker stopped");
-            Ok(())
+        Command::Events => crate::events::run(&spec, shutdown.clone()).await,
+        Command::Scanner {
+            full,
+            ref types,
+            ref projects,
+        } => {
+            let args = crate::scanner::ScannerArgs {
+                full,
+                types: types.clone(),
+                projects: projects.clone(),
+            };
+            crate::scanner::run(&spec, args, shutdown.clone()).await
+        }
+        Command::All => {
+            let migrated = crate::commands::migrate::run(&spec, Default::default()).await;
+            if migrated != ExitCode::SUCCESS {
+                return migrated;
+            }
+            // One process, three parts; the first failure stops the others.
+            let stop = shutdown.clone();
+            let fail = |r: anyhow::Result<()>| {
+                if r.is_err() {
+                    stop.cancel();
+                }
+                r
+            };
+            let (p, e, s) = tokio::join!(
+                async { fail(crate::proxy::run::run(&spec, shutdown.clone()).await) },
+                async { fail(crate::events::run(&spec, shutdown.clone()).await) },
+                async {
+                    let args = crate::scanner::ScannerArgs::default();
+                    fail(crate::scanner::run(&spec, args, shutdown.clone()).await)
+                },
+            );
+            p.and(e).and(s)
         }
     };
     match result {

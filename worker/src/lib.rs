@@ -1,7 +1,9 @@
 //! The worker's parts as a library, so integration tests can run them in-process.
 
 pub mod cli;
-pub mod proxy;
 pub mod commands;
+pub mod events;
+pub mod proxy;
+pub mod scanner;
 pub mod shutdown;
 pub mod telemetry;

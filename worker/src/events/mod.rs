@@ -1,0 +1,263 @@
+//! `sgcache-worker events`: follows EventLogEntry and applies every change to a cached type.
+//!
+//! Each poll reads up to 500 events after the saved position (id ascending) plus any backlog
+//! ids that became visible late, applies them and saves the new position in the same
+//! transaction, so a crash at any point loses nothing and applies nothing twice. Only the
+//! instance holding the leader lock polls; others wait as hot standbys.
+
+pub mod apply;
+pub mod backoff;
+pub mod lock;
+pub mod parse;
+pub mod position;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sgcache::site::SiteClient;
+use sgcache::spec::process_env;
+use sgcache::sql::Db;
+use sgcache::storage::{self, redact_url};
+use sgcache::ShotgunCacheSpec;
+use tokio_util::sync::CancellationToken;
+
+use self::apply::{apply_batch, ApplyError};
+use self::backoff::{sleep_or_stop, Backoff};
+use self::lock::{Leader, EVENTS_LOCK_KEY};
+use self::parse::{parse, Event, EVENT_FIELDS};
+use self::position::{ensure_start, now_ms, Position};
+use crate::scanner::fetch::{cond, Liveness, ReadError, SiteReader};
+
+/// Events read per poll: the official daemon's batch size and the usual page maximum.
+pub const BATCH: u32 = 500;
+
+/// Settings of the follower.
+#[derive(Clone, Debug)]
+pub struct FollowerConfig {
+    pub poll_interval: Duration,
+    pub gap_window: Duration,
+}
+
+impl FollowerConfig {
+    pub fn from_spec(spec: &ShotgunCacheSpec) -> FollowerConfig {
+        FollowerConfig {
+            poll_interval: spec.workers.events.poll_interval.duration(),
+            gap_window: spec.workers.events.gap_window.duration(),
+        }
+    }
+}
+
+/// Connects to the database, retrying (with backoff) until it answers or `stop` fires.
+pub async fn connect_db(url: &str, max: u32, stop: &CancellationToken) -> Option<Db> {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    loop {
+        match Db::connect(url, max).await {
+            Ok(db) => return Some(db),
+            Err(e) => {
+                tracing::warn!(database = %redact_url(url), error = %e, "cannot connect to the database; retrying");
+                if !backoff.wait(stop).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the follower until `stop`.
+pub async fn run(spec: &ShotgunCacheSpec, stop: CancellationToken) -> anyhow::Result<()> {
+    let url = spec.database_url(&process_env);
+    let conn = spec.site_connection(&process_env)?;
+    let reader = SiteReader::new(SiteClient::new(conn)?, stop.clone(), BATCH);
+    let config = FollowerConfig::from_spec(spec);
+    let Some(db) = connect_db(&url, spec.database.max_connections.min(4), &stop).await else {
+        return Ok(());
+    };
+    tracing::info!(
+        poll_ms = config.poll_interval.as_millis() as u64,
+        gap_window_s = config.gap_window.as_secs(),
+        "event follower starting"
+    );
+    while let Some(mut leader) = Leader::acquire(&url, EVENTS_LOCK_KEY, "events", &stop).await {
+        follow(&db, &reader, &mut leader, &config, &stop).await;
+        leader.release().await;
+        if stop.is_cancelled() {
+            break;
+        }
+    }
+    db.close().await;
+    tracing::info!("event follower stopped");
+    Ok(())
+}
+
+/// Polls while this process is the leader.
+async fn follow(
+    db: &Db,
+    reader: &SiteReader,
+    leader: &mut Leader,
+    config: &FollowerConfig,
+    stop: &CancellationToken,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        if !leader.alive().await {
+            tracing::warn!("lost the leader lock's connection; re-acquiring");
+            return;
+        }
+        match poll_once(db, reader, config).await {
+            Ok(n) => {
+                backoff.reset();
+                if n < BATCH as usize && !sleep_or_stop(config.poll_interval, stop).await {
+                    return;
+                }
+            }
+            Err(PollError::Read(ReadError::Stopped)) => return,
+            Err(PollError::Apply(ApplyError::LayoutChanged)) => {
+                tracing::info!("cache layout changed during a batch; retrying with the new layout");
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, failures = backoff.failures,
+                    retry_in_ms = delay.as_millis() as u64, "event poll failed; backing off");
+                if !sleep_or_stop(delay, stop).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Records the newest event id as the starting position when none is saved: done before
+/// any initial scan, so no change made during the scan is missed. False before `migrate`.
+pub async fn ensure_position(db: &Db, reader: &SiteReader) -> Result<bool, PollError> {
+    if storage::read_state(db).await?.types.is_empty() {
+        return Ok(false);
+    }
+    if storage::read_event_position(db).await?.is_some() {
+        return Ok(true);
+    }
+    let newest = reader.newest_event_id().await?;
+    let mut tx = db.begin().await?;
+    ensure_start(&mut tx, newest).await?;
+    tx.commit().await?;
+    tracing::info!(
+        newest_event_id = newest,
+        "recorded the starting event position"
+    );
+    Ok(true)
+}
+
+/// One poll: returns how many new events were read.
+pub async fn poll_once(
+    db: &Db,
+    reader: &SiteReader,
+    config: &FollowerConfig,
+) -> Result<usize, PollError> {
+    if !ensure_position(db, reader).await? {
+        return Ok(0); // not migrated yet
+    }
+    let state = storage::read_state(db).await?;
+    let Some(saved) = storage::read_event_position(db).await? else {
+        return Ok(0);
+    };
+    let current = Position::from_saved(&saved);
+    let fields: Vec<String> = EVENT_FIELDS.iter().map(|s| s.to_string()).collect();
+    let newer = reader
+        .read(
+            "EventLogEntry",
+            &fields,
+            vec![cond("id", "greater_than", json!([current.last]))],
+            Liveness::Active,
+            None,
+            BATCH,
+        )
+        .await?;
+    let late = read_backlog(reader, &fields, &current).await?;
+    let mut events: Vec<Event> = late.iter().chain(newer.iter()).filter_map(parse).collect();
+    events.sort_by_key(|e| e.id);
+    events.dedup_by_key(|e| e.id);
+    let late_ids: BTreeSet<i64> = late.iter().filter_map(|r| r.get("id")?.as_i64()).collect();
+    let new_ids: Vec<i64> = events
+        .iter()
+        .map(|e| e.id)
+        .filter(|id| *id > current.last)
+        .collect();
+    let mut next = current.clone();
+    let window = config.gap_window.as_millis() as i64;
+    let advance = next.advance(
+        &new_ids,
+        &late_ids.iter().copied().collect::<Vec<_>>(),
+        now_ms(),
+        window,
+    );
+    for id in &advance.given_up {
+        tracing::warn!(
+            event_id = id,
+            "event id never appeared within the gap window; giving up on it"
+        );
+    }
+    if next == current {
+        return Ok(0);
+    }
+    let started = Instant::now();
+    let applied = apply_batch(db, reader, &state, &events, &late_ids, &current, &next).await?;
+    tracing::info!(
+        after = current.last,
+        through = next.last,
+        late = ?late_ids,
+        events = events.len(),
+        relevant = applied.relevant,
+        entities = applied.entities,
+        fetched = applied.fetched,
+        rows = applied.written,
+        backlog = next.backlog.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "events committed"
+    );
+    Ok(newer.len())
+}
+
+/// Backlog ids that have become visible since they were missed.
+async fn read_backlog(
+    reader: &SiteReader,
+    fields: &[String],
+    current: &Position,
+) -> Result<Vec<Value>, ReadError> {
+    let ids: Vec<i64> = current.backlog.keys().copied().collect();
+    let mut found = Vec::new();
+    for chunk in ids.chunks(BATCH as usize) {
+        let (lo, hi) = (chunk[0], chunk[chunk.len() - 1]);
+        let conditions = vec![
+            cond("id", "between", json!([lo, hi])),
+            cond("id", "in", json!(chunk)),
+        ];
+        found.extend(
+            reader
+                .read(
+                    "EventLogEntry",
+                    fields,
+                    conditions,
+                    Liveness::Active,
+                    None,
+                    BATCH,
+                )
+                .await?,
+        );
+    }
+    Ok(found)
+}

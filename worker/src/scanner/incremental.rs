@@ -1,0 +1,127 @@
+//! Incremental scans: every cached type, rows whose `updated_at` is newer than the start of
+//! the last scan minus the overlap, active and retired. They catch writes that made no event
+//! (scripts with "Generate Events" off). When each type was last scanned is kept in
+//! `_sgcache_scans` (created here, additively), so a restart misses nothing.
+
+use serde_json::json;
+use sgcache::sql::{Db, SqlValue, Tx};
+use sgcache::storage::{self, StorageError};
+
+use super::backfill::ScanError;
+use super::fetch::{cond, Liveness, SiteReader};
+use super::write::write_read;
+use crate::events::parse::format_api_date_time;
+
+const CREATE: &str =
+    "CREATE TABLE IF NOT EXISTS \"_sgcache_scans\" (entity_type TEXT PRIMARY KEY, \
+     started_ms BIGINT NOT NULL)";
+
+async fn ensure_table(tx: &mut Tx) -> Result<(), StorageError> {
+    let mut sql = tx.sql();
+    sql.push(CREATE);
+    tx.execute(&sql).await?;
+    Ok(())
+}
+
+/// Saves `started_ms` as the start of the last complete scan of `entity_type`.
+pub async fn record_scan_start(
+    tx: &mut Tx,
+    entity_type: &str,
+    started_ms: i64,
+) -> Result<(), StorageError> {
+    ensure_table(tx).await?;
+    let mut sql = tx.sql();
+    sql.push("INSERT INTO \"_sgcache_scans\" (entity_type, started_ms) VALUES (")
+        .push_bind(SqlValue::Text(entity_type.into()))
+        .push(", ")
+        .push_bind(SqlValue::Int(started_ms))
+        .push(") ON CONFLICT (entity_type) DO UPDATE SET started_ms = excluded.started_ms");
+    tx.execute(&sql).await?;
+    Ok(())
+}
+
+/// When the last complete scan of `entity_type` started (unix ms), if ever.
+pub async fn last_scan_start(db: &Db, entity_type: &str) -> Result<Option<i64>, StorageError> {
+    let mut tx = db.begin().await?;
+    ensure_table(&mut tx).await?;
+    let mut sql = tx.sql();
+    sql.push("SELECT started_ms FROM \"_sgcache_scans\" WHERE entity_type = ")
+        .push_bind(SqlValue::Text(entity_type.into()));
+    let rows = tx.fetch_all(&sql).await?;
+    tx.commit().await?;
+    Ok(match rows.first().and_then(|r| r.first()) {
+        Some(SqlValue::Int(ms)) => Some(*ms),
+        _ => None,
+    })
+}
+
+/// Scans one type for rows changed since its last scan (minus `overlap_ms`); returns the rows
+/// read. A type never scanned is read whole once.
+pub async fn scan_changed(
+    db: &Db,
+    reader: &SiteReader,
+    entity_type: &str,
+    overlap_ms: i64,
+    extra: &[serde_json::Value],
+) -> Result<u64, ScanError> {
+    let started_ms = chrono::Utc::now().timestamp_millis();
+    let since_ms = last_scan_start(db, entity_type)
+        .await?
+        .map_or(0, |s| (s - overlap_ms).max(0));
+    let since = chrono::DateTime::from_timestamp_millis(since_ms).unwrap_or_default();
+    let state = storage::read_state(db).await?;
+    let fields: Vec<String> = state
+        .live_fields(entity_type)
+        .map(|(n, _)| n.clone())
+        .collect();
+    if fields.is_empty() {
+        return Ok(0);
+    }
+    let mut conditions = vec![cond(
+        "updated_at",
+        "greater_than",
+        json!([format_api_date_time(&since)]),
+    )];
+    conditions.extend(extra.iter().cloned());
+    let mut read = 0u64;
+    for liveness in [Liveness::Active, Liveness::Retired] {
+        let mut cursor = 0;
+        loop {
+            let rows = reader
+                .page_after(entity_type, &fields, cursor, None, &conditions, liveness)
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            let full = rows.len() >= reader.page_size as usize;
+            cursor = rows
+                .iter()
+                .filter_map(|r| r.get("id")?.as_i64())
+                .max()
+                .unwrap_or(cursor);
+            let mut tx = db.begin().await?;
+            let state = storage::read_state_tx(&mut tx).await?;
+            if !state.types.contains_key(entity_type) {
+                return Ok(read);
+            }
+            match liveness {
+                Liveness::Active => write_read(&mut tx, &state, entity_type, &rows, &[]).await?,
+                Liveness::Retired => write_read(&mut tx, &state, entity_type, &[], &rows).await?,
+            };
+            tx.commit().await?;
+            read += rows.len() as u64;
+            if !full {
+                break;
+            }
+        }
+    }
+    if extra.is_empty() {
+        let mut tx = db.begin().await?;
+        record_scan_start(&mut tx, entity_type, started_ms).await?;
+        tx.commit().await?;
+    }
+    if read > 0 {
+        tracing::info!(entity_type, read, since = %format_api_date_time(&since), "incremental scan");
+    }
+    Ok(read)
+}

@@ -1,0 +1,288 @@
+//! `sgcache-worker scanner`: backfills pending fields and types with full scans, and scans
+//! every cached type for rows whose `updated_at` moved (writes that made no event).
+//!
+//! Without flags it runs until stopped: it looks for pending fields every few seconds and
+//! runs an incremental scan of every type every `workers.scanner.interval`. `--full` runs one
+//! full scan (of `--types`, restricted to `--projects`) and exits.
+
+pub mod backfill;
+pub mod fetch;
+pub mod incremental;
+pub mod write;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sgcache::plan::FieldState;
+use sgcache::site::SiteClient;
+use sgcache::spec::process_env;
+use sgcache::sql::Db;
+use sgcache::storage::{self, FieldStatus};
+use sgcache::ShotgunCacheSpec;
+use tokio_util::sync::CancellationToken;
+
+use self::backfill::{scan_type, ScanError, ScanRequest};
+use self::fetch::{cond, SiteReader};
+use crate::events::backoff::{sleep_or_stop, Backoff};
+use crate::events::lock::{Leader, SCANNER_LOCK_KEY};
+use crate::events::{connect_db, ensure_position, PollError};
+
+/// The scanner's command-line options.
+#[derive(Clone, Debug, Default)]
+pub struct ScannerArgs {
+    /// Run one full scan and exit.
+    pub full: bool,
+    /// Only these types (all cached types when empty).
+    pub types: Vec<String>,
+    /// Only rows of these project ids (full scans; no retiring of unseen rows).
+    pub projects: Vec<i64>,
+}
+
+/// How often the loop looks for pending fields: a newly declared field starts filling within
+/// seconds of its migration, not a whole scan interval later.
+const PENDING_CHECK: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScannerError {
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    #[error(transparent)]
+    Poll(#[from] PollError),
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+}
+
+/// Runs the scanner until `stop` (or, with `--full`, until the scan is done).
+pub async fn run(
+    spec: &ShotgunCacheSpec,
+    args: ScannerArgs,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let url = spec.database_url(&process_env);
+    let conn = spec.site_connection(&process_env)?;
+    let reader = Arc::new(SiteReader::new(
+        SiteClient::new(conn)?,
+        stop.clone(),
+        spec.workers.scanner.page_size,
+    ));
+    let Some(db) = connect_db(&url, spec.database.max_connections.min(4), &stop).await else {
+        return Ok(());
+    };
+    let result = if args.full {
+        full_run(&db, &reader, &args)
+            .await
+            .map_err(anyhow::Error::from)
+    } else {
+        while let Some(mut leader) = Leader::acquire(&url, SCANNER_LOCK_KEY, "scanner", &stop).await
+        {
+            scan_loop(&db, &reader, spec, &args, &mut leader, &stop).await;
+            leader.release().await;
+            if stop.is_cancelled() {
+                break;
+            }
+        }
+        Ok(())
+    };
+    db.close().await;
+    tracing::info!("scanner stopped");
+    result
+}
+
+fn selected<'a>(args: &ScannerArgs, types: impl Iterator<Item = &'a String>) -> Vec<String> {
+    types
+        .filter(|t| args.types.is_empty() || args.types.contains(t))
+        .cloned()
+        .collect()
+}
+
+/// The `--projects` condition for a type, or None when the type cannot be filtered by
+/// project (logged; the type is skipped).
+fn project_filter(args: &ScannerArgs, ty: &str, fields: &[FieldStatus]) -> Option<Vec<Value>> {
+    if args.projects.is_empty() {
+        return Some(vec![]);
+    }
+    if ty == "Project" {
+        return Some(vec![cond("id", "in", json!(args.projects))]);
+    }
+    if !fields
+        .iter()
+        .any(|f| f.entity_type == ty && f.field_name == "project")
+    {
+        tracing::warn!(
+            entity_type = ty,
+            "--projects given but the type caches no project field; skipped"
+        );
+        return None;
+    }
+    let links: Vec<Value> = args
+        .projects
+        .iter()
+        .map(|id| json!({"type": "Project", "id": id}))
+        .collect();
+    Some(vec![cond("project", "in", json!(links))])
+}
+
+async fn full_run(
+    db: &Db,
+    reader: &Arc<SiteReader>,
+    args: &ScannerArgs,
+) -> Result<(), ScannerError> {
+    ensure_position(db, reader).await?;
+    let state = storage::read_state(db).await?;
+    let fields = storage::list_fields(db).await?;
+    for ty in selected(args, state.types.keys()) {
+        let Some(extra) = project_filter(args, &ty, &fields) else {
+            continue;
+        };
+        let live: Vec<&FieldStatus> = fields
+            .iter()
+            .filter(|f| f.entity_type == ty && f.state != FieldState::Dropped)
+            .collect();
+        let whole = extra.is_empty();
+        let req = ScanRequest {
+            entity_type: ty.clone(),
+            fields: live.iter().map(|f| f.field_name.clone()).collect(),
+            // Only a scan of every row completes a backfill.
+            finalize: if whole { pending_names(&live) } else { vec![] },
+            retire_missing: whole,
+            record_scan: whole,
+            extra,
+            ..ScanRequest::default()
+        };
+        scan_type(db, reader.clone(), req).await?;
+    }
+    Ok(())
+}
+
+fn pending_names(fields: &[&FieldStatus]) -> Vec<String> {
+    fields
+        .iter()
+        .filter(|f| matches!(f.state, FieldState::Pending | FieldState::Backfilling))
+        .map(|f| f.field_name.clone())
+        .collect()
+}
+
+async fn scan_loop(
+    db: &Db,
+    reader: &Arc<SiteReader>,
+    spec: &ShotgunCacheSpec,
+    args: &ScannerArgs,
+    leader: &mut Leader,
+    stop: &CancellationToken,
+) {
+    let interval = spec.workers.scanner.interval.duration();
+    let overlap_ms = spec.workers.scanner.overlap.as_millis_i64();
+    let mut next_incremental = Instant::now();
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    loop {
+        if stop.is_cancelled() || !leader.alive().await {
+            return;
+        }
+        let round = async {
+            if !ensure_position(db, reader).await? {
+                return Ok::<_, ScannerError>(()); // not migrated yet
+            }
+            backfill_pending(db, reader, args).await?;
+            if Instant::now() >= next_incremental {
+                next_incremental = Instant::now() + interval;
+                let state = storage::read_state(db).await?;
+                for ty in selected(args, state.types.keys()) {
+                    incremental::scan_changed(db, reader, &ty, overlap_ms, &[]).await?;
+                }
+            }
+            Ok(())
+        };
+        match round.await {
+            Ok(()) => backoff.reset(),
+            Err(ScannerError::Scan(ScanError::Read(fetch::ReadError::Stopped))) => return,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, failures = backoff.failures,
+                    retry_in_ms = delay.as_millis() as u64, "scan failed; backing off");
+                if !sleep_or_stop(delay, stop).await {
+                    return;
+                }
+                continue;
+            }
+        }
+        let wait = next_incremental
+            .saturating_duration_since(Instant::now())
+            .min(PENDING_CHECK);
+        if !sleep_or_stop(wait, stop).await {
+            return;
+        }
+    }
+}
+
+/// Backfills every type that has pending or backfilling fields, resuming from its cursor.
+async fn backfill_pending(
+    db: &Db,
+    reader: &Arc<SiteReader>,
+    args: &ScannerArgs,
+) -> Result<(), ScannerError> {
+    let fields = storage::list_fields(db).await?;
+    let mut by_type: BTreeMap<&str, Vec<&FieldStatus>> = BTreeMap::new();
+    for f in fields.iter().filter(|f| f.state != FieldState::Dropped) {
+        by_type.entry(f.entity_type.as_str()).or_default().push(f);
+    }
+    for (ty, live) in by_type {
+        if !(args.types.is_empty() || args.types.iter().any(|t| t == ty)) {
+            continue;
+        }
+        let pending: Vec<&FieldStatus> = live
+            .iter()
+            .copied()
+            .filter(|f| matches!(f.state, FieldState::Pending | FieldState::Backfilling))
+            .collect();
+        if pending.is_empty() {
+            continue;
+        }
+        let whole_type = pending.len() == live.len();
+        // Fields added at different times resume from the earliest cursor among them.
+        let resume = pending
+            .iter()
+            .min_by_key(|f| f.backfill_cursor.unwrap_or(0))
+            .map(|f| {
+                (
+                    f.backfill_cursor.unwrap_or(0),
+                    if f.backfill_cursor.is_some() {
+                        f.backfill_done
+                    } else {
+                        0
+                    },
+                )
+            })
+            .unwrap_or((0, 0));
+        let req = ScanRequest {
+            entity_type: ty.to_string(),
+            fields: if whole_type {
+                live.iter().map(|f| f.field_name.clone()).collect()
+            } else {
+                pending.iter().map(|f| f.field_name.clone()).collect()
+            },
+            finalize: pending.iter().map(|f| f.field_name.clone()).collect(),
+            start_after: resume.0,
+            done_before: resume.1,
+            retire_missing: whole_type,
+            complete_rows: !whole_type,
+            // A resumed backfill does not know when its first part read the rows.
+            record_scan: whole_type && resume.0 == 0,
+            extra: vec![],
+        };
+        scan_type(db, reader.clone(), req).await?;
+    }
+    Ok(())
+}
+
+/// Milliseconds of a spec duration.
+trait AsMillis {
+    fn as_millis_i64(&self) -> i64;
+}
+
+impl AsMillis for sgcache::spec::DurationString {
+    fn as_millis_i64(&self) -> i64 {
+        self.duration().as_millis() as i64
+    }
+}

@@ -1,0 +1,157 @@
+//! Writing records read from the site, shared by the scanner and the event follower. Writes go
+//! through `storage::upsert_entities`, whose guards keep newer rows; retired records are
+//! written like live ones and then flagged retired only where the row holds exactly that data
+//! or older, so a scan never retires a row the follower has since revived with newer data.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sgcache::ident;
+use sgcache::plan::DbState;
+use sgcache::sql::{SqlValue, Tx};
+use sgcache::storage::{self, StorageError, WriteOutcome, WriteSource};
+
+use crate::events::parse::parse_api_date_time;
+
+/// Rows per guarded retire statement (two binds each).
+const FLAG_CHUNK: usize = 500;
+
+/// Upserts `records`, skipping (and logging) records the site sent with bad values rather
+/// than stalling on them: one bad row must not keep every other row stale.
+pub async fn upsert_tolerant(
+    tx: &mut Tx,
+    state: &DbState,
+    entity_type: &str,
+    records: &[Value],
+    source: WriteSource,
+) -> Result<(WriteOutcome, u64), StorageError> {
+    match storage::upsert_entities(tx, state, entity_type, records, source).await {
+        Ok(o) => Ok((o, 0)),
+        // Records are all validated before anything is written, so the transaction is intact.
+        Err(StorageError::BadRecord { .. } | StorageError::BadValue { .. }) => {
+            let mut total = WriteOutcome::default();
+            let mut bad = 0;
+            for r in records {
+                match storage::upsert_entities(
+                    tx,
+                    state,
+                    entity_type,
+                    std::slice::from_ref(r),
+                    source,
+                )
+                .await
+                {
+                    Ok(o) => {
+                        total.written += o.written;
+                        total.skipped += o.skipped;
+                    }
+                    Err(e @ (StorageError::BadRecord { .. } | StorageError::BadValue { .. })) => {
+                        tracing::warn!(entity_type, error = %e, "skipping a record the cache cannot store");
+                        bad += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok((total, bad))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes what a read returned: `active` rows live, `retired` rows retired.
+pub async fn write_read(
+    tx: &mut Tx,
+    state: &DbState,
+    entity_type: &str,
+    active: &[Value],
+    retired: &[Value],
+) -> Result<WriteOutcome, StorageError> {
+    let (mut out, _) = upsert_tolerant(tx, state, entity_type, active, WriteSource::Scan).await?;
+    if !retired.is_empty() {
+        let (o, _) = upsert_tolerant(tx, state, entity_type, retired, WriteSource::Scan).await?;
+        out.written += o.written;
+        out.skipped += o.skipped;
+        let flags: Vec<(i64, Option<DateTime<Utc>>)> = retired
+            .iter()
+            .filter_map(|r| {
+                let id = r.get("id")?.as_i64()?;
+                let t = r
+                    .get("updated_at")
+                    .and_then(Value::as_str)
+                    .and_then(parse_api_date_time);
+                Some((id, t))
+            })
+            .collect();
+        set_retired_if_current(tx, entity_type, &flags, true).await?;
+    }
+    Ok(out)
+}
+
+/// Sets `_retired` on rows whose data is not newer than `seen` (the `updated_at` of the data
+/// that says so; `None`: unconditionally). Returns the rows changed.
+pub async fn set_retired_if_current(
+    tx: &mut Tx,
+    entity_type: &str,
+    rows: &[(i64, Option<DateTime<Utc>>)],
+    retired: bool,
+) -> Result<u64, StorageError> {
+    let table = ident::table_name(entity_type);
+    let mut changed = 0;
+    for chunk in rows.chunks(FLAG_CHUNK) {
+        let mut sql = tx.sql();
+        sql.push("UPDATE ")
+            .push_ident(&table)
+            .push(" SET \"_retired\" = ")
+            .push_bind(SqlValue::Bool(retired))
+            .push(", \"_cached_at\" = ")
+            .push_bind(storage::now_value(tx.dialect()))
+            .push(" WHERE \"_retired\" <> ")
+            .push_bind(SqlValue::Bool(retired))
+            .push(" AND (");
+        for (i, (id, seen)) in chunk.iter().enumerate() {
+            sql.push(if i == 0 {
+                "(\"id\" = "
+            } else {
+                " OR (\"id\" = "
+            })
+            .push_bind(SqlValue::Int(*id));
+            if let Some(t) = seen {
+                sql.push(" AND (\"_updated_at_seen\" IS NULL OR \"_updated_at_seen\" <= ")
+                    .push_bind(SqlValue::DateTime(*t))
+                    .push(")");
+            }
+            sql.push(")");
+        }
+        sql.push(")");
+        changed += tx.execute(&sql).await?;
+    }
+    Ok(changed)
+}
+
+/// Which of `ids` have a row in the cache table of `entity_type`.
+pub async fn existing_ids(
+    tx: &mut Tx,
+    entity_type: &str,
+    ids: &[i64],
+) -> Result<std::collections::BTreeSet<i64>, StorageError> {
+    let table = ident::table_name(entity_type);
+    let mut found = std::collections::BTreeSet::new();
+    for chunk in ids.chunks(5_000) {
+        let mut sql = tx.sql();
+        sql.push("SELECT \"id\" FROM ")
+            .push_ident(&table)
+            .push(" WHERE \"id\" IN (");
+        for (i, id) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push_bind(SqlValue::Int(*id));
+        }
+        sql.push(")");
+        for row in tx.fetch_all(&sql).await? {
+            if let Some(SqlValue::Int(id)) = row.first() {
+                found.insert(*id);
+            }
+        }
+    }
+    Ok(found)
+}
