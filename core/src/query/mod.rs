@@ -432,4 +432,6 @@ impl ReadPlan {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -314,7 +314,7 @@ fn pg_url(db: &str) -> String {
     format!("{base}/{db}")
 }
 
-async fn fixture_db(dialect: Dialect) -> (Scratch, Db, Catalog) {
+pub(crate) async fn fixture_db(dialect: Dialect) -> (Scratch, Db, Catalog) {
     let dir = Scratch::new(dialect).await;
     let db = dir.db.clone();
     let cat = catalog();
