@@ -232,11 +232,36 @@ fn arb_spec(site: &SiteSchema) -> impl Strategy<Value = ShotgunCacheSpec> {
     })
 }
 
-fn arb_case() -> impl Strategy<Value = (SiteSchema, ShotgunCacheSpec, ShotgunCacheSpec, bool)> {
+/// A site, a first spec, a second spec, a retyped copy of the site (some extra fields change
+/// data type, as sites do) and whether to prune.
+type Case = (
+    SiteSchema,
+    ShotgunCacheSpec,
+    ShotgunCacheSpec,
+    SiteSchema,
+    bool,
+);
+
+fn arb_case() -> impl Strategy<Value = Case> {
     arb_site().prop_flat_map(|site| {
         let a = arb_spec(&site);
         let b = arb_spec(&site);
-        (Just(site), a, b, any::<bool>())
+        let retypes = proptest::collection::vec(proptest::sample::select(DATA_TYPES), 8);
+        (Just(site), a, b, retypes, any::<bool>()).prop_map(|(site, a, b, retypes, prune)| {
+            let mut changed = site.clone();
+            for (i, f) in changed
+                .entities
+                .values_mut()
+                .flat_map(|e| e.fields.values_mut())
+                .filter(|f| !["id", "updated_at", "code"].contains(&f.name.as_str()))
+                .enumerate()
+            {
+                if let Some(dt) = retypes.get(i) {
+                    *f = field(&f.name, dt);
+                }
+            }
+            (site, a, b, changed, prune)
+        })
     })
 }
 
@@ -244,22 +269,29 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
-    fn planning_after_applying_is_empty((site, first, second, prune) in arb_case()) {
+    fn planning_after_applying_is_empty((site, first, second, retyped, prune) in arb_case()) {
         let options = PlanOptions { prune };
         let p1 = plan(&first, &site, &DbState::default(), options).unwrap();
         let s1 = DbState::default().after(&p1);
         prop_assert!(plan(&first, &site, &s1, options).unwrap().is_empty());
-        let p2 = plan(&second, &site, &s1, options).unwrap();
+        let p2 = plan(&second, &retyped, &s1, options).unwrap();
         let s2 = s1.after(&p2);
-        let again = plan(&second, &site, &s2, options).unwrap();
+        let again = plan(&second, &retyped, &s2, options).unwrap();
         prop_assert!(again.is_empty(), "{}", again);
+        // Every stored field matches the site's current data type.
+        for (et, fields) in &s2.fields {
+            for (name, r) in fields.iter().filter(|(_, r)| r.state != FieldState::Dropped) {
+                let site_type = retyped.field(et, name).unwrap().data_type.api_name();
+                prop_assert_eq!(&r.data_type, site_type, "{}.{}", et, name);
+            }
+        }
     }
 
     #[test]
-    fn plans_only_emit_valid_identifiers((site, first, second, prune) in arb_case()) {
+    fn plans_only_emit_valid_identifiers((site, first, second, retyped, prune) in arb_case()) {
         let options = PlanOptions { prune };
         let s1 = DbState::default().after(&plan(&first, &site, &DbState::default(), options).unwrap());
-        let p = plan(&second, &site, &s1, options).unwrap();
+        let p = plan(&second, &retyped, &s1, options).unwrap();
         for c in &p.changes {
             let (et, field, data_type) = match c {
                 Change::AddField(d) | Change::ReviveField(d) | Change::UpdateFieldSchema(d)
@@ -286,7 +318,7 @@ proptest! {
     }
 
     #[test]
-    fn excluded_fields_are_never_cached((site, spec, _, _) in arb_case()) {
+    fn excluded_fields_are_never_cached((site, spec, _, _, _) in arb_case()) {
         let state = DbState::default().after(&plan(&spec, &site, &DbState::default(), NO_PRUNE).unwrap());
         for e in spec.entities.iter().filter(|e| e.all_fields()) {
             let excluded: BTreeSet<&String> = e.exclude.iter().collect();
