@@ -350,3 +350,37 @@ async fn reads_through_the_proxy_see_its_writes() {
     h.stop().await;
     db.drop().await;
 }
+
+#[tokio::test]
+async fn without_its_database_the_proxy_passes_everything_through() {
+    let Setup { h, db } = setup().await;
+    let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
+    assert_eq!(path.as_deref(), Some("site"));
+    let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
+    assert_eq!(path.as_deref(), Some("cache"));
+    // The pool is shared with the proxy: closing it makes every query fail.
+    db.db.close().await;
+    for (name, payload) in battery().into_iter().take(5) {
+        let (status, path, proxied) = h.proxy("read", script_auth(), payload.clone()).await;
+        let (_, _, direct) = h.direct("read", script_auth(), payload).await;
+        assert_eq!((status, path.as_deref()), (200, Some("site")), "{name}");
+        assert_eq!(proxied, direct, "{name}");
+    }
+    let ready: Value = h
+        .http
+        .get(format!("{}/readyz", h.proxy_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready, json!({"database": "unavailable", "site": "ok"}));
+    let metrics = h.state.metrics.encode();
+    assert!(
+        metrics.contains(r#"path="site",reason="database"}"#),
+        "{metrics}"
+    );
+    h.stop().await;
+    db.drop().await;
+}
