@@ -4,8 +4,9 @@
 # the official shotgun_api3 client, and the chart checks. One build serves every step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${SGCACHE_TEST_ADMIN_URL:=postgres://postgres@127.0.0.1:5432/postgres}"
-export SGCACHE_TEST_ADMIN_URL
+# PostgreSQL server for the tests (each test creates and drops its own database).
+: "${SGCACHE_TEST_PG:=postgres://postgres@127.0.0.1:5432}"
+export SGCACHE_TEST_PG
 
 echo "== build"
 cargo build --workspace --all-targets --locked

@@ -7,6 +7,13 @@ pub fn server_url() -> String {
     std::env::var("SGCACHE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// The database the test databases are created from: `SGCACHE_TEST_ADMIN_DB` (CI sets it to a
+/// fresh database made for the run), else `postgres`.
+fn admin_url() -> String {
+    let db = std::env::var("SGCACHE_TEST_ADMIN_DB").unwrap_or_else(|_| "postgres".into());
+    format!("{}/{db}", server_url())
+}
+
 /// A database created for one test. Call [`TestDb::drop`] at the end.
 pub struct TestDb {
     pub name: String,
@@ -21,7 +28,7 @@ impl TestDb {
             std::process::id(),
             chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
         );
-        let admin = Db::connect(&format!("{}/postgres", server_url()), 1).await?;
+        let admin = Db::connect(&admin_url(), 1).await?;
         let mut s = admin.sql();
         s.push("CREATE DATABASE ").push_ident(&name);
         admin.execute(&s).await?;
@@ -33,7 +40,7 @@ impl TestDb {
 
     pub async fn drop(self) {
         self.db.close().await;
-        if let Ok(admin) = Db::connect(&format!("{}/postgres", server_url()), 1).await {
+        if let Ok(admin) = Db::connect(&admin_url(), 1).await {
             let mut s = admin.sql();
             s.push("DROP DATABASE IF EXISTS ")
                 .push_ident(&self.name)
