@@ -1,0 +1,399 @@
+//! Shared by the freshness tests (events, scanner, crash): a test site, a fresh PostgreSQL
+//! database migrated for a small studio spec, site writers with and without events, and a
+//! field-by-field comparison of every cached type between the cache and the site.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sgcache::plan::{FieldState, PlanOptions};
+use sgcache::schema::Storage;
+use sgcache::site::SiteClient;
+use sgcache::spec::SiteConnection;
+use sgcache::sql::{format_datetime, SqlValue};
+use sgcache::storage;
+use sgcache::ShotgunCacheSpec;
+use sgcache_tests::pg::TestDb;
+use shotgun_sim::{SeedConfig, SimConfig, SimHandle};
+
+pub const ENTITIES: &str = r#"
+  - type: Shot
+    fields: [code, description, sg_status_list, sg_cut_in, sg_sequence, assets, tasks, tag_list, created_at, updated_by, project]
+  - type: Asset
+    fields: [code, sg_status_list, shots, project, description]
+  - type: Sequence
+    fields: [code, shots, project]
+  - type: Task
+    fields: [content, entity, sg_status_list, milestone, due_date, est_in_mins, project]
+"#;
+
+pub struct Env {
+    pub sim: SimHandle,
+    pub db: TestDb,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub spec: ShotgunCacheSpec,
+    /// Writes as `sgcache_test` (generates events).
+    pub writer: SiteClient,
+    /// Writes as `silent_script` (no events).
+    pub silent: SiteClient,
+}
+
+pub fn client(url: &str, script: &str, key: &str) -> SiteClient {
+    SiteClient::new(SiteConnection {
+        url: url.into(),
+        script_name: script.into(),
+        api_key: key.into(),
+        timeout: Duration::from_secs(30),
+    })
+    .expect("client")
+}
+
+impl Env {
+    /// A site seeded at `scale`, a fresh database, the spec written to a file, migrated.
+    pub async fn start(prefix: &str, scale: usize, entities: &str, workers: &str) -> Env {
+        let config = SimConfig {
+            seed: SeedConfig {
+                scale,
+                ..SeedConfig::default()
+            },
+            ..SimConfig::default()
+        };
+        let sim = shotgun_sim::start(config, "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("sim");
+        let db = TestDb::create(prefix).await.expect("database");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = format!(
+            "site:\n  url: {}\n  scriptName: {{value: sgcache_test}}\n  apiKey: {{value: test_key}}\n\
+             database:\n  url: {{value: \"{}\"}}\n  maxConnections: 4\nentities:{entities}\nworkers:\n{workers}\n",
+            sim.url(),
+            db.url
+        );
+        let config = dir.path().join("sgcache.yaml");
+        std::fs::write(&config, &yaml).unwrap();
+        let spec = ShotgunCacheSpec::from_yaml(&yaml, "test").expect("spec");
+        let writer = client(&sim.url(), "sgcache_test", "test_key");
+        let silent = client(&sim.url(), "silent_script", "silent_key");
+        let env = Env {
+            sim,
+            db,
+            dir,
+            config,
+            spec,
+            writer,
+            silent,
+        };
+        env.migrate(&env.spec).await;
+        env
+    }
+
+    pub async fn migrate(&self, spec: &ShotgunCacheSpec) {
+        let site = self.writer.schema().await.expect("schema");
+        storage::migrate(&self.db.db, spec, &site, PlanOptions::default())
+            .await
+            .expect("migrate");
+    }
+
+    /// Rewrites the spec file and the in-memory spec with other entities.
+    pub fn respec(&mut self, entities: &str, workers: &str) -> ShotgunCacheSpec {
+        let yaml = format!(
+            "site:\n  url: {}\n  scriptName: {{value: sgcache_test}}\n  apiKey: {{value: test_key}}\n\
+             database:\n  url: {{value: \"{}\"}}\n  maxConnections: 4\nentities:{entities}\nworkers:\n{workers}\n",
+            self.sim.url(),
+            self.db.url
+        );
+        std::fs::write(&self.config, &yaml).unwrap();
+        self.spec = ShotgunCacheSpec::from_yaml(&yaml, "test").expect("spec");
+        self.spec.clone()
+    }
+
+    /// Every cached field of every type is `ready`.
+    pub async fn all_ready(&self) -> bool {
+        let fields = storage::list_fields(&self.db.db).await.unwrap();
+        !fields.is_empty()
+            && fields
+                .iter()
+                .all(|f| matches!(f.state, FieldState::Ready | FieldState::Dropped))
+    }
+
+    pub async fn stop(self) {
+        self.sim.shutdown().await;
+        self.db.drop().await;
+    }
+}
+
+/// Calls the site and returns the results.
+pub async fn call(c: &SiteClient, method: &str, payload: Value) -> Value {
+    c.call(method, payload)
+        .await
+        .unwrap_or_else(|e| panic!("{method}: {e}"))
+}
+
+pub async fn create(c: &SiteClient, ty: &str, fields: Value) -> i64 {
+    let fields: Vec<Value> = fields
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| json!({"field_name": k, "value": v}))
+        .collect();
+    let r = call(
+        c,
+        "create",
+        json!({"type": ty, "fields": fields, "return_fields": ["id"]}),
+    )
+    .await;
+    r["id"].as_i64().expect("created id")
+}
+
+pub async fn update(c: &SiteClient, ty: &str, id: i64, fields: Value) {
+    let fields: Vec<Value> = fields
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| json!({"field_name": k, "value": v}))
+        .collect();
+    call(c, "update", json!({"type": ty, "id": id, "fields": fields})).await;
+}
+
+pub async fn update_multi(
+    c: &SiteClient,
+    ty: &str,
+    id: i64,
+    field: &str,
+    links: Value,
+    mode: &str,
+) {
+    let fields = json!([{"field_name": field, "value": links, "multi_entity_update_mode": mode}]);
+    call(c, "update", json!({"type": ty, "id": id, "fields": fields})).await;
+}
+
+pub async fn retire(c: &SiteClient, ty: &str, id: i64) {
+    call(c, "delete", json!({"type": ty, "id": id})).await;
+}
+
+pub async fn revive(c: &SiteClient, ty: &str, id: i64) {
+    call(c, "revive", json!({"type": ty, "id": id})).await;
+}
+
+/// All rows of `ty` on the site (active and retired) with `fields`, by id, and whether retired.
+pub async fn site_rows(
+    c: &SiteClient,
+    ty: &str,
+    fields: &[String],
+) -> BTreeMap<i64, (bool, Value)> {
+    let mut out = BTreeMap::new();
+    for (retired, only) in [(false, "active"), (true, "retired")] {
+        let mut after = 0;
+        loop {
+            let r = call(
+                c,
+                "read",
+                json!({"type": ty, "filters": {"logical_operator": "and", "conditions": [
+                        {"path": "id", "relation": "greater_than", "values": [after]}]},
+                       "return_fields": fields, "return_only": only,
+                       "sorts": [{"field_name": "id", "direction": "asc"}],
+                       "paging": {"entities_per_page": 500, "current_page": 1}}),
+            )
+            .await;
+            let rows = r["entities"].as_array().cloned().unwrap_or_default();
+            for row in &rows {
+                let id = row["id"].as_i64().unwrap();
+                after = id;
+                out.insert(id, (retired, row.clone()));
+            }
+            if rows.len() < 500 {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// A cached value as the site would spell it.
+fn api_value(v: &SqlValue) -> Value {
+    match v {
+        SqlValue::Null => Value::Null,
+        SqlValue::Bool(b) => json!(b),
+        SqlValue::Int(i) => json!(i),
+        SqlValue::Float(f) => json!(f),
+        SqlValue::Text(s) => json!(s),
+        SqlValue::Json(j) => j.clone(),
+        SqlValue::Date(d) => json!(d.format("%Y-%m-%d").to_string()),
+        SqlValue::DateTime(t) => json!(format_datetime(t)),
+    }
+}
+
+/// The site's value reduced to what the cache keeps (links: type and id).
+fn site_value(storage: Storage, v: &Value) -> Value {
+    let link = |l: &Value| json!({"type": l["type"], "id": l["id"]});
+    match storage {
+        Storage::EntityLink if !v.is_null() => link(v),
+        Storage::MultiEntity => Value::Array(
+            v.as_array()
+                .map(|a| a.iter().map(link).collect())
+                .unwrap_or_default(),
+        ),
+        _ => v.clone(),
+    }
+}
+
+/// Every difference between the cache and the site, for every cached type, field by field
+/// (retired flag included). Empty when they agree.
+pub async fn compare(env: &Env) -> Vec<String> {
+    let db = &env.db.db;
+    let state = storage::read_state(db).await.unwrap();
+    let mut diffs = Vec::new();
+    for ty in state.types.keys() {
+        let fields: Vec<(String, Storage)> = state
+            .live_fields(ty)
+            .map(|(n, r)| (n.clone(), r.storage()))
+            .filter(|(n, s)| n != "id" && !matches!(s, Storage::Uncacheable(_)))
+            .collect();
+        let names: Vec<String> = fields.iter().map(|(n, _)| n.clone()).collect();
+        let site = site_rows(&env.writer, ty, &names).await;
+        let cache = cache_rows(env, ty, &fields).await;
+        for (id, (retired, row)) in &site {
+            let Some((c_retired, c_row)) = cache.get(id) else {
+                diffs.push(format!("{ty} {id}: missing from the cache"));
+                continue;
+            };
+            if retired != c_retired {
+                diffs.push(format!(
+                    "{ty} {id}: retired site={retired} cache={c_retired}"
+                ));
+            }
+            for (name, st) in &fields {
+                let s = site_value(*st, row.get(name).unwrap_or(&Value::Null));
+                let c = c_row.get(name).cloned().unwrap_or(Value::Null);
+                let same = match (&s, &c) {
+                    (Value::Number(a), Value::Number(b)) => {
+                        (a.as_f64().unwrap_or(0.0) - b.as_f64().unwrap_or(0.0)).abs() < 1e-9
+                    }
+                    _ => s == c,
+                };
+                if !same {
+                    diffs.push(format!("{ty} {id}.{name}: site={s} cache={c}"));
+                }
+            }
+        }
+        for (id, (retired, _)) in &cache {
+            if !site.contains_key(id) && !retired {
+                diffs.push(format!("{ty} {id}: live in the cache, unknown to the site"));
+            }
+        }
+    }
+    diffs
+}
+
+/// Cached rows of `ty` in API form, by id, with their retired flag.
+pub async fn cache_rows(
+    env: &Env,
+    ty: &str,
+    fields: &[(String, Storage)],
+) -> BTreeMap<i64, (bool, serde_json::Map<String, Value>)> {
+    let db = &env.db.db;
+    let table = sgcache::ident::table_name(ty);
+    let mut cols = vec!["id".to_string(), "_retired".to_string()];
+    for (n, s) in fields {
+        match s {
+            Storage::EntityLink => {
+                cols.push(format!("{n}__type"));
+                cols.push(format!("{n}__id"));
+            }
+            Storage::MultiEntity => {}
+            _ => cols.push(n.clone()),
+        }
+    }
+    let mut sql = db.sql();
+    sql.push("SELECT ");
+    for (i, c) in cols.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push_ident(c);
+    }
+    sql.push(" FROM ").push_ident(&table);
+    let mut out = BTreeMap::new();
+    for row in db.fetch_all(&sql).await.unwrap() {
+        let SqlValue::Int(id) = row[0] else { continue };
+        let retired = matches!(row[1], SqlValue::Bool(true) | SqlValue::Int(1));
+        let mut m = serde_json::Map::new();
+        let mut i = 2;
+        for (n, s) in fields {
+            match s {
+                Storage::EntityLink => {
+                    let v = match (&row[i], &row[i + 1]) {
+                        (SqlValue::Text(t), SqlValue::Int(lid)) => json!({"type": t, "id": lid}),
+                        _ => Value::Null,
+                    };
+                    m.insert(n.clone(), v);
+                    i += 2;
+                }
+                Storage::MultiEntity => {}
+                _ => {
+                    m.insert(n.clone(), api_value(&row[i]));
+                    i += 1;
+                }
+            }
+        }
+        out.insert(id, (retired, m));
+    }
+    for (n, s) in fields {
+        if *s != Storage::MultiEntity {
+            continue;
+        }
+        let assoc = sgcache::ident::assoc_table_name(ty, n);
+        let mut sql = db.sql();
+        sql.push("SELECT \"_entity_id\", \"_target_type\", \"_target_id\" FROM ")
+            .push_ident(&assoc)
+            .push(" ORDER BY \"_entity_id\", \"_position\"");
+        for (_, (_, m)) in out.iter_mut() {
+            m.insert(n.clone(), json!([]));
+        }
+        for r in db.fetch_all(&sql).await.unwrap() {
+            if let [SqlValue::Int(e), SqlValue::Text(t), SqlValue::Int(lid)] = r.as_slice() {
+                if let Some((_, m)) = out.get_mut(e) {
+                    if let Some(Value::Array(a)) = m.get_mut(n) {
+                        a.push(json!({"type": t, "id": lid}));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Polls `check` until it returns true or `timeout` passes; returns the time it took.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if check().await {
+            return Some(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// One cached row of `ty` in API form (None when absent).
+pub async fn cached(
+    env: &Env,
+    ty: &str,
+    id: i64,
+) -> Option<(bool, serde_json::Map<String, Value>)> {
+    let state = storage::read_state(&env.db.db).await.unwrap();
+    let fields: Vec<(String, Storage)> = state
+        .live_fields(ty)
+        .map(|(n, r)| (n.clone(), r.storage()))
+        .filter(|(n, s)| n != "id" && !matches!(s, Storage::Uncacheable(_)))
+        .collect();
+    cache_rows(env, ty, &fields).await.remove(&id)
+}
