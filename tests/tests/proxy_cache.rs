@@ -375,7 +375,10 @@ async fn without_its_database_the_proxy_passes_everything_through() {
         .json()
         .await
         .unwrap();
-    assert_eq!(ready, json!({"database": "unavailable", "site": "ok"}));
+    assert_eq!(
+        ready,
+        json!({"database": "unavailable", "site": "ok", "types_ready": 4})
+    );
     let metrics = h.state.metrics.encode();
     assert!(
         metrics.contains(r#"path="site",reason="database"}"#),

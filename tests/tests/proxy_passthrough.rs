@@ -92,7 +92,7 @@ async fn site_outages_keep_the_sites_status_and_info_is_replayed() {
         .unwrap();
     assert_eq!(
         ready,
-        json!({"database": "disabled", "site": "unavailable"})
+        json!({"database": "disabled", "site": "unavailable", "types_ready": 0})
     );
     h.stop().await;
 }

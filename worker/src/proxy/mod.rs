@@ -148,9 +148,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let types_ready = state.catalog().types.values().filter(|t| t.ready).count();
     let body = json!({
         "database": if state.db.is_none() { "disabled" } else if db { "ok" } else { "unavailable" },
         "site": if site { "ok" } else { "unavailable" },
+        "types_ready": types_ready,
     });
     (status, Json(body)).into_response()
 }

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Runs the compatibility suite's proxy tests: starts the test site, a fresh PostgreSQL cache and
+# `sgcache-worker all` (migrate, proxy, event follower, scanner) in front of it, waits for the
+# backfill, then runs test_proxy_battery.py with the official client against both.
+#
+#   tests/compat/run_proxy.sh [pytest args...]
+#
+# Environment: PG_URL (server, default postgres://postgres@127.0.0.1:5432), VENV, PYTHON.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+pg="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
+db="sgcache_compat_$$"
+work="$(mktemp -d)"
+sim_pid="" worker_pid=""
+cleanup() {
+    [ -n "$worker_pid" ] && kill "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null || true
+    [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null || true
+    psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+(cd "$root" && cargo build -q -p shotgun-sim -p sgcache-worker)
+bin="$root/target/debug"
+
+fifo="$work/sim.fifo"; mkfifo "$fifo"
+"$bin/shotgun-sim" --listen 127.0.0.1:0 --seed-scale "${SG_COMPAT_SEED_SCALE:-300}" >"$fifo" 2>"$work/sim.log" &
+sim_pid=$!
+read -r line <"$fifo"
+site=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["listening"])' "$line")
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$work/spec.yaml" <<YAML
+entities:
+  - {type: Project, fields: ["*"]}
+  - {type: Sequence, fields: ["*"]}
+  - {type: Shot, fields: ["*"]}
+  - {type: Asset, fields: ["*"]}
+  - {type: Task, fields: ["*"]}
+  - {type: Step, fields: ["*"]}
+  - {type: HumanUser, fields: ["*"]}
+  - {type: Version, fields: ["*"]}
+workers:
+  proxy: {port: $port}
+YAML
+psql "$pg/postgres" -qc "CREATE DATABASE $db" >/dev/null
+export SHOTGUN_URL="$site" SHOTGUN_SCRIPT_NAME=sgcache_test SHOTGUN_API_KEY=test_key
+export DATABASE_URL="$pg/$db"
+"$bin/sgcache-worker" --config "$work/spec.yaml" all 2>"$work/worker.log" &
+worker_pid=$!
+
+proxy="http://127.0.0.1:$port"
+for _ in $(seq 1 300); do
+    # Ready once the backfill is done and the proxy's catalog has every type.
+    pending=$(psql "$pg/$db" -tAc "SELECT count(*) FROM _sgcache_fields WHERE state NOT IN ('ready', 'dropped')" 2>/dev/null || echo 1)
+    types=$(curl -sf "$proxy/readyz" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["types_ready"])' 2>/dev/null || echo 0)
+    [ "$pending" = "0" ] && [ "$types" = "8" ] && break
+    kill -0 "$worker_pid" 2>/dev/null || { cat "$work/worker.log" >&2; exit 1; }
+    sleep 1
+done
+echo "compat: proxy $proxy in front of $site, cache $db ready" >&2
+
+export SG_COMPAT_URL="$site" SG_PROXY_URL="$proxy" SHOTGUN_SIM_BIN="$bin/shotgun-sim"
+set +e
+"$here/run.sh" test_proxy_battery.py "$@"
+status=$?
+set -e
+[ "$status" = 0 ] || { grep -v "answered" "$work/worker.log" | tail -30 >&2; psql "$pg/$db" -c "SELECT entity_type, state, count(*) FROM _sgcache_fields GROUP BY 1, 2" >&2; }
+exit "$status"
