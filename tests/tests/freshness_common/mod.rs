@@ -242,20 +242,42 @@ fn site_value(storage: Storage, v: &Value) -> Value {
 }
 
 /// Every difference between the cache and the site, for every cached type, field by field
-/// (retired flag included). Empty when they agree.
+/// (retired flag included). Empty when they agree. Links to retired entities are hidden on the
+/// site's reads (the link itself is kept and comes back on revival), so they are hidden here
+/// too, using the cache's own retired flags, as the proxy's reads do.
 pub async fn compare(env: &Env) -> Vec<String> {
     let db = &env.db.db;
     let state = storage::read_state(db).await.unwrap();
     let mut diffs = Vec::new();
+    let mut caches = BTreeMap::new();
     for ty in state.types.keys() {
         let fields: Vec<(String, Storage)> = state
             .live_fields(ty)
             .map(|(n, r)| (n.clone(), r.storage()))
             .filter(|(n, s)| n != "id" && !matches!(s, Storage::Uncacheable(_)))
             .collect();
+        let rows = cache_rows(env, ty, &fields).await;
+        caches.insert(ty.clone(), (fields, rows));
+    }
+    let retired_in_cache = |l: &Value| {
+        let (Some(t), Some(id)) = (l["type"].as_str(), l["id"].as_i64()) else {
+            return false;
+        };
+        caches
+            .get(t)
+            .and_then(|(_, rows)| rows.get(&id))
+            .is_some_and(|(r, _)| *r)
+    };
+    let visible = |st: Storage, v: Value| match (st, v) {
+        (Storage::EntityLink, l) if retired_in_cache(&l) => Value::Null,
+        (Storage::MultiEntity, Value::Array(a)) => {
+            Value::Array(a.into_iter().filter(|l| !retired_in_cache(l)).collect())
+        }
+        (_, v) => v,
+    };
+    for (ty, (fields, cache)) in &caches {
         let names: Vec<String> = fields.iter().map(|(n, _)| n.clone()).collect();
         let site = site_rows(&env.writer, ty, &names).await;
-        let cache = cache_rows(env, ty, &fields).await;
         for (id, (retired, row)) in &site {
             let Some((c_retired, c_row)) = cache.get(id) else {
                 diffs.push(format!("{ty} {id}: missing from the cache"));
@@ -266,9 +288,9 @@ pub async fn compare(env: &Env) -> Vec<String> {
                     "{ty} {id}: retired site={retired} cache={c_retired}"
                 ));
             }
-            for (name, st) in &fields {
+            for (name, st) in fields {
                 let s = site_value(*st, row.get(name).unwrap_or(&Value::Null));
-                let c = c_row.get(name).cloned().unwrap_or(Value::Null);
+                let c = visible(*st, c_row.get(name).cloned().unwrap_or(Value::Null));
                 let same = match (&s, &c) {
                     (Value::Number(a), Value::Number(b)) => {
                         (a.as_f64().unwrap_or(0.0) - b.as_f64().unwrap_or(0.0)).abs() < 1e-9
@@ -280,7 +302,7 @@ pub async fn compare(env: &Env) -> Vec<String> {
                 }
             }
         }
-        for (id, (retired, _)) in &cache {
+        for (id, (retired, _)) in cache {
             if !site.contains_key(id) && !retired {
                 diffs.push(format!("{ty} {id}: live in the cache, unknown to the site"));
             }

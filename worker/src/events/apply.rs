@@ -18,7 +18,9 @@ use sgcache::storage::{self, StorageError, WriteSource};
 use super::parse::{format_api_date_time, meta_date_time, Event, Kind};
 use super::position::{lock_position, Position};
 use crate::scanner::fetch::{ReadError, SiteReader};
-use crate::scanner::write::{existing_ids, set_retired_if_current, upsert_tolerant, write_read};
+use crate::scanner::write::{
+    link_targets, seen_times, set_retired_if_current, upsert_tolerant, write_read,
+};
 
 /// What happens to one entity in a batch.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -30,6 +32,8 @@ pub struct Target {
     /// Multi-entity edits in event order: (added?, type, id).
     pub links: BTreeMap<String, Vec<(bool, String, i64)>>,
     pub retire: Option<bool>,
+    /// A revival: the rows it links to are read again (their lists showed it hidden).
+    pub revived: bool,
     /// The newest event time: the row's new `updated_at`.
     pub updated_at: Option<DateTime<Utc>>,
     /// The actor of the newest event: the row's new `updated_by`.
@@ -123,7 +127,10 @@ pub fn plan(state: &DbState, events: &[Event], late: &BTreeSet<i64>) -> BatchPla
             t.user = Some(e.user.clone()).filter(|u| link_of(u).is_some());
         }
         match op {
-            Op::Fetch => t.fetch = true,
+            Op::Fetch => {
+                t.fetch = true;
+                t.revived |= e.kind == Kind::Revival;
+            }
             Op::Retire => t.retire = Some(true),
             Op::Set(field, v) => {
                 t.links.remove(&field);
@@ -207,6 +214,9 @@ pub async fn apply_batch(
     let mut plan = plan(state, events, late);
     let batch_max = events.iter().map(|e| e.id).max().unwrap_or(next.last);
     // Rows the cache does not hold are fetched whole: a partial row would be served wrong.
+    // So are rows already holding data of the event's second or later: timestamps have
+    // one-second precision, and the row may hold a newer write (e.g. by a script without
+    // events) made in that same second, which the event must not overwrite.
     {
         let mut tx = db.begin().await?;
         let mut by_type: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
@@ -215,16 +225,23 @@ pub async fn apply_batch(
                 by_type.entry(ty).or_default().push(*id);
             }
         }
-        let mut missing = Vec::new();
+        let mut refetch = Vec::new();
         for (ty, ids) in by_type {
-            let found = existing_ids(&mut tx, ty, &ids).await?;
-            missing.extend(
-                ids.into_iter()
-                    .filter(|i| !found.contains(i))
-                    .map(|i| (ty.to_string(), i)),
-            );
+            let seen = seen_times(&mut tx, ty, &ids).await?;
+            for id in ids {
+                let key = (ty.to_string(), id);
+                let event_time = plan.targets.get(&key).and_then(|t| t.updated_at);
+                let stale = match seen.get(&id) {
+                    None => true,
+                    Some(Some(s)) => event_time.is_none_or(|e| *s >= e),
+                    Some(None) => false,
+                };
+                if stale {
+                    refetch.push(key);
+                }
+            }
         }
-        for key in missing {
+        for key in refetch {
             if let Some(t) = plan.targets.get_mut(&key) {
                 t.fetch = true;
             }
@@ -245,6 +262,28 @@ pub async fn apply_batch(
         fetched.insert(ty.to_string(), got);
     }
 
+    // Rows linking to revived entities: the site showed them without it while it was retired.
+    let mut others: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (ty, (active, _)) in &fetched {
+        let back: Vec<&Value> = active
+            .iter()
+            .filter(|r| {
+                let id = r.get("id").and_then(Value::as_i64).unwrap_or(0);
+                plan.targets
+                    .get(&(ty.clone(), id))
+                    .is_some_and(|t| t.revived)
+            })
+            .collect();
+        for (t, ids) in link_targets(state, ty, &back) {
+            others.entry(t).or_default().extend(ids);
+        }
+    }
+    let mut linked = Vec::new();
+    for (ty, ids) in others {
+        let fields: Vec<String> = state.live_fields(&ty).map(|(n, _)| n.clone()).collect();
+        linked.push((ty.clone(), reader.fetch_ids(&ty, &fields, &ids).await?));
+    }
+
     let mut tx = db.begin().await?;
     if lock_position(&mut tx).await?.as_ref() != Some(current) {
         return Err(ApplyError::PositionMoved);
@@ -254,6 +293,11 @@ pub async fn apply_batch(
     }
     let mut written = 0;
     for (ty, (active, retired)) in &fetched {
+        written += write_read(&mut tx, state, ty, active, retired)
+            .await?
+            .written;
+    }
+    for (ty, (active, retired)) in &linked {
         written += write_read(&mut tx, state, ty, active, retired)
             .await?
             .written;

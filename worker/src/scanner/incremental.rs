@@ -9,7 +9,7 @@ use sgcache::storage::{self, StorageError};
 
 use super::backfill::ScanError;
 use super::fetch::{cond, Liveness, SiteReader};
-use super::write::write_read;
+use super::write::{refresh_link_targets, retired_ids, write_read};
 use crate::events::parse::format_api_date_time;
 
 const CREATE: &str =
@@ -104,11 +104,29 @@ pub async fn scan_changed(
             if !state.types.contains_key(entity_type) {
                 return Ok(read);
             }
+            let revived = match liveness {
+                Liveness::Active => {
+                    let ids: Vec<i64> = rows.iter().filter_map(|r| r.get("id")?.as_i64()).collect();
+                    retired_ids(&mut tx, entity_type, &ids).await?
+                }
+                Liveness::Retired => Default::default(),
+            };
             match liveness {
                 Liveness::Active => write_read(&mut tx, &state, entity_type, &rows, &[]).await?,
                 Liveness::Retired => write_read(&mut tx, &state, entity_type, &[], &rows).await?,
             };
             tx.commit().await?;
+            if !revived.is_empty() {
+                let back: Vec<&serde_json::Value> = rows
+                    .iter()
+                    .filter(|r| {
+                        r.get("id")
+                            .and_then(serde_json::Value::as_i64)
+                            .is_some_and(|i| revived.contains(&i))
+                    })
+                    .collect();
+                refresh_link_targets(db, reader, &state, entity_type, &back).await?;
+            }
             read += rows.len() as u64;
             if !full {
                 break;

@@ -155,3 +155,129 @@ pub async fn existing_ids(
     }
     Ok(found)
 }
+
+/// Which of `ids` are cached as retired.
+pub async fn retired_ids(
+    tx: &mut Tx,
+    entity_type: &str,
+    ids: &[i64],
+) -> Result<std::collections::BTreeSet<i64>, StorageError> {
+    let table = ident::table_name(entity_type);
+    let mut found = std::collections::BTreeSet::new();
+    for chunk in ids.chunks(5_000) {
+        let mut sql = tx.sql();
+        sql.push("SELECT \"id\" FROM ")
+            .push_ident(&table)
+            .push(" WHERE \"_retired\" = ")
+            .push_bind(SqlValue::Bool(true))
+            .push(" AND \"id\" IN (");
+        for (i, id) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push_bind(SqlValue::Int(*id));
+        }
+        sql.push(")");
+        for row in tx.fetch_all(&sql).await? {
+            if let Some(SqlValue::Int(id)) = row.first() {
+                found.insert(*id);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The cached entities `records` link to, by type. The site hides links to retired entities
+/// on the other side without touching it (no event, no `updated_at`), so when an entity comes
+/// back to life the rows linking to it are read again to get their full lists back.
+pub fn link_targets(
+    state: &DbState,
+    entity_type: &str,
+    records: &[&Value],
+) -> std::collections::BTreeMap<String, Vec<i64>> {
+    use sgcache::schema::Storage;
+    let mut out: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    let link_fields: Vec<&String> = state
+        .live_fields(entity_type)
+        .filter(|(_, r)| matches!(r.storage(), Storage::EntityLink | Storage::MultiEntity))
+        .map(|(n, _)| n)
+        .collect();
+    let mut push = |l: &Value| {
+        if let (Some(t), Some(id)) = (
+            l.get("type").and_then(Value::as_str),
+            l.get("id").and_then(Value::as_i64),
+        ) {
+            if state.types.contains_key(t) {
+                out.entry(t.to_string()).or_default().push(id);
+            }
+        }
+    };
+    for r in records {
+        for f in &link_fields {
+            match r.get(f.as_str()) {
+                Some(Value::Array(a)) => a.iter().for_each(&mut push),
+                Some(v @ Value::Object(_)) => push(v),
+                _ => {}
+            }
+        }
+    }
+    for ids in out.values_mut() {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    out
+}
+
+/// Reads again and writes the rows `records` (just revived) link to; see [`link_targets`].
+pub async fn refresh_link_targets(
+    db: &sgcache::sql::Db,
+    reader: &super::fetch::SiteReader,
+    state: &DbState,
+    entity_type: &str,
+    records: &[&Value],
+) -> Result<u64, super::backfill::ScanError> {
+    let mut n = 0;
+    for (ty, ids) in link_targets(state, entity_type, records) {
+        let fields: Vec<String> = state.live_fields(&ty).map(|(f, _)| f.clone()).collect();
+        let (active, retired) = reader.fetch_ids(&ty, &fields, &ids).await?;
+        let mut tx = db.begin().await?;
+        write_read(&mut tx, state, &ty, &active, &retired).await?;
+        tx.commit().await?;
+        n += (active.len() + retired.len()) as u64;
+    }
+    Ok(n)
+}
+
+/// `_updated_at_seen` of the cached rows among `ids` (rows absent are left out).
+pub async fn seen_times(
+    tx: &mut Tx,
+    entity_type: &str,
+    ids: &[i64],
+) -> Result<std::collections::BTreeMap<i64, Option<DateTime<Utc>>>, StorageError> {
+    let table = ident::table_name(entity_type);
+    let mut found = std::collections::BTreeMap::new();
+    for chunk in ids.chunks(5_000) {
+        let mut sql = tx.sql();
+        sql.push("SELECT \"id\", \"_updated_at_seen\" FROM ")
+            .push_ident(&table)
+            .push(" WHERE \"id\" IN (");
+        for (i, id) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push_bind(SqlValue::Int(*id));
+        }
+        sql.push(")");
+        for row in tx.fetch_all(&sql).await? {
+            let seen = match row.get(1) {
+                Some(SqlValue::DateTime(t)) => Some(*t),
+                Some(SqlValue::Text(s)) => parse_api_date_time(s),
+                _ => None,
+            };
+            if let Some(SqlValue::Int(id)) = row.first() {
+                found.insert(*id, seen);
+            }
+        }
+    }
+    Ok(found)
+}
