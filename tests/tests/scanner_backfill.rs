@@ -1,0 +1,136 @@
+//! The scanner against the test site and a real PostgreSQL: a field declared while the
+//! follower and scanner run is backfilled (while the site takes writes on it) and marked ready
+//! at the end, matching the site; a `--full` scan retires cached ids the site no longer has.
+
+mod freshness_common;
+
+use std::time::Duration;
+
+use freshness_common::*;
+use serde_json::json;
+use sgcache::plan::FieldState;
+use sgcache::sql::SqlValue;
+use sgcache_worker::scanner::ScannerArgs;
+use tokio_util::sync::CancellationToken;
+
+const WORKERS: &str = "  events:\n    pollInterval: 300ms\n  scanner:\n    interval: 2s\n    overlap: 5s\n    pageSize: 10";
+const BEFORE: &str = "\n  - type: Shot\n    fields: [code, sg_status_list, project]\n  - type: Asset\n    fields: [code, shots]\n";
+const AFTER: &str = "\n  - type: Shot\n    fields: [code, sg_status_list, project, description, sg_cut_in, assets]\n  - type: Asset\n    fields: [code, shots]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_added_while_workers_run_is_backfilled_then_ready() {
+    let mut env = Env::start("scan_add", 3_000, BEFORE, WORKERS).await;
+    let stop = CancellationToken::new();
+    let spawn = |spec: sgcache::ShotgunCacheSpec, stop: CancellationToken| {
+        let s2 = spec.clone();
+        let t2 = stop.clone();
+        vec![
+            tokio::spawn(async move { sgcache_worker::events::run(&spec, stop).await.unwrap() }),
+            tokio::spawn(async move {
+                sgcache_worker::scanner::run(&s2, ScannerArgs::default(), t2)
+                    .await
+                    .unwrap()
+            }),
+        ]
+    };
+    let tasks = spawn(env.spec.clone(), stop.clone());
+    assert!(eventually(Duration::from_secs(90), || env.all_ready())
+        .await
+        .is_some());
+
+    let spec = env.respec(AFTER, WORKERS);
+    env.migrate(&spec).await;
+    // The running workers pick the new fields up from the state tables.
+    let fields = sgcache::storage::list_fields(&env.db.db).await.unwrap();
+    let desc = fields
+        .iter()
+        .find(|f| f.entity_type == "Shot" && f.field_name == "description")
+        .unwrap();
+    assert_ne!(desc.state, FieldState::Ready);
+    let shots = site_rows(&env.writer, "Shot", &["code".into()]).await;
+    let ids: Vec<i64> = shots
+        .iter()
+        .filter(|(_, (r, _))| !r)
+        .map(|(id, _)| *id)
+        .collect();
+    let mut saw_progress = false;
+    for (i, id) in ids.iter().rev().cycle().take(400).enumerate() {
+        if env.all_ready().await {
+            break;
+        }
+        update(
+            &env.writer,
+            "Shot",
+            *id,
+            json!({"description": format!("during backfill {i}")}),
+        )
+        .await;
+        let f = sgcache::storage::list_fields(&env.db.db).await.unwrap();
+        saw_progress |= f.iter().any(|f| {
+            f.field_name == "description"
+                && f.backfill_done > 0
+                && f.state == FieldState::Backfilling
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        eventually(Duration::from_secs(90), || env.all_ready())
+            .await
+            .is_some(),
+        "backfill never finished"
+    );
+    let f = sgcache::storage::list_fields(&env.db.db).await.unwrap();
+    let desc = f
+        .iter()
+        .find(|f| f.entity_type == "Shot" && f.field_name == "description")
+        .unwrap();
+    assert!(
+        desc.backfill_done >= ids.len() as i64,
+        "progress {} of {}",
+        desc.backfill_done,
+        ids.len()
+    );
+    assert!(desc.backfill_total.is_some());
+    assert!(
+        saw_progress,
+        "backfill progress was never visible in the state tables"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let diffs = compare(&env).await;
+    assert!(
+        diffs.is_empty(),
+        "cache differs from the site:\n{}",
+        diffs.join("\n")
+    );
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    // A manual `--full` scan repairs a wrong cell and a row wrongly shown live.
+    let retired_id = *shots
+        .iter()
+        .find(|(_, (r, _))| *r)
+        .expect("a retired shot")
+        .0;
+    let mut sql = env.db.db.sql();
+    sql.push("UPDATE shot SET code = 'tampered' WHERE id = ")
+        .push_bind(SqlValue::Int(ids[3]));
+    env.db.db.execute(&sql).await.unwrap();
+    let mut sql = env.db.db.sql();
+    sql.push("UPDATE shot SET _retired = false, _updated_at_seen = NULL WHERE id = ")
+        .push_bind(SqlValue::Int(retired_id));
+    env.db.db.execute(&sql).await.unwrap();
+    assert_eq!(compare(&env).await.len(), 2);
+    let args = ScannerArgs {
+        full: true,
+        types: vec!["Shot".into()],
+        projects: vec![],
+    };
+    sgcache_worker::scanner::run(&env.spec, args, CancellationToken::new())
+        .await
+        .unwrap();
+    let diffs = compare(&env).await;
+    assert!(diffs.iter().all(|d| d.contains("tampered")), "{diffs:?}");
+    env.stop().await;
+}
