@@ -1,0 +1,70 @@
+"""Chart checks: helm lint through helm-sdkpy, the CRD validated with kubernetes-validate,
+the sample resources validated against the CRD's schema, and the chart's CRD copy in sync."""
+
+import asyncio
+import pathlib
+import shutil
+
+import jsonschema
+import kubernetes_validate
+import yaml
+from helm_sdkpy import Configuration
+from helm_sdkpy.chart import Lint
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "sgcache-operator"
+CRD = ROOT / "crds" / "shotguncache.yaml"
+K8S = "1.33.0"
+
+
+def lint(path):
+    return asyncio.run(Lint(Configuration()).run(str(path)))
+
+
+def crd():
+    return yaml.safe_load(CRD.read_text())
+
+
+def cache_schema():
+    return crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def test_helm_lint_passes():
+    result = lint(CHART)
+    assert result["TotalChartsLinted"] == 1
+    assert not result["Errors"], result
+    worst = max((m["Severity"] for m in result["Messages"]), default=0)
+    assert worst <= 1, result["Messages"]  # info only (e.g. "icon is recommended")
+
+
+def test_helm_lint_catches_a_broken_template(tmp_path):
+    broken = tmp_path / "chart"
+    shutil.copytree(CHART, broken)
+    (broken / "templates" / "broken.yaml").write_text("kind: {{ .Values.nope.missing }\n")
+    result = lint(broken)
+    assert result["Errors"] or any(m["Severity"] >= 3 for m in result["Messages"]), result
+
+
+def test_crd_is_a_valid_custom_resource_definition():
+    kubernetes_validate.validate(crd(), K8S, strict=True)
+
+
+def test_chart_ships_the_generated_crd():
+    assert (CHART / "crds" / "shotguncache.yaml").read_text() == CRD.read_text(), (
+        "charts/sgcache-operator/crds/ is stale: cp crds/shotguncache.yaml charts/sgcache-operator/crds/"
+    )
+
+
+def test_example_matches_the_crd_schema():
+    doc = yaml.safe_load((ROOT / "examples" / "shotguncache.yaml").read_text())
+    assert doc["apiVersion"] == "sgcache.io/v1alpha1" and doc["kind"] == "ShotgunCache"
+    jsonschema.validate(doc, cache_schema())
+
+
+def test_invalid_example_is_rejected_by_the_crd_schema():
+    doc = yaml.safe_load((ROOT / "examples" / "shotguncache-invalid.yaml").read_text())
+    errors = list(jsonschema.Draft7Validator(cache_schema()).iter_errors(doc))
+    messages = " ".join(e.message for e in errors)
+    assert "does not match" in messages  # field name pattern
+    assert "Forget" in messages  # deletionPolicy enum
+    assert any(e.validator == "minItems" for e in errors)  # empty field list
