@@ -273,10 +273,10 @@ pub fn plan_read(
     let mut from = Frag::new();
     from.ident(&root.table).lit(" r").frag(filter_joins);
 
+    // The page selects whole rows, and the outer query joins link targets to those rows only:
+    // re-joining the entity table by id lets PostgreSQL hash-join every row before paging.
     let mut page = Frag::new();
-    page.lit("SELECT ")
-        .col("r", "id")
-        .lit(" AS _id FROM ")
+    page.lit("SELECT r.* FROM ")
         .frag(from.clone())
         .lit(" WHERE ")
         .frag(where_.clone())
@@ -305,14 +305,10 @@ pub fn plan_read(
     if counted {
         stmt.lit(" FROM (SELECT 1 AS _one) _o LEFT JOIN (")
             .frag(page)
-            .lit(") _p ON 1=1 LEFT JOIN ");
+            .lit(") r ON 1=1");
     } else {
-        stmt.lit(" FROM (").frag(page).lit(") _p JOIN ");
+        stmt.lit(" FROM (").frag(page).lit(") r");
     }
-    stmt.ident(&root.table)
-        .lit(" r ON ")
-        .col("r", "id")
-        .lit(" = _p._id");
     for j in std::mem::take(&mut ctx.output_joins) {
         stmt.frag(j);
     }

@@ -141,6 +141,20 @@ async fn main() -> anyhow::Result<()> {
     println!("| read | rows | proxy (cache) | site direct | translate + SQL only |");
     println!("|---|---|---|---|---|");
     let catalog = h.state.catalog();
+    if std::env::args().any(|a| a == "--explain") {
+        for (name, payload) in reads(shots) {
+            let plan = plan_read(&ReadRequest::parse(&payload)?, &catalog, db.db.dialect())
+                .expect("cacheable");
+            let mut sql = plan.sql.clone();
+            sql.text = format!("EXPLAIN (ANALYZE, COSTS OFF) {}", sql.text);
+            println!("\n-- {name}\n{}", plan.sql.text);
+            for row in db.db.fetch_all(&sql).await? {
+                if let Some(sgcache::sql::SqlValue::Text(line)) = row.first() {
+                    println!("{line}");
+                }
+            }
+        }
+    }
     for (name, payload) in reads(shots) {
         let mut via = Vec::new();
         let mut direct = Vec::new();
