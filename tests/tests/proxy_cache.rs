@@ -29,8 +29,14 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(true).await
+}
+
+/// `attached: false` starts the proxy without a database (as when it was unreachable at
+/// start); the caller attaches it later.
+async fn setup_with(attached: bool) -> Setup {
     let db = TestDb::create("sgcache_proxy").await.unwrap();
-    let h = Harness::start(SimConfig::default(), Some(db.db.clone()))
+    let h = Harness::start(SimConfig::default(), attached.then(|| db.db.clone()))
         .await
         .unwrap();
     let site = SiteClient::new(SiteConnection {
@@ -384,6 +390,34 @@ async fn without_its_database_the_proxy_passes_everything_through() {
         metrics.contains(r#"path="site",reason="database"}"#),
         "{metrics}"
     );
+    h.stop().await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_database_attached_after_start_serves_reads() {
+    let Setup { h, db } = setup_with(false).await;
+    h.state
+        .db_pending
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
+    assert_eq!(path.as_deref(), Some("site"));
+    let ready: Value = h
+        .http
+        .get(format!("{}/readyz", h.proxy_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["database"], "unavailable");
+    h.state.attach_db(db.db.clone());
+    h.state.refresh_catalog().await;
+    let (_, path, body) = h.proxy("read", script_auth(), shots(all())).await;
+    assert_eq!(path.as_deref(), Some("cache"));
+    let (_, _, direct) = h.direct("read", script_auth(), shots(all())).await;
+    assert_eq!(body, direct);
     h.stop().await;
     db.drop().await;
 }

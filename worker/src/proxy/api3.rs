@@ -197,7 +197,7 @@ async fn read(state: &AppState, call: &Call, req: &api3::Request) -> Outcome {
             return forward_reason(state, call, Some(&key), pt.reason.label()).await;
         }
     };
-    let db = state.db.as_ref().expect("a plan implies a database");
+    let db = state.db().expect("a plan implies a database");
     let verdict = state.auth.verdict(&key);
     let site_down = !state.site_ok.load(Ordering::Relaxed);
     if verdict == Verdict::Fresh || (verdict == Verdict::Grace && site_down) {
@@ -231,7 +231,7 @@ async fn read(state: &AppState, call: &Call, req: &api3::Request) -> Outcome {
 }
 
 fn plan(state: &AppState, req: &api3::Request) -> Result<sgcache::query::ReadPlan, PassThrough> {
-    let Some(db) = &state.db else {
+    let Some(db) = state.db() else {
         return Err(sgcache::query::pass(Reason::Database, "no cache database"));
     };
     if !state.db_ok.load(Ordering::Relaxed) {

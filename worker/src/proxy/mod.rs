@@ -12,7 +12,7 @@ pub mod site;
 mod write;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -64,8 +64,10 @@ impl ProxyConfig {
 /// Shared state of the proxy's handlers.
 pub struct AppState {
     pub site: Site,
-    /// The cache; `None` runs a pure pass-through proxy.
-    pub db: Option<Db>,
+    /// The cache; unset runs a pure pass-through proxy (see [`AppState::attach_db`]).
+    db: OnceLock<Db>,
+    /// A database connection is being retried in the background.
+    pub db_pending: AtomicBool,
     pub catalog: RwLock<Arc<Catalog>>,
     pub auth: AuthCache,
     pub metrics: Metrics,
@@ -83,7 +85,8 @@ impl AppState {
         Ok(Arc::new(AppState {
             site: Site::new(&config.site_url, config.site_timeout)?,
             db_ok: AtomicBool::new(db.is_some()),
-            db,
+            db: db.map(OnceLock::from).unwrap_or_default(),
+            db_pending: AtomicBool::new(false),
             catalog: RwLock::new(Arc::new(Catalog::default())),
             auth: AuthCache::new(config.auth_ttl, config.auth_grace),
             metrics: Metrics::default(),
@@ -91,6 +94,19 @@ impl AppState {
             last_info: RwLock::new(None),
             service_auth: config.service_auth.clone(),
         }))
+    }
+
+    /// The cache database, once connected.
+    pub fn db(&self) -> Option<&Db> {
+        self.db.get()
+    }
+
+    /// Connects the cache after start (the database was unreachable then); reads are served
+    /// from it from the next catalog refresh on.
+    pub fn attach_db(&self, db: Db) {
+        if self.db.set(db).is_ok() {
+            self.db_pending.store(false, Ordering::Relaxed);
+        }
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
@@ -102,7 +118,7 @@ impl AppState {
 
     /// Re-reads the catalog; a failure marks the database unavailable (reads pass through).
     pub async fn refresh_catalog(&self) {
-        let Some(db) = &self.db else { return };
+        let Some(db) = self.db() else { return };
         match Catalog::load(db).await {
             Ok(c) => {
                 *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
@@ -141,7 +157,7 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
 /// Ready when the cache or the site can answer (reads are served from either). The body
 /// says which of the two is available.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let db = state.db.is_some() && state.db_ok.load(Ordering::Relaxed);
+    let db = state.db().is_some() && state.db_ok.load(Ordering::Relaxed);
     let site = state.site_ok.load(Ordering::Relaxed);
     let status = if db || site {
         StatusCode::OK
@@ -150,7 +166,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     };
     let types_ready = state.catalog().types.values().filter(|t| t.ready).count();
     let body = json!({
-        "database": if state.db.is_none() { "disabled" } else if db { "ok" } else { "unavailable" },
+        "database": match (state.db().is_some(), db, state.db_pending.load(Ordering::Relaxed)) {
+            (_, true, _) => "ok",
+            (false, _, false) => "disabled",
+            _ => "unavailable",
+        },
         "site": if site { "ok" } else { "unavailable" },
         "types_ready": types_ready,
     });

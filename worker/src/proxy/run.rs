@@ -1,6 +1,9 @@
 //! `sgcache-worker proxy`: resolve settings, connect, serve until SIGTERM.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use sgcache::spec::process_env;
 use sgcache::sql::Db;
@@ -22,17 +25,39 @@ pub async fn run(spec: &ShotgunCacheSpec, stop: CancellationToken) -> anyhow::Re
         m
     });
     let url = spec.database_url(&process_env);
-    // Without its database the proxy still passes everything through; it retries the
-    // connection in the background through the catalog refresh.
-    let db = match Db::connect(&url, spec.database.max_connections).await {
-        Ok(db) => Some(db),
+    let max = spec.database.max_connections;
+    // Without its database the proxy still passes everything through, and keeps trying to
+    // connect in the background.
+    let state = match Db::connect(&url, max).await {
+        Ok(db) => AppState::new(&config, Some(db))?,
         Err(e) => {
             tracing::error!(error = %e, "cache database unavailable at start; passing everything through");
-            None
+            let state = AppState::new(&config, None)?;
+            state.db_pending.store(true, Ordering::Relaxed);
+            tokio::spawn(connect_later(state.clone(), url, max, stop.clone()));
+            state
         }
     };
-    let state = AppState::new(&config, db)?;
     let addr = SocketAddr::from(([0, 0, 0, 0], spec.workers.proxy.port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     serve(state, config, listener, stop).await
+}
+
+/// Retries the database connection until it works (or the proxy stops).
+async fn connect_later(state: Arc<AppState>, url: String, max: u32, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        match Db::connect(&url, max).await {
+            Ok(db) => {
+                tracing::info!("cache database connected");
+                state.attach_db(db);
+                state.refresh_catalog().await;
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "cache database still unavailable"),
+        }
+    }
 }

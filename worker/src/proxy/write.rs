@@ -44,7 +44,7 @@ pub async fn write(
     let answer = resp
         .json()
         .filter(|b| resp.status.is_success() && !is_error_body(b));
-    if let (Some(answer), Some(db)) = (answer, &state.db) {
+    if let (Some(answer), Some(db)) = (answer, state.db()) {
         if let Err(e) = write_through(state, db, req, &answer).await {
             // The cache may now be stale for these entities until the event follower
             // catches up; reads of them keep matching once it does.
