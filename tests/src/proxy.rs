@@ -26,15 +26,26 @@ pub struct Harness {
 impl Harness {
     /// Starts the test site and a proxy in front of it (with `db` as its cache, if any).
     pub async fn start(sim: SimConfig, db: Option<Db>) -> anyhow::Result<Harness> {
+        Self::start_with(sim, db, |_| {}).await
+    }
+
+    /// Like [`Harness::start`], with the proxy's settings adjusted by `tweak`.
+    pub async fn start_with(
+        sim: SimConfig,
+        db: Option<Db>,
+        tweak: impl FnOnce(&mut ProxyConfig),
+    ) -> anyhow::Result<Harness> {
         let sim = shotgun_sim::start(sim, "127.0.0.1:0".parse()?).await?;
-        let config = ProxyConfig {
+        let mut config = ProxyConfig {
             site_url: sim.url(),
             site_timeout: Duration::from_secs(5),
             auth_ttl: Duration::from_secs(300),
             auth_grace: Duration::from_secs(3600),
             catalog_refresh: Duration::from_millis(200),
             service_auth: script_auth().as_object().cloned(),
+            verify_sample_rate: 0.0,
         };
+        tweak(&mut config);
         let state = AppState::new(&config, db)?;
         state.refresh_catalog().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

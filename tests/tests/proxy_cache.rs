@@ -29,16 +29,18 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    setup_with(true).await
+    setup_with(true, 0.0).await
 }
 
 /// `attached: false` starts the proxy without a database (as when it was unreachable at
 /// start); the caller attaches it later.
-async fn setup_with(attached: bool) -> Setup {
+async fn setup_with(attached: bool, verify_sample_rate: f64) -> Setup {
     let db = TestDb::create("sgcache_proxy").await.unwrap();
-    let h = Harness::start(SimConfig::default(), attached.then(|| db.db.clone()))
-        .await
-        .unwrap();
+    let h = Harness::start_with(SimConfig::default(), attached.then(|| db.db.clone()), |c| {
+        c.verify_sample_rate = verify_sample_rate
+    })
+    .await
+    .unwrap();
     let site = SiteClient::new(SiteConnection {
         url: h.sim.url(),
         script_name: "sgcache_test".into(),
@@ -396,7 +398,7 @@ async fn without_its_database_the_proxy_passes_everything_through() {
 
 #[tokio::test]
 async fn a_database_attached_after_start_serves_reads() {
-    let Setup { h, db } = setup_with(false).await;
+    let Setup { h, db } = setup_with(false, 0.0).await;
     h.state
         .db_pending
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -418,6 +420,46 @@ async fn a_database_attached_after_start_serves_reads() {
     assert_eq!(path.as_deref(), Some("cache"));
     let (_, _, direct) = h.direct("read", script_auth(), shots(all())).await;
     assert_eq!(body, direct);
+    h.stop().await;
+    db.drop().await;
+}
+
+/// Waits until the proxy's metrics contain `needle` (verification runs in the background).
+async fn wait_for_metric(h: &Harness, needle: &str) {
+    for _ in 0..100 {
+        if h.state.metrics.encode().contains(needle) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!(
+        "metric {needle} never appeared:\n{}",
+        h.state.metrics.encode()
+    );
+}
+
+#[tokio::test]
+async fn sampled_cached_reads_are_checked_against_the_site() {
+    let Setup { h, db } = setup_with(true, 1.0).await;
+    let one = by_id("Shot", 5, json!(["code", "sg_cut_in"]), false);
+    let _ = h.proxy("read", script_auth(), one.clone()).await; // verifies the credentials
+    let (_, path, _) = h.proxy("read", script_auth(), one.clone()).await;
+    assert_eq!(path.as_deref(), Some("cache"));
+    wait_for_metric(&h, r#"sgcache_proxy_verify_total{outcome="match"} 1"#).await;
+    // A change made straight on the site (no event follower here): the cache is stale, and
+    // the check says so.
+    let (_, _, updated) = h
+        .direct(
+            "update",
+            script_auth(),
+            json!({"type": "Shot", "id": 5, "fields": [
+            {"field_name": "sg_cut_in", "value": 777}]}),
+        )
+        .await;
+    assert!(updated["results"].is_object(), "{updated}");
+    let (_, path, _) = h.proxy("read", script_auth(), one).await;
+    assert_eq!(path.as_deref(), Some("cache"));
+    wait_for_metric(&h, r#"sgcache_proxy_verify_total{outcome="mismatch"} 1"#).await;
     h.stop().await;
     db.drop().await;
 }

@@ -108,6 +108,7 @@ async fn an_unreachable_site_gets_an_api3_error() {
         auth_grace: std::time::Duration::from_secs(60),
         catalog_refresh: std::time::Duration::from_secs(60),
         service_auth: None,
+        verify_sample_rate: 0.0,
     };
     let state = sgcache_worker::proxy::AppState::new(&config, None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

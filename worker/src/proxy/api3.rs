@@ -23,6 +23,7 @@ pub const PATH_HEADER: &str = "x-sgcache-path";
 const WRITES: &[&str] = &["create", "update", "delete", "revive", "batch"];
 
 /// One API3 request as the handlers see it.
+#[derive(Clone)]
 struct Call {
     path: String,
     headers: HeaderMap,
@@ -188,7 +189,7 @@ async fn info(state: &AppState, call: &Call) -> Outcome {
 }
 
 /// `read`: from the cache when the whole request is answerable and the principal verified.
-async fn read(state: &AppState, call: &Call, req: &api3::Request) -> Outcome {
+async fn read(state: &Arc<AppState>, call: &Call, req: &api3::Request) -> Outcome {
     let key = credential_key(&req.auth);
     let plan = match plan(state, req) {
         Ok(p) => p,
@@ -246,14 +247,20 @@ fn plan(state: &AppState, req: &api3::Request) -> Result<sgcache::query::ReadPla
 }
 
 async fn cached(
-    state: &AppState,
+    state: &Arc<AppState>,
     call: &Call,
     key: &CredentialKey,
     db: &sgcache::sql::Db,
     plan: &sgcache::query::ReadPlan,
 ) -> Outcome {
     match plan.run(db).await {
-        Ok(results) => (json_response(&api3::results(results)), "cache", "none"),
+        Ok(results) => {
+            if state.verify_sample_rate > 0.0 && rand::random::<f64>() < state.verify_sample_rate {
+                let check = verify(state.clone(), call.clone(), results.clone());
+                tokio::spawn(check.instrument(tracing::Span::current()));
+            }
+            (json_response(&api3::results(results)), "cache", "none")
+        }
         Err(pt) => {
             if pt.reason == Reason::Database {
                 state.db_ok.store(false, Ordering::Relaxed);
@@ -293,4 +300,30 @@ pub async fn stream(state: Arc<AppState>, req: Request) -> Response {
         .metrics
         .observe("raw", path, "none", start.elapsed().as_secs_f64());
     resp
+}
+
+/// Re-runs a read answered from the cache against the site and counts whether they agree.
+/// Mismatches mean the cache was stale or wrong for this read; the log names the request, never
+/// its credentials.
+async fn verify(state: Arc<AppState>, call: Call, cached: Value) {
+    let answer = state
+        .site
+        .post(&call.path, &call.headers, call.body.clone())
+        .await;
+    let site = answer
+        .ok()
+        .filter(|r| r.status.is_success())
+        .and_then(|r| r.json())
+        .filter(|b| !is_error_body(b));
+    match site {
+        Some(body) if body.get("results") == Some(&cached) => state.metrics.verified("match"),
+        Some(_) => {
+            state.metrics.verified("mismatch");
+            let entity_type = api3::Request::parse(&call.body)
+                .ok()
+                .and_then(|r| r.payload.get("type").cloned());
+            tracing::warn!(?entity_type, "cached read differs from the site");
+        }
+        None => state.metrics.verified("error"),
+    }
 }

@@ -29,8 +29,16 @@ pub struct LatencyLabels {
     pub path: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerifyLabels {
+    /// `match`, `mismatch` or `error` (the site did not answer the check).
+    pub outcome: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    /// Sampled cached reads re-run against the site (`verifySampleRate`).
+    pub verify: Family<VerifyLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<LatencyLabels, Histogram>,
     pub site_errors: Family<SiteErrorLabels, Counter>,
@@ -94,8 +102,15 @@ impl Default for Metrics {
             "Successful writes whose result could not be written into the cache",
             write_through_failures.clone(),
         );
+        let verify = Family::<VerifyLabels, Counter>::default();
+        registry.register(
+            "verify",
+            "Cached reads re-run against the site and compared, by outcome",
+            verify.clone(),
+        );
         Metrics {
             registry,
+            verify,
             requests,
             latency,
             site_errors,
@@ -125,6 +140,14 @@ impl Metrics {
     pub fn site_error(&self, kind: &str) {
         self.site_errors
             .get_or_create(&SiteErrorLabels { kind: kind.into() })
+            .inc();
+    }
+
+    pub fn verified(&self, outcome: &str) {
+        self.verify
+            .get_or_create(&VerifyLabels {
+                outcome: outcome.into(),
+            })
             .inc();
     }
 

@@ -46,6 +46,8 @@ pub struct ProxyConfig {
     /// The cache's own credentials (`script_name`/`script_key`), used to re-read written
     /// entities; without them the writer's credentials are used.
     pub service_auth: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Fraction (0–1) of cached reads re-run against the site in the background and compared.
+    pub verify_sample_rate: f64,
 }
 
 impl ProxyConfig {
@@ -57,6 +59,7 @@ impl ProxyConfig {
             auth_grace: spec.workers.proxy.auth_grace.duration(),
             catalog_refresh: Duration::from_secs(5),
             service_auth: None,
+            verify_sample_rate: spec.workers.proxy.verify_sample_rate,
         }
     }
 }
@@ -78,6 +81,7 @@ pub struct AppState {
     /// The last good `info` answer, replayed while the site is unreachable.
     pub last_info: RwLock<Option<site::SiteResponse>>,
     pub service_auth: Option<serde_json::Map<String, serde_json::Value>>,
+    pub verify_sample_rate: f64,
 }
 
 impl AppState {
@@ -93,6 +97,7 @@ impl AppState {
             site_ok: AtomicBool::new(true),
             last_info: RwLock::new(None),
             service_auth: config.service_auth.clone(),
+            verify_sample_rate: config.verify_sample_rate,
         }))
     }
 
