@@ -185,3 +185,31 @@ async fn other_paths_stream_through_and_operational_endpoints_answer() {
     assert!(metrics.contains("sgcache_proxy_request_duration_seconds_bucket"));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn json_answers_are_gzipped_for_clients_that_ask() {
+    let h = Harness::start(SimConfig::default(), None).await.unwrap();
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let body = json!({"method_name": "read", "params": [script_auth(), shots()]}).to_string();
+    let resp = raw
+        .post(format!("{}/api3/json", h.proxy_url))
+        .header("accept-encoding", "gzip")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    // Without the header the body is plain JSON, identical to the site's.
+    let plain: Value = raw
+        .post(format!("{}/api3/json", h.proxy_url))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (_, _, direct) = h.direct("read", script_auth(), shots()).await;
+    assert_eq!(plain, direct);
+    h.stop().await;
+}

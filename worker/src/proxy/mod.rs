@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, Extensions, HeaderMap, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -26,6 +26,7 @@ use sgcache::query::Catalog;
 use sgcache::sql::Db;
 use sgcache::ShotgunCacheSpec;
 use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
 
 use auth::AuthCache;
 use metrics::Metrics;
@@ -147,6 +148,16 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
         .fallback(dispatch)
+        // Clients send `accept-encoding: gzip`; pages of 500 entities shrink several times.
+        // Only JSON is compressed: file downloads pass through as the site sent them.
+        .layer(CompressionLayer::new().compress_when(
+            |_: StatusCode, _: Version, headers: &HeaderMap, _: &Extensions| {
+                headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("application/json"))
+            },
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
