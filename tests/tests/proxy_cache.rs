@@ -206,6 +206,12 @@ async fn credentials_are_checked_before_cached_data_is_served() {
     let (_, _, good) = h.proxy("read", script_auth(), shots(all())).await;
     assert!(good["results"]["entities"].as_array().unwrap().len() > 1);
 
+    // No credentials at all: never served from the cache, the site's answer comes back.
+    let (_, path, body) = h.proxy("read", json!({}), shots(all())).await;
+    let (_, _, direct) = h.direct("read", json!({}), shots(all())).await;
+    assert_eq!((path.as_deref(), &body), (Some("site"), &direct));
+    assert!(body.get("results").is_none(), "{body}");
+
     h.faults(json!({"down": true}));
     // While the site is down the verified principal still reads from the cache ...
     let (status, path, body) = h.proxy("read", script_auth(), shots(all())).await;

@@ -13,7 +13,7 @@ use sgcache::api3::{self, is_error_body, Api3Error, ErrorCode, ReadRequest};
 use sgcache::query::{plan_read, PassThrough, Reason};
 use tracing::Instrument;
 
-use super::auth::{credential_key, CredentialKey, Verdict};
+use super::auth::{principal, CredentialKey, Verdict};
 use super::site::SiteResponse;
 use super::{AppState, MAX_BODY};
 
@@ -64,7 +64,7 @@ pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
                     super::write::write(&state, &call.path, &call.headers, call.body.clone(), &req)
                         .await
                 }
-                _ => forward(&state, &call, Some(&credential_key(&req.auth))).await,
+                _ => forward(&state, &call, principal(&req.auth).as_ref()).await,
             },
         };
         if let Ok(v) = HeaderValue::from_str(path) {
@@ -190,7 +190,9 @@ async fn info(state: &AppState, call: &Call) -> Outcome {
 
 /// `read`: from the cache when the whole request is answerable and the principal verified.
 async fn read(state: &Arc<AppState>, call: &Call, req: &api3::Request) -> Outcome {
-    let key = credential_key(&req.auth);
+    let Some(key) = principal(&req.auth) else {
+        return forward_reason(state, call, None, "no_credentials").await;
+    };
     let plan = match plan(state, req) {
         Ok(p) => p,
         Err(pt) => {

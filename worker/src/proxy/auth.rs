@@ -16,6 +16,12 @@ use sha2::{Digest, Sha256};
 /// SHA-256 of the canonical auth object.
 pub type CredentialKey = [u8; 32];
 
+/// The key of a request's credentials; `None` without any (such a request is never
+/// verified and never served from the cache).
+pub fn principal(auth: &Map<String, Value>) -> Option<CredentialKey> {
+    (!auth.is_empty()).then(|| credential_key(auth))
+}
+
 pub fn credential_key(auth: &Map<String, Value>) -> CredentialKey {
     // BTreeMap gives sorted keys whatever the map's own order is; nested objects are
     // canonicalised the same way.
@@ -113,6 +119,7 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);
+        assert_eq!(principal(&Map::new()), None);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use sgcache::sql::{Db, SqlValue};
 use sgcache::storage::{self, WriteSource};
 
 use super::api3::{note_site_answer, unreachable_response, Outcome};
-use super::auth::credential_key;
+use super::auth::principal;
 use super::AppState;
 
 /// Largest `id in [...]` list per refresh read.
@@ -34,13 +34,13 @@ pub async fn write(
     body: Bytes,
     req: &api3::Request,
 ) -> Outcome {
-    let key = credential_key(&req.auth);
+    let key = principal(&req.auth);
     let resp = match state.site.post(path, headers, body).await {
         Ok(resp) => resp,
         // Never retried or synthesised as 502/504: the write may have reached the site.
         Err(e) => return (unreachable_response(state, &e.0), "error", "write"),
     };
-    note_site_answer(state, Some(&key), &resp);
+    note_site_answer(state, key.as_ref(), &resp);
     let answer = resp
         .json()
         .filter(|b| resp.status.is_success() && !is_error_body(b));
