@@ -1,4 +1,4 @@
-//! Fresh, uniquely named PostgreSQL databases for tests, dropped afterwards.
+//! Fresh, uniquely named PostgreSQL databases (or SQLite files) for tests, dropped afterwards.
 
 use sgcache::sql::Db;
 
@@ -19,6 +19,8 @@ pub struct TestDb {
     pub name: String,
     pub url: String,
     pub db: Db,
+    /// The folder of a SQLite database; `None` on PostgreSQL.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl TestDb {
@@ -35,11 +37,32 @@ impl TestDb {
         admin.close().await;
         let url = format!("{}/{name}", server_url());
         let db = Db::connect(&url, 5).await?;
-        Ok(TestDb { name, url, db })
+        Ok(TestDb {
+            name,
+            url,
+            db,
+            dir: None,
+        })
+    }
+
+    /// A SQLite database in a temporary folder.
+    pub async fn sqlite() -> anyhow::Result<TestDb> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}", dir.path().join("cache.db").display());
+        let db = Db::connect(&url, 5).await?;
+        Ok(TestDb {
+            name: "cache.db".into(),
+            url,
+            db,
+            dir: Some(dir),
+        })
     }
 
     pub async fn drop(self) {
         self.db.close().await;
+        if self.dir.is_some() {
+            return; // the folder goes with it
+        }
         if let Ok(admin) = Db::connect(&admin_url(), 1).await {
             let mut s = admin.sql();
             s.push("DROP DATABASE IF EXISTS ")

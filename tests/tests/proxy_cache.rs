@@ -36,6 +36,10 @@ async fn setup() -> Setup {
 /// start); the caller attaches it later.
 async fn setup_with(attached: bool, verify_sample_rate: f64) -> Setup {
     let db = TestDb::create("sgcache_proxy").await.unwrap();
+    setup_on(db, attached, verify_sample_rate).await
+}
+
+async fn setup_on(db: TestDb, attached: bool, verify_sample_rate: f64) -> Setup {
     let h = Harness::start_with(SimConfig::default(), attached.then(|| db.db.clone()), |c| {
         c.verify_sample_rate = verify_sample_rate
     })
@@ -154,7 +158,16 @@ fn battery() -> Vec<(&'static str, Value)> {
 
 #[tokio::test]
 async fn cached_reads_match_the_site_and_do_not_reach_it() {
-    let Setup { h, db } = setup().await;
+    cached_reads_match(setup().await).await;
+}
+
+#[tokio::test]
+async fn cached_reads_match_the_site_on_sqlite_too() {
+    let db = TestDb::sqlite().await.unwrap();
+    cached_reads_match(setup_on(db, true, 0.0).await).await;
+}
+
+async fn cached_reads_match(Setup { h, db }: Setup) {
     // First read verifies the credentials with the site.
     let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
     assert_eq!(path.as_deref(), Some("site"));
