@@ -339,6 +339,7 @@ fn shift_out(o: Out, by: usize) -> Out {
             storage,
         },
         Out::Link { col } => Out::Link { col: col + by },
+        Out::FileLink { col } => Out::FileLink { col: col + by },
         Out::Multi { col } => Out::Multi { col: col + by },
         Out::Deep { ok, inner } => Out::Deep {
             ok: ok + by,

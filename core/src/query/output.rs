@@ -14,7 +14,7 @@ use super::filter::{field, hop};
 use super::frag::Frag;
 use super::{pass, Ctx, PassThrough, Reason};
 use crate::ident;
-use crate::schema::Storage;
+use crate::schema::{DataType, Storage};
 use crate::sql::{format_datetime, Dialect, SqlValue};
 
 /// How one returned key is decoded from the row.
@@ -26,6 +26,11 @@ pub enum Out {
     },
     /// Four columns from `col`: type, id, name, ok.
     Link {
+        col: usize,
+    },
+    /// A `url` (file/link) field: uploaded files carry a signed, expiring download URL, which
+    /// the cache must not replay.
+    FileLink {
         col: usize,
     },
     /// One column: JSON array of `[type, id, name, ok]`.
@@ -161,6 +166,13 @@ fn column(ctx: &mut Ctx<'_>, alias: &str, ty: &CatalogType, f: &CatalogField) ->
                 col: ctx.push_col(x),
             }
         }
+        _ if f.data_type == DataType::Url => {
+            let mut x = Frag::new();
+            x.col(alias, &f.name);
+            Out::FileLink {
+                col: ctx.push_col(x),
+            }
+        }
         storage => {
             let mut x = Frag::new();
             x.col(alias, &f.name);
@@ -266,6 +278,13 @@ fn link_json(t: &SqlValue, id: &SqlValue, name: &SqlValue, ok: bool) -> Result<V
 pub fn decode(out: &Out, row: &[SqlValue]) -> Result<Value, PassThrough> {
     match out {
         Out::Scalar { col, storage } => scalar(*storage, &row[*col]),
+        Out::FileLink { col } => {
+            let v = scalar(Storage::Json, &row[*col])?;
+            if v.get("link_type").and_then(Value::as_str) == Some("upload") {
+                return Err(unrenderable("an uploaded file's signed URL"));
+            }
+            Ok(v)
+        }
         Out::Link { col } => link_json(
             &row[*col],
             &row[col + 1],

@@ -19,6 +19,8 @@ entities:
     fields: [code]
   - type: Project
     fields: [name, archived]
+  - type: Version
+    fields: [code, sg_uploaded_movie]
 ";
 
 pub(crate) fn catalog() -> Catalog {
@@ -42,7 +44,7 @@ fn cond(path: &str, rel: &str, values: Value) -> Value {
 #[test]
 fn passes_through_what_it_cannot_answer_exactly() {
     let cases = [
-        (json!({"type": "Version"}), Reason::TypeNotCached),
+        (json!({"type": "Note"}), Reason::TypeNotCached),
         (json!({"type": "Shot", "new_key": 1}), Reason::Payload),
         (
             json!({"type": "Shot", "additional_filter_presets": [{"preset_name": "LATEST"}]}),
@@ -334,6 +336,10 @@ pub(crate) async fn fixture_db(dialect: Dialect) -> (Scratch, Db, Catalog) {
         json!({"type": "Shot", "id": 3, "code": "sh030", "sg_cut_in": 30,
                "sg_sequence": {"type": "Sequence", "id": 11}, "project": {"type": "Project", "id": 1}}),
         json!({"type": "Shot", "id": 4, "code": "gone", "sg_cut_in": 5, "_retired": true}),
+        json!({"type": "Version", "id": 1, "code": "web", "sg_uploaded_movie":
+               {"name": "site", "url": "https://example.com/x", "link_type": "web", "content_type": null}}),
+        json!({"type": "Version", "id": 2, "code": "upload", "sg_uploaded_movie":
+               {"name": "clip.mov", "url": "https://s3.example.com/clip.mov?sig=1", "link_type": "upload", "content_type": "video/mp4"}}),
     ] {
         insert(&db, &cat, e).await;
     }
