@@ -303,7 +303,10 @@ impl Scratch {
         if let Some(name) = self.pg_name {
             let admin = Db::connect(&pg_url("postgres"), 1).await.unwrap();
             let mut s = admin.sql();
-            s.push("DROP DATABASE IF EXISTS ").push_ident(&name);
+            // FORCE: a just-closed pool's backends may not have exited yet.
+            s.push("DROP DATABASE IF EXISTS ")
+                .push_ident(&name)
+                .push(" WITH (FORCE)");
             admin.execute(&s).await.unwrap();
             admin.close().await;
         }
