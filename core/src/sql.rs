@@ -70,8 +70,14 @@ impl Sql {
         self
     }
 
-    /// Appends a placeholder and binds the value to it.
+    /// Appends a placeholder and binds the value to it. NULL is written as a literal instead:
+    /// sqlx types a bound NULL as `text`, which PostgreSQL refuses to compare with or assign to
+    /// a column of another type.
     pub fn push_bind(&mut self, value: SqlValue) -> &mut Self {
+        if value == SqlValue::Null {
+            self.text.push_str("NULL");
+            return self;
+        }
         self.binds.push(value);
         let p = self.dialect.placeholder(self.binds.len());
         self.text.push_str(&p);
@@ -328,8 +334,11 @@ mod tests {
         );
         assert_eq!(pg.binds.len(), 2);
         let mut lite = Sql::new(Dialect::Sqlite);
-        lite.push_bind(SqlValue::Null);
-        assert_eq!(lite.text, "?1");
+        lite.push_bind(SqlValue::Int(1))
+            .push(", ")
+            .push_bind(SqlValue::Null);
+        assert_eq!(lite.text, "?1, NULL");
+        assert_eq!(lite.binds, vec![SqlValue::Int(1)]);
     }
 
     #[tokio::test]

@@ -5,9 +5,7 @@
 use sha2::{Digest, Sha256};
 
 use super::ddl;
-use super::{
-    begin_exclusive, ensure_state_tables, now_value, read_state_tx, PushValue, StorageError,
-};
+use super::{begin_exclusive, ensure_state_tables, now_value, read_state_tx, StorageError};
 use crate::ident;
 use crate::plan::{self, Change, FieldDef, FieldState, Plan, PlanOptions};
 use crate::schema::{DataType, SiteSchema};
@@ -68,7 +66,7 @@ async fn apply_change(tx: &mut Tx, change: &Change) -> Result<(), StorageError> 
                 .push(", ")
                 .push_bind(SqlValue::Text(table.clone()))
                 .push(", ")
-                .push_value(opt_text(display_field))
+                .push_bind(opt_text(display_field))
                 .push(", ")
                 .push_bind(now_value(d))
                 .push(")");
@@ -80,7 +78,7 @@ async fn apply_change(tx: &mut Tx, change: &Change) -> Result<(), StorageError> 
         } => {
             let mut sql = tx.sql();
             sql.push("UPDATE \"_sgcache_types\" SET display_field = ")
-                .push_value(opt_text(display_field))
+                .push_bind(opt_text(display_field))
                 .push(" WHERE entity_type = ")
                 .push_bind(SqlValue::Text(entity_type.clone()));
             tx.execute(&sql).await?;

@@ -18,7 +18,7 @@ pub use state::{
 pub use write::{retire, retire_missing, revive, upsert_entities, WriteOutcome, WriteSource};
 
 use crate::plan::PlanError;
-use crate::sql::{Db, Dialect, Sql, SqlValue, Tx};
+use crate::sql::{Db, Dialect, SqlValue, Tx};
 
 /// An error of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -91,21 +91,6 @@ pub(crate) fn json_value(v: SqlValue) -> Result<Value, String> {
         SqlValue::Json(j) => Ok(j),
         SqlValue::Text(s) => serde_json::from_str(&s).map_err(|e| format!("invalid JSON: {e}")),
         other => Err(format!("expected JSON, found {other:?}")),
-    }
-}
-
-/// Binding a value, except NULL, which is written as a literal: sqlx types a bound NULL as
-/// `text`, which PostgreSQL refuses to assign to a column of another type.
-pub(crate) trait PushValue {
-    fn push_value(&mut self, value: SqlValue) -> &mut Self;
-}
-
-impl PushValue for Sql {
-    fn push_value(&mut self, value: SqlValue) -> &mut Self {
-        match value {
-            SqlValue::Null => self.push("NULL"),
-            v => self.push_bind(v),
-        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{json_value, now_value, PushValue, StorageError};
+use super::{json_value, now_value, StorageError};
 use crate::plan::{DbState, FieldRecord, FieldState, TypeState};
 use crate::sql::{Db, Dialect, Sql, SqlValue, Tx};
 
@@ -247,11 +247,11 @@ pub async fn set_backfill_progress(
     let opt = |v: Option<i64>| v.map_or(SqlValue::Null, SqlValue::Int);
     let mut sql = tx.sql();
     sql.push("UPDATE \"_sgcache_fields\" SET backfill_cursor = ")
-        .push_value(opt(cursor))
+        .push_bind(opt(cursor))
         .push(", backfill_done = ")
         .push_bind(SqlValue::Int(done))
         .push(", backfill_total = ")
-        .push_value(opt(total))
+        .push_bind(opt(total))
         .push(", updated_at = ")
         .push_bind(now_value(tx.dialect()))
         .push(" WHERE state <> 'dropped' AND entity_type = ")
@@ -306,7 +306,7 @@ pub async fn write_event_position(
     sql.push(
         "INSERT INTO \"_sgcache_events\" (id, last_event_id, backlog, updated_at) VALUES (1, ",
     )
-    .push_value(position.last_event_id.map_or(SqlValue::Null, SqlValue::Int))
+    .push_bind(position.last_event_id.map_or(SqlValue::Null, SqlValue::Int))
     .push(", ")
     .push_bind(SqlValue::Json(position.backlog.clone()))
     .push(", ")

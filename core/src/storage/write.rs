@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::convert::{convert, parse_date_time, Converted};
 use super::ddl::field_columns;
-use super::{now_value, PushValue, StorageError};
+use super::{now_value, StorageError};
 use crate::ident;
 use crate::plan::DbState;
 use crate::schema::Storage;
@@ -209,7 +209,7 @@ impl Group<'_> {
                     if j > 0 {
                         sql.push(", ");
                     }
-                    sql.push_value(v);
+                    sql.push_bind(v);
                 }
                 sql.push(")");
             }
