@@ -19,6 +19,11 @@ if [ -x tests/compat/run.sh ]; then
   SHOTGUN_SIM_BIN="$PWD/target/debug/shotgun-sim" tests/compat/run.sh
 fi
 
+if [ -x tests/compat/run_proxy.sh ]; then
+  echo "== the same read battery through the proxy (sgcache-worker all + PostgreSQL)"
+  PG_URL="$SGCACHE_TEST_PG" tests/compat/run_proxy.sh
+fi
+
 if [ -x charts/check.sh ]; then
   echo "== chart checks"
   charts/check.sh
