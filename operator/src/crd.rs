@@ -1,6 +1,9 @@
 //! The `ShotgunCache` custom resource (`sgcache.io/v1alpha1`): its spec is the shared
 //! [`ShotgunCacheSpec`] (also the worker's config file), its status is defined here.
 
+// `printcolumn(...)` repeats keys such as `type_` by design.
+#![allow(clippy::duplicated_attributes)]
+
 use std::ops::Deref;
 
 use kube::CustomResource;

@@ -59,3 +59,207 @@ impl ShotgunCache {
         self
     }
 }
+
+// ---- mocked API server and fake database ----
+
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use kube::Client;
+use serde_json::{json, Value};
+
+use crate::db::{CacheDatabase, Connection, DbError, DbSnapshot, MigrationOutcome};
+use crate::metrics::Metrics;
+use crate::reconcile::Context;
+use crate::resources::WorkerSettings;
+
+/// Everything that happened, API calls and database calls, in order.
+pub type Log = Arc<Mutex<Vec<Call>>>;
+
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// `PATCH /apis/apps/v1/...` or `db:migrate`.
+    pub what: String,
+    pub query: String,
+    pub body: Value,
+}
+
+/// How the mock answers one expected request.
+pub enum Reply {
+    /// Echo the request body back (what apply/create return).
+    Echo,
+    /// A JSON body with status 200.
+    Json(Value),
+    /// A `Status` error with this code and reason.
+    Status(u16, &'static str),
+}
+
+/// One expected request: method, path, reply.
+pub struct Expect(pub Method, pub String, pub Reply);
+
+pub fn expect(method: Method, path: &str, reply: Reply) -> Expect {
+    Expect(method, path.to_string(), reply)
+}
+
+/// Serves the expected requests in order, asserting each, and records them in the log.
+pub fn serve(
+    mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+    log: Log,
+    expected: Vec<Expect>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for Expect(method, path, reply) in expected {
+            let (req, send) = handle
+                .next_request()
+                .await
+                .expect("an API call was expected");
+            let uri = req.uri().clone();
+            assert_eq!(
+                (req.method(), uri.path()),
+                (&method, path.as_str()),
+                "unexpected call {uri}"
+            );
+            let bytes = req.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            log.lock().unwrap().push(Call {
+                what: format!("{method} {path}"),
+                query: uri.query().unwrap_or("").to_string(),
+                body: body.clone(),
+            });
+            let (code, out) = match reply {
+                Reply::Echo => (200, body),
+                Reply::Json(v) => (200, v),
+                Reply::Status(code, reason) => (
+                    code,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "message": format!("mock {reason}"), "reason": reason, "code": code}),
+                ),
+            };
+            let resp = Response::builder()
+                .status(StatusCode::from_u16(code).unwrap())
+                .body(Body::from(serde_json::to_vec(&out).unwrap()))
+                .unwrap();
+            send.send_response(resp);
+        }
+    })
+}
+
+/// Waits for the mock to have served every expected request.
+pub async fn finished(server: tokio::task::JoinHandle<()>) {
+    tokio::time::timeout(std::time::Duration::from_secs(2), server)
+        .await
+        .expect("the reconcile made every expected call")
+        .expect("every call was as expected");
+}
+
+/// A fake cache database recording its calls in the shared log.
+pub struct FakeDb {
+    pub log: Log,
+    pub migrate: Mutex<Result<MigrationOutcome, DbError>>,
+    pub snapshot: Mutex<DbSnapshot>,
+}
+
+impl FakeDb {
+    fn record(&self, what: &str, body: Value) {
+        let call = Call {
+            what: format!("db:{what}"),
+            query: String::new(),
+            body,
+        };
+        self.log.lock().unwrap().push(call);
+    }
+}
+
+impl CacheDatabase for FakeDb {
+    fn migrate<'a>(
+        &'a self,
+        conn: &'a Connection,
+        spec: &'a ShotgunCacheSpec,
+    ) -> BoxFuture<'a, Result<MigrationOutcome, DbError>> {
+        let body = json!({"url": conn.database_url, "spec": spec});
+        self.record("migrate", body);
+        let out = self.migrate.lock().unwrap().clone();
+        Box::pin(async move { out })
+    }
+    fn snapshot<'a>(&'a self, _: &'a Connection) -> BoxFuture<'a, Result<DbSnapshot, DbError>> {
+        self.record("snapshot", Value::Null);
+        let out = self.snapshot.lock().unwrap().clone();
+        Box::pin(async move { Ok(out) })
+    }
+    fn drop_cache<'a>(&'a self, conn: &'a Connection) -> BoxFuture<'a, Result<(), DbError>> {
+        self.record("drop", json!({"url": conn.database_url}));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A test harness: context over a mocked API server and a fake database.
+pub struct Harness {
+    pub ctx: Arc<Context>,
+    pub db: Arc<FakeDb>,
+    pub log: Log,
+    pub handle: Option<tower_test::mock::Handle<Request<Body>, Response<Body>>>,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(svc, "default");
+        let log: Log = Arc::default();
+        let db = Arc::new(FakeDb {
+            log: log.clone(),
+            migrate: Mutex::new(Ok(MigrationOutcome::default())),
+            snapshot: Mutex::new(DbSnapshot::default()),
+        });
+        let settings = WorkerSettings {
+            image: "sgcache-worker:test".into(),
+            ..WorkerSettings::default()
+        };
+        let ctx = Context::new(client, db.clone(), settings, Arc::new(Metrics::default()));
+        Harness {
+            ctx: Arc::new(ctx),
+            db,
+            log,
+            handle: Some(handle),
+        }
+    }
+
+    /// Starts serving the expected calls.
+    pub fn serve(&mut self, expected: Vec<Expect>) -> tokio::task::JoinHandle<()> {
+        serve(
+            self.handle.take().expect("one scenario per harness"),
+            self.log.clone(),
+            expected,
+        )
+    }
+
+    /// The recorded calls' names, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.what.clone())
+            .collect()
+    }
+
+    pub fn call(&self, what: &str) -> Call {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .find(|c| c.what == what)
+            .cloned()
+            .unwrap_or_else(|| panic!("no call {what}"))
+    }
+}
+
+/// A Secret as the API returns it, values base64-encoded.
+pub fn secret_json(name: &str, pairs: &[(&str, &str)]) -> Value {
+    use k8s_openapi::ByteString;
+    let data: std::collections::BTreeMap<String, ByteString> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+        .collect();
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": name, "namespace": "default"}, "data": data})
+}

@@ -4,10 +4,17 @@
 pub mod crd;
 pub mod crdgen;
 pub mod db;
+pub mod error;
+pub mod lease;
+pub mod metrics;
+pub mod reconcile;
 pub mod resources;
+pub mod secrets;
+pub mod sqldb;
 pub mod status;
 
 #[cfg(test)]
 mod fixtures;
 
 pub use crd::{ShotgunCache, ShotgunCacheResourceSpec, ShotgunCacheStatus};
+pub use error::{Error, Result};

@@ -1,0 +1,443 @@
+//! Reconcile against a mocked API server (tower-test) and a fake database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use serde_json::{json, Value};
+use sgcache::spec::DeletionPolicy;
+
+use super::*;
+use crate::db::{DbError, DbSnapshot, FieldRow, MigrationOutcome};
+use crate::fixtures::{expect, finished, secret_json, Expect, Harness, Reply};
+use crate::metrics::ErrorLabels;
+
+const CACHE: &str = "/apis/sgcache.io/v1alpha1/namespaces/default/shotguncaches/cache";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+const DEPLOY: &str = "/apis/apps/v1/namespaces/default/deployments";
+
+fn secrets_ok() -> Vec<Expect> {
+    vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/default/secrets/db",
+            Reply::Json(secret_json(
+                "db",
+                &[("url", "postgres://cache:pw@db/cache")],
+            )),
+        ),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/default/secrets/site",
+            Reply::Json(secret_json("site", &[("apiKey", "s3cret")])),
+        ),
+    ]
+}
+
+fn children() -> Vec<Expect> {
+    vec![
+        expect(
+            Method::PATCH,
+            "/api/v1/namespaces/default/configmaps/cache-config",
+            Reply::Echo,
+        ),
+        expect(
+            Method::PATCH,
+            &format!("{DEPLOY}/cache-events"),
+            Reply::Echo,
+        ),
+        expect(
+            Method::PATCH,
+            &format!("{DEPLOY}/cache-scanner"),
+            Reply::Echo,
+        ),
+        expect(Method::PATCH, &format!("{DEPLOY}/cache-proxy"), Reply::Echo),
+        expect(
+            Method::PATCH,
+            "/api/v1/namespaces/default/services/cache",
+            Reply::Echo,
+        ),
+        expect(
+            Method::PATCH,
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/cache-proxy",
+            Reply::Echo,
+        ),
+    ]
+}
+
+fn status_patch(cache: &ShotgunCache) -> Expect {
+    expect(
+        Method::PATCH,
+        &format!("{CACHE}/status"),
+        Reply::Json(serde_json::to_value(cache).unwrap()),
+    )
+}
+
+fn event(reason: &str) -> Expect {
+    let _ = reason;
+    expect(Method::POST, EVENTS, Reply::Echo)
+}
+
+fn events_posted(h: &Harness) -> Vec<String> {
+    let log = h.log.lock().unwrap();
+    log.iter()
+        .filter(|c| c.what == format!("POST {EVENTS}"))
+        .map(|c| c.body["reason"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn sent_status(h: &Harness) -> ShotgunCacheStatus {
+    let call = h.call(&format!("PATCH {CACHE}/status"));
+    serde_json::from_value(call.body["status"].clone()).unwrap()
+}
+
+fn proxy_hash(h: &Harness) -> String {
+    let call = h.call(&format!("PATCH {DEPLOY}/cache-proxy"));
+    call.body["spec"]["template"]["metadata"]["annotations"]["sgcache.io/config-hash"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A full successful reconcile of `cache`; returns the harness for inspection.
+async fn reconcile_ok(cache: ShotgunCache, schema_changes: &[&str]) -> (Harness, Action) {
+    let mut h = Harness::new();
+    *h.db.migrate.lock().unwrap() = Ok(MigrationOutcome {
+        changes: schema_changes.iter().map(|s| s.to_string()).collect(),
+    });
+    let mut calls = secrets_ok();
+    if !schema_changes.is_empty() {
+        calls.push(event("SchemaChanged"));
+    }
+    calls.extend(children());
+    calls.push(status_patch(&cache));
+    let server = h.serve(calls);
+    let action = reconcile(Arc::new(cache), h.ctx.clone())
+        .await
+        .expect("reconcile succeeds");
+    finished(server).await;
+    (h, action)
+}
+
+#[tokio::test]
+async fn a_new_cache_first_gets_the_finalizer() {
+    let mut h = Harness::new();
+    let cache = ShotgunCache::test();
+    let server = h.serve(vec![expect(
+        Method::PATCH,
+        CACHE,
+        Reply::Json(serde_json::to_value(cache.clone().finalized()).unwrap()),
+    )]);
+    reconcile(Arc::new(cache), h.ctx.clone()).await.unwrap();
+    finished(server).await;
+    let patch = h.log.lock().unwrap()[0].body.clone();
+    assert!(patch.to_string().contains(crate::crd::FINALIZER), "{patch}");
+    assert!(
+        h.calls().iter().all(|c| !c.starts_with("db:")),
+        "nothing else before the finalizer"
+    );
+}
+
+#[tokio::test]
+async fn create_migrates_then_applies_children_in_order_with_owner_refs() {
+    let cache = ShotgunCache::test().finalized();
+    let (h, action) =
+        reconcile_ok(cache.clone(), &["create table Shot", "add field Shot.code"]).await;
+    let calls = h.calls();
+    let pos = |what: &str| {
+        calls
+            .iter()
+            .position(|c| c.ends_with(what))
+            .unwrap_or_else(|| panic!("{what} in {calls:?}"))
+    };
+    assert!(pos("db:migrate") < pos("configmaps/cache-config"));
+    assert!(pos("configmaps/cache-config") < pos("deployments/cache-events"));
+    assert!(pos("deployments/cache-proxy") < pos("services/cache"));
+    assert!(pos("db:snapshot") < pos("cache/status"));
+    assert_eq!(events_posted(&h), ["SchemaChanged"]);
+    let migrate = h.call("db:migrate");
+    assert_eq!(migrate.body["url"], "postgres://cache:pw@db/cache");
+    for c in h
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.what.starts_with("PATCH /api"))
+    {
+        assert!(
+            c.query.contains("fieldManager=sgcache.io%2Foperator")
+                && c.query.contains("force=true"),
+            "{c:?}"
+        );
+        if c.what.ends_with("/status") {
+            continue;
+        }
+        let owner = &c.body["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "ShotgunCache", "{}", c.what);
+        assert_eq!(owner["uid"], cache.metadata.uid.clone().unwrap());
+        assert_eq!(owner["controller"], true);
+    }
+    let cm = h.call("PATCH /api/v1/namespaces/default/configmaps/cache-config");
+    assert!(
+        !cm.body.to_string().contains("s3cret"),
+        "no secret in the ConfigMap"
+    );
+    let status = sent_status(&h);
+    assert_eq!(status.condition("SchemaReady").unwrap().status, "True");
+    let workers = status.condition("WorkersAvailable").unwrap();
+    assert_eq!(
+        (workers.status.as_str(), workers.reason.as_str()),
+        ("False", "Progressing")
+    );
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(action, Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn adding_a_field_migrates_first_then_rolls_the_pods() {
+    let before = ShotgunCache::test().finalized();
+    let (h1, _) = reconcile_ok(before.clone(), &[]).await;
+    let after = before.with_spec(|s| s.entities[0].fields.push("description".into()));
+    let (h2, _) = reconcile_ok(after, &["add field Shot.description"]).await;
+    assert_ne!(proxy_hash(&h1), proxy_hash(&h2), "the config hash changed");
+    let migrated = h2.call("db:migrate").body["spec"]["entities"][0]["fields"].clone();
+    assert_eq!(migrated, json!(["code", "sg_status_list", "description"]));
+    let calls = h2.calls();
+    let migrate = calls.iter().position(|c| c == "db:migrate").unwrap();
+    let first_deploy = calls
+        .iter()
+        .position(|c| c.contains("/deployments/"))
+        .unwrap();
+    assert!(migrate < first_deploy, "{calls:?}");
+    let cm = h2.call("PATCH /api/v1/namespaces/default/configmaps/cache-config");
+    assert!(cm.body["data"]["sgcache.yaml"]
+        .as_str()
+        .unwrap()
+        .contains("description"));
+}
+
+#[tokio::test]
+async fn backfill_progress_is_reported_and_announced() {
+    let mut h = Harness::new();
+    *h.db.snapshot.lock().unwrap() = DbSnapshot {
+        fields: vec![FieldRow {
+            entity_type: "Shot".into(),
+            field_name: "description".into(),
+            state: "backfilling".into(),
+            backfill_done: 10,
+            backfill_total: Some(50),
+        }],
+        events: None,
+    };
+    let cache = ShotgunCache::test().finalized();
+    let mut calls = secrets_ok();
+    calls.extend(children());
+    calls.push(status_patch(&cache));
+    calls.push(event("BackfillStarted"));
+    let server = h.serve(calls);
+    let action = reconcile(Arc::new(cache), h.ctx.clone()).await.unwrap();
+    finished(server).await;
+    assert_eq!(events_posted(&h), ["BackfillStarted"]);
+    let s = sent_status(&h);
+    assert_eq!(
+        (s.types[0].backfill_done, s.types[0].backfill_total),
+        (10, 50)
+    );
+    assert_eq!(action, Action::requeue(RESYNC_BACKFILLING));
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_a_condition_and_event_not_a_crash() {
+    let mut h = Harness::new();
+    let cache = ShotgunCache::test().finalized();
+    let server = h.serve(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/default/secrets/db",
+            Reply::Status(404, "NotFound"),
+        ),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/default/secrets/site",
+            Reply::Json(secret_json("site", &[("apiKey", "k")])),
+        ),
+        event("SecretNotFound"),
+        status_patch(&cache),
+    ]);
+    let action = reconcile(Arc::new(cache), h.ctx.clone())
+        .await
+        .expect("no error: a user problem");
+    finished(server).await;
+    assert_eq!(action, Action::requeue(RETRY_INPUTS));
+    assert_eq!(events_posted(&h), ["SecretNotFound"]);
+    let s = sent_status(&h);
+    let d = s.condition("DatabaseReady").unwrap();
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str()),
+        ("False", "SecretNotFound")
+    );
+    assert!(d.message.contains("default/db"), "{}", d.message);
+    assert_eq!(s.condition("Ready").unwrap().status, "False");
+    assert!(
+        !h.calls().iter().any(|c| c.starts_with("db:")),
+        "no database step without a URL"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_reported_without_touching_anything() {
+    let mut h = Harness::new();
+    let cache = ShotgunCache::test()
+        .finalized()
+        .with_spec(|s| s.site.api_key = None);
+    let server = h.serve(vec![event("InvalidSpec"), status_patch(&cache)]);
+    reconcile(Arc::new(cache), h.ctx.clone()).await.unwrap();
+    finished(server).await;
+    let s = sent_status(&h);
+    let d = s.condition("DatabaseReady").unwrap();
+    assert_eq!(d.reason, "InvalidSpec");
+    assert!(
+        d.message.contains("site.apiKey is required"),
+        "{}",
+        d.message
+    );
+}
+
+#[tokio::test]
+async fn a_failed_migration_keeps_the_workers_and_backs_off() {
+    let mut h = Harness::new();
+    *h.db.migrate.lock().unwrap() = Err(DbError::Migration("column too long".into()));
+    let cache = ShotgunCache::test().finalized();
+    let mut calls = secrets_ok();
+    calls.push(event("MigrationFailed"));
+    calls.push(status_patch(&cache));
+    let server = h.serve(calls);
+    let err = reconcile(Arc::new(cache.clone()), h.ctx.clone())
+        .await
+        .unwrap_err();
+    finished(server).await;
+    assert!(
+        !h.calls().iter().any(|c| c.contains("/deployments/")),
+        "workers unchanged"
+    );
+    let s = sent_status(&h);
+    let c = s.condition("SchemaReady").unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "MigrationFailed")
+    );
+    assert_eq!(
+        error_policy(Arc::new(cache), &err, h.ctx.clone()),
+        Action::requeue(BACKOFF_MIN)
+    );
+}
+
+#[tokio::test]
+async fn conflicts_and_api_errors_requeue_with_growing_backoff() {
+    let mut h = Harness::new();
+    let cache = Arc::new(ShotgunCache::test().finalized());
+    let mut calls = secrets_ok();
+    calls.push(expect(
+        Method::PATCH,
+        "/api/v1/namespaces/default/configmaps/cache-config",
+        Reply::Echo,
+    ));
+    calls.push(expect(
+        Method::PATCH,
+        &format!("{DEPLOY}/cache-events"),
+        Reply::Status(409, "Conflict"),
+    ));
+    calls.extend(secrets_ok());
+    calls.push(expect(
+        Method::PATCH,
+        "/api/v1/namespaces/default/configmaps/cache-config",
+        Reply::Status(500, "InternalError"),
+    ));
+    let server = h.serve(calls);
+    let err = reconcile(cache.clone(), h.ctx.clone()).await.unwrap_err();
+    assert_eq!(err.metric_label(), "kube_409");
+    assert_eq!(
+        error_policy(cache.clone(), &err, h.ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    let err = reconcile(cache.clone(), h.ctx.clone()).await.unwrap_err();
+    assert_eq!(err.metric_label(), "kube_500");
+    assert_eq!(
+        error_policy(cache.clone(), &err, h.ctx.clone()),
+        Action::requeue(Duration::from_secs(10))
+    );
+    finished(server).await;
+    let failures = |label: &str| {
+        h.ctx
+            .metrics
+            .failures
+            .get_or_create(&ErrorLabels {
+                error: label.into(),
+            })
+            .get()
+    };
+    assert_eq!((failures("kube_409"), failures("kube_500")), (1, 1));
+    assert_eq!(h.ctx.metrics.runs.get(), 2);
+    assert_eq!(backoff(20), BACKOFF_MAX);
+}
+
+fn finalizer_removal(cache: &ShotgunCache) -> Expect {
+    let mut done = cache.clone();
+    done.metadata.finalizers = None;
+    expect(
+        Method::PATCH,
+        CACHE,
+        Reply::Json(serde_json::to_value(done).unwrap()),
+    )
+}
+
+#[tokio::test]
+async fn deletion_with_retain_keeps_the_tables() {
+    let mut h = Harness::new();
+    let cache = ShotgunCache::test().finalized().deleting();
+    assert_eq!(cache.spec.deletion_policy, DeletionPolicy::Retain);
+    let server = h.serve(vec![event("CacheRetained"), finalizer_removal(&cache)]);
+    reconcile(Arc::new(cache), h.ctx.clone()).await.unwrap();
+    finished(server).await;
+    assert_eq!(events_posted(&h), ["CacheRetained"]);
+    assert!(!h.calls().contains(&"db:drop".to_string()));
+    let removal: Value = h.log.lock().unwrap()[1].body.clone();
+    assert!(removal.to_string().contains("remove"), "{removal}");
+}
+
+#[tokio::test]
+async fn deletion_with_delete_drops_the_tables_then_releases() {
+    let mut h = Harness::new();
+    let cache = ShotgunCache::test()
+        .with_spec(|s| s.deletion_policy = DeletionPolicy::Delete)
+        .finalized()
+        .deleting();
+    let server = h.serve(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/default/secrets/db",
+            Reply::Json(secret_json(
+                "db",
+                &[("url", "postgres://cache:pw@db/cache")],
+            )),
+        ),
+        event("CacheDropped"),
+        finalizer_removal(&cache),
+    ]);
+    reconcile(Arc::new(cache), h.ctx.clone()).await.unwrap();
+    finished(server).await;
+    let calls = h.calls();
+    let drop = calls
+        .iter()
+        .position(|c| c == "db:drop")
+        .expect("tables dropped");
+    assert!(
+        drop < calls.len() - 1,
+        "finalizer removed only after the drop: {calls:?}"
+    );
+    assert_eq!(
+        h.call("db:drop").body["url"],
+        "postgres://cache:pw@db/cache"
+    );
+    assert_eq!(events_posted(&h), ["CacheDropped"]);
+}

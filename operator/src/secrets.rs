@@ -1,0 +1,175 @@
+//! Resolving the spec's Secret references into a [`Connection`]. Fetching is one `get` per
+//! distinct Secret; turning Secrets into values is pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+use sgcache::spec::{SiteConnection, ValueSource};
+use sgcache::ShotgunCacheSpec;
+
+use crate::db::Connection;
+
+/// Why the inputs cannot be used: a condition reason and a message (never a secret value).
+pub type InputProblem = (String, String);
+
+/// The Secrets the given sources name, fetched once each; absent ones are left out.
+pub async fn fetch<'a>(
+    client: &Client,
+    ns: &str,
+    sources: impl IntoIterator<Item = Option<&'a ValueSource>>,
+) -> Result<BTreeMap<String, Secret>, kube::Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut names: Vec<&str> = sources
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.secret_key_ref.as_ref().map(|r| r.name.as_str()))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut found = BTreeMap::new();
+    for name in names {
+        if let Some(secret) = api.get_opt(name).await? {
+            found.insert(name.to_string(), secret);
+        }
+    }
+    Ok(found)
+}
+
+/// The value of a source: inline, or a key of a fetched Secret.
+pub fn value_of(
+    path: &str,
+    src: Option<&ValueSource>,
+    ns: &str,
+    secrets: &BTreeMap<String, Secret>,
+) -> Result<String, InputProblem> {
+    let src = src.ok_or_else(|| ("InvalidSpec".to_string(), format!("{path} is not set")))?;
+    let Some(r) = &src.secret_key_ref else {
+        return src
+            .value
+            .clone()
+            .ok_or_else(|| ("InvalidSpec".into(), format!("{path} has no value")));
+    };
+    let secret = secrets.get(&r.name).ok_or_else(|| {
+        let msg = format!("Secret {ns}/{} (for {path}) not found", r.name);
+        ("SecretNotFound".to_string(), msg)
+    })?;
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .map(|b| b.0.clone());
+    let plain = secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .map(|s| s.clone().into_bytes());
+    let value = bytes.or(plain).ok_or_else(|| {
+        let msg = format!("Secret {ns}/{} has no key {:?} (for {path})", r.name, r.key);
+        ("SecretKeyMissing".to_string(), msg)
+    })?;
+    let value = String::from_utf8(value).map_err(|_| {
+        let msg = format!("Secret {ns}/{} key {:?} is not UTF-8", r.name, r.key);
+        ("SecretKeyInvalid".to_string(), msg)
+    })?;
+    Ok(value.trim().to_string())
+}
+
+/// The database URL, which must be PostgreSQL on Kubernetes (workers run in several pods).
+pub fn database_url(
+    spec: &ShotgunCacheSpec,
+    ns: &str,
+    secrets: &BTreeMap<String, Secret>,
+) -> Result<String, InputProblem> {
+    let url = value_of("database.url", spec.database.url.as_ref(), ns, secrets)?;
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(url)
+    } else {
+        Err((
+            "UnsupportedDatabase".into(),
+            "database.url must be a postgres:// URL on Kubernetes".into(),
+        ))
+    }
+}
+
+/// Everything the database step needs.
+pub fn connection(
+    spec: &ShotgunCacheSpec,
+    ns: &str,
+    secrets: &BTreeMap<String, Secret>,
+) -> Result<Connection, InputProblem> {
+    let database_url = database_url(spec, ns, secrets)?;
+    let site = SiteConnection {
+        url: spec
+            .site
+            .url
+            .clone()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string(),
+        script_name: value_of(
+            "site.scriptName",
+            spec.site.script_name.as_ref(),
+            ns,
+            secrets,
+        )?,
+        api_key: value_of("site.apiKey", spec.site.api_key.as_ref(), ns, secrets)?,
+        timeout: spec.site.timeout.duration(),
+    };
+    Ok(Connection { database_url, site })
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::ByteString;
+
+    use super::*;
+    use crate::ShotgunCache;
+
+    fn secret(pairs: &[(&str, &str)]) -> Secret {
+        let data = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())));
+        Secret {
+            data: Some(data.collect()),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn resolves_values_from_secrets_and_names_what_is_missing() {
+        let spec = ShotgunCache::test().spec.0;
+        let mut secrets = BTreeMap::from([
+            ("site".to_string(), secret(&[("apiKey", "k3y\n")])),
+            (
+                "db".to_string(),
+                secret(&[("url", "postgres://u:p@db/cache")]),
+            ),
+        ]);
+        let conn = connection(&spec, "default", &secrets).unwrap();
+        assert_eq!(conn.site.api_key, "k3y");
+        assert_eq!(conn.site.script_name, "sgcache");
+        assert_eq!(conn.database_url, "postgres://u:p@db/cache");
+        assert!(!format!("{conn:?}").contains("k3y") && !format!("{conn:?}").contains("u:p"));
+
+        secrets.insert("db".into(), secret(&[("uri", "postgres://x")]));
+        let (reason, msg) = connection(&spec, "default", &secrets).unwrap_err();
+        assert_eq!(reason, "SecretKeyMissing");
+        assert!(
+            msg.contains("default/db") && msg.contains("\"url\""),
+            "{msg}"
+        );
+
+        secrets.insert("db".into(), secret(&[("url", "sqlite://cache.db")]));
+        assert_eq!(
+            connection(&spec, "default", &secrets).unwrap_err().0,
+            "UnsupportedDatabase"
+        );
+
+        secrets.remove("site");
+        secrets.insert("db".into(), secret(&[("url", "postgres://x")]));
+        let (reason, msg) = connection(&spec, "default", &secrets).unwrap_err();
+        assert_eq!(reason, "SecretNotFound");
+        assert_eq!(msg, "Secret default/site (for site.apiKey) not found");
+    }
+}
