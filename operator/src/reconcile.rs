@@ -35,10 +35,12 @@ pub const RETRY_INPUTS: Duration = Duration::from_secs(60);
 pub const BACKOFF_MIN: Duration = Duration::from_secs(5);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
+/// The Events' reporting controller.
+const REPORTER: &str = "sgcache-operator";
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
     pub db: Arc<dyn CacheDatabase>,
     pub settings: WorkerSettings,
     pub metrics: Arc<Metrics>,
@@ -53,10 +55,8 @@ impl Context {
         settings: WorkerSettings,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let recorder = Recorder::new(client.clone(), "sgcache-operator".into());
         Context {
             client,
-            recorder,
             db,
             settings,
             metrics,
@@ -72,7 +72,11 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &cache.object_ref(&())).await {
+        // A fresh Recorder per Event: a shared one folds a repeat of (object, reason) into a
+        // series of its *first* Event, keeping the old note, so a second `SchemaChanged` would
+        // never say what changed this time (found by the end-to-end test).
+        let recorder = Recorder::new(self.client.clone(), REPORTER.into());
+        if let Err(e) = recorder.publish(&ev, &cache.object_ref(&())).await {
             warn!(error = %e, reason, "cannot publish event");
         }
     }

@@ -5,7 +5,7 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use sgcache::plan::PlanOptions;
 use sgcache::site::SiteClient;
-use sgcache::sql::{Db, SqlValue};
+use sgcache::sql::{Db, Dialect, SqlValue};
 use sgcache::{ident, storage, ShotgunCacheSpec};
 
 use crate::db::{
@@ -99,8 +99,19 @@ async fn snapshot(db: &Db) -> Result<DbSnapshot, DbError> {
         serde_json::Value::Object(o) => o.len() as i64,
         _ => 0,
     };
+    // Age computed by the database's clock, so operator/database clock skew does not count.
     let mut sql = db.sql();
-    sql.push("SELECT CAST(EXTRACT(EPOCH FROM (now() - updated_at)) AS bigint) FROM \"_sgcache_events\" WHERE id = 1");
+    sql.push(match db.dialect() {
+        Dialect::Postgres => {
+            "SELECT CAST(EXTRACT(EPOCH FROM (now() - updated_at)) AS bigint) \
+             FROM \"_sgcache_events\" WHERE id = 1"
+        }
+        // Local runs only (the operator deploys PostgreSQL caches); `updated_at` is ISO text.
+        Dialect::Sqlite => {
+            "SELECT CAST((julianday('now') - julianday(updated_at)) * 86400 AS INTEGER) \
+             FROM \"_sgcache_events\" WHERE id = 1"
+        }
+    });
     let lag = match db
         .fetch_all(&sql)
         .await
