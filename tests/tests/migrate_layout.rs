@@ -162,6 +162,26 @@ fn check_layout(dialect: Dialect, got: &Layout) {
             );
         } else {
             assert_eq!(key, &["id"], "key of {table}");
+            // docs/storage.md: every entity field's id column is indexed,
+            // `{table}_{field}__id` (reads filter on links and join link targets by id).
+            for col in cols.keys().filter(|c| c.ends_with("__id")) {
+                let name = format!("{table}_{col}");
+                let (t, def) = got
+                    .indexes
+                    .get(&name)
+                    .unwrap_or_else(|| panic!("index {name} missing"));
+                assert_eq!(t, table);
+                assert!(def.contains(col.as_str()), "{def}");
+            }
+        }
+    }
+    // Indexes are the association tables' `__target` and the entity tables' `__id` only.
+    for (name, (table, _)) in &got.indexes {
+        if want.contains_key(table) {
+            assert!(
+                name.ends_with("__target") || name.ends_with("__id"),
+                "unexpected index {name}"
+            );
         }
     }
     for state in [

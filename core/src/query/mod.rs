@@ -417,6 +417,57 @@ impl ReadPlan {
         Ok(json!({"entities": entities, "paging_info": paging_info}))
     }
 
+    /// Like [`ReadPlan::render`], as the JSON text of the whole API3 answer
+    /// (`{"results": {...}}`), written directly: the same JSON, without building it as a value.
+    pub fn render_response(&self, rows: &[Vec<SqlValue>]) -> Result<Vec<u8>, PassThrough> {
+        let id_col = self.counted as usize;
+        let total = match (self.counted, rows.first().map(|r| &r[0])) {
+            (true, Some(SqlValue::Int(n))) => *n,
+            _ => 0,
+        };
+        let mut out = Vec::with_capacity(64 + rows.len() * 160 * (1 + self.fields.len()) / 4);
+        out.extend_from_slice(b"{\"results\":{\"entities\":[");
+        let mut n = 0u64;
+        let mut more = false;
+        for row in rows {
+            let SqlValue::Int(id) = row[id_col] else {
+                continue; // the empty page of a counted read
+            };
+            if self.per_page.is_some_and(|p| n >= p) {
+                more = true;
+                break;
+            }
+            if n > 0 {
+                out.push(b',');
+            }
+            output::text::entity(&mut out, &self.entity_type, id, &self.fields, row)?;
+            n += 1;
+        }
+        out.extend_from_slice(b"],\"paging_info\":");
+        match self.style {
+            PagingStyle::EntityCount => {
+                out.extend_from_slice(format!("{{\"entity_count\":{total}}}").as_bytes())
+            }
+            _ => out.extend_from_slice(if more {
+                b"{\"has_next_page\":true}"
+            } else {
+                b"{\"has_next_page\":false}"
+            }),
+        }
+        out.extend_from_slice(b"}}");
+        Ok(out)
+    }
+
+    /// Runs the statement and returns the JSON text of the API3 answer (see
+    /// [`ReadPlan::render_response`]). `Err` is a pass-through, as for [`ReadPlan::run`].
+    pub async fn run_response(&self, db: &Db) -> Result<Vec<u8>, PassThrough> {
+        let rows = db.fetch_all(&self.sql).await.map_err(|e| {
+            tracing::warn!(error = %e, "cached read failed; passing through");
+            pass(Reason::Database, "the cache database failed")
+        })?;
+        self.render_response(&rows)
+    }
+
     /// Runs the statement and renders the answer. `Err` is a pass-through (database failure
     /// included); the caller forwards the request to the site.
     pub async fn run(&self, db: &Db) -> Result<Value, PassThrough> {
@@ -424,7 +475,19 @@ impl ReadPlan {
             tracing::warn!(error = %e, "cached read failed; passing through");
             pass(Reason::Database, "the cache database failed")
         })?;
-        self.render(&rows)
+        let value = self.render(&rows);
+        // Every read the tests and the fuzzer run also checks that the text written directly
+        // is the text of the value (or fails the same way).
+        #[cfg(test)]
+        match (&value, self.render_response(&rows)) {
+            (Ok(v), Ok(text)) => assert_eq!(
+                String::from_utf8(text).unwrap(),
+                crate::api3::results(v.clone()).to_string()
+            ),
+            (Err(a), Err(b)) => assert_eq!(a, &b),
+            (a, b) => panic!("render and render_response disagree: {a:?} / {b:?}"),
+        }
+        value
     }
 }
 

@@ -100,7 +100,7 @@ pub fn add_field(dialect: Dialect, entity_type: &str, field: &str, storage: Stor
     if storage == Storage::MultiEntity {
         return create_assoc_table(dialect, &ident::assoc_table_name(entity_type, field));
     }
-    field_columns(field, storage)
+    let mut out: Vec<Sql> = field_columns(field, storage)
         .into_iter()
         .map(|(col, ty)| {
             let mut sql = Sql::new(dialect);
@@ -112,7 +112,42 @@ pub fn add_field(dialect: Dialect, entity_type: &str, field: &str, storage: Stor
                 .push(ty.sql(dialect));
             sql
         })
-        .collect()
+        .collect();
+    if storage == Storage::EntityLink {
+        out.push(create_link_index(dialect, &table, field));
+    }
+    out
+}
+
+/// The name of the index on an entity field's `{field}__id` column: `{table}_{field}__id`, or,
+/// when that is longer than an identifier may be, a prefix of it made unique by a hash.
+/// (Field names never contain `__`, so these names cannot meet association tables or their
+/// `__target` indexes.)
+pub fn link_index_name(table: &str, field: &str) -> String {
+    let name = format!("{table}_{field}__id");
+    if name.len() <= ident::MAX_IDENT_LEN {
+        return name;
+    }
+    use sha2::{Digest, Sha256};
+    let hash = hex::encode(&Sha256::digest(name.as_bytes())[..4]);
+    // Names are ASCII (validated), so any byte offset is a character boundary.
+    format!("{}_{hash}__id", &name[..ident::MAX_IDENT_LEN - 13])
+}
+
+/// `CREATE INDEX IF NOT EXISTS` on an entity field's `{field}__id` column: reads filter on
+/// links (`project is {...}`) and join link targets by id; without it every such filter scans
+/// the table. The index is on the id alone: ids are unique per type in practice and the type
+/// column is checked on the few rows the index finds.
+pub fn create_link_index(dialect: Dialect, table: &str, field: &str) -> Sql {
+    let mut sql = Sql::new(dialect);
+    sql.push("CREATE INDEX IF NOT EXISTS ")
+        .push_ident(&link_index_name(table, field))
+        .push(" ON ")
+        .push_ident(table)
+        .push(" (")
+        .push_ident(&format!("{field}__id"))
+        .push(")");
+    sql
 }
 
 /// Statements dropping a field's storage.
@@ -124,17 +159,23 @@ pub fn drop_field(dialect: Dialect, entity_type: &str, field: &str, storage: Sto
             &ident::assoc_table_name(entity_type, field),
         )];
     }
-    field_columns(field, storage)
-        .into_iter()
-        .map(|(col, _)| {
-            let mut sql = Sql::new(dialect);
-            sql.push("ALTER TABLE ")
-                .push_ident(&table)
-                .push(" DROP COLUMN ")
-                .push_ident(&col);
-            sql
-        })
-        .collect()
+    let mut out = Vec::new();
+    if storage == Storage::EntityLink {
+        // SQLite refuses to drop an indexed column; PostgreSQL would drop the index with it.
+        let mut sql = Sql::new(dialect);
+        sql.push("DROP INDEX IF EXISTS ")
+            .push_ident(&link_index_name(&table, field));
+        out.push(sql);
+    }
+    out.extend(field_columns(field, storage).into_iter().map(|(col, _)| {
+        let mut sql = Sql::new(dialect);
+        sql.push("ALTER TABLE ")
+            .push_ident(&table)
+            .push(" DROP COLUMN ")
+            .push_ident(&col);
+        sql
+    }));
+    out
 }
 
 fn create_assoc_table(dialect: Dialect, table: &str) -> Vec<Sql> {

@@ -28,9 +28,46 @@ pub async fn migrate(
         apply_plan(&mut tx, &plan).await?;
         record_migration(&mut tx, &plan, &spec_hash(spec)).await?;
     }
+    ensure_link_indexes(&mut tx).await?;
     tx.commit().await?;
     tracing::info!(changes = plan.changes.len(), "migration applied");
     Ok(plan)
+}
+
+/// Creates the `{field}__id` index of every entity field that lacks it: new fields get it
+/// with their columns, caches made before the index existed get it here (once; afterwards the
+/// names are found and nothing is run).
+async fn ensure_link_indexes(tx: &mut Tx) -> Result<(), StorageError> {
+    let state = read_state_tx(tx).await?;
+    let mut q = tx.sql();
+    q.push(match tx.dialect() {
+        crate::sql::Dialect::Postgres => {
+            "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema()"
+        }
+        crate::sql::Dialect::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'index'",
+    });
+    let existing: std::collections::BTreeSet<String> = tx
+        .fetch_all(&q)
+        .await?
+        .into_iter()
+        .filter_map(|r| match r.into_iter().next() {
+            Some(SqlValue::Text(s)) => Some(s),
+            _ => None,
+        })
+        .collect();
+    for (entity_type, ty) in &state.types {
+        for (field, record) in state.live_fields(entity_type) {
+            if record.storage() != crate::schema::Storage::EntityLink
+                || existing.contains(&ddl::link_index_name(&ty.table_name, field))
+            {
+                continue;
+            }
+            let d = tx.dialect();
+            tx.execute(&ddl::create_link_index(d, &ty.table_name, field))
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// A stable hash of the spec's entity and display-field sections (what shapes the layout).

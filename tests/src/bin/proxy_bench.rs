@@ -1,24 +1,40 @@
-//! `cargo run --release -p sgcache-tests --bin proxy-bench [-- --shots N --requests N --concurrency N]`
+//! `cargo run --release -p sgcache-tests --bin proxy-bench [-- --shots N --concurrency N
+//!  --seconds N --pool N --latency-ms N --explain]`
 //!
-//! Starts the test site seeded with N shots, fills a fresh PostgreSQL cache from it, puts the
-//! proxy in front and times reads over loopback HTTP: each read through the proxy (from the
-//! cache), the same read straight to the test site, and the translator + database alone.
-//! Then a throughput run with concurrent clients. Prints a table; nothing is asserted.
+//! The proxy benchmark of issue #5. Seeds the test site with N shots (default 100,000), fills a
+//! fresh PostgreSQL cache from it through the storage write path, then runs the real
+//! `sgcache-worker proxy` binary (release build, its own process, so its RSS is its own) in
+//! front of the site and measures a typical pipeline read sent as `shotgun_api3` sends it
+//! (`find("Shot", [["project", "is", P], ["sg_status_list", "is", S]], <10 fields>, limit=50)`):
+//!
+//! 1. one client, sequential: latency through the proxy, and of the translator + SQL alone;
+//! 2. `--concurrency` clients for `--seconds`: latency percentiles and throughput through the
+//!    proxy, the proxy's RSS while under that load;
+//! 3. the same SQL statements (text and binds from the translator) issued directly through
+//!    sqlx at the same concurrency on a pool of the same size: the ceiling for the proxy;
+//! 4. the same reads passed through to the site with `--latency-ms` of injected latency
+//!    (a proxy without a cache database), at the same concurrency.
+//!
+//! Before measuring, every read variant is answered once by the proxy and once by the site and
+//! the two answers must be identical. Prints figures; asserts only correctness.
 
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sgcache::api3::ReadRequest;
 use sgcache::plan::PlanOptions;
-use sgcache::query::plan_read;
+use sgcache::query::{plan_read, Catalog};
 use sgcache::site::SiteClient;
 use sgcache::spec::SiteConnection;
+use sgcache::sql::{Sql, SqlValue};
 use sgcache::ShotgunCacheSpec;
 use sgcache_tests::pg::TestDb;
 use sgcache_tests::proxy::{script_auth, Harness};
 use shotgun_sim::{SeedConfig, SimConfig};
 
-const SPEC: &str = "
+const ENTITIES: &str = "
 entities:
   - type: Project
     fields: [name, archived]
@@ -30,6 +46,21 @@ entities:
     fields: [code, project, sg_sequence, sg_status_list, sg_cut_in, sg_cut_out, assets, description, created_at, updated_at]
 ";
 
+/// The pipeline read's 10 return fields: two entity links, a multi-entity list, text, numbers,
+/// date-times.
+const FIELDS: &[&str] = &[
+    "code",
+    "description",
+    "sg_status_list",
+    "sg_cut_in",
+    "sg_cut_out",
+    "sg_sequence",
+    "project",
+    "assets",
+    "created_at",
+    "updated_at",
+];
+
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -39,75 +70,246 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn cond(path: &str, rel: &str, values: Value) -> Value {
-    json!({"logical_operator": "and", "conditions": [{"path": path, "relation": rel, "values": values}]})
+/// The payload `shotgun_api3` 3.x sends for `find(type, filters, fields, limit=50)`.
+fn pipeline_read(project: i64, status: &str) -> Value {
+    json!({
+        "type": "Shot",
+        "return_fields": FIELDS,
+        "filters": {"logical_operator": "and", "conditions": [
+            {"path": "project", "relation": "is", "values": [{"type": "Project", "id": project}]},
+            {"path": "sg_status_list", "relation": "is", "values": [status]}
+        ]},
+        "return_only": "active",
+        "paging": {"entities_per_page": 50, "current_page": 1},
+        "api_return_image_urls": true,
+        "return_paging_info_without_counts": false,
+    })
 }
 
-fn reads(shots: usize) -> Vec<(&'static str, Value)> {
-    let fields = json!([
-        "code",
-        "sg_sequence",
-        "assets",
-        "sg_status_list",
-        "sg_cut_in",
-        "project"
-    ]);
-    vec![
-        (
-            "find_one by id",
-            json!({"type": "Shot", "filters": cond("id", "is", json!([shots / 2])),
-                   "return_fields": fields, "paging": {"entities_per_page": 1, "current_page": 1}}),
-        ),
-        (
-            "page of 50, links + multi-entity",
-            json!({"type": "Shot", "filters": cond("id", "greater_than", json!([shots / 3])),
-                   "return_fields": fields, "paging": {"entities_per_page": 50, "current_page": 1},
-                   "return_paging_info_without_counts": true}),
-        ),
-        (
-            "filtered (status in, cut_in >), page of 50",
-            json!({"type": "Shot", "filters": {"logical_operator": "and", "conditions": [
-                      {"path": "sg_status_list", "relation": "in", "values": ["ip", "rev"]},
-                      {"path": "sg_cut_in", "relation": "greater_than", "values": [1020]}]},
-                   "return_fields": fields, "paging": {"entities_per_page": 50, "current_page": 3},
-                   "return_paging_info_without_counts": true}),
-        ),
-        (
-            "deep filter + sort, page of 50",
-            json!({"type": "Shot", "filters": cond("sg_sequence.Sequence.code", "ends_with", json!(["1"])),
-                   "return_fields": fields, "sorts": [{"field_name": "sg_cut_in", "direction": "desc"}],
-                   "paging": {"entities_per_page": 50, "current_page": 1},
-                   "return_paging_info_without_counts": true}),
-        ),
-        (
-            "page of 500 (client default)",
-            json!({"type": "Shot", "filters": {"logical_operator": "and", "conditions": []},
-                   "return_fields": fields, "paging": {"entities_per_page": 500, "current_page": 2},
-                   "return_paging_info_without_counts": true}),
-        ),
-    ]
+fn body(payload: &Value) -> String {
+    json!({"method_name": "read", "params": [script_auth(), payload]}).to_string()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
 }
 
-fn summary(mut d: Vec<Duration>) -> String {
-    d.sort();
-    format!(
-        "{:.2} / {:.2} / {:.2}",
-        percentile(&d, 0.5),
-        percentile(&d, 0.9),
-        percentile(&d, 0.99)
-    )
+struct Run {
+    lat: Vec<Duration>,
+    per_s: f64,
+    errors: u64,
+}
+
+impl Run {
+    fn line(&self) -> String {
+        format!(
+            "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, {:.0} reads/s ({} reads, {} errors)",
+            percentile(&self.lat, 0.5),
+            percentile(&self.lat, 0.9),
+            percentile(&self.lat, 0.99),
+            self.per_s,
+            self.lat.len(),
+            self.errors
+        )
+    }
+}
+
+/// `clients` tasks looping `op(i)` for `secs`; latencies of the successful calls.
+async fn load<F, Fut>(clients: usize, secs: f64, op: F) -> Run
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let dur = Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors, mut i) = (Vec::new(), 0u64, c);
+            while start.elapsed() < dur {
+                let t = Instant::now();
+                if op(i).await {
+                    lat.push(t.elapsed());
+                } else {
+                    errors += 1;
+                }
+                i += clients;
+            }
+            (lat, errors)
+        }));
+    }
+    let mut run = Run {
+        lat: Vec::new(),
+        per_s: 0.0,
+        errors: 0,
+    };
+    for t in tasks {
+        let (l, e) = t.await.expect("client task");
+        run.lat.extend(l);
+        run.errors += e;
+    }
+    run.per_s = run.lat.len() as f64 / start.elapsed().as_secs_f64();
+    run.lat.sort();
+    run
+}
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+            / 1024.0
+    };
+    (kb("VmRSS:"), kb("VmHWM:"))
+}
+
+/// The release `sgcache-worker` beside this binary.
+fn worker_bin() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("SGCACHE_WORKER_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("own path");
+    let bin = exe.with_file_name("sgcache-worker");
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo build --release -p sgcache-worker",
+        bin.display()
+    );
+    bin
+}
+
+struct Proxy {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_proxy(site_url: &str, db_url: &str, pool: usize) -> anyhow::Result<Proxy> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("sgcache.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "site:\n  url: {site_url}\ndatabase:\n  url:\n    value: {db_url}\n  maxConnections: {pool}\n\
+             workers:\n  proxy:\n    port: {port}\n    authTtl: 600s\n{ENTITIES}"
+        ),
+    )?;
+    let child = Command::new(worker_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("proxy")
+        .env_remove("DATABASE_URL")
+        .env_remove("SHOTGUN_URL")
+        .env_remove("SGCACHE_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let proxy = Proxy {
+        child,
+        url,
+        _dir: dir,
+    };
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = http.get(format!("{}/readyz", proxy.url)).send().await {
+            let v: Value = r.json().await.unwrap_or_default();
+            if v["database"] == "ok" && v["types_ready"].as_u64() >= Some(4) {
+                return Ok(proxy);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the proxy did not become ready")
+}
+
+/// The load loops' call: status 200 and the path header, the body read but not parsed (the
+/// client's CPU is the proxy's and the database's CPU on this machine).
+async fn post_path(http: &reqwest::Client, url: &str, body: String) -> Option<String> {
+    let r = http
+        .post(url)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    let path = r
+        .headers()
+        .get("x-sgcache-path")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let ok = r.status().is_success() && r.bytes().await.is_ok_and(|b| !b.is_empty());
+    path.filter(|_| ok)
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: String) -> Option<(Option<String>, Value)> {
+    let r = http
+        .post(url)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    let path = r
+        .headers()
+        .get("x-sgcache-path")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let v: Value = serde_json::from_slice(&r.bytes().await.ok()?).ok()?;
+    Some((path, v))
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// The statement as sqlx runs it (prepared and cached per connection, values bound).
+fn pg_query(sql: &Sql) -> PgQuery<'_> {
+    let mut q = sqlx::query(&sql.text);
+    for v in &sql.binds {
+        q = match v {
+            SqlValue::Null => q.bind(None::<String>),
+            SqlValue::Bool(b) => q.bind(*b),
+            SqlValue::Int(i) => q.bind(*i),
+            SqlValue::Float(f) => q.bind(*f),
+            SqlValue::Text(s) => q.bind(s.as_str()),
+            SqlValue::Json(j) => q.bind(sqlx::types::Json(j)),
+            SqlValue::Date(d) => q.bind(*d),
+            SqlValue::DateTime(t) => q.bind(*t),
+        };
+    }
+    q
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let shots = arg("--shots", 20_000);
-    let requests = arg("--requests", 200);
-    let concurrency = arg("--concurrency", 8);
+    let shots = arg("--shots", 100_000);
+    let clients = arg("--concurrency", 16);
+    let secs = arg("--seconds", 10) as f64;
+    let pool = arg("--pool", 10);
+    let latency = arg("--latency-ms", 100) as u64;
+    let sequential = arg("--requests", 300);
+
+    // The site, with a proxy that has no cache database in front of it (pure pass-through).
     let sim = SimConfig {
         seed: SeedConfig {
             scale: 1000,
@@ -118,104 +320,208 @@ async fn main() -> anyhow::Result<()> {
     };
     let t = Instant::now();
     let db = TestDb::create("sgcache_proxy_bench").await?;
-    let h = Harness::start(sim, Some(db.db.clone())).await?;
+    let h = Harness::start(sim, None).await?;
     let site = SiteClient::new(SiteConnection {
         url: h.sim.url(),
         script_name: "sgcache_test".into(),
         api_key: "test_key".into(),
-        timeout: Duration::from_secs(120),
+        timeout: Duration::from_secs(300),
     })?;
-    let spec = ShotgunCacheSpec::from_yaml(SPEC, "bench")?;
+    let spec = ShotgunCacheSpec::from_yaml(ENTITIES, "bench")?;
     sgcache::storage::migrate(&db.db, &spec, &site.schema().await?, PlanOptions::default()).await?;
     let rows = sgcache_tests::loader::load_all(&db.db, &site).await?;
-    h.state.refresh_catalog().await;
     println!(
         "setup: {shots} shots, {rows} rows cached in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let _ = h
-        .proxy("read", script_auth(), reads(shots)[0].1.clone())
-        .await; // verifies auth
-
-    println!("\nms per read, p50 / p90 / p99 over {requests} sequential requests");
-    println!("| read | rows | proxy (cache) | site direct | translate + SQL only |");
-    println!("|---|---|---|---|---|");
-    let catalog = h.state.catalog();
-    if std::env::args().any(|a| a == "--explain") {
-        for (name, payload) in reads(shots) {
-            let plan = plan_read(&ReadRequest::parse(&payload)?, &catalog, db.db.dialect())
-                .expect("cacheable");
-            let mut sql = plan.sql.clone();
-            sql.text = format!("EXPLAIN (ANALYZE, COSTS OFF) {}", sql.text);
-            println!("\n-- {name}\n{}", plan.sql.text);
-            for row in db.db.fetch_all(&sql).await? {
-                if let Some(sgcache::sql::SqlValue::Text(line)) = row.first() {
-                    println!("{line}");
-                }
-            }
-        }
+    if let sgcache::sql::Db::Postgres(p) = &db.db {
+        sqlx::query("ANALYZE").execute(p).await?;
     }
-    for (name, payload) in reads(shots) {
-        let mut via = Vec::new();
-        let mut direct = Vec::new();
-        let mut sql = Vec::new();
-        let mut n = 0;
-        for _ in 0..requests {
-            let t = Instant::now();
-            let (_, path, body) = h.proxy("read", script_auth(), payload.clone()).await;
-            via.push(t.elapsed());
-            assert_eq!(path.as_deref(), Some("cache"), "{name} was not cached");
-            n = body["results"]["entities"].as_array().map_or(0, Vec::len);
-            let t = Instant::now();
-            let _ = h.direct("read", script_auth(), payload.clone()).await;
-            direct.push(t.elapsed());
-            let t = Instant::now();
-            let read = ReadRequest::parse(&payload)?;
-            let plan = plan_read(&read, &catalog, db.db.dialect()).expect("cacheable");
-            plan.run(&db.db).await.expect("runs");
-            sql.push(t.elapsed());
-        }
-        println!(
-            "| {name} | {n} | {} | {} | {} |",
-            summary(via),
-            summary(direct),
-            summary(sql)
+
+    // Read variants: every (active project, status) with at least 50 active shots.
+    let mut q = db.db.sql();
+    q.push(
+        "SELECT s.project__id, s.sg_status_list FROM shot s JOIN project p ON p.id = s.project__id \
+         WHERE NOT s._retired GROUP BY 1, 2 HAVING count(*) >= 50 ORDER BY 1, 2",
+    );
+    let variants: Vec<Value> = db
+        .db
+        .fetch_all(&q)
+        .await?
+        .into_iter()
+        .filter_map(|r| match (&r[0], &r[1]) {
+            (SqlValue::Int(p), SqlValue::Text(s)) => Some(pipeline_read(*p, s)),
+            _ => None,
+        })
+        .collect();
+    anyhow::ensure!(!variants.is_empty(), "no (project, status) with 50 shots");
+    println!("read variants (project x status): {}", variants.len());
+
+    let proxy = start_proxy(&h.sim.url(), &db.url, pool).await?;
+    let pid = proxy.child.id();
+    let http = reqwest::Client::new();
+    let api = format!("{}/api3/json", proxy.url);
+    let bodies: Arc<Vec<String>> = Arc::new(variants.iter().map(body).collect());
+
+    // Correctness: the proxy's answer (from the cache) is the site's answer.
+    for (payload, b) in variants.iter().zip(bodies.iter()) {
+        let (_, site_answer) = post(&http, &format!("{}/api3/json", h.sim.url()), b.clone())
+            .await
+            .expect("site answers");
+        // The first call verifies the credentials through the site; the second is cached.
+        let _ = post(&http, &api, b.clone()).await;
+        let (path, cached) = post(&http, &api, b.clone()).await.expect("proxy answers");
+        assert_eq!(path.as_deref(), Some("cache"), "not cached: {payload}");
+        assert_eq!(
+            cached, site_answer,
+            "cache differs from the site for {payload}"
+        );
+        assert_eq!(
+            cached["results"]["entities"].as_array().map(Vec::len),
+            Some(50)
         );
     }
+    println!("every variant: proxy answer == site answer, 50 entities");
+    let (rss_idle, _) = rss_mib(pid);
 
-    let before = h.site_requests();
-    let duration = Duration::from_secs(5);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..concurrency {
-        let url = h.proxy_url.clone();
-        let http = h.http.clone();
-        let body = json!({"method_name": "read", "params": [script_auth(), reads(shots)[c % 2].1.clone()]}).to_string();
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while start.elapsed() < duration {
-                let r = http
-                    .post(format!("{url}/api3/json"))
-                    .body(body.clone())
-                    .send()
-                    .await;
-                if let Ok(r) = r {
-                    let _ = r.bytes().await;
-                    n += 1;
-                }
+    let catalog = Catalog::load(&db.db).await?;
+    let plans: Vec<_> = variants
+        .iter()
+        .map(|p| plan_read(&ReadRequest::parse(p).unwrap(), &catalog, db.db.dialect()).unwrap())
+        .collect();
+    if std::env::args().any(|a| a == "--explain") {
+        let plan = &plans[0];
+        println!("\n{}\nbinds: {:?}", plan.sql.text, plan.sql.binds);
+        let mut sql = plan.sql.clone();
+        sql.text = format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {}", sql.text);
+        for row in db.db.fetch_all(&sql).await? {
+            if let Some(SqlValue::Text(line)) = row.first() {
+                println!("{line}");
             }
-            n
-        }));
+        }
     }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await?;
+
+    // 1. Sequential.
+    let mut via = Vec::new();
+    let mut direct = Vec::new();
+    for i in 0..sequential {
+        let b = bodies[i % bodies.len()].clone();
+        let t = Instant::now();
+        let (path, _) = post(&http, &api, b).await.expect("proxy answers");
+        via.push(t.elapsed());
+        assert_eq!(path.as_deref(), Some("cache"));
+        let t = Instant::now();
+        let read = ReadRequest::parse(&variants[i % variants.len()])?;
+        let plan = plan_read(&read, &catalog, db.db.dialect()).expect("cacheable");
+        plan.run(&db.db).await.expect("runs");
+        direct.push(t.elapsed());
     }
+    via.sort();
+    direct.sort();
+    println!("\nsequential, 1 client, {sequential} reads:");
     println!(
-        "\nthroughput: {concurrency} concurrent clients (find_one / page of 50 alternating), {:.0} reads/s from the cache; site requests during the run: {}",
-        total as f64 / start.elapsed().as_secs_f64(),
-        h.site_requests() - before
+        "  proxy (HTTP, cache):      p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+        percentile(&via, 0.5),
+        percentile(&via, 0.9),
+        percentile(&via, 0.99)
     );
+    println!(
+        "  translate + SQL + render: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+        percentile(&direct, 0.5),
+        percentile(&direct, 0.9),
+        percentile(&direct, 0.99)
+    );
+
+    // 2. Through the proxy at concurrency, sampling its RSS.
+    let site_before = h.site_requests();
+    let sampler = tokio::spawn(async move {
+        let mut max: f64 = 0.0;
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        while Instant::now() < end {
+            max = max.max(rss_mib(pid).0);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        max
+    });
+    let proxy_run = {
+        let (http, api, bodies) = (http.clone(), api.clone(), bodies.clone());
+        load(clients, secs, move |i| {
+            let (http, api, b) = (http.clone(), api.clone(), bodies[i % bodies.len()].clone());
+            async move { post_path(&http, &api, b).await.as_deref() == Some("cache") }
+        })
+        .await
+    };
+    let rss_load = sampler.await?;
+    let (_, rss_peak) = rss_mib(pid);
+    println!(
+        "\nproxy (cache), {clients} clients, {secs} s: {}",
+        proxy_run.line()
+    );
+    println!(
+        "  site requests during the run: {}",
+        h.site_requests() - site_before
+    );
+    println!(
+        "  proxy RSS: {rss_idle:.1} MiB idle, {rss_load:.1} MiB max sampled under load, {rss_peak:.1} MiB peak (VmHWM)"
+    );
+
+    // 3. The same statements straight through sqlx, same concurrency, same pool size.
+    let pg = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(pool as u32)
+        .connect(&db.url)
+        .await?;
+    let sqls: Arc<Vec<Sql>> = Arc::new(plans.iter().map(|p| p.sql.clone()).collect());
+    let sql_run = {
+        let (pg, sqls) = (pg.clone(), sqls.clone());
+        load(clients, secs, move |i| {
+            let (pg, sqls) = (pg.clone(), sqls.clone());
+            async move {
+                pg_query(&sqls[i % sqls.len()])
+                    .fetch_all(&pg)
+                    .await
+                    .is_ok_and(|r| r.len() == 51)
+            }
+        })
+        .await
+    };
+    pg.close().await;
+    println!(
+        "sqlx direct (same SQL, pool {pool}), {clients} clients, {secs} s: {}",
+        sql_run.line()
+    );
+    println!(
+        "  proxy throughput / sqlx throughput: {:.0}%",
+        100.0 * proxy_run.per_s / sql_run.per_s
+    );
+
+    // 4. Passed through to the site with injected latency.
+    h.faults(json!({ "latency_ms": latency }));
+    let pass_api = format!("{}/api3/json", h.proxy_url);
+    let pass_secs = secs.max(5.0);
+    let pass_run = {
+        let (http, bodies) = (http.clone(), bodies.clone());
+        load(clients, pass_secs, move |i| {
+            let (http, api, b) = (
+                http.clone(),
+                pass_api.clone(),
+                bodies[i % bodies.len()].clone(),
+            );
+            async move { post_path(&http, &api, b).await.as_deref() == Some("site") }
+        })
+        .await
+    };
+    h.faults(json!({ "latency_ms": 0 }));
+    println!(
+        "pass-through to the site ({latency} ms latency), {clients} clients, {pass_secs} s: {}",
+        pass_run.line()
+    );
+    println!(
+        "  speed-up of the cache: {:.0}x at p50, {:.0}x in throughput",
+        percentile(&pass_run.lat, 0.5) / percentile(&proxy_run.lat, 0.5),
+        proxy_run.per_s / pass_run.per_s
+    );
+
+    drop(proxy);
     h.stop().await;
     db.drop().await;
     Ok(())

@@ -26,7 +26,7 @@ use sgcache::query::Catalog;
 use sgcache::sql::Db;
 use sgcache::ShotgunCacheSpec;
 use tokio_util::sync::CancellationToken;
-use tower_http::compression::CompressionLayer;
+use tower_http::compression::{CompressionLayer, CompressionLevel};
 
 use auth::AuthCache;
 use metrics::Metrics;
@@ -150,14 +150,20 @@ pub fn app(state: Arc<AppState>) -> Router {
         .fallback(dispatch)
         // Clients send `accept-encoding: gzip`; pages of 500 entities shrink several times.
         // Only JSON is compressed: file downloads pass through as the site sent them.
-        .layer(CompressionLayer::new().compress_when(
-            |_: StatusCode, _: Version, headers: &HeaderMap, _: &Extensions| {
-                headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.starts_with("application/json"))
-            },
-        ))
+        // Fastest level: on a page of 50 it compresses almost as well as the default level
+        // and costs a fraction of its CPU, which the proxy shares with the database.
+        .layer(
+            CompressionLayer::new()
+                .quality(CompressionLevel::Fastest)
+                .compress_when(
+                    |_: StatusCode, _: Version, headers: &HeaderMap, _: &Extensions| {
+                        headers
+                            .get(header::CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|v| v.starts_with("application/json"))
+                    },
+                ),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
