@@ -1,0 +1,227 @@
+//! The real database step (`SqlCacheDatabase`) against PostgreSQL and the test site: the
+//! migration it runs, the field states and event position it reads back for the status, and
+//! the finalizer's `deletionPolicy` (`Delete` drops every cache table, `Retain` keeps them).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{context, PgDb};
+use kube::api::ObjectMeta;
+use serde_json::json;
+use sgcache::spec::{DeletionPolicy, SiteConnection};
+use sgcache::sql::Db;
+use sgcache::storage::{self, EventPosition};
+use sgcache::ShotgunCacheSpec;
+use sgcache_operator::crd::FINALIZER;
+use sgcache_operator::db::{CacheDatabase, Connection};
+use sgcache_operator::reconcile::reconcile;
+use sgcache_operator::sqldb::SqlCacheDatabase;
+use sgcache_operator::{ShotgunCache, ShotgunCacheResourceSpec};
+
+const SPEC: &str = "site:\n  url: http://unused.invalid\n  scriptName: {value: sgcache_test}\n\
+                    entities:\n  - type: Shot\n    fields: [code, sg_status_list, assets]\n";
+
+fn spec() -> ShotgunCacheSpec {
+    ShotgunCacheSpec::from_yaml(SPEC, "sqldb").expect("valid spec")
+}
+
+fn connection(database_url: &str, site_url: &str) -> Connection {
+    Connection {
+        database_url: database_url.into(),
+        site: SiteConnection {
+            url: site_url.into(),
+            script_name: "sgcache_test".into(),
+            api_key: "test_key".into(),
+            timeout: Duration::from_secs(30),
+        },
+    }
+}
+
+async fn sim() -> shotgun_sim::SimHandle {
+    shotgun_sim::start(
+        shotgun_sim::SimConfig::default(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .expect("test site")
+}
+
+/// Saves an event position as the follower does.
+async fn write_position(url: &str, last: i64, backlog: serde_json::Value) {
+    let db = Db::connect(url, 1).await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    let pos = EventPosition {
+        last_event_id: Some(last),
+        backlog,
+    };
+    storage::write_event_position(&mut tx, &pos).await.unwrap();
+    tx.commit().await.unwrap();
+    db.close().await;
+}
+
+#[tokio::test]
+async fn migrate_then_snapshot_reads_the_state_tables() {
+    let pg = PgDb::create("op_sqldb").await;
+    let site = sim().await;
+    let conn = connection(&pg.url, &site.url());
+    let db = SqlCacheDatabase;
+
+    // Nothing migrated yet: no fields, no event position (and no error).
+    let empty = db
+        .snapshot(&conn)
+        .await
+        .expect("snapshot of an empty database");
+    assert!(empty.fields.is_empty() && empty.events.is_none());
+
+    let first = db.migrate(&conn, &spec()).await.expect("migration");
+    let text = first.changes.join("\n");
+    assert!(text.contains("Shot.sg_status_list"), "{text}");
+    assert!(text.contains("Shot.assets"), "{text}");
+    let again = db.migrate(&conn, &spec()).await.expect("second migration");
+    assert!(again.changes.is_empty(), "idempotent: {:?}", again.changes);
+
+    let snap = db.snapshot(&conn).await.expect("snapshot");
+    let names: Vec<&str> = snap.fields.iter().map(|f| f.field_name.as_str()).collect();
+    for f in ["code", "sg_status_list", "assets"] {
+        assert!(names.contains(&f), "{f} in {names:?}");
+    }
+    assert!(snap.fields.iter().all(|f| f.entity_type == "Shot"));
+    assert!(snap.fields.iter().all(|f| f.state == "pending"), "{snap:?}");
+    assert!(snap.events.is_none(), "no follower position yet");
+    assert!(pg.tables().await.contains(&"shot".to_string()));
+
+    write_position(&pg.url, 42, json!([39, 41])).await;
+    let snap = db.snapshot(&conn).await.expect("snapshot");
+    let ev = snap.events.expect("the position written");
+    assert_eq!((ev.last_event_id, ev.backlog), (Some(42), 2));
+    let age = chrono::Utc::now() - ev.updated_at.expect("age from the database clock");
+    assert!(age.num_seconds().abs() < 30, "written just now: {age}");
+
+    site.shutdown().await;
+    pg.drop().await;
+}
+
+#[tokio::test]
+async fn drop_cache_removes_every_cache_table_and_is_idempotent() {
+    let pg = PgDb::create("op_sqldb_drop").await;
+    let site = sim().await;
+    let conn = connection(&pg.url, &site.url());
+    SqlCacheDatabase.migrate(&conn, &spec()).await.unwrap();
+    let before = pg.tables().await;
+    assert!(
+        before.len() >= 6,
+        "entity, association and state tables: {before:?}"
+    );
+    assert!(before.iter().any(|t| t.contains("assets")), "{before:?}");
+
+    SqlCacheDatabase.drop_cache(&conn).await.expect("drop");
+    assert_eq!(pg.tables().await, Vec::<String>::new());
+    SqlCacheDatabase
+        .drop_cache(&conn)
+        .await
+        .expect("drop again");
+
+    site.shutdown().await;
+    pg.drop().await;
+}
+
+/// The SQLite spelling of the event-age query (local runs; the operator deploys PostgreSQL).
+#[tokio::test]
+async fn snapshot_reads_the_event_age_on_sqlite_too() {
+    let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let path = std::env::temp_dir().join(format!("op_sqldb_{}_{nanos}.db", std::process::id()));
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let site = sim().await;
+    let conn = connection(&url, &site.url());
+    SqlCacheDatabase.migrate(&conn, &spec()).await.unwrap();
+    write_position(&url, 7, json!([])).await;
+    let ev = SqlCacheDatabase
+        .snapshot(&conn)
+        .await
+        .unwrap()
+        .events
+        .unwrap();
+    assert_eq!((ev.last_event_id, ev.backlog), (Some(7), 0));
+    let age = chrono::Utc::now() - ev.updated_at.expect("age computed by SQLite");
+    assert!(age.num_seconds().abs() < 30, "written just now: {age}");
+    site.shutdown().await;
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A ShotgunCache being deleted, whose database URL comes from the Secret `db`.
+fn deleting(policy: DeletionPolicy) -> ShotgunCache {
+    let mut spec = spec();
+    spec.deletion_policy = policy;
+    spec.database.url = Some(sgcache::spec::ValueSource {
+        secret_key_ref: Some(sgcache::spec::SecretKeyRef {
+            name: "db".into(),
+            key: "url".into(),
+        }),
+        ..Default::default()
+    });
+    let mut c = ShotgunCache::new("cache", ShotgunCacheResourceSpec(spec));
+    let ts = "2026-01-01T00:00:00Z".parse().unwrap();
+    c.metadata = ObjectMeta {
+        name: Some("cache".into()),
+        namespace: Some("default".into()),
+        uid: Some("6e0c2f1a-0000-4000-8000-0000000000d1".into()),
+        generation: Some(1),
+        finalizers: Some(vec![FINALIZER.into()]),
+        deletion_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts)),
+        ..ObjectMeta::default()
+    };
+    c
+}
+
+/// Migrates, then runs the finalizer's cleanup through the real reconcile; returns the
+/// tables left and the Events published.
+async fn delete_with(policy: DeletionPolicy) -> (Vec<String>, Vec<String>, bool) {
+    let pg = PgDb::create("op_sqldb_policy").await;
+    let site = sim().await;
+    SqlCacheDatabase
+        .migrate(&connection(&pg.url, &site.url()), &spec())
+        .await
+        .unwrap();
+    let (ctx, api) = context(Arc::new(SqlCacheDatabase));
+    let cache = deleting(policy);
+    {
+        let mut st = api.lock().unwrap();
+        st.secrets
+            .insert("db".into(), [("url".to_string(), pg.url.clone())].into());
+        st.cache = Some(cache.clone());
+    }
+    reconcile(Arc::new(cache), ctx).await.expect("cleanup");
+    let tables = pg.tables().await;
+    let (events, finalizer_removed) = {
+        let st = api.lock().unwrap();
+        assert!(st.unexpected.is_empty(), "{:?}", st.unexpected);
+        let removed = st
+            .calls
+            .iter()
+            .any(|c| c.method == http::Method::PATCH && c.body.to_string().contains("finalizers"));
+        (st.event_reasons(), removed)
+    };
+    site.shutdown().await;
+    pg.drop().await;
+    (tables, events, finalizer_removed)
+}
+
+#[tokio::test]
+async fn deletion_policy_delete_drops_the_tables() {
+    let (tables, events, removed) = delete_with(DeletionPolicy::Delete).await;
+    assert_eq!(tables, Vec::<String>::new());
+    assert_eq!(events, ["CacheDropped"]);
+    assert!(removed, "the finalizer is removed once the tables are gone");
+}
+
+#[tokio::test]
+async fn deletion_policy_retain_keeps_the_tables() {
+    let (tables, events, removed) = delete_with(DeletionPolicy::Retain).await;
+    for t in ["_sgcache_fields", "_sgcache_events", "shot"] {
+        assert!(tables.contains(&t.to_string()), "{t} kept: {tables:?}");
+    }
+    assert_eq!(events, ["CacheRetained"]);
+    assert!(removed);
+}
