@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Chart checks: helm lint (helm-sdkpy), the CRD and the sample resources validated against the
+# Chart checks: helm lint (helm-sdkpy), helm install against a fake API server with every object
+# sent validated, the CRD and the sample resources validated against the
 # Kubernetes schemas (kubernetes-validate), and the chart's CRD in sync with crds/.
 # Installs its own Python deps in a venv (.venv-chart, ignored by git).
 set -euo pipefail

@@ -1,0 +1,133 @@
+"""The chart as Helm renders it: `helm install` (helm-sdkpy, no wait) against a fake API server
+(fake_apiserver.py), then every object Helm sent is validated with kubernetes-validate (strict)
+and checked for consistency; the samples are validated against the CRD Helm installed."""
+
+import asyncio
+import pathlib
+import tempfile
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from helm_sdkpy import Configuration
+from helm_sdkpy.actions import Install
+
+from fake_apiserver import FakeApiServer
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "sgcache-operator"
+K8S = "1.33.0"
+# Kinds kubernetes-validate has no schema for; checked by hand below.
+CUSTOM = {"ServiceMonitor"}
+
+
+def install(values=None):
+    """Installs the chart into a fresh fake cluster; returns (release, objects sent)."""
+    with FakeApiServer() as api, tempfile.NamedTemporaryFile("w", suffix=".yaml") as kc:
+        kc.write(api.kubeconfig())
+        kc.flush()
+        config = Configuration(namespace="sgcache-system", kubeconfig=kc.name)
+        release = asyncio.run(
+            Install(config).run("sgc", str(CHART), values=values, wait=False, timeout=60)
+        )
+        sent = [
+            obj for _, obj in api.created
+            if not obj["metadata"]["name"].startswith("sh.helm.release.")  # Helm's storage
+        ]
+    return release, sent
+
+
+def by_kind(objs):
+    out = {}
+    for o in objs:
+        out.setdefault(o["kind"], []).append(o)
+    return out
+
+
+@pytest.fixture(scope="module")
+def default_install():
+    return install()
+
+
+def test_install_creates_the_crd_and_every_template(default_install):
+    release, sent = default_install
+    assert release["info"]["status"] == "deployed"
+    kinds = sorted(o["kind"] for o in sent)
+    assert kinds == sorted([
+        "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+        "Role", "RoleBinding", "Service", "Deployment",
+    ])
+    # What Helm recorded as the release manifest is exactly what reached the cluster.
+    manifest = [d for d in yaml.safe_load_all(release["manifest"]) if d]
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in manifest) == sorted(
+        (o["kind"], o["metadata"]["name"]) for o in sent if o["kind"] != "CustomResourceDefinition"
+    )
+
+
+def test_every_rendered_object_is_valid_for_kubernetes(default_install):
+    _, sent = default_install
+    for obj in sent:
+        kubernetes_validate.validate(obj, K8S, strict=True)
+
+
+def test_rendered_objects_refer_to_each_other(default_install):
+    _, sent = default_install
+    k = by_kind(sent)
+    (deploy,), (sa,), (svc,) = k["Deployment"], k["ServiceAccount"], k["Service"]
+    pod = deploy["spec"]["template"]
+    assert pod["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+    for binding in k["ClusterRoleBinding"] + k["RoleBinding"]:
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                        "namespace": "sgcache-system"}]
+    labels = pod["metadata"]["labels"]
+    assert deploy["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert svc["spec"]["selector"].items() <= labels.items()
+    ports = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+    assert {p["targetPort"] for p in svc["spec"]["ports"]} <= ports
+    for o in sent:
+        if o["kind"] not in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
+            assert o["metadata"]["namespace"] == "sgcache-system", o["kind"]
+
+
+def test_the_operator_may_do_what_it_does(default_install):
+    """The ClusterRole grants what the reconcile calls (status, Secrets, SSA of children)."""
+    _, sent = default_install
+    (role,) = by_kind(sent)["ClusterRole"]
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
+               for r in rule["resources"] for v in rule["verbs"]}
+    for need in [("sgcache.io", "shotguncaches", "watch"), ("sgcache.io", "shotguncaches/status", "patch"),
+                 ("", "secrets", "get"), ("apps", "deployments", "patch"), ("", "configmaps", "patch"),
+                 ("policy", "poddisruptionbudgets", "delete"), ("events.k8s.io", "events", "create")]:
+        assert need in granted, need
+
+
+def test_samples_match_the_installed_crd(default_install):
+    _, sent = default_install
+    (crd,) = by_kind(sent)["CustomResourceDefinition"]
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for name in ["shotguncache.yaml", "studio.yaml"]:
+        for doc in yaml.safe_load_all((ROOT / "examples" / name).read_text()):
+            if doc and doc.get("kind") == "ShotgunCache":
+                jsonschema.validate(doc, schema)
+    bad = yaml.safe_load((ROOT / "examples" / "shotguncache-invalid.yaml").read_text())
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(bad))
+
+
+def test_options_render_valid_objects_too():
+    values = {"leaderElection": {"enabled": False}, "replicaCount": 2,
+              "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+              "serviceAccount": {"create": False, "name": "existing"}}
+    _, sent = install(values)
+    k = by_kind(sent)
+    assert "Role" not in k and "RoleBinding" not in k and "ServiceAccount" not in k
+    (deploy,) = k["Deployment"]
+    assert deploy["spec"]["replicas"] == 2
+    assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == "existing"
+    (sm,) = k["ServiceMonitor"]
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "prom"
+    assert sm["spec"]["endpoints"][0]["port"] == "http"
+    for obj in sent:
+        if obj["kind"] not in CUSTOM:
+            kubernetes_validate.validate(obj, K8S, strict=True)
