@@ -1,0 +1,169 @@
+//! Leader election against a mocked API server that keeps one Lease with optimistic
+//! concurrency (create conflicts when it exists, replace conflicts on a stale resourceVersion),
+//! shared by two contenders with their own clients.
+
+use std::sync::{Arc, Mutex};
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::client::Body;
+use kube::Client;
+use serde_json::{json, Value};
+use sgcache_operator::lease::{LeaderElection, LEASE_SECONDS};
+
+const PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/sgcache-operator";
+
+#[derive(Default)]
+struct Store {
+    lease: Option<Lease>,
+    version: u64,
+    /// After the next GET, another replica takes the lease (a lost race).
+    steal_after_get: bool,
+}
+
+type Shared = Arc<Mutex<Store>>;
+
+fn conflict() -> (u16, Value) {
+    (
+        409,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                 "reason": "Conflict", "code": 409, "message": "mock conflict"}),
+    )
+}
+
+fn save(st: &mut Store, mut lease: Lease) -> (u16, Value) {
+    st.version += 1;
+    lease.metadata.resource_version = Some(st.version.to_string());
+    st.lease = Some(lease.clone());
+    (200, serde_json::to_value(lease).unwrap())
+}
+
+fn answer(st: &mut Store, method: &Method, path: &str, body: Value) -> (u16, Value) {
+    match (method.clone(), path) {
+        (Method::GET, PATH) => {
+            let out = match &st.lease {
+                Some(l) => (200, serde_json::to_value(l).unwrap()),
+                None => (
+                    404,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                     "reason": "NotFound", "code": 404, "message": "none"}),
+                ),
+            };
+            if std::mem::take(&mut st.steal_after_get) {
+                let mut l = st.lease.clone().expect("a lease to steal");
+                let spec = l.spec.as_mut().unwrap();
+                spec.holder_identity = Some("c".into());
+                spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
+                save(st, l);
+            }
+            out
+        }
+        (Method::POST, p) if PATH.starts_with(p) => {
+            if st.lease.is_some() {
+                return conflict();
+            }
+            save(st, serde_json::from_value(body).unwrap())
+        }
+        (Method::PUT, PATH) => {
+            let lease: Lease = serde_json::from_value(body).unwrap();
+            let current = st
+                .lease
+                .as_ref()
+                .and_then(|l| l.metadata.resource_version.clone());
+            if lease.metadata.resource_version != current {
+                return conflict();
+            }
+            save(st, lease)
+        }
+        _ => panic!("unexpected call {method} {path}"),
+    }
+}
+
+/// A contender with its own client on the shared store.
+fn contender(store: &Shared, identity: &str) -> LeaderElection {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let store = store.clone();
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            let (method, path) = (req.method().clone(), req.uri().path().to_string());
+            let bytes = req.into_body().collect_bytes().await.unwrap();
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let (code, out) = answer(&mut store.lock().unwrap(), &method, &path, body);
+            let resp = Response::builder()
+                .status(StatusCode::from_u16(code).unwrap())
+                .body(Body::from(serde_json::to_vec(&out).unwrap()))
+                .unwrap();
+            send.send_response(resp);
+        }
+    });
+    LeaderElection::new(Client::new(svc, "ops"), "ops", "sgcache-operator", identity)
+}
+
+fn holder(store: &Shared) -> (String, i32) {
+    let st = store.lock().unwrap();
+    let spec = st.lease.as_ref().unwrap().spec.clone().unwrap();
+    (
+        spec.holder_identity.unwrap(),
+        spec.lease_transitions.unwrap(),
+    )
+}
+
+/// Moves the lease's last renewal this many seconds into the past.
+fn age(store: &Shared, secs: i64) {
+    let mut st = store.lock().unwrap();
+    let spec = st.lease.as_mut().unwrap().spec.as_mut().unwrap();
+    let t =
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(secs);
+    spec.renew_time = Some(MicroTime(t));
+}
+
+#[tokio::test]
+async fn one_holds_the_other_waits_and_takes_over_on_expiry() {
+    let store = Shared::default();
+    let (a, b) = (contender(&store, "a"), contender(&store, "b"));
+
+    assert!(
+        a.try_acquire().await.unwrap(),
+        "the first creates the lease"
+    );
+    assert!(!b.try_acquire().await.unwrap(), "a live lease is not taken");
+    assert!(a.try_acquire().await.unwrap(), "the holder renews");
+    assert_eq!(holder(&store), ("a".into(), 0));
+
+    // Renewed recently enough: still a's.
+    age(&store, i64::from(LEASE_SECONDS) - 5);
+    assert!(!b.try_acquire().await.unwrap());
+
+    // a stopped renewing: b takes over, counting a transition; a is now refused.
+    age(&store, i64::from(LEASE_SECONDS) + 5);
+    assert!(b.try_acquire().await.unwrap(), "an expired lease is taken");
+    assert_eq!(holder(&store), ("b".into(), 1));
+    assert!(
+        !a.try_acquire().await.unwrap(),
+        "the old holder does not take it back"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_race_is_not_leadership() {
+    let store = Shared::default();
+    let (a, b) = (contender(&store, "a"), contender(&store, "b"));
+    assert!(a.try_acquire().await.unwrap());
+    age(&store, i64::from(LEASE_SECONDS) + 5);
+    // b reads the expired lease, but another replica replaces it before b writes.
+    store.lock().unwrap().steal_after_get = true;
+    assert!(!b.try_acquire().await.unwrap(), "the stale write conflicts");
+    assert_eq!(holder(&store).0, "c");
+}
+
+#[tokio::test]
+async fn two_creating_at_once_get_one_leader() {
+    let store = Shared::default();
+    let (a, b) = (contender(&store, "a"), contender(&store, "b"));
+    let (ra, rb) = tokio::join!(a.try_acquire(), b.try_acquire());
+    let won = [ra.unwrap(), rb.unwrap()];
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    let expected = if won[0] { "a" } else { "b" };
+    assert_eq!(holder(&store).0, expected);
+}
