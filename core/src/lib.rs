@@ -3,8 +3,8 @@
 
 pub mod api3;
 pub mod ident;
-pub mod query;
 pub mod plan;
+pub mod query;
 pub mod schema;
 pub mod site;
 pub mod spec;

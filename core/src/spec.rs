@@ -136,7 +136,10 @@ pub struct EntitySpec {
     #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_]{0,62}$"))]
     pub entity_type: String,
     /// Fields to cache, or `["*"]` for every field the site has.
-    #[schemars(inner(regex(pattern = r"^(\*|[a-z][a-z0-9_]{0,62})$")), length(min = 1))]
+    #[schemars(
+        inner(regex(pattern = r"^(\*|[a-z][a-z0-9_]{0,62})$")),
+        length(min = 1)
+    )]
     pub fields: Vec<String>,
     /// Fields left out when `fields` is `["*"]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

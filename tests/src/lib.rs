@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 
+pub mod layout;
+pub mod loader;
 pub mod pg;
 pub mod proxy;
-pub mod loader;
-pub mod layout;
 pub mod worker;
