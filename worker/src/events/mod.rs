@@ -192,14 +192,14 @@ pub async fn poll_once(
     events.sort_by_key(|e| e.id);
     events.dedup_by_key(|e| e.id);
     let late_ids: BTreeSet<i64> = late.iter().filter_map(|r| r.get("id")?.as_i64()).collect();
-    let new_ids: Vec<i64> = events
+    let new_ids: Vec<(i64, Option<i64>)> = events
         .iter()
-        .map(|e| e.id)
-        .filter(|id| *id > current.last)
+        .filter(|e| e.id > current.last)
+        .map(|e| (e.id, e.created_at.map(|t| t.timestamp_millis())))
         .collect();
     let mut next = current.clone();
     let window = config.gap_window.as_millis() as i64;
-    let advance = next.advance(
+    let advance = next.advance_timed(
         &new_ids,
         &late_ids.iter().copied().collect::<Vec<_>>(),
         now_ms(),

@@ -64,19 +64,35 @@ impl Position {
     /// Moves past `ids` (the new ids, ascending, all > `last`) and the late ids found from the
     /// backlog; ids skipped over join the backlog; entries older than `window_ms` are given up.
     pub fn advance(&mut self, ids: &[i64], late: &[i64], now_ms: i64, window_ms: i64) -> Advance {
+        let timed: Vec<(i64, Option<i64>)> = ids.iter().map(|&id| (id, None)).collect();
+        self.advance_timed(&timed, late, now_ms, window_ms)
+    }
+
+    /// [`Position::advance`] with each new id's `created_at` (unix ms) when known. As the
+    /// official event daemon does, the ids skipped before an event created more than
+    /// `window_ms` ago are given up at once: had they been written, they would be visible by
+    /// now, so waiting another window for them only delays nothing.
+    pub fn advance_timed(
+        &mut self,
+        ids: &[(i64, Option<i64>)],
+        late: &[i64],
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Advance {
         let mut out = Advance::default();
         for id in late {
             self.backlog.remove(id);
         }
-        for &id in ids {
+        for &(id, created_ms) in ids {
             if id <= self.last {
                 continue;
             }
             let gap = id - self.last - 1;
+            let settled = created_ms.is_some_and(|c| now_ms - c > window_ms);
             // A gap wider than the backlog can hold is recorded up to the cap; the ids beyond
             // it are given up at once (logged), not silently.
             for missing in (self.last + 1)..id {
-                if self.backlog.len() >= MAX_BACKLOG {
+                if settled || self.backlog.len() >= MAX_BACKLOG {
                     out.given_up.push(missing);
                 } else {
                     self.backlog.insert(missing, now_ms);
@@ -179,5 +195,32 @@ mod tests {
         assert_eq!(p.last, 16);
         let saved = p.to_saved();
         assert_eq!(Position::from_saved(&saved), p);
+    }
+
+    #[test]
+    fn a_gap_before_an_event_older_than_the_window_is_given_up_at_once() {
+        let mut p = Position {
+            last: 10,
+            backlog: BTreeMap::new(),
+        };
+        // Event 13 was created 600 ms before now, the window is 500 ms: 11 and 12 would be
+        // visible by now if they existed.
+        let a = p.advance_timed(&[(13, Some(400))], &[], 1_000, 500);
+        assert_eq!(a.given_up, vec![11, 12]);
+        assert_eq!(a.new_missing, 2);
+        assert!(p.backlog.is_empty());
+        assert_eq!(p.last, 13);
+        // A recent event (or one without created_at) still leaves its gap in the backlog.
+        let a = p.advance_timed(&[(15, Some(900)), (17, None)], &[], 1_000, 500);
+        assert!(a.given_up.is_empty());
+        assert_eq!(p.backlog.keys().copied().collect::<Vec<_>>(), vec![14, 16]);
+        // An old event later in the batch does not drop earlier backlog entries early.
+        let a = p.advance_timed(&[(19, Some(0))], &[], 1_000, 500);
+        assert_eq!(a.given_up, vec![18]);
+        assert_eq!(p.backlog.keys().copied().collect::<Vec<_>>(), vec![14, 16]);
+        // Exactly at the window's edge the id is still waited for.
+        let a = p.advance_timed(&[(21, Some(500))], &[], 1_000, 500);
+        assert!(a.given_up.is_empty());
+        assert!(p.backlog.contains_key(&20));
     }
 }
