@@ -263,7 +263,13 @@ async fn cached(
                     .ok()
                     .and_then(|mut v| v.get_mut("results").map(Value::take))
                     .unwrap_or(Value::Null);
-                let check = verify(state.clone(), call.clone(), results);
+                let check = super::verify::verify(
+                    state.clone(),
+                    call.path.clone(),
+                    call.headers.clone(),
+                    call.body.clone(),
+                    results,
+                );
                 tokio::spawn(check.instrument(tracing::Span::current()));
             }
             let response = (
@@ -315,30 +321,4 @@ pub async fn stream(state: Arc<AppState>, req: Request) -> Response {
         .metrics
         .observe("raw", path, "none", start.elapsed().as_secs_f64());
     resp
-}
-
-/// Re-runs a read answered from the cache against the site and counts whether they agree.
-/// Mismatches mean the cache was stale or wrong for this read; the log names the request, never
-/// its credentials.
-async fn verify(state: Arc<AppState>, call: Call, cached: Value) {
-    let answer = state
-        .site
-        .post(&call.path, &call.headers, call.body.clone())
-        .await;
-    let site = answer
-        .ok()
-        .filter(|r| r.status.is_success())
-        .and_then(|r| r.json())
-        .filter(|b| !is_error_body(b));
-    match site {
-        Some(body) if body.get("results") == Some(&cached) => state.metrics.verified("match"),
-        Some(_) => {
-            state.metrics.verified("mismatch");
-            let entity_type = api3::Request::parse(&call.body)
-                .ok()
-                .and_then(|r| r.payload.get("type").cloned());
-            tracing::warn!(?entity_type, "cached read differs from the site");
-        }
-        None => state.metrics.verified("error"),
-    }
 }

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// Sampled cached reads re-run against the site (`verifySampleRate`).
     pub verify: Family<VerifyLabels, Counter>,
+    /// Entities re-read from the site and rewritten after a verification mismatch.
+    pub verify_refreshed: Counter,
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<LatencyLabels, Histogram>,
     pub site_errors: Family<SiteErrorLabels, Counter>,
@@ -108,9 +110,16 @@ impl Default for Metrics {
             "Cached reads re-run against the site and compared, by outcome",
             verify.clone(),
         );
+        let verify_refreshed = Counter::default();
+        registry.register(
+            "verify_refreshed_entities",
+            "Entities re-read from the site and rewritten after a verification mismatch",
+            verify_refreshed.clone(),
+        );
         Metrics {
             registry,
             verify,
+            verify_refreshed,
             requests,
             latency,
             site_errors,

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod metrics;
 pub mod run;
 pub mod site;
+pub mod verify;
 mod write;
 
 use std::sync::atomic::{AtomicBool, Ordering};

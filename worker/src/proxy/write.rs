@@ -208,7 +208,7 @@ async fn link_targets(
 }
 
 /// Reads entities by id from the site with the given fields.
-async fn read_from_site(
+pub(super) async fn read_from_site(
     state: &AppState,
     auth: &Map<String, Value>,
     ty: &str,

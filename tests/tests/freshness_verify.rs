@@ -1,0 +1,161 @@
+//! Verification of sampled cached reads (`verifySampleRate` 1): a cell tampered in the cache is
+//! served once from the cache, the background check finds the mismatch, counts it, re-reads the
+//! entity from the site and repairs the row; the next read equals the site. Neither the
+//! scanner nor the follower runs meanwhile, so only the verification can have repaired it.
+
+mod freshness_common;
+
+use std::time::Duration;
+
+use freshness_common::*;
+use serde_json::{json, Value};
+use sgcache::sql::SqlValue;
+use sgcache_worker::proxy::{serve, AppState, ProxyConfig};
+use sgcache_worker::scanner::ScannerArgs;
+use tokio_util::sync::CancellationToken;
+
+const WORKERS: &str = "  scanner:\n    interval: 1s\n    overlap: 2s\n    pageSize: 100";
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_cell_is_found_by_verification_and_repaired() {
+    let env = Env::start("verify", 40, ENTITIES, WORKERS).await;
+    let stop = CancellationToken::new();
+    let scanner = {
+        let (spec, stop) = (env.spec.clone(), stop.clone());
+        tokio::spawn(async move {
+            sgcache_worker::scanner::run(&spec, ScannerArgs::default(), stop)
+                .await
+                .expect("scanner")
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(40), || env.all_ready())
+            .await
+            .is_some(),
+        "initial backfill never finished"
+    );
+    stop.cancel();
+    scanner.await.unwrap();
+
+    let config = ProxyConfig {
+        site_url: env.sim.url(),
+        site_timeout: Duration::from_secs(10),
+        auth_ttl: Duration::from_secs(300),
+        auth_grace: Duration::from_secs(3600),
+        catalog_refresh: Duration::from_millis(200),
+        service_auth: json!({"script_name": "sgcache_test", "script_key": "test_key"})
+            .as_object()
+            .cloned(),
+        verify_sample_rate: 1.0,
+    };
+    let db = sgcache::sql::Db::connect(&env.db.url, 4).await.unwrap();
+    let state = AppState::new(&config, Some(db)).unwrap();
+    state.refresh_catalog().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(serve(state.clone(), config, listener, stop.clone()));
+    let http = reqwest::Client::new();
+
+    let payload = json!({"type": "Shot",
+        "filters": {"logical_operator": "and", "conditions": [
+            {"path": "id", "relation": "less_than", "values": [10]}]},
+        "return_fields": ["code", "sg_status_list", "sg_cut_in"],
+        "sorts": [{"field_name": "id", "direction": "asc"}]});
+    let body = json!({"method_name": "read", "params": [
+        {"script_name": "sgcache_test", "script_key": "test_key"}, payload]})
+    .to_string();
+    let site = call(&env.writer, "read", payload.clone()).await;
+    let target = site["entities"][2].clone();
+    let id = target["id"].as_i64().unwrap();
+    let read = || async {
+        let r = http
+            .post(format!("{proxy}/api3/json"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let path = r
+            .headers()
+            .get("x-sgcache-path")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        (path, r.json::<Value>().await.unwrap())
+    };
+    let metrics = || async {
+        http.get(format!("{proxy}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+
+    // Warm up (the first read verifies the credentials at the site), until served from the
+    // cache and verified as matching.
+    let warm = eventually(Duration::from_secs(10), || async {
+        let (path, answer) = read().await;
+        assert_eq!(answer["results"]["entities"], site["entities"]);
+        path == "cache"
+            && metric(
+                &metrics().await,
+                "sgcache_proxy_verify_total{outcome=\"match\"}",
+            ) >= 1.0
+    })
+    .await;
+    assert!(warm.is_some(), "never served and verified from the cache");
+    let m = metrics().await;
+    assert_eq!(
+        metric(&m, "sgcache_proxy_verify_total{outcome=\"mismatch\"}"),
+        0.0
+    );
+
+    // Tamper one cell behind the proxy's back.
+    let mut sql = env.db.db.sql();
+    sql.push("UPDATE \"shot\" SET \"code\" = ")
+        .push_bind(SqlValue::Text("tampered".into()))
+        .push(" WHERE \"id\" = ")
+        .push_bind(SqlValue::Int(id));
+    env.db.db.execute(&sql).await.unwrap();
+    let (path, answer) = read().await;
+    assert_eq!(path, "cache");
+    assert_eq!(answer["results"]["entities"][2]["code"], "tampered");
+
+    // The background check repairs the row and counts the mismatch.
+    let repaired = eventually(Duration::from_secs(10), || async {
+        cached(&env, "Shot", id)
+            .await
+            .is_some_and(|(_, row)| row["code"] == target["code"])
+    })
+    .await;
+    assert!(repaired.is_some(), "the tampered cell was never repaired");
+    let m = metrics().await;
+    assert_eq!(
+        metric(&m, "sgcache_proxy_verify_total{outcome=\"mismatch\"}"),
+        1.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "sgcache_proxy_verify_refreshed_entities_total") >= 1.0,
+        "{m}"
+    );
+    let (path, answer) = read().await;
+    assert_eq!(path, "cache");
+    assert_eq!(answer["results"]["entities"], site["entities"]);
+    let diffs = compare(&env).await;
+    assert!(diffs.is_empty(), "cache differs from the site: {diffs:?}");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    env.stop().await;
+}

@@ -1,0 +1,209 @@
+//! Verification of sampled cached reads (`workers.proxy.verifySampleRate`): the read is re-run
+//! against the site in the background; when the answers differ, the differing fields are
+//! logged (names only: values may be secrets) and every entity of the read's type that either
+//! answer holds is re-read from the site by id and written into the cache (entities the site
+//! no longer returns are retired), so the next read of them is right.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use serde_json::{Map, Value};
+use sgcache::api3::{self, is_error_body};
+use sgcache::storage::{self, WriteSource};
+
+use super::write::read_from_site;
+use super::AppState;
+
+/// Largest `id in [...]` list per refresh read.
+const REFRESH_PAGE: usize = 500;
+
+/// How a cached answer differs from the site's.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Difference {
+    /// Names of the fields whose values differ on an entity both answers hold.
+    pub fields: BTreeSet<String>,
+    /// Ids whose entity differs, or that only one answer holds.
+    pub ids: BTreeSet<i64>,
+    /// Something else differs (order, paging information, entities without ids).
+    pub other: bool,
+}
+
+impl Difference {
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty() && self.ids.is_empty() && !self.other
+    }
+}
+
+fn entities(results: &Value) -> Option<BTreeMap<i64, &Map<String, Value>>> {
+    let list = results.get("entities")?.as_array()?;
+    let mut out = BTreeMap::new();
+    for e in list {
+        let obj = e.as_object()?;
+        out.insert(obj.get("id")?.as_i64()?, obj);
+    }
+    Some(out)
+}
+
+/// Compares the `results` of a cached read with the site's, entity by entity.
+pub fn difference(cached: &Value, site: &Value) -> Difference {
+    let mut d = Difference::default();
+    if cached == site {
+        return d;
+    }
+    let (Some(c), Some(s)) = (entities(cached), entities(site)) else {
+        d.other = true;
+        return d;
+    };
+    for (id, ce) in &c {
+        let Some(se) = s.get(id) else {
+            d.ids.insert(*id);
+            continue;
+        };
+        let names: BTreeSet<&String> = ce.keys().chain(se.keys()).collect();
+        for name in names {
+            if ce.get(name) != se.get(name) {
+                d.fields.insert(name.clone());
+                d.ids.insert(*id);
+            }
+        }
+    }
+    d.ids.extend(s.keys().filter(|id| !c.contains_key(id)));
+    if d.ids.is_empty() {
+        // Same entities with the same values: order or paging information differ.
+        d.other = true;
+    }
+    d
+}
+
+/// Re-runs a read answered from the cache against the site, counts whether they agree and
+/// repairs the cache when they do not. The log names the type, fields and ids, never values
+/// or credentials.
+pub async fn verify(
+    state: Arc<AppState>,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+    cached: Value,
+) {
+    let answer = state.site.post(&path, &headers, body.clone()).await;
+    let site = answer
+        .ok()
+        .filter(|r| r.status.is_success())
+        .and_then(|r| r.json())
+        .filter(|b| !is_error_body(b));
+    let Some(site) = site else {
+        state.metrics.verified("error");
+        return;
+    };
+    let site_results = site.get("results").cloned().unwrap_or(Value::Null);
+    let diff = difference(&cached, &site_results);
+    if diff.is_empty() {
+        state.metrics.verified("match");
+        return;
+    }
+    state.metrics.verified("mismatch");
+    let req = api3::Request::parse(&body).ok();
+    let entity_type = req
+        .as_ref()
+        .and_then(|r| r.payload.get("type"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    tracing::warn!(
+        entity_type = entity_type.as_deref().unwrap_or("?"),
+        fields = ?diff.fields,
+        ids = ?diff.ids.iter().take(20).collect::<Vec<_>>(),
+        entities = diff.ids.len(),
+        other = diff.other,
+        "cached read differs from the site; refreshing the entities"
+    );
+    let (Some(ty), Some(req)) = (entity_type, req) else {
+        return;
+    };
+    if diff.ids.is_empty() {
+        return;
+    }
+    let auth = state
+        .service_auth
+        .clone()
+        .unwrap_or_else(|| req.auth.clone());
+    let ids: Vec<i64> = diff.ids.into_iter().collect();
+    match refresh(&state, &auth, &ty, &ids).await {
+        Ok(n) => {
+            state.metrics.verify_refreshed.inc_by(n as u64);
+            tracing::info!(entity_type = %ty, entities = n, "refreshed entities after a verification mismatch");
+        }
+        Err(e) => {
+            tracing::warn!(entity_type = %ty, error = %e, "refresh after a verification mismatch failed")
+        }
+    }
+}
+
+/// Re-reads `ids` of `ty` from the site with every cached field and writes them; ids the site
+/// does not return are retired. Returns how many entities were refreshed.
+async fn refresh(
+    state: &AppState,
+    auth: &Map<String, Value>,
+    ty: &str,
+    ids: &[i64],
+) -> anyhow::Result<usize> {
+    let Some(db) = state.db() else {
+        return Ok(0);
+    };
+    let dbstate = storage::read_state(db).await?;
+    if !dbstate.types.contains_key(ty) {
+        return Ok(0);
+    }
+    let fields: Vec<String> = dbstate
+        .live_fields(ty)
+        .map(|(n, _)| n.clone())
+        .filter(|n| n != "id")
+        .collect();
+    let mut n = 0;
+    for chunk in ids.chunks(REFRESH_PAGE) {
+        let rows = read_from_site(state, auth, ty, &fields, chunk).await?;
+        let seen: BTreeSet<i64> = rows.iter().filter_map(|r| r["id"].as_i64()).collect();
+        let gone: Vec<i64> = chunk
+            .iter()
+            .copied()
+            .filter(|i| !seen.contains(i))
+            .collect();
+        let mut tx = db.begin().await?;
+        storage::upsert_entities(&mut tx, &dbstate, ty, &rows, WriteSource::WriteThrough).await?;
+        if !gone.is_empty() {
+            storage::retire(&mut tx, &dbstate, ty, &gone, WriteSource::WriteThrough).await?;
+        }
+        tx.commit().await?;
+        n += chunk.len();
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn differences_name_fields_and_ids_only() {
+        let cached = json!({"entities": [
+            {"type": "Shot", "id": 1, "code": "a", "description": "secret-x"},
+            {"type": "Shot", "id": 2, "code": "b", "description": null},
+            {"type": "Shot", "id": 3, "code": "c", "description": null}]});
+        let site = json!({"entities": [
+            {"type": "Shot", "id": 1, "code": "a", "description": "secret-y"},
+            {"type": "Shot", "id": 2, "code": "b", "description": null},
+            {"type": "Shot", "id": 4, "code": "d", "description": null}]});
+        let d = difference(&cached, &site);
+        assert_eq!(d.fields, BTreeSet::from(["description".to_string()]));
+        assert_eq!(d.ids, BTreeSet::from([1, 3, 4]));
+        assert!(!d.other);
+        assert!(!format!("{d:?}").contains("secret"));
+        assert!(difference(&cached, &cached).is_empty());
+        // Same entities in another order: a difference, but no entity to refresh.
+        let swapped = json!({"entities": [cached["entities"][1], cached["entities"][0], cached["entities"][2]]});
+        let d = difference(&cached, &swapped);
+        assert!(d.other && d.ids.is_empty() && !d.is_empty());
+    }
+}
