@@ -21,7 +21,7 @@ fi
 
 if [ -x tests/compat/run_proxy.sh ]; then
   echo "== the same read battery through the proxy (sgcache-worker all + PostgreSQL)"
-  PG_URL="$SGCACHE_TEST_PG" tests/compat/run_proxy.sh
+  PG_URL="$SGCACHE_TEST_PG" BIN_DIR="$PWD/target/debug" tests/compat/run_proxy.sh
 fi
 
 if [ -x charts/check.sh ]; then

@@ -5,7 +5,7 @@
 #
 #   tests/compat/run_proxy.sh [pytest args...]
 #
-# Environment: PG_URL (server, default postgres://postgres@127.0.0.1:5432), VENV, PYTHON.
+# Environment: PG_URL (server, default postgres://postgres@127.0.0.1:5432), BIN_DIR, VENV, PYTHON.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -21,8 +21,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-(cd "$root" && cargo build -q -p shotgun-sim -p sgcache-worker)
-bin="$root/target/debug"
+# BIN_DIR: where shotgun-sim and sgcache-worker are already built (scripts/test.sh passes its
+# one build); otherwise build them here.
+if [ -n "${BIN_DIR:-}" ]; then
+    bin="$BIN_DIR"
+else
+    (cd "$root" && cargo build -q -p shotgun-sim -p sgcache-worker)
+    bin="$root/target/debug"
+fi
 
 fifo="$work/sim.fifo"; mkfifo "$fifo"
 "$bin/shotgun-sim" --listen 127.0.0.1:0 --seed-scale "${SG_COMPAT_SEED_SCALE:-300}" >"$fifo" 2>"$work/sim.log" &
