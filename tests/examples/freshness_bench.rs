@@ -87,7 +87,10 @@ fn worker(b: &Bench, args: &[&str]) -> Child {
         .arg("--config")
         .arg(&b.config)
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .spawn()
         .expect("run target/release/sgcache-worker (cargo build --release -p sgcache-worker)")
@@ -108,6 +111,36 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) a process has used so far, from /proc.
+fn cpu_secs(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) start at the last ')'.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// Records the CPU seconds used so far by each PostgreSQL process (the server runs on this
+/// machine) into `seen`; backends exit with their connection, so sample while they live.
+fn sample_postgres_cpu(seen: &mut BTreeMap<String, f64>) {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in dir.filter_map(Result::ok) {
+        if std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.starts_with("postgres")) {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            let cpu = cpu_secs(&pid);
+            let v = seen.entry(pid).or_insert(0.0);
+            *v = v.max(cpu);
+        }
+    }
+}
+
 async fn count(b: &Bench, sql: &str) -> i64 {
     let mut s = b.db.db.sql();
     s.push(sql);
@@ -126,22 +159,35 @@ async fn count(b: &Bench, sql: &str) -> i64 {
 
 async fn backfill(shots: usize) -> anyhow::Result<()> {
     let b = setup(shots, "1s").await?;
+    let site_cpu0 = cpu_secs("self");
+    let mut pg_before = BTreeMap::new();
+    sample_postgres_cpu(&mut pg_before);
+    let mut pg = pg_before.clone();
     let t = Instant::now();
     let mut child = worker(&b, &["scanner", "--full", "--types", "Shot"]);
     let pid = child.id();
     let mut peak = 0;
     let mut samples = Vec::new();
+    let mut worker_cpu = 0.0;
     loop {
         if let Some(status) = child.try_wait()? {
             anyhow::ensure!(status.success(), "scanner failed: {status}");
             break;
         }
+        worker_cpu = cpu_secs(&pid.to_string()).max(worker_cpu);
+        sample_postgres_cpu(&mut pg);
         let r = rss_kb(pid);
         peak = peak.max(r);
         samples.push(r);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let secs = t.elapsed().as_secs_f64();
+    sample_postgres_cpu(&mut pg);
+    let site_cpu = cpu_secs("self") - site_cpu0;
+    let pg_cpu: f64 = pg
+        .iter()
+        .map(|(pid, cpu)| cpu - pg_before.get(pid).copied().unwrap_or(0.0))
+        .sum();
     let rows = count(&b, "SELECT count(*) FROM shot").await;
     let links = count(&b, "SELECT count(*) FROM shot_assets").await;
     let median = {
@@ -151,6 +197,9 @@ async fn backfill(shots: usize) -> anyhow::Result<()> {
     println!(
         "backfill: {rows} shots ({links} asset links) in {secs:.1} s = {:.0} entities/s; worker RSS peak {} MB, median {} MB",
         rows as f64 / secs, peak / 1024, median / 1024
+    );
+    println!(
+        "cpu seconds: test site (bench process) {site_cpu:.1}, worker {worker_cpu:.1} (last 50 ms sample), postgres {pg_cpu:.1}; wall {secs:.1} s x 2 cores"
     );
     b.db.drop().await;
     b.sim.shutdown().await;
@@ -205,6 +254,7 @@ async fn events(n: usize) -> anyhow::Result<()> {
     }
     let total = t.elapsed();
     let _ = ev.kill();
+    let _ = ev.wait();
     let applied = (newest - start) as f64;
     let ok = count(
         &b,
@@ -256,7 +306,15 @@ async fn lag(secs: u64) -> anyhow::Result<()> {
         }
         s.push(")");
         if !pending.is_empty() {
-            for r in b.db.db.fetch_all(&s).await? {
+            let rows = match b.db.db.fetch_all(&s).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let _ = ev.kill();
+                    let _ = ev.wait();
+                    return Err(e.into());
+                }
+            };
+            for r in rows {
                 if let [SqlValue::Int(id), SqlValue::Text(c)] = r.as_slice() {
                     if pending.get(id).is_some_and(|(want, _)| want == c) {
                         let (_, at) = pending.remove(id).unwrap();
@@ -268,6 +326,7 @@ async fn lag(secs: u64) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let _ = ev.kill();
+    let _ = ev.wait();
     lags.sort();
     let p = |q: f64| lags[((lags.len() as f64 * q) as usize).min(lags.len() - 1)].as_millis();
     println!(

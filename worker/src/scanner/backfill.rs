@@ -4,6 +4,7 @@
 //! transaction together with the backfill cursor, so a crash resumes at the last page. The
 //! last page marks the fields ready in the same transaction.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,9 @@ struct Page {
     through: Option<i64>,
     active: Vec<Value>,
     retired: Vec<Value>,
+    /// Time spent reading the active and the retired rows (for the phase timings).
+    read_active: Duration,
+    read_retired: Duration,
 }
 
 fn last_id(rows: &[Value]) -> Option<i64> {
@@ -75,35 +79,44 @@ fn last_id(rows: &[Value]) -> Option<i64> {
         .and_then(Value::as_i64)
 }
 
-/// Reads pages in id order into `tx`, one page ahead of the writer.
+/// Reads pages in id order into `tx`, ahead of the writers. The retired rows of a page's id
+/// range are read at the same time as the next page's live rows (the site serves concurrent
+/// reads), so a page costs one round trip instead of two.
 async fn produce(
     reader: Arc<SiteReader>,
     req: ScanRequest,
     fields: Vec<String>,
     tx: mpsc::Sender<Result<Page, ReadError>>,
 ) {
-    let mut cursor = req.start_after;
     let per = reader.page_size as usize;
-    loop {
-        let page = async {
-            let active = reader
+    let active_after = |after: i64| {
+        let (reader, req, fields) = (&reader, &req, &fields);
+        async move {
+            let t = Instant::now();
+            let rows = reader
                 .page_after(
                     &req.entity_type,
-                    &fields,
-                    cursor,
+                    fields,
+                    after,
                     None,
                     &req.extra,
                     Liveness::Active,
                 )
                 .await?;
-            let through = (active.len() >= per).then(|| last_id(&active)).flatten();
+            Ok::<_, ReadError>((rows, t.elapsed()))
+        }
+    };
+    let retired_in = |after: i64, through: Option<i64>| {
+        let (reader, req, fields) = (&reader, &req, &fields);
+        async move {
+            let t = Instant::now();
             let mut retired = Vec::new();
-            let mut r_cursor = cursor;
+            let mut r_cursor = after;
             loop {
                 let rows = reader
                     .page_after(
                         &req.entity_type,
-                        &fields,
+                        fields,
                         r_cursor,
                         through,
                         &req.extra,
@@ -117,27 +130,163 @@ async fn produce(
                     break;
                 }
             }
-            Ok(Page {
-                after: cursor,
-                through,
-                active,
-                retired,
-            })
+            Ok::<_, ReadError>((retired, t.elapsed()))
         }
-        .await;
-        let next = match &page {
-            Ok(p) => p.through,
-            Err(_) => None,
+    };
+    let mut cursor = req.start_after;
+    let mut next = active_after(cursor).await;
+    loop {
+        let (active, read_active) = match next {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
         };
+        let through = (active.len() >= per).then(|| last_id(&active)).flatten();
+        let (retired, following) = match through {
+            Some(t) => {
+                let (r, f) = tokio::join!(retired_in(cursor, through), active_after(t));
+                (r, Some(f))
+            }
+            None => (retired_in(cursor, None).await, None),
+        };
+        let page = retired.map(|(retired, read_retired)| Page {
+            after: cursor,
+            through,
+            active,
+            retired,
+            read_active,
+            read_retired,
+        });
         let is_err = page.is_err();
         if tx.send(page).await.is_err() || is_err {
             return;
         }
-        match next {
-            Some(t) => cursor = t,
-            None => return,
+        match (through, following) {
+            (Some(t), Some(f)) => {
+                cursor = t;
+                next = f;
+            }
+            _ => return,
         }
     }
+}
+
+/// Id windows read at once.
+const PARALLEL_WINDOWS: usize = 2;
+
+/// `(width, max_id)` when the type's ids are dense enough to read in fixed id windows of
+/// `width` ids (at most one page of rows each, whatever their liveness, since ids are
+/// unique); None to read keyset pages only. Needs the site's page cap (`info`), so a window
+/// is never cut short by the site.
+async fn window_plan(
+    reader: &SiteReader,
+    req: &ScanRequest,
+    total: Option<i64>,
+) -> Option<(i64, i64)> {
+    if !req.extra.is_empty() {
+        return None; // filtered scans are sparse in id
+    }
+    let info = reader.call("info", &Value::Null).await.ok()?;
+    let cap = info.get("api_max_entities_per_page")?.as_i64()?;
+    let width = cap.min(i64::from(reader.page_size));
+    let newest = reader
+        .read(
+            &req.entity_type,
+            &["id".to_string()],
+            vec![],
+            Liveness::Active,
+            Some(("id", "desc")),
+            1,
+        )
+        .await
+        .ok()?;
+    let max_id = last_id(&newest)?;
+    // Half-empty windows would cost more requests than keyset pages.
+    let live = total?;
+    (width > 0 && max_id - req.start_after > width && live * 2 >= max_id).then_some((width, max_id))
+}
+
+/// Reads `(after, through]` (one window): live and retired rows at once.
+async fn read_window(
+    reader: Arc<SiteReader>,
+    ty: String,
+    fields: Arc<Vec<String>>,
+    after: i64,
+    through: i64,
+) -> Result<Page, ReadError> {
+    let timed = |liveness| {
+        let (reader, ty, fields) = (&reader, &ty, &fields);
+        async move {
+            let t = Instant::now();
+            let rows = reader
+                .page_after(ty, fields, after, Some(through), &[], liveness)
+                .await?;
+            Ok::<_, ReadError>((rows, t.elapsed()))
+        }
+    };
+    let (active, retired) = tokio::try_join!(timed(Liveness::Active), timed(Liveness::Retired))?;
+    Ok(Page {
+        after,
+        through: Some(through),
+        active: active.0,
+        retired: retired.0,
+        read_active: active.1,
+        read_retired: retired.1,
+    })
+}
+
+/// Reads the type in id windows, `PARALLEL_WINDOWS` at a time, sent in id order, up to the
+/// newest id seen at the start; then keyset pages from there (rows created since, and the
+/// last page, which ends the scan).
+async fn produce_windows(
+    reader: Arc<SiteReader>,
+    req: ScanRequest,
+    fields: Vec<String>,
+    windows: Option<(i64, i64)>,
+    tx: mpsc::Sender<Result<Page, ReadError>>,
+) {
+    let mut cursor = req.start_after;
+    if let Some((width, max_id)) = windows {
+        let shared = Arc::new(fields.clone());
+        let mut reading: VecDeque<tokio::task::JoinHandle<Result<Page, ReadError>>> =
+            VecDeque::new();
+        let mut next = cursor;
+        loop {
+            while reading.len() < PARALLEL_WINDOWS && next < max_id {
+                reading.push_back(tokio::spawn(read_window(
+                    reader.clone(),
+                    req.entity_type.clone(),
+                    shared.clone(),
+                    next,
+                    next + width,
+                )));
+                next += width;
+            }
+            let Some(first) = reading.pop_front() else {
+                break;
+            };
+            let page = first
+                .await
+                .unwrap_or_else(|e| Err(ReadError::BadAnswer(format!("window read failed: {e}"))));
+            let failed = page.is_err();
+            if let Ok(p) = &page {
+                cursor = p.through.unwrap_or(cursor);
+            }
+            if tx.send(page).await.is_err() || failed {
+                for r in reading {
+                    r.abort();
+                }
+                return;
+            }
+        }
+    }
+    let req = ScanRequest {
+        start_after: cursor,
+        ..req
+    };
+    produce(reader, req, fields, tx).await;
 }
 
 /// Runs one full scan of a type.
@@ -161,21 +310,150 @@ pub async fn scan_type(
     tracing::info!(entity_type = %ty, fields = fields.len(), total, resume_after = req.start_after,
         backfill = req.finalize.len(), "full scan started");
     let (send, mut recv) = mpsc::channel(2);
-    let producer = tokio::spawn(produce(reader.clone(), req.clone(), fields.clone(), send));
+    let windows = window_plan(&reader, &req, total).await;
+    tracing::debug!(entity_type = %ty, ?windows, "read plan (window width, id bound)");
+    let producer = tokio::spawn(produce_windows(
+        reader.clone(),
+        req.clone(),
+        fields.clone(),
+        windows,
+        send,
+    ));
+    let ctx = Arc::new(PageCtx {
+        db: db.clone(),
+        reader: reader.clone(),
+        req: req.clone(),
+        total,
+        started_ms,
+    });
     let mut stats = ScanStats::default();
-    let mut done = req.done_before;
     let t0 = Instant::now();
     let mut last_log = Instant::now();
-    let result: Result<(), ScanError> = loop {
-        let Some(page) = recv.recv().await else {
-            break Ok(());
-        };
-        let mut page = match page {
-            Ok(p) => p,
-            Err(e) => break Err(e.into()),
-        };
+    let mut phases = Phases::default();
+    // Pages being written, oldest first. Their transactions touch disjoint id ranges, so they
+    // run concurrently; completions are taken in page order, and a page's transaction saves as
+    // cursor only the end of pages already committed with every page before them, so a crash
+    // resumes where nothing before the cursor is missing. The last page waits for all others
+    // and marks the fields ready in its own transaction.
+    let mut writing: VecDeque<tokio::task::JoinHandle<Result<Option<Written>, ScanError>>> =
+        VecDeque::new();
+    // The end (cursor, entities done) of the committed prefix of pages.
+    let mut committed = (req.start_after, req.done_before);
+    let mut queued_done = req.done_before;
+    let mut stopped = false;
+    let mut settle = |w: Written, stats: &mut ScanStats, committed: &mut (i64, i64)| {
+        stats.written += w.written;
+        stats.retired_missing += w.retired_missing;
+        stats.read += w.read;
+        stats.pages += 1;
+        *committed = (w.cursor, w.done);
+        if last_log.elapsed() >= Duration::from_secs(5) {
+            last_log = Instant::now();
+            let rate = stats.read as f64 / t0.elapsed().as_secs_f64().max(1e-3);
+            let eta_s = total.map(|t| ((t - w.done).max(0) as f64 / rate.max(1e-3)).round() as u64);
+            tracing::info!(entity_type = %ctx.req.entity_type, done = w.done, total,
+                rate = rate.round() as u64, eta_s, pages = stats.pages, "scan progress");
+        }
+    };
+    let result: Result<(), ScanError> = async {
+        loop {
+            let t_wait = Instant::now();
+            let Some(page) = recv.recv().await else {
+                break;
+            };
+            phases.wait += t_wait.elapsed();
+            let page = page?;
+            phases.read_active += page.read_active;
+            phases.read_retired += page.read_retired;
+            let is_last = page.through.is_none();
+            // The last page, and a full pipeline, wait for the oldest writes.
+            let t_write = Instant::now();
+            while !writing.is_empty() && (is_last || writing.len() >= WRITERS) {
+                let front = writing.pop_front().expect("not empty");
+                match front.await.map_err(join_error)?? {
+                    Some(w) => settle(w, &mut stats, &mut committed),
+                    None => stopped = true,
+                }
+            }
+            phases.write += t_write.elapsed();
+            if stopped {
+                break;
+            }
+            queued_done += (page.active.len() + page.retired.len()) as i64;
+            let done = queued_done;
+            let ctx = ctx.clone();
+            let progress = committed;
+            writing.push_back(tokio::spawn(async move {
+                ctx.write_page(page, progress, done).await
+            }));
+            if is_last {
+                let t_write = Instant::now();
+                let last = writing.pop_front().expect("just pushed");
+                match last.await.map_err(join_error)?? {
+                    Some(w) => settle(w, &mut stats, &mut committed),
+                    None => stopped = true,
+                }
+                phases.write += t_write.elapsed();
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    producer.abort();
+    for w in writing {
+        w.abort();
+    }
+    result?;
+    let secs = t0.elapsed().as_secs_f64();
+    tracing::info!(entity_type = %ty, done = committed.1, total,
+        rate = (stats.read as f64 / secs.max(1e-3)).round() as u64, pages = stats.pages, "scan progress");
+    tracing::info!(entity_type = %ty, read = stats.read, written = stats.written,
+        retired_missing = stats.retired_missing, secs,
+        ready = req.finalize.len(), "full scan finished");
+    phases.log(&ty, t0.elapsed());
+    Ok(stats)
+}
+
+/// Pages written at once (each in its own transaction and connection).
+const WRITERS: usize = 3;
+
+fn join_error(e: tokio::task::JoinError) -> ScanError {
+    ScanError::Read(ReadError::BadAnswer(format!("page writer failed: {e}")))
+}
+
+/// What one page's transaction did.
+struct Written {
+    read: u64,
+    written: u64,
+    retired_missing: u64,
+    /// Where this page ends, and the entities done through it.
+    cursor: i64,
+    done: i64,
+}
+
+/// What every page write of a scan shares.
+struct PageCtx {
+    db: Db,
+    reader: Arc<SiteReader>,
+    req: ScanRequest,
+    total: Option<i64>,
+    started_ms: i64,
+}
+
+impl PageCtx {
+    /// Writes one page in its own transaction, saving `committed` (the end of the pages known
+    /// committed before it) as progress; the last page saves its own end and marks the fields
+    /// ready. None when the type is no longer cached.
+    async fn write_page(
+        &self,
+        mut page: Page,
+        committed: (i64, i64),
+        done: i64,
+    ) -> Result<Option<Written>, ScanError> {
+        let (db, req, ty) = (&self.db, &self.req, self.req.entity_type.as_str());
         if req.complete_rows {
-            complete(db, &reader, &ty, &mut page).await?;
+            complete(db, &self.reader, ty, &mut page).await?;
         }
         let n = (page.active.len() + page.retired.len()) as u64;
         let is_last = page.through.is_none();
@@ -188,13 +466,14 @@ pub async fn scan_type(
         let cursor = page.through.or(seen_max).unwrap_or(page.after);
         let mut tx = db.begin().await?;
         let state = storage::read_state_tx(&mut tx).await?;
-        if !state.types.contains_key(&ty) {
+        if !state.types.contains_key(ty) {
             tracing::warn!(entity_type = %ty, "type no longer cached; scan stopped");
-            break Ok(());
+            return Ok(None);
         }
-        stats.written += write_read(&mut tx, &state, &ty, &page.active, &page.retired)
+        let written = write_read(&mut tx, &state, ty, &page.active, &page.retired)
             .await?
             .written;
+        let mut retired_missing = 0;
         if req.retire_missing && req.extra.is_empty() {
             if let Some(through) = page.through.or(seen_max) {
                 let seen: Vec<i64> = page
@@ -202,42 +481,51 @@ pub async fn scan_type(
                     .iter()
                     .filter_map(|r| r.get("id")?.as_i64())
                     .collect();
-                stats.retired_missing +=
-                    storage::retire_missing(&mut tx, &state, &ty, page.after, Some(through), &seen)
+                retired_missing =
+                    storage::retire_missing(&mut tx, &state, ty, page.after, Some(through), &seen)
                         .await?;
             }
         }
-        done += n as i64;
         if !req.finalize.is_empty() {
-            storage::set_backfill_progress(&mut tx, &ty, &req.finalize, Some(cursor), done, total)
+            // Only the last page, written after every other page committed, saves its own end.
+            let (c, d) = if is_last { (cursor, done) } else { committed };
+            storage::set_backfill_progress(&mut tx, ty, &req.finalize, Some(c), d, self.total)
                 .await?;
             if is_last {
-                storage::set_field_state(&mut tx, &ty, &req.finalize, FieldState::Ready).await?;
+                storage::set_field_state(&mut tx, ty, &req.finalize, FieldState::Ready).await?;
             }
         }
         if is_last && req.record_scan {
-            record_scan_start(&mut tx, &ty, started_ms).await?;
+            record_scan_start(&mut tx, ty, self.started_ms).await?;
         }
         tx.commit().await?;
-        stats.read += n;
-        stats.pages += 1;
-        if last_log.elapsed() >= Duration::from_secs(5) || is_last {
-            last_log = Instant::now();
-            let rate = stats.read as f64 / t0.elapsed().as_secs_f64().max(1e-3);
-            let eta_s = total.map(|t| ((t - done).max(0) as f64 / rate.max(1e-3)).round() as u64);
-            tracing::info!(entity_type = %ty, done, total, rate = rate.round() as u64, eta_s,
-                pages = stats.pages, "scan progress");
-        }
-        if is_last {
-            break Ok(());
-        }
-    };
-    producer.abort();
-    result?;
-    tracing::info!(entity_type = %ty, read = stats.read, written = stats.written,
-        retired_missing = stats.retired_missing, secs = t0.elapsed().as_secs_f64(),
-        ready = req.finalize.len(), "full scan finished");
-    Ok(stats)
+        Ok(Some(Written {
+            read: n,
+            written,
+            retired_missing,
+            cursor,
+            done,
+        }))
+    }
+}
+
+/// Where a scan's time went, logged at debug level when it finishes. Reads run ahead of the
+/// writer, so `read_*` overlap `write`; `wait` is the writer idle for want of a page.
+#[derive(Default)]
+struct Phases {
+    read_active: Duration,
+    read_retired: Duration,
+    wait: Duration,
+    write: Duration,
+}
+
+impl Phases {
+    fn log(&self, ty: &str, total: Duration) {
+        let ms = |d: Duration| d.as_millis() as u64;
+        tracing::debug!(entity_type = %ty, total_ms = ms(total), read_active_ms = ms(self.read_active),
+            read_retired_ms = ms(self.read_retired), writer_wait_ms = ms(self.wait),
+            write_ms = ms(self.write), "full scan phases");
+    }
 }
 
 /// Replaces records of rows the cache lacks by whole records, so a backfill of a few fields

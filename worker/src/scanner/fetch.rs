@@ -121,8 +121,13 @@ impl SiteReader {
             "api_return_image_urls": true,
         });
         let answer = self.call("read", &payload).await?;
-        match answer.get("entities") {
-            Some(Value::Array(a)) => Ok(a.clone()),
+        match answer {
+            Value::Object(mut m) => match m.remove("entities") {
+                Some(Value::Array(a)) => Ok(a),
+                _ => Err(ReadError::BadAnswer(format!(
+                    "read of {entity_type} returned no entities list"
+                ))),
+            },
             _ => Err(ReadError::BadAnswer(format!(
                 "read of {entity_type} returned no entities list"
             ))),
