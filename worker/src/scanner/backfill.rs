@@ -325,6 +325,7 @@ pub async fn scan_type(
         req: req.clone(),
         total,
         started_ms,
+        progress_turn: tokio::sync::Mutex::new(()),
     });
     let mut stats = ScanStats::default();
     let t0 = Instant::now();
@@ -439,6 +440,7 @@ struct PageCtx {
     req: ScanRequest,
     total: Option<i64>,
     started_ms: i64,
+    progress_turn: tokio::sync::Mutex<()>,
 }
 
 impl PageCtx {
@@ -486,6 +488,9 @@ impl PageCtx {
                         .await?;
             }
         }
+        // One transaction at a time updates the shared progress rows and commits: concurrent
+        // page transactions never wait on each other's row locks (no deadlock possible).
+        let _turn = self.progress_turn.lock().await;
         if !req.finalize.is_empty() {
             // Only the last page, written after every other page committed, saves its own end.
             let (c, d) = if is_last { (cursor, done) } else { committed };
