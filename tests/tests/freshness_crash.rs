@@ -8,13 +8,13 @@
 mod freshness_common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use freshness_common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const WORKERS: &str = "  events:\n    pollInterval: 300ms\n    gapWindow: 20s\n  scanner:\n    interval: 1s\n    overlap: 3s\n    pageSize: 40";
 
@@ -30,21 +30,6 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
-}
-
-fn spawn(env: &Env, role: &str, log: &std::path::Path) -> Child {
-    let file = std::fs::File::create(log).unwrap();
-    Command::new(sgcache_tests::worker::binary())
-        .arg("--config")
-        .arg(&env.config)
-        .args(["--log-format", "json", role])
-        .env("RUST_LOG", "info")
-        .env_remove("SHOTGUN_URL")
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .expect("spawn sgcache-worker")
 }
 
 /// Random writes through the site's API until `stop`: updates, link edits, retire/revive,
@@ -93,28 +78,6 @@ async fn write_load(env: Arc<Env>, stop: Arc<AtomicBool>, seed: u64) -> usize {
     n
 }
 
-/// (after, through] ranges and late ids of every committed batch in a JSON log.
-fn committed(log: &str) -> Vec<(i64, i64, Vec<i64>)> {
-    log.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["message"] == "events committed")
-        .map(|v| {
-            let late = v["late"]
-                .as_str()
-                .unwrap_or("{}")
-                .trim_matches(|c| c == '{' || c == '}')
-                .split(',')
-                .filter_map(|s| s.trim().parse().ok())
-                .collect();
-            (
-                v["after"].as_i64().unwrap(),
-                v["through"].as_i64().unwrap(),
-                late,
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_workers_at_random_points_loses_and_repeats_nothing() {
     let seed = std::env::var("CRASH_SEED")
@@ -133,8 +96,8 @@ async fn killing_the_workers_at_random_points_loses_and_repeats_nothing() {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut kills = 0;
     for i in 0..iterations {
-        let mut ev = spawn(&env, "events", &logs.join(format!("events-{i}.log")));
-        let mut sc = spawn(&env, "scanner", &logs.join(format!("scanner-{i}.log")));
+        let mut ev = spawn_worker(&env, "events", &logs.join(format!("events-{i}.log")));
+        let mut sc = spawn_worker(&env, "scanner", &logs.join(format!("scanner-{i}.log")));
         // Early iterations die inside the initial backfill; later ones while following.
         tokio::time::sleep(Duration::from_millis(150 + rng.below(1_500))).await;
         ev.kill().unwrap(); // SIGKILL
@@ -152,8 +115,8 @@ async fn killing_the_workers_at_random_points_loses_and_repeats_nothing() {
     assert!(writes > 50, "the site took too few writes ({writes})");
 
     // A last, undisturbed run catches up; then the cache must equal the site.
-    let mut ev = spawn(&env, "events", &logs.join("events-final.log"));
-    let mut sc = spawn(&env, "scanner", &logs.join("scanner-final.log"));
+    let mut ev = spawn_worker(&env, "events", &logs.join("events-final.log"));
+    let mut sc = spawn_worker(&env, "scanner", &logs.join("scanner-final.log"));
     let newest = call(
         &env.writer,
         "read",

@@ -12,8 +12,6 @@ use freshness_common::*;
 use serde_json::{json, Value};
 use sgcache::plan::FieldState;
 use sgcache::storage;
-use sgcache_worker::proxy::{serve, AppState, ProxyConfig};
-use sgcache_worker::scanner::ScannerArgs;
 use tokio_util::sync::CancellationToken;
 
 const WORKERS: &str = "  scanner:\n    interval: 1s\n    overlap: 2s\n    pageSize: 25";
@@ -41,36 +39,10 @@ async fn field_state(env: &Env, ty: &str, field: &str) -> Option<FieldState> {
 async fn a_field_added_under_read_load_passes_through_then_comes_from_the_cache() {
     let mut env = Env::start("field_add", 500, ENTITIES, WORKERS).await;
     let stop = CancellationToken::new();
-    let scanner = {
-        let (spec, stop) = (env.spec.clone(), stop.clone());
-        tokio::spawn(async move {
-            sgcache_worker::scanner::run(&spec, ScannerArgs::default(), stop)
-                .await
-                .expect("scanner")
-        })
-    };
-    assert!(
-        eventually(Duration::from_secs(40), || env.all_ready())
-            .await
-            .is_some(),
-        "initial backfill never finished"
-    );
+    let scanner = spawn_scanner(&env, &stop);
+    assert_backfilled(&env).await;
 
-    let config = ProxyConfig {
-        site_url: env.sim.url(),
-        site_timeout: Duration::from_secs(10),
-        auth_ttl: Duration::from_secs(300),
-        auth_grace: Duration::from_secs(3600),
-        catalog_refresh: Duration::from_millis(200),
-        service_auth: None,
-        verify_sample_rate: 0.0,
-    };
-    let db = sgcache::sql::Db::connect(&env.db.url, 4).await.unwrap();
-    let state = AppState::new(&config, Some(db)).unwrap();
-    state.refresh_catalog().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy = format!("http://{}", listener.local_addr().unwrap());
-    let proxy_task = tokio::spawn(serve(state, config, listener, stop.clone()));
+    let (_state, proxy, proxy_task) = start_proxy(&env, None, 0.0, &stop).await;
 
     // The read the client repeats, and the site's answer to it (nothing writes meanwhile).
     let payload = json!({"type": "Shot",

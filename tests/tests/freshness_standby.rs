@@ -12,32 +12,16 @@
 
 mod freshness_common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use freshness_common::*;
 use serde_json::{json, Value};
 use sgcache::sql::{Db, SqlValue};
 use sgcache::storage;
-use sgcache_worker::scanner::ScannerArgs;
 use tokio_util::sync::CancellationToken;
 
 const WORKERS: &str = "  events:\n    pollInterval: 200ms\n    gapWindow: 30s\n  scanner:\n    interval: 1s\n    overlap: 2s\n    pageSize: 100";
-
-fn spawn_events(env: &Env, log: &std::path::Path) -> Child {
-    let file = std::fs::File::create(log).unwrap();
-    Command::new(sgcache_tests::worker::binary())
-        .arg("--config")
-        .arg(&env.config)
-        .args(["--log-format", "json", "events"])
-        .env("RUST_LOG", "info")
-        .env_remove("SHOTGUN_URL")
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .expect("spawn sgcache-worker events")
-}
 
 fn read_log(p: &std::path::Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
@@ -48,28 +32,6 @@ fn messages(log: &str, message: &str) -> usize {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["message"] == message || v["fields"]["message"] == message)
         .count()
-}
-
-/// (after, through] and late ids of every committed batch in a JSON log.
-fn committed(log: &str) -> Vec<(i64, i64, Vec<i64>)> {
-    log.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["message"] == "events committed")
-        .map(|v| {
-            let late = v["late"]
-                .as_str()
-                .unwrap_or("{}")
-                .trim_matches(|c| c == '{' || c == '}')
-                .split(',')
-                .filter_map(|s| s.trim().parse().ok())
-                .collect();
-            (
-                v["after"].as_i64().unwrap(),
-                v["through"].as_i64().unwrap(),
-                late,
-            )
-        })
-        .collect()
 }
 
 /// Batches of all logs together cover every id once: consecutive, never overlapping, and no
@@ -127,20 +89,8 @@ async fn caught_up(env: &Env, within: Duration) -> bool {
 async fn backfilled(prefix: &str) -> Env {
     let env = Env::start(prefix, 60, ENTITIES, WORKERS).await;
     let stop = CancellationToken::new();
-    let scanner = {
-        let (spec, stop) = (env.spec.clone(), stop.clone());
-        tokio::spawn(async move {
-            sgcache_worker::scanner::run(&spec, ScannerArgs::default(), stop)
-                .await
-                .expect("scanner")
-        })
-    };
-    assert!(
-        eventually(Duration::from_secs(40), || env.all_ready())
-            .await
-            .is_some(),
-        "initial backfill never finished"
-    );
+    let scanner = spawn_scanner(&env, &stop);
+    assert_backfilled(&env).await;
     stop.cancel();
     scanner.await.unwrap();
     env
@@ -216,7 +166,7 @@ async fn the_standby_takes_over_after_sigkill_and_nothing_is_lost_or_applied_twi
         env.dir.path().join("events-a.log"),
         env.dir.path().join("events-b.log"),
     );
-    let mut a = spawn_events(&env, &log_a);
+    let mut a = spawn_worker(&env, "events", &log_a);
     assert!(
         eventually(Duration::from_secs(15), || async {
             messages(&read_log(&log_a), "holding the leader lock; active") == 1
@@ -226,7 +176,7 @@ async fn the_standby_takes_over_after_sigkill_and_nothing_is_lost_or_applied_twi
         "first follower never became active:\n{}",
         read_log(&log_a)
     );
-    let mut b = spawn_events(&env, &log_b);
+    let mut b = spawn_worker(&env, "events", &log_b);
     assert!(
         eventually(Duration::from_secs(15), || async {
             messages(
@@ -290,7 +240,7 @@ async fn the_follower_survives_its_connections_being_terminated() {
     let env = backfilled("pgkill").await;
     let shots = live_shots(&env).await;
     let log = env.dir.path().join("events.log");
-    let mut ev = spawn_events(&env, &log);
+    let mut ev = spawn_worker(&env, "events", &log);
     assert!(
         eventually(Duration::from_secs(15), || async {
             messages(&read_log(&log), "holding the leader lock; active") == 1

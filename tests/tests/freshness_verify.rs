@@ -10,8 +10,6 @@ use std::time::Duration;
 use freshness_common::*;
 use serde_json::{json, Value};
 use sgcache::sql::SqlValue;
-use sgcache_worker::proxy::{serve, AppState, ProxyConfig};
-use sgcache_worker::scanner::ScannerArgs;
 use tokio_util::sync::CancellationToken;
 
 const WORKERS: &str = "  scanner:\n    interval: 1s\n    overlap: 2s\n    pageSize: 100";
@@ -28,41 +26,19 @@ fn metric(text: &str, name: &str) -> f64 {
 async fn a_tampered_cell_is_found_by_verification_and_repaired() {
     let env = Env::start("verify", 40, ENTITIES, WORKERS).await;
     let stop = CancellationToken::new();
-    let scanner = {
-        let (spec, stop) = (env.spec.clone(), stop.clone());
-        tokio::spawn(async move {
-            sgcache_worker::scanner::run(&spec, ScannerArgs::default(), stop)
-                .await
-                .expect("scanner")
-        })
-    };
-    assert!(
-        eventually(Duration::from_secs(40), || env.all_ready())
-            .await
-            .is_some(),
-        "initial backfill never finished"
-    );
+    let scanner = spawn_scanner(&env, &stop);
+    assert_backfilled(&env).await;
     stop.cancel();
     scanner.await.unwrap();
 
-    let config = ProxyConfig {
-        site_url: env.sim.url(),
-        site_timeout: Duration::from_secs(10),
-        auth_ttl: Duration::from_secs(300),
-        auth_grace: Duration::from_secs(3600),
-        catalog_refresh: Duration::from_millis(200),
-        service_auth: json!({"script_name": "sgcache_test", "script_key": "test_key"})
-            .as_object()
-            .cloned(),
-        verify_sample_rate: 1.0,
-    };
-    let db = sgcache::sql::Db::connect(&env.db.url, 4).await.unwrap();
-    let state = AppState::new(&config, Some(db)).unwrap();
-    state.refresh_catalog().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    let task = tokio::spawn(serve(state.clone(), config, listener, stop.clone()));
+    let (_state, proxy, task) = start_proxy(
+        &env,
+        sgcache_tests::proxy::script_auth().as_object().cloned(),
+        1.0,
+        &stop,
+    )
+    .await;
     let http = reqwest::Client::new();
 
     let payload = json!({"type": "Shot",

@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -17,7 +19,10 @@ use sgcache::sql::{format_datetime, SqlValue};
 use sgcache::storage;
 use sgcache::ShotgunCacheSpec;
 use sgcache_tests::pg::TestDb;
+use sgcache_worker::proxy::{serve, AppState, ProxyConfig};
+use sgcache_worker::scanner::ScannerArgs;
 use shotgun_sim::{SeedConfig, SimConfig, SimHandle};
+use tokio_util::sync::CancellationToken;
 
 pub const ENTITIES: &str = r#"
   - type: Shot
@@ -418,4 +423,93 @@ pub async fn cached(
         .filter(|(n, s)| n != "id" && !matches!(s, Storage::Uncacheable(_)))
         .collect();
     cache_rows(env, ty, &fields).await.remove(&id)
+}
+
+/// Runs the in-process scanner for `env`'s spec until `stop` is cancelled.
+pub fn spawn_scanner(env: &Env, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
+    let (spec, stop) = (env.spec.clone(), stop.clone());
+    tokio::spawn(async move {
+        sgcache_worker::scanner::run(&spec, ScannerArgs::default(), stop)
+            .await
+            .expect("scanner")
+    })
+}
+
+/// Asserts that every cached field becomes ready within 40 s (the initial backfill ends).
+pub async fn assert_backfilled(env: &Env) {
+    assert!(
+        eventually(Duration::from_secs(40), || env.all_ready())
+            .await
+            .is_some(),
+        "initial backfill never finished"
+    );
+}
+
+/// Starts the real `sgcache-worker <role>` with `env`'s config file, logging JSON at `info`
+/// to `log`.
+pub fn spawn_worker(env: &Env, role: &str, log: &Path) -> Child {
+    let file = std::fs::File::create(log).unwrap();
+    Command::new(sgcache_tests::worker::binary())
+        .arg("--config")
+        .arg(&env.config)
+        .args(["--log-format", "json", role])
+        .env("RUST_LOG", "info")
+        .env_remove("SHOTGUN_URL")
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn sgcache-worker {role}: {e}"))
+}
+
+/// (after, through] ranges and late ids of every committed batch in a JSON log.
+pub fn committed(log: &str) -> Vec<(i64, i64, Vec<i64>)> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "events committed")
+        .map(|v| {
+            let late = v["late"]
+                .as_str()
+                .unwrap_or("{}")
+                .trim_matches(|c| c == '{' || c == '}')
+                .split(',')
+                .filter_map(|s| s.trim().parse().ok())
+                .collect();
+            (
+                v["after"].as_i64().unwrap(),
+                v["through"].as_i64().unwrap(),
+                late,
+            )
+        })
+        .collect()
+}
+
+/// A proxy in front of `env`'s site with `env`'s database as its cache (a pool of 4), served
+/// until `stop`: its state, its URL and its task.
+pub async fn start_proxy(
+    env: &Env,
+    service_auth: Option<serde_json::Map<String, Value>>,
+    verify_sample_rate: f64,
+    stop: &CancellationToken,
+) -> (
+    Arc<AppState>,
+    String,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let config = ProxyConfig {
+        site_url: env.sim.url(),
+        site_timeout: Duration::from_secs(10),
+        auth_ttl: Duration::from_secs(300),
+        auth_grace: Duration::from_secs(3600),
+        catalog_refresh: Duration::from_millis(200),
+        service_auth,
+        verify_sample_rate,
+    };
+    let db = sgcache::sql::Db::connect(&env.db.url, 4).await.unwrap();
+    let state = AppState::new(&config, Some(db)).unwrap();
+    state.refresh_catalog().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(serve(state.clone(), config, listener, stop.clone()));
+    (state, proxy, task)
 }
