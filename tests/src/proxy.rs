@@ -91,23 +91,25 @@ impl Harness {
         path: &str,
         body: String,
     ) -> (u16, Option<String>, Value) {
-        let resp = self
-            .http
-            .post(format!("{base}{path}"))
-            .header("content-type", "application/json; charset=utf-8")
-            .body(body)
+        post(
+            &self.http,
+            &format!("{base}{path}"),
+            "application/json; charset=utf-8",
+            body,
+        )
+        .await
+    }
+
+    /// GETs `path` from the proxy and reads its JSON answer.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.proxy_url))
             .send()
             .await
-            .expect("request sent");
-        let status = resp.status().as_u16();
-        let path = resp
-            .headers()
-            .get("x-sgcache-path")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let text = resp.text().await.expect("body read");
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, path, body)
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Through the proxy.
@@ -148,4 +150,30 @@ impl Harness {
         let _ = self.task.await;
         self.sim.shutdown().await;
     }
+}
+
+/// POSTs `body` to `url` as `content_type`: status, `x-sgcache-path` header and body (JSON, or
+/// the text as a JSON string when it is not JSON).
+pub async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    content_type: &str,
+    body: String,
+) -> (u16, Option<String>, Value) {
+    let resp = http
+        .post(url)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("request sent");
+    let status = resp.status().as_u16();
+    let path = resp
+        .headers()
+        .get("x-sgcache-path")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let text = resp.text().await.expect("body read");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, path, body)
 }

@@ -393,15 +393,7 @@ async fn without_its_database_the_proxy_passes_everything_through() {
         assert_eq!((status, path.as_deref()), (200, Some("site")), "{name}");
         assert_eq!(proxied, direct, "{name}");
     }
-    let ready: Value = h
-        .http
-        .get(format!("{}/readyz", h.proxy_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = h.get_json("/readyz").await;
     assert_eq!(
         ready,
         json!({"database": "unavailable", "site": "ok", "types_ready": 4})
@@ -423,15 +415,7 @@ async fn a_database_attached_after_start_serves_reads() {
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
     assert_eq!(path.as_deref(), Some("site"));
-    let ready: Value = h
-        .http
-        .get(format!("{}/readyz", h.proxy_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = h.get_json("/readyz").await;
     assert_eq!(ready["database"], "unavailable");
     h.state.attach_db(db.db.clone());
     h.state.refresh_catalog().await;

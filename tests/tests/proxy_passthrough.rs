@@ -81,15 +81,7 @@ async fn site_outages_keep_the_sites_status_and_info_is_replayed() {
     let (status, path, replay) = h.proxy("info", json!({}), Value::Null).await;
     assert_eq!((status, path.as_deref()), (200, Some("cache")));
     assert_eq!(replay, info);
-    let ready: Value = h
-        .http
-        .get(format!("{}/readyz", h.proxy_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = h.get_json("/readyz").await;
     assert_eq!(
         ready,
         json!({"database": "disabled", "site": "unavailable", "types_ready": 0})
@@ -135,15 +127,7 @@ async fn an_unreachable_site_gets_an_api3_error() {
 async fn other_paths_stream_through_and_operational_endpoints_answer() {
     let h = Harness::start(SimConfig::default(), None).await.unwrap();
     // Any non-API3 path is passed through: the site's control endpoint answers through us.
-    let through: Value = h
-        .http
-        .get(format!("{}/control/stats", h.proxy_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let through: Value = h.get_json("/control/stats").await;
     assert!(through["requests_total"].is_u64(), "{through}");
     let missing = h
         .http

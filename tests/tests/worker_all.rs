@@ -46,25 +46,13 @@ fn start_all(sim: &SimHandle, database_url: &str, dir: &std::path::Path, port: u
 }
 
 async fn post(http: &reqwest::Client, base: &str, body: &Value) -> (u16, Option<String>, Value) {
-    let resp = http
-        .post(format!("{base}/api3/json"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("request answered");
-    let status = resp.status().as_u16();
-    let path = resp
-        .headers()
-        .get("x-sgcache-path")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let text = resp.text().await.expect("body");
-    (
-        status,
-        path,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    sgcache_tests::proxy::post(
+        http,
+        &format!("{base}/api3/json"),
+        "application/json",
+        body.to_string(),
     )
+    .await
 }
 
 fn read(ty: &str, fields: &[&str]) -> Value {
