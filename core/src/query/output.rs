@@ -223,22 +223,7 @@ fn link_name(
             .lit(")");
         oks.push(o);
     }
-    let mut name = Frag::new();
-    let mut ok = Frag::new();
-    if names.is_empty() {
-        name.lit("NULL");
-        ok.lit("0");
-    } else {
-        name.lit("CASE");
-        for n in names {
-            name.frag(n);
-        }
-        name.lit(" END");
-        ok.lit("CASE WHEN ")
-            .frag(Frag::join(oks, " OR "))
-            .lit(" THEN 1 ELSE 0 END");
-    }
-    (name, ok)
+    case_of(names, oks)
 }
 
 /// Like [`link_name`], for the targets of a multi-entity list: each name and flag is a probe of
@@ -296,6 +281,12 @@ fn link_name_probe(
             .lit("))");
         oks.push(ok);
     }
+    case_of(names, oks)
+}
+
+/// The name expression (`CASE` over the `WHEN` arms in `names`, or `NULL` without any) and
+/// the 0/1 flag (1 when any of `oks` holds) of [`link_name`] and [`link_name_probe`].
+fn case_of(names: Vec<Frag>, oks: Vec<Frag>) -> (Frag, Frag) {
     let mut name = Frag::new();
     let mut ok = Frag::new();
     if names.is_empty() {
