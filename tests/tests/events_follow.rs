@@ -9,24 +9,10 @@ use std::time::Duration;
 
 use freshness_common::*;
 use serde_json::{json, Value};
-use sgcache_worker::scanner::ScannerArgs;
 use tokio_util::sync::CancellationToken;
 
 const WORKERS: &str = "  events:\n    pollInterval: 500ms\n    gapWindow: 30s\n  scanner:\n    interval: 2s\n    overlap: 5s\n    pageSize: 200";
 const POLL: Duration = Duration::from_millis(500);
-
-fn run_workers(env: &Env, stop: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
-    let (s1, s2) = (env.spec.clone(), env.spec.clone());
-    let (t1, t2) = (stop.clone(), stop.clone());
-    vec![
-        tokio::spawn(async move { sgcache_worker::events::run(&s1, t1).await.expect("events") }),
-        tokio::spawn(async move {
-            sgcache_worker::scanner::run(&s2, ScannerArgs::default(), t2)
-                .await
-                .expect("scanner")
-        }),
-    ]
-}
 
 async fn first_id(env: &Env, ty: &str) -> i64 {
     let r = call(

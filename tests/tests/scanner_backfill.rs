@@ -21,19 +21,7 @@ const AFTER: &str = "\n  - type: Shot\n    fields: [code, sg_status_list, projec
 async fn a_field_added_while_workers_run_is_backfilled_then_ready() {
     let mut env = Env::start("scan_add", 3_000, BEFORE, WORKERS).await;
     let stop = CancellationToken::new();
-    let spawn = |spec: sgcache::ShotgunCacheSpec, stop: CancellationToken| {
-        let s2 = spec.clone();
-        let t2 = stop.clone();
-        vec![
-            tokio::spawn(async move { sgcache_worker::events::run(&spec, stop).await.unwrap() }),
-            tokio::spawn(async move {
-                sgcache_worker::scanner::run(&s2, ScannerArgs::default(), t2)
-                    .await
-                    .unwrap()
-            }),
-        ]
-    };
-    let tasks = spawn(env.spec.clone(), stop.clone());
+    let tasks = run_workers(&env, &stop);
     assert!(eventually(Duration::from_secs(90), || env.all_ready())
         .await
         .is_some());

@@ -435,6 +435,15 @@ pub fn spawn_scanner(env: &Env, stop: &CancellationToken) -> tokio::task::JoinHa
     })
 }
 
+/// Runs the in-process event follower and scanner for `env`'s spec until `stop` is cancelled.
+pub fn run_workers(env: &Env, stop: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    let (spec, t) = (env.spec.clone(), stop.clone());
+    vec![
+        tokio::spawn(async move { sgcache_worker::events::run(&spec, t).await.expect("events") }),
+        spawn_scanner(env, stop),
+    ]
+}
+
 /// Asserts that every cached field becomes ready within 40 s (the initial backfill ends).
 pub async fn assert_backfilled(env: &Env) {
     assert!(
