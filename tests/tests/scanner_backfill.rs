@@ -11,6 +11,7 @@ use serde_json::json;
 use sgcache::plan::FieldState;
 use sgcache::sql::SqlValue;
 use sgcache_worker::scanner::ScannerArgs;
+use shotgun_sim::{SeedConfig, SimConfig};
 use tokio_util::sync::CancellationToken;
 
 const WORKERS: &str = "  events:\n    pollInterval: 300ms\n  scanner:\n    interval: 2s\n    overlap: 5s\n    pageSize: 10";
@@ -120,5 +121,44 @@ async fn a_field_added_while_workers_run_is_backfilled_then_ready() {
         .unwrap();
     let diffs = compare(&env).await;
     assert!(diffs.iter().all(|d| d.contains("tampered")), "{diffs:?}");
+    env.stop().await;
+}
+
+/// A site whose page cap (`api_max_entities_per_page`) is below the scanner's page size: a
+/// short page must not read as the last one, or the scan stops early and rows go missing.
+/// `--projects` scans take the keyset path, which trusts short pages to mean the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_page_cap_below_the_page_size_loses_no_rows() {
+    let site = SimConfig {
+        seed: SeedConfig {
+            scale: 300,
+            ..SeedConfig::default()
+        },
+        max_entities_per_page: 25,
+        ..SimConfig::default()
+    };
+    let entities = "\n  - type: Shot\n    fields: [code, project]\n";
+    let workers = "  scanner:\n    pageSize: 500";
+    let env = Env::start_site("scan_cap", site, entities, workers).await;
+    let projects: Vec<i64> = site_rows(&env.writer, "Project", &["name".into()])
+        .await
+        .into_keys()
+        .collect();
+    let shots = site_rows(&env.writer, "Shot", &["code".into()]).await;
+    assert!(shots.len() > 100, "too few shots to span several pages");
+    let args = ScannerArgs {
+        full: true,
+        types: vec!["Shot".into()],
+        projects,
+    };
+    sgcache_worker::scanner::run(&env.spec, args, CancellationToken::new())
+        .await
+        .unwrap();
+    let diffs = compare(&env).await;
+    assert!(
+        diffs.is_empty(),
+        "cache differs from the site:\n{}",
+        diffs.join("\n")
+    );
     env.stop().await;
 }

@@ -67,6 +67,11 @@ impl Env {
             },
             ..SimConfig::default()
         };
+        Env::start_site(prefix, config, entities, workers).await
+    }
+
+    /// As [`Env::start`], with a site configured by the caller.
+    pub async fn start_site(prefix: &str, config: SimConfig, entities: &str, workers: &str) -> Env {
         let sim = shotgun_sim::start(config, "127.0.0.1:0".parse().unwrap())
             .await
             .expect("sim");
@@ -210,7 +215,8 @@ pub async fn site_rows(
                 after = id;
                 out.insert(id, (retired, row.clone()));
             }
-            if rows.len() < 500 {
+            // Only an empty page ends the scan: the site may cap pages below 500.
+            if rows.is_empty() {
                 break;
             }
         }

@@ -178,8 +178,8 @@ const PARALLEL_WINDOWS: usize = 2;
 
 /// `(width, max_id)` when the type's ids are dense enough to read in fixed id windows of
 /// `width` ids (at most one page of rows each, whatever their liveness, since ids are
-/// unique); None to read keyset pages only. Needs the site's page cap (`info`), so a window
-/// is never cut short by the site.
+/// unique); None to read keyset pages only. The reader's page size fits the site's cap, so a
+/// window is never cut short by the site.
 async fn window_plan(
     reader: &SiteReader,
     req: &ScanRequest,
@@ -188,9 +188,8 @@ async fn window_plan(
     if !req.extra.is_empty() {
         return None; // filtered scans are sparse in id
     }
-    let info = reader.call("info", &Value::Null).await.ok()?;
-    let cap = info.get("api_max_entities_per_page")?.as_i64()?;
-    let width = cap.min(i64::from(reader.page_size));
+    // The reader's page size already fits the site's cap (`fit_page_size_to_site`).
+    let width = i64::from(reader.page_size);
     let newest = reader
         .read(
             &req.entity_type,

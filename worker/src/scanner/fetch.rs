@@ -70,6 +70,21 @@ impl SiteReader {
         }
     }
 
+    /// Lowers the page size to the site's `api_max_entities_per_page` (500 when `info` does not
+    /// say). A site that caps pages below ours would otherwise return short pages, and a short
+    /// page reads as the last one: the scan would stop early and miss rows.
+    pub async fn fit_page_size_to_site(&mut self) -> Result<(), ReadError> {
+        let info = self.call("info", &Value::Null).await?;
+        let cap = info
+            .get("api_max_entities_per_page")
+            .and_then(Value::as_u64)
+            .unwrap_or(500);
+        self.page_size = self
+            .page_size
+            .min(u32::try_from(cap).unwrap_or(u32::MAX).max(1));
+        Ok(())
+    }
+
     /// Calls `method`, retrying transient failures until the site answers or `stop` fires.
     pub async fn call(&self, method: &str, payload: &Value) -> Result<Value, ReadError> {
         let mut backoff = Backoff::new(Duration::from_millis(200), self.max_backoff);

@@ -24,7 +24,7 @@ use sgcache::ShotgunCacheSpec;
 use tokio_util::sync::CancellationToken;
 
 use self::backfill::{scan_type, ScanError, ScanRequest};
-use self::fetch::{cond, SiteReader};
+use self::fetch::{cond, ReadError, SiteReader};
 use crate::events::backoff::{sleep_or_stop, Backoff};
 use crate::events::lock::{Leader, SCANNER_LOCK_KEY};
 use crate::events::{connect_db, ensure_position, PollError};
@@ -62,11 +62,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let url = spec.database_url(&process_env);
     let conn = spec.site_connection(&process_env)?;
-    let reader = Arc::new(SiteReader::new(
+    let mut reader = SiteReader::new(
         SiteClient::new(conn)?,
         stop.clone(),
         spec.workers.scanner.page_size,
-    ));
+    );
+    match reader.fit_page_size_to_site().await {
+        Ok(()) => {}
+        Err(ReadError::Stopped) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    let reader = Arc::new(reader);
     let Some(db) = connect_db(&url, spec.database.max_connections.min(4), &stop).await else {
         return Ok(());
     };
@@ -196,7 +202,7 @@ async fn scan_loop(
         };
         match round.await {
             Ok(()) => backoff.reset(),
-            Err(ScannerError::Scan(ScanError::Read(fetch::ReadError::Stopped))) => return,
+            Err(ScannerError::Scan(ScanError::Read(ReadError::Stopped))) => return,
             Err(e) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, failures = backoff.failures,
