@@ -70,6 +70,17 @@ impl Sql {
         self
     }
 
+    /// Appends `a, b, c` with every id bound, for `IN (...)` lists.
+    pub fn push_id_list(&mut self, ids: &[i64]) -> &mut Self {
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.push_bind(SqlValue::Int(*id));
+        }
+        self
+    }
+
     /// Appends a placeholder and binds the value to it. NULL is written as a literal instead:
     /// sqlx types a bound NULL as `text`, which PostgreSQL refuses to compare with or assign to
     /// a column of another type.

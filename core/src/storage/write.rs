@@ -380,7 +380,7 @@ async fn set_retired(
             sql.push(" WHERE ");
         }
         sql.push("\"id\" IN (");
-        push_id_list(&mut sql, chunk);
+        sql.push_id_list(chunk);
         sql.push(")");
         changed += tx.execute(&sql).await?;
     }
@@ -422,7 +422,7 @@ pub async fn retire_missing(
     }
     if !seen.is_empty() {
         sql.push(" AND \"id\" NOT IN (");
-        push_id_list(&mut sql, seen);
+        sql.push_id_list(seen);
         sql.push(")");
     }
     Ok(tx.execute(&sql).await?)
@@ -434,13 +434,4 @@ fn cached_table(state: &DbState, entity_type: &str) -> Result<String, StorageErr
         .get(entity_type)
         .map(|_| ident::table_name(entity_type))
         .ok_or_else(|| StorageError::NotCached(entity_type.into()))
-}
-
-fn push_id_list(sql: &mut Sql, ids: &[i64]) {
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push_bind(SqlValue::Int(*id));
-    }
 }

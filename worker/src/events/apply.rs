@@ -414,12 +414,7 @@ async fn current_links(
             sql.push("SELECT \"_entity_id\", \"_target_type\", \"_target_id\" FROM ")
                 .push_ident(&assoc)
                 .push(" WHERE \"_entity_id\" IN (");
-            for (i, id) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.push_bind(SqlValue::Int(*id));
-            }
+            sql.push_id_list(chunk);
             sql.push(") ORDER BY \"_entity_id\", \"_position\"");
             for row in tx.fetch_all(&sql).await? {
                 if let [SqlValue::Int(e), SqlValue::Text(t), SqlValue::Int(i)] = row.as_slice() {

@@ -140,12 +140,7 @@ pub async fn existing_ids(
         sql.push("SELECT \"id\" FROM ")
             .push_ident(&table)
             .push(" WHERE \"id\" IN (");
-        for (i, id) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push_bind(SqlValue::Int(*id));
-        }
+        sql.push_id_list(chunk);
         sql.push(")");
         for row in tx.fetch_all(&sql).await? {
             if let Some(SqlValue::Int(id)) = row.first() {
@@ -171,12 +166,7 @@ pub async fn retired_ids(
             .push(" WHERE \"_retired\" = ")
             .push_bind(SqlValue::Bool(true))
             .push(" AND \"id\" IN (");
-        for (i, id) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push_bind(SqlValue::Int(*id));
-        }
+        sql.push_id_list(chunk);
         sql.push(")");
         for row in tx.fetch_all(&sql).await? {
             if let Some(SqlValue::Int(id)) = row.first() {
@@ -261,12 +251,7 @@ pub async fn seen_times(
         sql.push("SELECT \"id\", \"_updated_at_seen\" FROM ")
             .push_ident(&table)
             .push(" WHERE \"id\" IN (");
-        for (i, id) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push_bind(SqlValue::Int(*id));
-        }
+        sql.push_id_list(chunk);
         sql.push(")");
         for row in tx.fetch_all(&sql).await? {
             let seen = match row.get(1) {
