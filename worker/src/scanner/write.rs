@@ -133,22 +133,7 @@ pub async fn existing_ids(
     entity_type: &str,
     ids: &[i64],
 ) -> Result<std::collections::BTreeSet<i64>, StorageError> {
-    let table = ident::table_name(entity_type);
-    let mut found = std::collections::BTreeSet::new();
-    for chunk in ids.chunks(5_000) {
-        let mut sql = tx.sql();
-        sql.push("SELECT \"id\" FROM ")
-            .push_ident(&table)
-            .push(" WHERE \"id\" IN (");
-        sql.push_id_list(chunk);
-        sql.push(")");
-        for row in tx.fetch_all(&sql).await? {
-            if let Some(SqlValue::Int(id)) = row.first() {
-                found.insert(*id);
-            }
-        }
-    }
-    Ok(found)
+    cached_ids(tx, entity_type, ids, false).await
 }
 
 /// Which of `ids` are cached as retired.
@@ -157,17 +142,29 @@ pub async fn retired_ids(
     entity_type: &str,
     ids: &[i64],
 ) -> Result<std::collections::BTreeSet<i64>, StorageError> {
+    cached_ids(tx, entity_type, ids, true).await
+}
+
+/// Which of `ids` have a row (a retired one, with `retired_only`).
+async fn cached_ids(
+    tx: &mut Tx,
+    entity_type: &str,
+    ids: &[i64],
+    retired_only: bool,
+) -> Result<std::collections::BTreeSet<i64>, StorageError> {
     let table = ident::table_name(entity_type);
     let mut found = std::collections::BTreeSet::new();
     for chunk in ids.chunks(5_000) {
         let mut sql = tx.sql();
         sql.push("SELECT \"id\" FROM ")
             .push_ident(&table)
-            .push(" WHERE \"_retired\" = ")
-            .push_bind(SqlValue::Bool(true))
-            .push(" AND \"id\" IN (");
-        sql.push_id_list(chunk);
-        sql.push(")");
+            .push(" WHERE ");
+        if retired_only {
+            sql.push("\"_retired\" = ")
+                .push_bind(SqlValue::Bool(true))
+                .push(" AND ");
+        }
+        sql.push("\"id\" IN (").push_id_list(chunk).push(")");
         for row in tx.fetch_all(&sql).await? {
             if let Some(SqlValue::Int(id)) = row.first() {
                 found.insert(*id);
