@@ -2,6 +2,8 @@
 //! served once from the cache, the background check finds the mismatch, counts it, re-reads the
 //! entity from the site and repairs the row; the next read equals the site. Neither the
 //! scanner nor the follower runs meanwhile, so only the verification can have repaired it.
+//! Then the same for a linked entity's display field: a tampered Sequence code shows as a stale
+//! link `name` in a Shot read, and the verification refreshes the Sequence.
 
 mod freshness_common;
 
@@ -129,6 +131,64 @@ async fn a_tampered_cell_is_found_by_verification_and_repaired() {
     let (path, answer) = read().await;
     assert_eq!(path, "cache");
     assert_eq!(answer["results"]["entities"], site["entities"]);
+
+    // A stale link name: the linked Sequence's code is tampered, the Shot row is untouched.
+    let links = json!({"type": "Shot",
+        "filters": {"logical_operator": "and", "conditions": [
+            {"path": "sg_sequence", "relation": "is_not", "values": [null]}]},
+        "return_fields": ["code", "sg_sequence"],
+        "sorts": [{"field_name": "id", "direction": "asc"}],
+        "paging": {"current_page": 1, "entities_per_page": 5}});
+    let site = call(&env.writer, "read", links.clone()).await;
+    let seq = site["entities"][0]["sg_sequence"].clone();
+    let seq_id = seq["id"].as_i64().expect("a shot with a sequence");
+    let seq_code = seq["name"].clone();
+    let body = json!({"method_name": "read", "params": [
+        {"script_name": "sgcache_test", "script_key": "test_key"}, links]})
+    .to_string();
+    let read = || async {
+        let r = http
+            .post(format!("{proxy}/api3/json"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let path = r.headers()["x-sgcache-path"].to_str().unwrap().to_string();
+        (path, r.json::<Value>().await.unwrap())
+    };
+    let (path, answer) = read().await;
+    assert_eq!(path, "cache");
+    assert_eq!(answer["results"]["entities"], site["entities"]);
+    let mut sql = env.db.db.sql();
+    sql.push("UPDATE \"sequence\" SET \"code\" = ")
+        .push_bind(SqlValue::Text("tampered-seq".into()))
+        .push(" WHERE \"id\" = ")
+        .push_bind(SqlValue::Int(seq_id));
+    env.db.db.execute(&sql).await.unwrap();
+    let (path, answer) = read().await;
+    assert_eq!(path, "cache");
+    assert_eq!(
+        answer["results"]["entities"][0]["sg_sequence"]["name"],
+        "tampered-seq"
+    );
+    let repaired = eventually(Duration::from_secs(10), || async {
+        cached(&env, "Sequence", seq_id)
+            .await
+            .is_some_and(|(_, row)| row["code"] == seq_code)
+    })
+    .await;
+    assert!(repaired.is_some(), "the linked Sequence was never repaired");
+    let m = metrics().await;
+    assert_eq!(
+        metric(&m, "sgcache_proxy_verify_total{outcome=\"mismatch\"}"),
+        2.0,
+        "{m}"
+    );
+    let (path, answer) = read().await;
+    assert_eq!(path, "cache");
+    assert_eq!(answer["results"]["entities"], site["entities"]);
+
     let diffs = compare(&env).await;
     assert!(diffs.is_empty(), "cache differs from the site: {diffs:?}");
     stop.cancel();

@@ -2,7 +2,9 @@
 //! against the site in the background; when the answers differ, the differing fields are
 //! logged (names only: values may be secrets) and every entity of the read's type that either
 //! answer holds is re-read from the site by id and written into the cache (entities the site
-//! no longer returns are retired), so the next read of them is right.
+//! no longer returns are retired), so the next read of them is right. Entities linked from a
+//! differing field are re-read too: a link's `name` comes from the target's display field, so
+//! a stale name is repaired only by refreshing the target.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -28,6 +30,8 @@ pub struct Difference {
     pub ids: BTreeSet<i64>,
     /// Something else differs (order, paging information, entities without ids).
     pub other: bool,
+    /// Entities linked from a differing field in either answer, by type.
+    pub linked: BTreeMap<String, BTreeSet<i64>>,
 }
 
 impl Difference {
@@ -44,6 +48,22 @@ fn entities(results: &Value) -> Option<BTreeMap<i64, &Map<String, Value>>> {
         out.insert(obj.get("id")?.as_i64()?, obj);
     }
     Some(out)
+}
+
+/// Adds the `{type, id}` links in a field value (a link or a list of links) to `out`.
+fn collect_links(value: Option<&Value>, out: &mut BTreeMap<String, BTreeSet<i64>>) {
+    match value {
+        Some(Value::Array(items)) => items.iter().for_each(|v| collect_links(Some(v), out)),
+        Some(Value::Object(link)) => {
+            if let (Some(ty), Some(id)) = (
+                link.get("type").and_then(Value::as_str),
+                link.get("id").and_then(Value::as_i64),
+            ) {
+                out.entry(ty.to_string()).or_default().insert(id);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Compares the `results` of a cached read with the site's, entity by entity.
@@ -66,6 +86,8 @@ pub fn difference(cached: &Value, site: &Value) -> Difference {
             if ce.get(name) != se.get(name) {
                 d.fields.insert(name.clone());
                 d.ids.insert(*id);
+                collect_links(ce.get(name), &mut d.linked);
+                collect_links(se.get(name), &mut d.linked);
             }
         }
     }
@@ -121,21 +143,22 @@ pub async fn verify(
     let (Some(ty), Some(req)) = (entity_type, req) else {
         return;
     };
-    if diff.ids.is_empty() {
-        return;
-    }
     let auth = state
         .service_auth
         .clone()
         .unwrap_or_else(|| req.auth.clone());
-    let ids: Vec<i64> = diff.ids.into_iter().collect();
-    match refresh(&state, &auth, &ty, &ids).await {
-        Ok(n) => {
-            state.metrics.verify_refreshed.inc_by(n as u64);
-            tracing::info!(entity_type = %ty, entities = n, "refreshed entities after a verification mismatch");
-        }
-        Err(e) => {
-            tracing::warn!(entity_type = %ty, error = %e, "refresh after a verification mismatch failed")
+    let mut targets = diff.linked;
+    targets.entry(ty).or_default().extend(diff.ids);
+    for (ty, ids) in targets.into_iter().filter(|(_, ids)| !ids.is_empty()) {
+        let ids: Vec<i64> = ids.into_iter().collect();
+        match refresh(&state, &auth, &ty, &ids).await {
+            Ok(n) => {
+                state.metrics.verify_refreshed.inc_by(n as u64);
+                tracing::info!(entity_type = %ty, entities = n, "refreshed entities after a verification mismatch");
+            }
+            Err(e) => {
+                tracing::warn!(entity_type = %ty, error = %e, "refresh after a verification mismatch failed")
+            }
         }
     }
 }
@@ -199,11 +222,38 @@ mod tests {
         assert_eq!(d.fields, BTreeSet::from(["description".to_string()]));
         assert_eq!(d.ids, BTreeSet::from([1, 3, 4]));
         assert!(!d.other);
+        assert!(d.linked.is_empty());
         assert!(!format!("{d:?}").contains("secret"));
         assert!(difference(&cached, &cached).is_empty());
         // Same entities in another order: a difference, but no entity to refresh.
         let swapped = json!({"entities": [cached["entities"][1], cached["entities"][0], cached["entities"][2]]});
         let d = difference(&cached, &swapped);
         assert!(d.other && d.ids.is_empty() && !d.is_empty());
+    }
+
+    #[test]
+    fn links_in_differing_fields_are_collected_from_both_answers() {
+        let cached = json!({"entities": [
+            {"type": "Shot", "id": 1, "sg_sequence": {"type": "Sequence", "id": 7, "name": "old"},
+             "assets": [{"type": "Asset", "id": 3, "name": "a"}],
+             "project": {"type": "Project", "id": 9, "name": "p"}}]});
+        let site = json!({"entities": [
+            {"type": "Shot", "id": 1, "sg_sequence": {"type": "Sequence", "id": 7, "name": "new"},
+             "assets": [{"type": "Asset", "id": 3, "name": "a"}, {"type": "Asset", "id": 4, "name": "b"}],
+             "project": {"type": "Project", "id": 9, "name": "p"}}]});
+        let d = difference(&cached, &site);
+        assert_eq!(
+            d.fields,
+            BTreeSet::from(["assets".into(), "sg_sequence".into()])
+        );
+        assert_eq!(d.ids, BTreeSet::from([1]));
+        // The unchanged project link is not refreshed.
+        assert_eq!(
+            d.linked,
+            BTreeMap::from([
+                ("Asset".to_string(), BTreeSet::from([3, 4])),
+                ("Sequence".to_string(), BTreeSet::from([7])),
+            ])
+        );
     }
 }
