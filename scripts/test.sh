@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 : "${SGCACHE_TEST_PG:=postgres://postgres@127.0.0.1:5432}"
 export SGCACHE_TEST_PG
 
+# Where cargo puts the binaries (CARGO_TARGET_DIR moves them).
+bin_dir="${CARGO_TARGET_DIR:-$PWD/target}/debug"
+
 echo "== build"
 cargo build --workspace --all-targets --locked
 
@@ -16,12 +19,12 @@ cargo test --workspace --locked
 
 if [ -x tests/compat/run.sh ]; then
   echo "== shotgun_api3 compatibility suite"
-  SHOTGUN_SIM_BIN="$PWD/target/debug/shotgun-sim" tests/compat/run.sh
+  SHOTGUN_SIM_BIN="$bin_dir/shotgun-sim" tests/compat/run.sh
 fi
 
 if [ -x tests/compat/run_proxy.sh ]; then
   echo "== the same read battery through the proxy (sgcache-worker all + PostgreSQL)"
-  PG_URL="$SGCACHE_TEST_PG" BIN_DIR="$PWD/target/debug" tests/compat/run_proxy.sh
+  PG_URL="$SGCACHE_TEST_PG" BIN_DIR="$bin_dir" tests/compat/run_proxy.sh
 fi
 
 if [ -x charts/check.sh ]; then

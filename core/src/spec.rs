@@ -203,6 +203,46 @@ pub struct ProxySpec {
     #[serde(default)]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub verify_sample_rate: f64,
+    /// Who may be answered from the cache. Absent: every principal the site accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_for: Option<CacheForSpec>,
+}
+
+/// The principals whose reads may come from the cache. The cache holds what the cache's own
+/// script can read; the site may show other principals less (permission groups, per-project
+/// visibility), and the proxy cannot see those rules. List here the scripts and users with
+/// full read access to the cached types; every other principal's reads pass through to the
+/// site (metric reason `principal`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CacheForSpec {
+    /// Script names (`script_name`) answered from the cache, unless they act as a user
+    /// (`sudo_as_login`) who is not in `logins`.
+    #[serde(default)]
+    pub scripts: Vec<String>,
+    /// HumanUser logins answered from the cache: `user_login`, or the `sudo_as_login` a listed
+    /// script acts as. Session-token requests name no login and always pass through.
+    #[serde(default)]
+    pub logins: Vec<String>,
+}
+
+impl CacheForSpec {
+    /// Whether a request with this auth object may be answered from the cache.
+    pub fn allows(&self, auth: &serde_json::Map<String, serde_json::Value>) -> bool {
+        let text = |k: &str| auth.get(k).and_then(serde_json::Value::as_str);
+        let listed = |list: &[String], v: &str| list.iter().any(|x| x == v);
+        // Permissions are those of the user acted as, whoever authenticates.
+        if let Some(login) = text("sudo_as_login") {
+            if !listed(&self.logins, login) {
+                return false;
+            }
+        }
+        match (text("script_name"), text("user_login")) {
+            (Some(script), None) => listed(&self.scripts, script),
+            (None, Some(login)) => listed(&self.logins, login),
+            _ => false,
+        }
+    }
 }
 
 impl Default for ProxySpec {
@@ -213,6 +253,7 @@ impl Default for ProxySpec {
             auth_ttl: defaults::auth_ttl(),
             auth_grace: defaults::auth_grace(),
             verify_sample_rate: 0.0,
+            cache_for: None,
         }
     }
 }
@@ -539,6 +580,53 @@ mod tests {
             Duration::from_secs(1)
         );
         assert_eq!(spec.deletion_policy, DeletionPolicy::Retain);
+    }
+
+    #[test]
+    fn cache_for_names_scripts_logins_and_sudo_targets() {
+        let spec = ShotgunCacheSpec::from_yaml(
+            "workers:\n  proxy:\n    cacheFor:\n      scripts: [pipeline]\n      logins: [ana]\n",
+            "t",
+        )
+        .unwrap();
+        let allow = spec.workers.proxy.cache_for.expect("cacheFor");
+        let auth = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let allows = |v| allow.allows(&auth(v));
+        assert!(allows(
+            serde_json::json!({"script_name": "pipeline", "script_key": "k"})
+        ));
+        assert!(!allows(
+            serde_json::json!({"script_name": "other", "script_key": "k"})
+        ));
+        assert!(allows(
+            serde_json::json!({"user_login": "ana", "user_password": "p"})
+        ));
+        assert!(!allows(
+            serde_json::json!({"user_login": "bo", "user_password": "p"})
+        ));
+        // Acting as a user: that user's permissions apply.
+        assert!(allows(
+            serde_json::json!({"script_name": "pipeline", "script_key": "k", "sudo_as_login": "ana"})
+        ));
+        assert!(!allows(
+            serde_json::json!({"script_name": "pipeline", "script_key": "k", "sudo_as_login": "bo"})
+        ));
+        assert!(!allows(
+            serde_json::json!({"script_name": "other", "script_key": "k", "sudo_as_login": "ana"})
+        ));
+        // No login to check, or two families at once: pass through.
+        assert!(!allows(serde_json::json!({"session_token": "t"})));
+        assert!(!allows(
+            serde_json::json!({"script_name": "pipeline", "user_login": "ana"})
+        ));
+        assert_eq!(
+            ShotgunCacheSpec::from_yaml("{}", "t")
+                .unwrap()
+                .workers
+                .proxy
+                .cache_for,
+            None
+        );
     }
 
     #[test]

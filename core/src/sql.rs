@@ -111,7 +111,19 @@ pub enum Tx {
 
 impl Db {
     /// Connects to `postgres://…` or `sqlite://…` (the SQLite file is created if missing).
+    /// Waiting for a connection gives up after 10 s.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, sqlx::Error> {
+        Self::connect_with_timeout(url, max_connections, std::time::Duration::from_secs(10)).await
+    }
+
+    /// Like [`Db::connect`], giving up on a connection after `acquire_timeout`. sqlx keeps
+    /// retrying a refused connection (a restarting server) until then, so this is how long a
+    /// statement can wait while PostgreSQL is down.
+    pub async fn connect_with_timeout(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: std::time::Duration,
+    ) -> Result<Db, sqlx::Error> {
         if url.starts_with("sqlite:") {
             let options: SqliteConnectOptions = url.parse()?;
             let options = options
@@ -127,7 +139,7 @@ impl Db {
         } else {
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
-                .acquire_timeout(std::time::Duration::from_secs(10))
+                .acquire_timeout(acquire_timeout)
                 .connect(url)
                 .await?;
             Ok(Db::Postgres(pool))

@@ -4,4 +4,5 @@ pub mod layout;
 pub mod loader;
 pub mod pg;
 pub mod proxy;
+pub mod relay;
 pub mod worker;

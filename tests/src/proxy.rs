@@ -44,6 +44,7 @@ impl Harness {
             catalog_refresh: Duration::from_millis(200),
             service_auth: script_auth().as_object().cloned(),
             verify_sample_rate: 0.0,
+            cache_for: None,
         };
         tweak(&mut config);
         let state = AppState::new(&config, db)?;

@@ -5,7 +5,10 @@
 //!   SIGKILLing it lets the standby take over within a deadline, and the cache then equals the
 //!   site with no event range committed twice;
 //! * the follower's database connections are terminated (`pg_terminate_backend`) again and
-//!   again for a few seconds while the site takes writes: it reconnects and loses nothing.
+//!   again for a few seconds while the site takes writes: it reconnects and loses nothing;
+//! * the database goes away for seconds, as in a server restart (connections cut, new ones
+//!   refused, through [`Relay`]) while the site takes writes with and without events: the
+//!   follower and the scanner stay up, reconnect, and the cache ends equal to the site.
 //!
 //! The scanner only does the initial backfill and is stopped before the writes, so anything a
 //! follower lost would show in the final comparison.
@@ -19,6 +22,7 @@ use freshness_common::*;
 use serde_json::{json, Value};
 use sgcache::sql::{Db, SqlValue};
 use sgcache::storage;
+use sgcache_tests::relay::Relay;
 use tokio_util::sync::CancellationToken;
 
 const WORKERS: &str = "  events:\n    pollInterval: 200ms\n    gapWindow: 30s\n  scanner:\n    interval: 1s\n    overlap: 2s\n    pageSize: 100";
@@ -292,5 +296,86 @@ async fn the_follower_survives_its_connections_being_terminated() {
     let diffs = compare(&env).await;
     assert!(diffs.is_empty(), "cache differs from the site: {diffs:#?}");
     sigterm_exits_zero(&mut ev, "follower", &log);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_follower_and_the_scanner_ride_out_a_database_restart() {
+    let env = backfilled("pgdown").await;
+    let shots = live_shots(&env).await;
+    let (relay, url) = Relay::for_postgres(&env.db.url).await.unwrap();
+    let (ev_log, sc_log) = (
+        env.dir.path().join("events.log"),
+        env.dir.path().join("scanner.log"),
+    );
+    let mut ev = spawn_worker_via(&env, "events", &ev_log, Some(&url));
+    let mut sc = spawn_worker_via(&env, "scanner", &sc_log, Some(&url));
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            messages(&read_log(&ev_log), "holding the leader lock; active") == 1
+        })
+        .await
+        .is_some(),
+        "follower never became active:\n{}",
+        read_log(&ev_log)
+    );
+    writes(&env, &shots, 0).await;
+    assert!(
+        caught_up(&env, Duration::from_secs(20)).await,
+        "no catch-up before the outage"
+    );
+
+    relay.down();
+    let accepted = relay.accepted();
+    for round in 1..5 {
+        writes(&env, &shots, round).await;
+        // A script without events: only the scanner's incremental scan can bring this in.
+        update(
+            &env.silent,
+            "Shot",
+            shots[10 + round],
+            json!({"description": format!("silent during the outage {round}")}),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    relay.up().await.unwrap();
+
+    assert!(
+        caught_up(&env, Duration::from_secs(40)).await,
+        "the follower never caught up after the outage:\n{}",
+        read_log(&ev_log)
+    );
+    let equal = eventually(Duration::from_secs(30), || async {
+        compare(&env).await.is_empty()
+    })
+    .await;
+    let diffs = compare(&env).await;
+    assert!(equal.is_some(), "cache differs from the site: {diffs:#?}");
+    assert!(relay.accepted() > accepted, "nothing reconnected");
+    assert!(
+        messages(
+            &read_log(&ev_log),
+            "lost the leader lock's connection; re-acquiring"
+        ) >= 1,
+        "the follower never noticed the outage:\n{}",
+        read_log(&ev_log)
+    );
+    assert_eq!(
+        ev.try_wait().unwrap(),
+        None,
+        "the follower exited:\n{}",
+        read_log(&ev_log)
+    );
+    assert_eq!(
+        sc.try_wait().unwrap(),
+        None,
+        "the scanner exited:\n{}",
+        read_log(&sc_log)
+    );
+    assert_applied_once(&[read_log(&ev_log)]);
+    sigterm_exits_zero(&mut ev, "follower", &ev_log);
+    sigterm_exits_zero(&mut sc, "scanner", &sc_log);
+    drop(relay);
     env.stop().await;
 }

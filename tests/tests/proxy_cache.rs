@@ -5,10 +5,14 @@
 use serde_json::{json, Value};
 use sgcache::plan::PlanOptions;
 use sgcache::site::SiteClient;
+use sgcache::spec::CacheForSpec;
 use sgcache::spec::SiteConnection;
+use sgcache::sql::Db;
 use sgcache::ShotgunCacheSpec;
 use sgcache_tests::pg::TestDb;
 use sgcache_tests::proxy::{script_auth, Harness};
+use sgcache_tests::relay::Relay;
+use sgcache_worker::proxy::ProxyConfig;
 use shotgun_sim::SimConfig;
 
 const SPEC: &str = "
@@ -36,15 +40,16 @@ async fn setup() -> Setup {
 /// start); the caller attaches it later.
 async fn setup_with(attached: bool, verify_sample_rate: f64) -> Setup {
     let db = TestDb::create("sgcache_proxy").await.unwrap();
-    setup_on(db, attached, verify_sample_rate).await
+    let proxy_db = attached.then(|| db.db.clone());
+    setup_on(db, proxy_db, |c| c.verify_sample_rate = verify_sample_rate).await
 }
 
-async fn setup_on(db: TestDb, attached: bool, verify_sample_rate: f64) -> Setup {
-    let h = Harness::start_with(SimConfig::default(), attached.then(|| db.db.clone()), |c| {
-        c.verify_sample_rate = verify_sample_rate
-    })
-    .await
-    .unwrap();
+/// Fills `db` from a fresh test site; the proxy uses `proxy_db` (a pool on `db`, or none) and
+/// the settings `tweak` gives it.
+async fn setup_on(db: TestDb, proxy_db: Option<Db>, tweak: impl FnOnce(&mut ProxyConfig)) -> Setup {
+    let h = Harness::start_with(SimConfig::default(), proxy_db, tweak)
+        .await
+        .unwrap();
     let site = SiteClient::new(SiteConnection {
         url: h.sim.url(),
         script_name: "sgcache_test".into(),
@@ -164,7 +169,8 @@ async fn cached_reads_match_the_site_and_do_not_reach_it() {
 #[tokio::test]
 async fn cached_reads_match_the_site_on_sqlite_too() {
     let db = TestDb::sqlite().await.unwrap();
-    cached_reads_match(setup_on(db, true, 0.0).await).await;
+    let proxy_db = Some(db.db.clone());
+    cached_reads_match(setup_on(db, proxy_db, |_| {}).await).await;
 }
 
 async fn cached_reads_match(Setup { h, db }: Setup) {
@@ -404,6 +410,111 @@ async fn without_its_database_the_proxy_passes_everything_through() {
         "{metrics}"
     );
     h.stop().await;
+    db.drop().await;
+}
+
+/// With `cacheFor` set, only the listed principals (and scripts acting as listed users) are
+/// answered from the cache; another principal the site accepts always gets the site's answer.
+#[tokio::test]
+async fn only_listed_principals_are_answered_from_the_cache() {
+    let db = TestDb::create("sgcache_proxy").await.unwrap();
+    let proxy_db = Some(db.db.clone());
+    let Setup { h, db } = setup_on(db, proxy_db, |c| {
+        c.cache_for = Some(CacheForSpec {
+            scripts: vec!["sgcache_test".into()],
+            logins: vec!["artist".into()],
+        })
+    })
+    .await;
+    let listed = [
+        script_auth(),
+        json!({"user_login": "artist", "user_password": "artist_password"}),
+        json!({"script_name": "sgcache_test", "script_key": "test_key", "sudo_as_login": "artist"}),
+    ];
+    for auth in listed {
+        let (_, path, _) = h.proxy("read", auth.clone(), shots(all())).await;
+        assert_eq!(path.as_deref(), Some("site"), "first read verifies {auth}");
+        let (_, path, body) = h.proxy("read", auth.clone(), shots(all())).await;
+        assert_eq!(path.as_deref(), Some("cache"), "{auth}");
+        let (_, _, direct) = h.direct("read", auth.clone(), shots(all())).await;
+        assert_eq!(body, direct, "{auth}");
+    }
+    let unlisted = json!({"script_name": "silent_script", "script_key": "silent_key"});
+    let before = h.site_requests();
+    for (name, payload) in battery().into_iter().take(3) {
+        let (status, path, proxied) = h.proxy("read", unlisted.clone(), payload.clone()).await;
+        assert_eq!((status, path.as_deref()), (200, Some("site")), "{name}");
+        let (_, _, direct) = h.direct("read", unlisted.clone(), payload).await;
+        assert_eq!(proxied, direct, "{name}");
+    }
+    // Three reads through the proxy and three direct ones, all at the site.
+    assert_eq!(h.site_requests() - before, 6);
+    let metrics = h.state.metrics.encode();
+    assert!(
+        metrics.contains(r#"method="read",path="site",reason="principal"} 3"#),
+        "{metrics}"
+    );
+    h.stop().await;
+    db.drop().await;
+}
+
+/// PostgreSQL going away under a running proxy (as in a server restart: connections cut, new
+/// ones refused) and coming back: reads keep getting the site's answers meanwhile, without
+/// hanging on the database, and come from the cache again once it is back.
+#[tokio::test]
+async fn a_database_outage_passes_reads_through_until_it_is_back() {
+    let db = TestDb::create("sgcache_proxy").await.unwrap();
+    let (relay, url) = Relay::for_postgres(&db.url).await.unwrap();
+    let timeout = sgcache_worker::proxy::run::DB_ACQUIRE_TIMEOUT;
+    let through = Db::connect_with_timeout(&url, 4, timeout).await.unwrap();
+    let Setup { h, db } = setup_on(db, Some(through), |_| {}).await;
+    let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
+    assert_eq!(
+        path.as_deref(),
+        Some("site"),
+        "first read verifies the credentials"
+    );
+    let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
+    assert_eq!(path.as_deref(), Some("cache"));
+
+    relay.down();
+    for (name, payload) in battery().into_iter().take(4) {
+        let started = std::time::Instant::now();
+        let (status, path, proxied) = h.proxy("read", script_auth(), payload.clone()).await;
+        eprintln!(
+            "{name}: answered in {:?} during the outage",
+            started.elapsed()
+        );
+        // A bound on hanging, not a speed target: well under sqlx's default 10 s of retrying.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(6),
+            "{name}: a read waited {:?} for the database",
+            started.elapsed()
+        );
+        let (_, _, direct) = h.direct("read", script_auth(), payload).await;
+        assert_eq!((status, path.as_deref()), (200, Some("site")), "{name}");
+        assert_eq!(proxied, direct, "{name}");
+    }
+    let ready: Value = h.get_json("/readyz").await;
+    assert_eq!(ready["database"], "unavailable", "{ready}");
+
+    relay.up().await.unwrap();
+    let mut back = false;
+    for _ in 0..100 {
+        let (_, path, body) = h.proxy("read", script_auth(), shots(all())).await;
+        if path.as_deref() == Some("cache") {
+            let (_, _, direct) = h.direct("read", script_auth(), shots(all())).await;
+            assert_eq!(body, direct);
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(back, "reads never came from the cache again");
+    let ready: Value = h.get_json("/readyz").await;
+    assert_eq!(ready["database"], "ok", "{ready}");
+    h.stop().await;
+    drop(relay);
     db.drop().await;
 }
 

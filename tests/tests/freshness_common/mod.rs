@@ -463,14 +463,23 @@ pub async fn assert_backfilled(env: &Env) {
 /// Starts the real `sgcache-worker <role>` with `env`'s config file, logging JSON at `info`
 /// to `log`.
 pub fn spawn_worker(env: &Env, role: &str, log: &Path) -> Child {
+    spawn_worker_via(env, role, log, None)
+}
+
+/// Like [`spawn_worker`], with `DATABASE_URL` set to `database_url` when given (to reach the
+/// database through a [`sgcache_tests::relay::Relay`]).
+pub fn spawn_worker_via(env: &Env, role: &str, log: &Path, database_url: Option<&str>) -> Child {
     let file = std::fs::File::create(log).unwrap();
-    Command::new(sgcache_tests::worker::binary())
-        .arg("--config")
+    let mut cmd = Command::new(sgcache_tests::worker::binary());
+    cmd.env_remove("DATABASE_URL");
+    if let Some(url) = database_url {
+        cmd.env("DATABASE_URL", url);
+    }
+    cmd.arg("--config")
         .arg(&env.config)
         .args(["--log-format", "json", role])
         .env("RUST_LOG", "info")
         .env_remove("SHOTGUN_URL")
-        .env_remove("DATABASE_URL")
         .stdout(Stdio::null())
         .stderr(file)
         .spawn()
@@ -519,6 +528,7 @@ pub async fn start_proxy(
         catalog_refresh: Duration::from_millis(200),
         service_auth,
         verify_sample_rate,
+        cache_for: None,
     };
     let db = sgcache::sql::Db::connect(&env.db.url, 4).await.unwrap();
     let state = AppState::new(&config, Some(db)).unwrap();

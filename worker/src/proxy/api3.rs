@@ -193,6 +193,9 @@ async fn read(state: &Arc<AppState>, call: &Call, req: &api3::Request) -> Outcom
     let Some(key) = principal(&req.auth) else {
         return forward_reason(state, call, None, "no_credentials").await;
     };
+    if !state.cache_for.as_ref().is_none_or(|c| c.allows(&req.auth)) {
+        return forward_reason(state, call, Some(&key), "principal").await;
+    }
     let plan = match plan(state, req) {
         Ok(p) => p,
         Err(pt) => {

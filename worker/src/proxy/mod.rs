@@ -50,6 +50,8 @@ pub struct ProxyConfig {
     pub service_auth: Option<serde_json::Map<String, serde_json::Value>>,
     /// Fraction (0–1) of cached reads re-run against the site in the background and compared.
     pub verify_sample_rate: f64,
+    /// Principals that may be answered from the cache; `None`: all the site accepts.
+    pub cache_for: Option<sgcache::spec::CacheForSpec>,
 }
 
 impl ProxyConfig {
@@ -62,6 +64,7 @@ impl ProxyConfig {
             catalog_refresh: Duration::from_secs(5),
             service_auth: None,
             verify_sample_rate: spec.workers.proxy.verify_sample_rate,
+            cache_for: spec.workers.proxy.cache_for.clone(),
         }
     }
 }
@@ -84,6 +87,7 @@ pub struct AppState {
     pub last_info: RwLock<Option<site::SiteResponse>>,
     pub service_auth: Option<serde_json::Map<String, serde_json::Value>>,
     pub verify_sample_rate: f64,
+    pub cache_for: Option<sgcache::spec::CacheForSpec>,
 }
 
 impl AppState {
@@ -100,6 +104,7 @@ impl AppState {
             last_info: RwLock::new(None),
             service_auth: config.service_auth.clone(),
             verify_sample_rate: config.verify_sample_rate,
+            cache_for: config.cache_for.clone(),
         }))
     }
 

@@ -12,6 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{serve, AppState, ProxyConfig};
 
+/// How long a read waits for a database connection before it goes to the site instead. sqlx
+/// retries refused connections until then, so while PostgreSQL restarts this bounds the delay
+/// of the reads that find it down (after the first failure they pass through at once).
+pub const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Runs the proxy on `spec.workers.proxy.port` (all interfaces) until `stop`.
 pub async fn run(spec: &ShotgunCacheSpec, stop: CancellationToken) -> anyhow::Result<()> {
     let site_url = process_env(sgcache::spec::env::SHOTGUN_URL)
@@ -28,7 +33,7 @@ pub async fn run(spec: &ShotgunCacheSpec, stop: CancellationToken) -> anyhow::Re
     let max = spec.database.max_connections;
     // Without its database the proxy still passes everything through, and keeps trying to
     // connect in the background.
-    let state = match Db::connect(&url, max).await {
+    let state = match Db::connect_with_timeout(&url, max, DB_ACQUIRE_TIMEOUT).await {
         Ok(db) => AppState::new(&config, Some(db))?,
         Err(e) => {
             tracing::error!(error = %e, "cache database unavailable at start; passing everything through");
@@ -50,7 +55,7 @@ async fn connect_later(state: Arc<AppState>, url: String, max: u32, stop: Cancel
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
-        match Db::connect(&url, max).await {
+        match Db::connect_with_timeout(&url, max, DB_ACQUIRE_TIMEOUT).await {
             Ok(db) => {
                 tracing::info!("cache database connected");
                 state.attach_db(db);

@@ -1,0 +1,107 @@
+//! A TCP relay in front of PostgreSQL that tests can take down and bring back, so a worker or
+//! the proxy sees what a database server restart looks like from the client side: open
+//! connections are cut and new ones are refused (connection refused, not an SQL error) until
+//! the relay is up again on the same port. The shared test server itself is never restarted.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// A relay from a local port to `target`.
+pub struct Relay {
+    pub addr: SocketAddr,
+    target: SocketAddr,
+    /// Cancelled to take the relay down; replaced when it comes back up.
+    up: Mutex<Option<CancellationToken>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Relay {
+    /// Starts a relay to `target` (for example `127.0.0.1:5432`) on a free local port.
+    pub async fn start(target: SocketAddr) -> anyhow::Result<Relay> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let relay = Relay {
+            addr: listener.local_addr()?,
+            target,
+            up: Mutex::new(None),
+            connections: Default::default(),
+        };
+        relay.serve(listener);
+        Ok(relay)
+    }
+
+    /// A relay in front of the test PostgreSQL server, and `url` rewritten to go through it.
+    pub async fn for_postgres(url: &str) -> anyhow::Result<(Relay, String)> {
+        let parsed = reqwest::Url::parse(url)?;
+        let host = parsed.host_str().unwrap_or("127.0.0.1");
+        let port = parsed.port().unwrap_or(5432);
+        let target = tokio::net::lookup_host((host, port))
+            .await?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{host} does not resolve"))?;
+        let relay = Relay::start(target).await?;
+        let mut through = parsed.clone();
+        through
+            .set_host(Some("127.0.0.1"))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        through
+            .set_port(Some(relay.addr.port()))
+            .map_err(|()| anyhow::anyhow!("cannot set the port of {url}"))?;
+        Ok((relay, through.to_string()))
+    }
+
+    /// How many connections the relay has accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn down(&self) {
+        if let Some(up) = self.up.lock().unwrap().take() {
+            up.cancel();
+        }
+    }
+
+    /// Accepts connections again on the same port.
+    pub async fn up(&self) -> anyhow::Result<()> {
+        let listener = TcpListener::bind(self.addr).await?;
+        self.serve(listener);
+        Ok(())
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let token = CancellationToken::new();
+        *self.up.lock().unwrap() = Some(token.clone());
+        let (target, connections) = (self.target, self.connections.clone());
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = token.cancelled() => return, // drops the listener: refused from now on
+                    a = listener.accept() => a,
+                };
+                let Ok((client, _)) = accepted else { continue };
+                connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::spawn(pipe(client, target, token.clone()));
+            }
+        });
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// Copies bytes both ways until either side closes or the relay goes down.
+async fn pipe(mut client: TcpStream, target: SocketAddr, down: CancellationToken) {
+    let Ok(mut server) = TcpStream::connect(target).await else {
+        return;
+    };
+    tokio::select! {
+        _ = down.cancelled() => {}
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+    }
+}
