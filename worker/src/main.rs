@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// mimalloc instead of glibc malloc: the proxy allocates and frees per row and per answer on
+// every runtime thread, and under load glibc's per-thread arenas kept returning memory to the
+// kernel and faulting it back in (a sixth of the proxy's CPU in `perf`; BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = sgcache_worker::cli::Cli::parse();
     sgcache_worker::telemetry::init(cli.log_format);
