@@ -45,7 +45,13 @@ def test_battery_through_the_proxy_matches_the_site(sg, sg_proxy, project):
     served = delta(reads_by_path(), before)
     print(f"proxy read paths over the battery: {served}")
     assert diffs == [], "\n".join(f"{name}: site={a!r} proxy={b!r}" for name, a, b in diffs)
-    assert served.get("cache", 0) > 0, served
+    # What may pass through is what the protocol doc leaves unknown (relative dates, tag lists,
+    # text sorts, multi-hop paths, non-ASCII case folding, retired link targets) and the
+    # battery's uncached types; 157 of 212 reads came from the cache on 2026-11-30.
+    allowed = {"site:relation", "site:sort", "site:path", "site:value", "site:link_name", "site:type_not_cached"}
+    assert set(served) - {"cache"} <= allowed, served
+    total = sum(served.values())
+    assert served.get("cache", 0) >= 0.7 * total, served
 
 
 def test_wrong_key_gets_authentication_fault_through_the_proxy():
