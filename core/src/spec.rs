@@ -206,6 +206,15 @@ pub struct ProxySpec {
     /// Who may be answered from the cache. Absent: every principal the site accepts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_for: Option<CacheForSpec>,
+    /// Memory (MiB) for answers kept by the proxy, so a repeated read costs no query; 0 turns
+    /// it off. Every change to the cache's tables drops them (PostgreSQL notifications; not
+    /// kept on SQLite).
+    #[serde(default = "defaults::result_cache_mb")]
+    #[schemars(range(max = 65536))]
+    pub result_cache_mb: u32,
+    /// Longest life of a kept answer, whatever the notifications say.
+    #[serde(default = "defaults::result_cache_ttl")]
+    pub result_cache_ttl: DurationString,
 }
 
 /// The principals whose reads may come from the cache. The cache holds what the cache's own
@@ -254,6 +263,8 @@ impl Default for ProxySpec {
             auth_grace: defaults::auth_grace(),
             verify_sample_rate: 0.0,
             cache_for: None,
+            result_cache_mb: defaults::result_cache_mb(),
+            result_cache_ttl: defaults::result_cache_ttl(),
         }
     }
 }
@@ -394,6 +405,14 @@ mod defaults {
     }
     pub fn auth_grace() -> DurationString {
         "1h".into()
+    }
+
+    pub fn result_cache_mb() -> u32 {
+        64
+    }
+
+    pub fn result_cache_ttl() -> DurationString {
+        "60s".into()
     }
     pub fn poll_interval() -> DurationString {
         "1s".into()

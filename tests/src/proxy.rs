@@ -45,6 +45,8 @@ impl Harness {
             service_auth: script_auth().as_object().cloned(),
             verify_sample_rate: 0.0,
             cache_for: None,
+            result_cache_bytes: 16 << 20,
+            result_cache_ttl: Duration::from_secs(60),
         };
         tweak(&mut config);
         let state = AppState::new(&config, db)?;

@@ -413,6 +413,93 @@ async fn without_its_database_the_proxy_passes_everything_through() {
     db.drop().await;
 }
 
+/// A repeated read is answered from memory without a query, and any change to the cache's
+/// tables (here an UPDATE behind the proxy's back, as the event follower makes) drops it: the
+/// next read has the new value.
+#[tokio::test]
+async fn kept_answers_are_dropped_by_any_change_to_the_cache() {
+    let Setup { h, db } = setup().await;
+    let hits = |h: &Harness| {
+        let m = h.state.metrics.encode();
+        m.lines()
+            .find(|l| l.starts_with("sgcache_proxy_result_cache_hits_total "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
+    assert_eq!(
+        path.as_deref(),
+        Some("site"),
+        "the first read verifies the credentials"
+    );
+    let (_, path, first) = h.proxy("read", script_auth(), shots(all())).await;
+    assert_eq!(path.as_deref(), Some("cache"));
+    assert_eq!(hits(&h), 0.0);
+    let site_before = h.site_requests();
+    let (_, path, again) = h.proxy("read", script_auth(), shots(all())).await;
+    assert_eq!(path.as_deref(), Some("cache"));
+    assert_eq!(again, first);
+    assert_eq!(hits(&h), 1.0);
+    assert_eq!(h.site_requests(), site_before);
+    // A kept answer is sent gzipped as kept to clients that accept gzip, plain to others.
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let body = json!({"method_name": "read", "params": [script_auth(), shots(all())]}).to_string();
+    for gzip in [true, false] {
+        let mut post = raw
+            .post(format!("{}/api3/json", h.proxy_url))
+            .body(body.clone());
+        if gzip {
+            post = post.header("accept-encoding", "gzip");
+        }
+        let resp = post.send().await.unwrap();
+        assert_eq!(resp.headers()["x-sgcache-path"], "cache");
+        let encoding = resp.headers().get("content-encoding").cloned();
+        let bytes = resp.bytes().await.unwrap();
+        let text = if gzip {
+            assert_eq!(encoding.unwrap(), "gzip");
+            let mut t = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut t)
+                .unwrap();
+            t
+        } else {
+            assert!(encoding.is_none());
+            String::from_utf8(bytes.to_vec()).unwrap()
+        };
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), first);
+    }
+    assert_eq!(hits(&h), 3.0);
+
+    let target = first["results"]["entities"][0]["id"].as_i64().unwrap();
+    let mut sql = db.db.sql();
+    sql.push("UPDATE \"shot\" SET \"code\" = ")
+        .push_bind(sgcache::sql::SqlValue::Text(
+            "changed behind the proxy".into(),
+        ))
+        .push(" WHERE \"id\" = ")
+        .push_bind(sgcache::sql::SqlValue::Int(target));
+    db.db.execute(&sql).await.unwrap();
+    let mut fresh = None;
+    for _ in 0..100 {
+        let (_, _, body) = h.proxy("read", script_auth(), shots(all())).await;
+        if body["results"]["entities"][0]["code"] == "changed behind the proxy" {
+            fresh = Some(body);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        fresh.is_some(),
+        "a kept answer outlived the change of its rows"
+    );
+    // Other answers are kept again afterwards.
+    let before = hits(&h);
+    let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
+    assert_eq!(path.as_deref(), Some("cache"));
+    assert_eq!(hits(&h), before + 1.0);
+    h.stop().await;
+    db.drop().await;
+}
+
 /// With `cacheFor` set, only the listed principals (and scripts acting as listed users) are
 /// answered from the cache; another principal the site accepts always gets the site's answer.
 #[tokio::test]
@@ -477,7 +564,21 @@ async fn a_database_outage_passes_reads_through_until_it_is_back() {
     let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
     assert_eq!(path.as_deref(), Some("cache"));
 
+    assert!(
+        h.state.results.is_live(),
+        "answers are kept while notifications arrive"
+    );
     relay.down();
+    // The notification connection goes too: answers kept in memory are no longer trusted.
+    let mut waited = 0;
+    while h.state.results.is_live() && waited < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    assert!(
+        !h.state.results.is_live(),
+        "kept answers outlived the database connection"
+    );
     for (name, payload) in battery().into_iter().take(4) {
         let started = std::time::Instant::now();
         let (status, path, proxied) = h.proxy("read", script_auth(), payload.clone()).await;

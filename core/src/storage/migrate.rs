@@ -29,6 +29,7 @@ pub async fn migrate(
         record_migration(&mut tx, &plan, &spec_hash(spec)).await?;
     }
     ensure_link_indexes(&mut tx).await?;
+    super::notify::ensure_change_triggers(&mut tx).await?;
     tx.commit().await?;
     tracing::info!(changes = plan.changes.len(), "migration applied");
     Ok(plan)

@@ -4,6 +4,7 @@
 mod convert;
 pub mod ddl;
 mod migrate;
+pub mod notify;
 mod state;
 mod write;
 

@@ -202,7 +202,12 @@ impl Drop for Proxy {
     }
 }
 
-async fn start_proxy(site_url: &str, db_url: &str, pool: usize) -> anyhow::Result<Proxy> {
+async fn start_proxy(
+    site_url: &str,
+    db_url: &str,
+    pool: usize,
+    result_cache_mb: usize,
+) -> anyhow::Result<Proxy> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -212,7 +217,7 @@ async fn start_proxy(site_url: &str, db_url: &str, pool: usize) -> anyhow::Resul
         &config,
         format!(
             "site:\n  url: {site_url}\ndatabase:\n  url:\n    value: {db_url}\n  maxConnections: {pool}\n\
-             workers:\n  proxy:\n    port: {port}\n    authTtl: 600s\n{ENTITIES}"
+             workers:\n  proxy:\n    port: {port}\n    authTtl: 600s\n    resultCacheMb: {result_cache_mb}\n{ENTITIES}"
         ),
     )?;
     let child = Command::new(worker_bin())
@@ -308,6 +313,12 @@ async fn main() -> anyhow::Result<()> {
     let pool = arg("--pool", 10);
     let latency = arg("--latency-ms", 100) as u64;
     let sequential = arg("--requests", 300);
+    // Answers kept in memory by the proxy (0: every read runs its query).
+    let result_cache_mb = arg("--result-cache-mb", 0);
+    // With the answers kept: one shot changed directly in PostgreSQL every N ms during the
+    // concurrent run (as the event follower would), each change dropping every kept answer.
+    let churn_ms = arg("--churn-ms", 0) as u64;
+    println!("proxy answers kept in memory: {result_cache_mb} MiB; a change every {churn_ms} ms (0: none)");
 
     // The site, with a proxy that has no cache database in front of it (pure pass-through).
     let sim = SimConfig {
@@ -357,7 +368,7 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(!variants.is_empty(), "no (project, status) with 50 shots");
     println!("read variants (project x status): {}", variants.len());
 
-    let proxy = start_proxy(&h.sim.url(), &db.url, pool).await?;
+    let proxy = start_proxy(&h.sim.url(), &db.url, pool, result_cache_mb).await?;
     let pid = proxy.child.id();
     let http = reqwest::Client::new();
     let api = format!("{}/api3/json", proxy.url);
@@ -443,6 +454,22 @@ async fn main() -> anyhow::Result<()> {
         }
         max
     });
+    let churn = (churn_ms > 0).then(|| {
+        let db = db.db.clone();
+        tokio::spawn(async move {
+            let end = Instant::now() + Duration::from_secs_f64(secs);
+            let mut n = 0u64;
+            while Instant::now() < end {
+                let mut q = db.sql();
+                q.push("UPDATE shot SET sg_cut_in = sg_cut_in WHERE id = ")
+                    .push_bind(SqlValue::Int(1 + (n % 1000) as i64));
+                let _ = db.execute(&q).await;
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(churn_ms)).await;
+            }
+            n
+        })
+    });
     let proxy_run = {
         let (http, api, bodies) = (http.clone(), api.clone(), bodies.clone());
         load(clients, secs, move |i| {
@@ -452,13 +479,28 @@ async fn main() -> anyhow::Result<()> {
         .await
     };
     let rss_load = sampler.await?;
+    if let Some(churn) = churn {
+        println!("changes made during the run: {}", churn.await?);
+    }
+    let metrics = http
+        .get(format!("{}/metrics", proxy.url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let hits = metrics
+        .lines()
+        .find(|l| l.starts_with("sgcache_proxy_result_cache_hits_total "))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or("0")
+        .to_string();
     let (_, rss_peak) = rss_mib(pid);
     println!(
         "\nproxy (cache), {clients} clients, {secs} s: {}",
         proxy_run.line()
     );
     println!(
-        "  site requests during the run: {}",
+        "  site requests during the run: {}; answered from kept answers since start: {hits}",
         h.site_requests() - site_before
     );
     println!(

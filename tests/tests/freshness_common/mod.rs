@@ -529,6 +529,8 @@ pub async fn start_proxy(
         service_auth,
         verify_sample_rate,
         cache_for: None,
+        result_cache_bytes: 16 << 20,
+        result_cache_ttl: Duration::from_secs(60),
     };
     let db = sgcache::sql::Db::connect(&env.db.url, 4).await.unwrap();
     let state = AppState::new(&config, Some(db)).unwrap();

@@ -207,7 +207,7 @@ async fn read(state: &Arc<AppState>, call: &Call, req: &api3::Request) -> Outcom
     let verdict = state.auth.verdict(&key);
     let site_down = !state.site_ok.load(Ordering::Relaxed);
     if verdict == Verdict::Fresh || (verdict == Verdict::Grace && site_down) {
-        return cached(state, call, &key, db, &plan).await;
+        return cached(state, call, req, &key, db, &plan).await;
     }
     // Not verified (recently enough): the request itself verifies the credentials.
     match state
@@ -226,7 +226,7 @@ async fn read(state: &Arc<AppState>, call: &Call, req: &api3::Request) -> Outcom
                 state.site_ok.store(false, Ordering::Relaxed);
             }
             if verdict == Verdict::Grace {
-                return cached(state, call, &key, db, &plan).await;
+                return cached(state, call, req, &key, db, &plan).await;
             }
             match answer {
                 Ok(resp) => (resp.into_response(), "site", "verify_auth"),
@@ -254,13 +254,38 @@ fn plan(state: &AppState, req: &api3::Request) -> Result<sgcache::query::ReadPla
 async fn cached(
     state: &Arc<AppState>,
     call: &Call,
+    req: &api3::Request,
     key: &CredentialKey,
     db: &sgcache::sql::Db,
     plan: &sgcache::query::ReadPlan,
 ) -> Outcome {
-    // The answer's JSON text is written straight from the rows (no intermediate value).
-    match plan.run_response(db).await {
-        Ok(body) => {
+    // Keyed by the payload only: every principal allowed here gets the same answer.
+    let kept_key = state.results.enabled().then(|| req.payload.to_string());
+    let wants_gzip = accepts_gzip(&call.headers);
+    let hit = kept_key.as_deref().and_then(|k| state.results.get(k));
+    if hit.is_some() {
+        state.metrics.result_hits.inc();
+    }
+    let generation = state.results.generation();
+    let answer = match hit {
+        Some(kept) => Ok(kept),
+        // The answer's JSON text is written straight from the rows (no intermediate value).
+        None => plan.run_response(db).await.map(|body| {
+            let body = Bytes::from(body);
+            let mut gz = None;
+            if let (Some(k), Some(g)) = (kept_key, generation) {
+                gz = if wants_gzip {
+                    super::results::gzip(&body)
+                } else {
+                    None
+                };
+                state.results.put(k, g, body.clone(), gz.clone());
+            }
+            super::results::Kept { body, gz }
+        }),
+    };
+    match answer {
+        Ok(super::results::Kept { body, gz }) => {
             if state.verify_sample_rate > 0.0 && rand::random::<f64>() < state.verify_sample_rate {
                 let results = serde_json::from_slice::<Value>(&body)
                     .ok()
@@ -274,6 +299,22 @@ async fn cached(
                     results,
                 );
                 tokio::spawn(check.instrument(tracing::Span::current()));
+            }
+            // Gzipped already: the compression layer leaves answers with an encoding alone.
+            if let Some(gz) = gz.filter(|_| wants_gzip) {
+                let response = (
+                    [
+                        (
+                            axum::http::header::CONTENT_TYPE,
+                            "application/json; charset=utf-8",
+                        ),
+                        (axum::http::header::CONTENT_ENCODING, "gzip"),
+                        (axum::http::header::VARY, "accept-encoding"),
+                    ],
+                    gz,
+                )
+                    .into_response();
+                return (response, "cache", "none");
             }
             let response = (
                 [(
@@ -324,4 +365,18 @@ pub async fn stream(state: Arc<AppState>, req: Request) -> Response {
         .metrics
         .observe("raw", path, "none", start.elapsed().as_secs_f64());
     resp
+}
+
+/// Whether the client accepts gzip (`accept-encoding: gzip`, not with `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(axum::http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|part| {
+            let mut it = part.split(';').map(str::trim);
+            it.next().is_some_and(|e| e.eq_ignore_ascii_case("gzip"))
+                && !it.any(|p| p.replace(' ', "") == "q=0")
+        })
 }

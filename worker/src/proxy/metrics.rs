@@ -45,6 +45,8 @@ pub struct Metrics {
     pub latency: Family<LatencyLabels, Histogram>,
     pub site_errors: Family<SiteErrorLabels, Counter>,
     pub write_through_failures: Counter,
+    /// Cached reads answered from the answers kept in memory, without a query.
+    pub result_hits: Counter,
 }
 
 /// Methods the labels name; anything else is `other`.
@@ -116,8 +118,15 @@ impl Default for Metrics {
             "Entities re-read from the site and rewritten after a verification mismatch",
             verify_refreshed.clone(),
         );
+        let result_hits = Counter::default();
+        registry.register(
+            "result_cache_hits",
+            "Cached reads answered from answers kept in memory, without a query",
+            result_hits.clone(),
+        );
         Metrics {
             registry,
+            result_hits,
             verify,
             verify_refreshed,
             requests,

@@ -7,6 +7,7 @@
 mod api3;
 pub mod auth;
 pub mod metrics;
+pub mod results;
 pub mod run;
 pub mod site;
 pub mod verify;
@@ -52,6 +53,9 @@ pub struct ProxyConfig {
     pub verify_sample_rate: f64,
     /// Principals that may be answered from the cache; `None`: all the site accepts.
     pub cache_for: Option<sgcache::spec::CacheForSpec>,
+    /// Bytes of answers kept in memory (0: none) and their longest life.
+    pub result_cache_bytes: usize,
+    pub result_cache_ttl: Duration,
 }
 
 impl ProxyConfig {
@@ -65,6 +69,8 @@ impl ProxyConfig {
             service_auth: None,
             verify_sample_rate: spec.workers.proxy.verify_sample_rate,
             cache_for: spec.workers.proxy.cache_for.clone(),
+            result_cache_bytes: spec.workers.proxy.result_cache_mb as usize * 1024 * 1024,
+            result_cache_ttl: spec.workers.proxy.result_cache_ttl.duration(),
         }
     }
 }
@@ -88,6 +94,8 @@ pub struct AppState {
     pub service_auth: Option<serde_json::Map<String, serde_json::Value>>,
     pub verify_sample_rate: f64,
     pub cache_for: Option<sgcache::spec::CacheForSpec>,
+    /// Answers kept in memory.
+    pub results: results::ResultCache,
 }
 
 impl AppState {
@@ -105,6 +113,7 @@ impl AppState {
             service_auth: config.service_auth.clone(),
             verify_sample_rate: config.verify_sample_rate,
             cache_for: config.cache_for.clone(),
+            results: results::ResultCache::new(config.result_cache_bytes, config.result_cache_ttl),
         }))
     }
 
@@ -239,10 +248,12 @@ pub async fn serve(
         config.catalog_refresh,
         stop.clone(),
     ));
+    let listener_task = tokio::spawn(results::listen(state.clone(), stop.clone()));
     tracing::info!(addr = %listener.local_addr()?, site = %state.site.base(), "proxy listening");
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await?;
     refresher.abort();
+    listener_task.abort();
     Ok(())
 }

@@ -198,6 +198,7 @@ async fn refresh(
             storage::retire(&mut tx, &dbstate, ty, &gone, WriteSource::WriteThrough).await?;
         }
         tx.commit().await?;
+        state.results.invalidate();
         n += chunk.len();
     }
     Ok(n)

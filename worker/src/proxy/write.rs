@@ -51,6 +51,9 @@ pub async fn write(
             state.metrics.write_through_failures.inc();
             tracing::warn!(error = %e, "write-through failed");
         }
+        // Before the writer hears back: its next read must not get an answer kept from before
+        // (the change notification is on its way, but may arrive after that read).
+        state.results.invalidate();
     }
     (resp.into_response(), "site", "write")
 }
