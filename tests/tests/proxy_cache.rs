@@ -496,6 +496,54 @@ async fn kept_answers_are_dropped_by_any_change_to_the_cache() {
     let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
     assert_eq!(path.as_deref(), Some("cache"));
     assert_eq!(hits(&h), before + 1.0);
+
+    // A change drops only the answers that read its table: a read of shot codes alone
+    // survives a change to the asset table, not one to the shot table.
+    let codes = json!({"type": "Shot", "filters": all(), "return_fields": ["code"],
+        "paging": {"entities_per_page": 5, "current_page": 1}});
+    let (_, path, kept) = h.proxy("read", script_auth(), codes.clone()).await;
+    assert_eq!(path.as_deref(), Some("cache"));
+    let change = |table: &str, value: &str| {
+        let mut sql = db.db.sql();
+        sql.push("UPDATE ")
+            .push_ident(table)
+            .push(" SET \"code\" = ")
+            .push_bind(sgcache::sql::SqlValue::Text(value.into()))
+            .push(" WHERE \"id\" = ")
+            .push_bind(sgcache::sql::SqlValue::Int(target));
+        sql
+    };
+    db.db
+        .execute(&change("asset", "asset changed"))
+        .await
+        .unwrap();
+    // Give the notification time to arrive; the answer must still be served from memory.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before = hits(&h);
+    let (_, _, again) = h.proxy("read", script_auth(), codes.clone()).await;
+    assert_eq!(again, kept);
+    assert_eq!(
+        hits(&h),
+        before + 1.0,
+        "a change to another table dropped the answer"
+    );
+    db.db
+        .execute(&change("shot", "shot changed"))
+        .await
+        .unwrap();
+    let mut dropped = false;
+    for _ in 0..100 {
+        let (_, _, body) = h.proxy("read", script_auth(), codes.clone()).await;
+        if body["results"]["entities"][0]["code"] == "shot changed" {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        dropped,
+        "a change to the shot table did not drop the answer"
+    );
     h.stop().await;
     db.drop().await;
 }

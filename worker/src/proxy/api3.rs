@@ -266,23 +266,9 @@ async fn cached(
     if hit.is_some() {
         state.metrics.result_hits.inc();
     }
-    let generation = state.results.generation();
     let answer = match hit {
         Some(kept) => Ok(kept),
-        // The answer's JSON text is written straight from the rows (no intermediate value).
-        None => plan.run_response(db).await.map(|body| {
-            let body = Bytes::from(body);
-            let mut gz = None;
-            if let (Some(k), Some(g)) = (kept_key, generation) {
-                gz = if wants_gzip {
-                    super::results::gzip(&body)
-                } else {
-                    None
-                };
-                state.results.put(k, g, body.clone(), gz.clone());
-            }
-            super::results::Kept { body, gz }
-        }),
+        None => run_and_keep(state, plan, db, kept_key, wants_gzip).await,
     };
     match answer {
         Ok(super::results::Kept { body, gz }) => {
@@ -379,4 +365,27 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
             it.next().is_some_and(|e| e.eq_ignore_ascii_case("gzip"))
                 && !it.any(|p| p.replace(' ', "") == "q=0")
         })
+}
+
+/// Runs a cached read's statement and keeps the answer in memory when it can be kept.
+async fn run_and_keep(
+    state: &AppState,
+    plan: &sgcache::query::ReadPlan,
+    db: &sgcache::sql::Db,
+    kept_key: Option<String>,
+    wants_gzip: bool,
+) -> Result<super::results::Kept, PassThrough> {
+    // Read before the query: a change while it runs must keep its answer from being kept.
+    let at = kept_key.as_ref().and_then(|_| {
+        let tables = super::results::quoted_identifiers(&plan.sql.text);
+        state.results.snapshot(tables)
+    });
+    // The answer's JSON text is written straight from the rows (no intermediate value).
+    let body = Bytes::from(plan.run_response(db).await?);
+    let mut gz = None;
+    if let (Some(key), Some(at)) = (kept_key, at) {
+        gz = wants_gzip.then(|| super::results::gzip(&body)).flatten();
+        state.results.put(key, at, body.clone(), gz.clone());
+    }
+    Ok(super::results::Kept { body, gz })
 }

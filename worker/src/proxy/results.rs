@@ -2,15 +2,19 @@
 //! the credentials: every principal allowed to read from the cache gets the same answer), so
 //! a pipeline repeating a read is answered without a query.
 //!
-//! Sound only while every change reaches us: the cache's tables notify `sgcache_changed` on
-//! every write (`sgcache::storage::notify`), a listener task drops every answer on each
-//! notification, and answers are kept only while that listener is connected and every table
-//! carries the trigger. An answer is stored with the generation read before its query ran, so
-//! an answer whose query raced a change is never served. The proxy's own write-through drops
-//! the answers at once (read-your-writes does not wait for the notification). A TTL bounds the
-//! life of an answer in any case. PostgreSQL only: SQLite has no notifications.
+//! Sound only while every change reaches us: the cache's tables notify `sgcache_changed` with
+//! their name on every write (`sgcache::storage::notify`), and answers are kept only while a
+//! listener task hears them and every table carries the trigger. Each answer records the
+//! tables its statement reads (every quoted identifier in it: tables are always quoted) with
+//! their generation, read before the query ran; a notification bumps its table's generation,
+//! so an answer is never served after a table it read changed, nor kept when its query raced
+//! such a change. Anything else (the listener reconnecting, the cache's own state tables, the
+//! proxy's own write-through, for read-your-writes without waiting for the notification)
+//! drops every answer. A TTL bounds the life of an answer in any case. PostgreSQL only: SQLite
+//! has no notifications.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,13 +30,20 @@ use super::AppState;
 /// fields would otherwise push out everything else).
 const MAX_SHARE: usize = 8;
 
+/// The generations an answer was computed at: the whole cache's, and each table's it read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    epoch: u64,
+    tables: Vec<(String, u64)>,
+}
+
 struct Entry {
     body: Bytes,
     /// The body gzipped, when a client that accepts gzip asked first (kept so that hits do not
     /// compress again: deflate was most of the CPU of a hit).
     gz: Option<Bytes>,
-    generation: u64,
-    at: Instant,
+    at: Snapshot,
+    kept: Instant,
 }
 
 impl Entry {
@@ -56,16 +67,55 @@ pub fn gzip(body: &[u8]) -> Option<Bytes> {
     e.finish().ok().map(Bytes::from)
 }
 
+/// The tables (and, harmlessly, the columns) a statement names: its quoted identifiers.
+pub fn quoted_identifiers(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut name = String::new();
+        while let Some(c) = chars.next() {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    chars.next();
+                    name.push('"');
+                    continue;
+                }
+                break;
+            }
+            name.push(c);
+        }
+        out.push(name);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 struct Inner {
     map: LruCache<String, Entry>,
     bytes: usize,
+    /// Bumped by anything that may change every answer.
+    epoch: u64,
+    /// Bumped by each change notification of the table.
+    tables: HashMap<String, u64>,
+}
+
+impl Inner {
+    fn current(&self, at: &Snapshot) -> bool {
+        at.epoch == self.epoch
+            && at
+                .tables
+                .iter()
+                .all(|(t, g)| self.tables.get(t).copied().unwrap_or(0) == *g)
+    }
 }
 
 pub struct ResultCache {
     max_bytes: usize,
     ttl: Duration,
-    /// Bumped by every change; answers of an older generation are never served.
-    generation: AtomicU64,
     /// The listener is connected and every table has its trigger.
     live: AtomicBool,
     inner: Mutex<Inner>,
@@ -77,11 +127,12 @@ impl ResultCache {
         ResultCache {
             max_bytes,
             ttl,
-            generation: AtomicU64::new(0),
             live: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 map: LruCache::unbounded(),
                 bytes: 0,
+                epoch: 0,
+                tables: HashMap::new(),
             }),
         }
     }
@@ -92,26 +143,42 @@ impl ResultCache {
 
     /// Answers are being kept and served (enabled, listening, every table triggered).
     pub fn is_live(&self) -> bool {
-        self.generation().is_some()
+        self.enabled() && self.live.load(Ordering::SeqCst)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The generation to store an answer under, read before its query runs; `None` while
-    /// answers cannot be kept.
-    pub fn generation(&self) -> Option<u64> {
-        (self.enabled() && self.live.load(Ordering::SeqCst))
-            .then(|| self.generation.load(Ordering::SeqCst))
+    /// The generations to keep an answer of a statement naming `tables` under, read before
+    /// the statement runs; `None` while answers cannot be kept.
+    pub fn snapshot(&self, tables: Vec<String>) -> Option<Snapshot> {
+        if !self.is_live() {
+            return None;
+        }
+        let inner = self.lock();
+        let tables = tables
+            .into_iter()
+            .map(|t| {
+                let g = inner.tables.get(&t).copied().unwrap_or(0);
+                (t, g)
+            })
+            .collect();
+        Some(Snapshot {
+            epoch: inner.epoch,
+            tables,
+        })
     }
 
-    /// The kept answer to `key`, if it is still current.
+    /// The kept answer to `key`, if nothing it read has changed since.
     pub fn get(&self, key: &str) -> Option<Kept> {
-        let generation = self.generation()?;
+        if !self.is_live() {
+            return None;
+        }
         let mut inner = self.lock();
-        let entry = inner.map.get(key)?;
-        if entry.generation == generation && entry.at.elapsed() < self.ttl {
+        let entry = inner.map.peek(key)?;
+        if inner.current(&entry.at) && entry.kept.elapsed() < self.ttl {
+            let entry = inner.map.get(key)?; // marks it recently used
             return Some(Kept {
                 body: entry.body.clone(),
                 gz: entry.gz.clone(),
@@ -123,21 +190,20 @@ impl ResultCache {
         None
     }
 
-    /// Keeps an answer computed from data at `generation`, unless something changed since.
-    pub fn put(&self, key: String, generation: u64, body: Bytes, gz: Option<Bytes>) {
+    /// Keeps an answer computed from data at `at`, unless something it read changed since.
+    pub fn put(&self, key: String, at: Snapshot, body: Bytes, gz: Option<Bytes>) {
         let entry = Entry {
             body,
             gz,
-            generation,
-            at: Instant::now(),
+            at,
+            kept: Instant::now(),
         };
         let size = entry.size(&key);
-        if size > self.max_bytes / MAX_SHARE {
+        if size > self.max_bytes / MAX_SHARE || !self.is_live() {
             return;
         }
         let mut inner = self.lock();
-        // Checked under the lock: `invalidate` bumps the generation before it clears the map.
-        if self.generation() != Some(generation) {
+        if !inner.current(&entry.at) {
             return;
         }
         inner.bytes += size;
@@ -152,10 +218,19 @@ impl ResultCache {
         }
     }
 
-    /// Something changed: no answer kept so far may be served again.
+    /// `table` changed: answers that read it are not served again. The cache's own state
+    /// tables change what may be answered at all, so they drop everything.
+    pub fn changed(&self, table: &str) {
+        if table.starts_with('_') {
+            return self.invalidate();
+        }
+        *self.lock().tables.entry(table.to_string()).or_default() += 1;
+    }
+
+    /// Anything may have changed: no answer kept so far is served again.
     pub fn invalidate(&self) {
         let mut inner = self.lock();
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        inner.epoch += 1;
         inner.map.clear();
         inner.bytes = 0;
     }
@@ -220,7 +295,7 @@ async fn follow(
             n = listener.try_recv() => n?,
         };
         match note {
-            Some(_) => state.results.invalidate(),
+            Some(n) => state.results.changed(n.payload()),
             None => anyhow::bail!("the notification connection closed"),
         }
     }
@@ -236,13 +311,33 @@ mod tests {
         c
     }
 
+    fn reads(tables: &[&str]) -> Vec<String> {
+        tables.iter().map(|t| t.to_string()).collect()
+    }
+
     #[test]
-    fn answers_are_kept_until_something_changes() {
+    fn a_statement_depends_on_its_quoted_identifiers() {
+        let sql = r#"SELECT r."code" FROM "shot" r LEFT JOIN "sequence" s ON s."id" = r."sg_sequence__id" WHERE "odd""name" = $1"#;
+        assert_eq!(
+            quoted_identifiers(sql),
+            reads(&[
+                "code",
+                "id",
+                "odd\"name",
+                "sequence",
+                "sg_sequence__id",
+                "shot"
+            ])
+        );
+    }
+
+    #[test]
+    fn answers_are_kept_until_a_table_they_read_changes() {
         let c = live(1 << 20);
-        let g = c.generation().unwrap();
+        let at = c.snapshot(reads(&["shot", "sequence"])).unwrap();
         c.put(
             "a".into(),
-            g,
+            at,
             Bytes::from_static(b"answer"),
             gzip(b"answer"),
         );
@@ -255,6 +350,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(text, "answer");
+        c.changed("task"); // not read by this answer
+        assert!(c.get("a").is_some());
+        c.changed("sequence");
+        assert_eq!(c.get("a"), None);
+    }
+
+    #[test]
+    fn state_tables_and_invalidate_drop_everything() {
+        let c = live(1 << 20);
+        let at = c.snapshot(reads(&["shot"])).unwrap();
+        c.put("a".into(), at, Bytes::from_static(b"x"), None);
+        c.changed("_sgcache_fields");
+        assert_eq!(c.get("a"), None);
+        let at = c.snapshot(reads(&["shot"])).unwrap();
+        c.put("a".into(), at, Bytes::from_static(b"x"), None);
+        assert!(c.get("a").is_some());
         c.invalidate();
         assert_eq!(c.get("a"), None);
     }
@@ -262,41 +373,47 @@ mod tests {
     #[test]
     fn an_answer_that_raced_a_change_is_not_kept() {
         let c = live(1 << 20);
-        let g = c.generation().unwrap();
-        c.invalidate(); // a notification while the query ran
-        c.put("a".into(), g, Bytes::from_static(b"old"), None);
+        let at = c.snapshot(reads(&["shot"])).unwrap();
+        c.changed("shot"); // a notification while the query ran
+        c.put("a".into(), at.clone(), Bytes::from_static(b"old"), None);
         assert_eq!(c.get("a"), None);
+        c.invalidate();
+        c.put("b".into(), at, Bytes::from_static(b"old"), None);
         assert_eq!(c.len(), 0);
     }
 
     #[test]
     fn nothing_is_kept_or_served_while_not_listening_or_disabled() {
         let c = ResultCache::new(1 << 20, Duration::from_secs(60));
-        assert_eq!(c.generation(), None);
+        assert_eq!(c.snapshot(reads(&["shot"])), None);
         let c = live(1 << 20);
-        let g = c.generation().unwrap();
-        c.put("a".into(), g, Bytes::from_static(b"x"), None);
+        let at = c.snapshot(reads(&["shot"])).unwrap();
+        c.put("a".into(), at.clone(), Bytes::from_static(b"x"), None);
         c.set_live(false);
         assert_eq!(c.get("a"), None);
-        assert_eq!(c.generation(), None);
+        c.put("a".into(), at, Bytes::from_static(b"x"), None);
+        assert_eq!(c.len(), 0);
+        assert_eq!(c.snapshot(reads(&["shot"])), None);
         let off = ResultCache::new(0, Duration::from_secs(60));
         off.set_live(true);
-        assert_eq!(off.generation(), None);
+        assert_eq!(off.snapshot(reads(&["shot"])), None);
     }
 
     #[test]
     fn the_budget_evicts_the_least_recently_used_and_skips_big_answers() {
         let c = live(800); // answers up to 100 bytes (key included) are kept
-        let g = c.generation().unwrap();
         for k in ["a", "b", "c", "d", "e", "f", "g", "h"] {
-            c.put(k.into(), g, Bytes::from(vec![b'x'; 89]), None);
+            let at = c.snapshot(reads(&["shot"])).unwrap();
+            c.put(k.into(), at, Bytes::from(vec![b'x'; 89]), None);
         }
         assert!(c.get("a").is_some()); // a is now the most recently used
-        c.put("i".into(), g, Bytes::from(vec![b'x'; 89]), None);
+        let at = c.snapshot(reads(&["shot"])).unwrap();
+        c.put("i".into(), at, Bytes::from(vec![b'x'; 89]), None);
         assert!(c.get("a").is_some());
         assert!(c.get("b").is_none(), "b was the least recently used");
         assert!(c.lock().bytes <= 800);
-        c.put("big".into(), g, Bytes::from(vec![b'x'; 98]), None);
+        let at = c.snapshot(reads(&["shot"])).unwrap();
+        c.put("big".into(), at, Bytes::from(vec![b'x'; 98]), None);
         assert!(c.get("big").is_none());
     }
 
@@ -304,8 +421,8 @@ mod tests {
     fn answers_expire() {
         let c = ResultCache::new(1 << 20, Duration::from_millis(20));
         c.set_live(true);
-        let g = c.generation().unwrap();
-        c.put("a".into(), g, Bytes::from_static(b"x"), None);
+        let at = c.snapshot(reads(&["shot"])).unwrap();
+        c.put("a".into(), at, Bytes::from_static(b"x"), None);
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(c.get("a"), None);
     }
