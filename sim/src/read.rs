@@ -220,6 +220,17 @@ pub fn entity_json(
 
 pub fn read(store: &Store, req: &ReadRequest, env: ReadEnv) -> Result<Value, Api3Error> {
     let ty = store.ty(&req.entity_type)?;
+    // The presets' server-side rules (latest version per entity, cut versions) are not
+    // modelled; a clear Fault is better than answering as if there were none.
+    if req
+        .additional_filter_presets
+        .as_ref()
+        .is_some_and(|p| !p.is_null() && p.as_array().is_none_or(|a| !a.is_empty()))
+    {
+        return Err(Api3Error::bad_request(
+            "additional_filter_presets are not supported by the test site",
+        ));
+    }
     let filter = compile(store, ty, &req.filters, env.now)?;
     let fields = resolve_return_fields(store, ty, &req.return_fields)?;
     let sorts = req

@@ -564,3 +564,29 @@ fn summarize_counts_match_reads() {
     .unwrap();
     assert_eq!(r["summaries"]["sg_cut_in"], json!(sum));
 }
+
+#[test]
+fn reads_with_filter_presets_are_refused_not_answered_unfiltered() {
+    let s = site();
+    let presets = json!([{"preset_name": "LATEST", "latest_by": "ENTITIES_CREATED_AT"}]);
+    let err = call(
+        &s,
+        "read",
+        json!({"type": "Version", "filters": and(json!([])),
+        "return_fields": ["code"], "additional_filter_presets": presets}),
+    )
+    .unwrap_err();
+    assert!(
+        err.message.contains("additional_filter_presets"),
+        "{}",
+        err.message
+    );
+    // An empty list changes nothing.
+    call(
+        &s,
+        "read",
+        json!({"type": "Version", "filters": and(json!([])),
+        "return_fields": ["code"], "additional_filter_presets": []}),
+    )
+    .unwrap();
+}
