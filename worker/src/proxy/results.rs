@@ -266,6 +266,9 @@ pub async fn listen(state: Arc<AppState>, stop: CancellationToken) {
                     tracing::warn!(error = %e, "change notifications lost; answers are not kept in memory until they are back")
                 }
             }
+            if state.results.is_live() {
+                delay = Duration::from_millis(500); // it worked for a while: retry soon
+            }
             state.results.set_live(false);
         }
         tokio::select! {
