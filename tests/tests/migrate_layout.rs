@@ -249,6 +249,56 @@ async fn studio_layout_on_postgres_and_rerun_changes_nothing() {
     t.drop().await;
 }
 
+/// Every table a proxy reads notifies its changes (docs/storage.md), including the tables of a
+/// cache made before notifications existed: a rerun puts back a missing trigger.
+#[tokio::test]
+async fn every_table_notifies_its_changes_on_postgres() {
+    use sgcache::storage::notify::untriggered_tables;
+    let t = TestDb::create("sgcache_migrate_notify").await.unwrap();
+    let dir = worker::fixture_schema_dir();
+    let out = worker::migrate(&studio_yaml(), &t.url, &["--schema-dir", &dir]);
+    assert!(out.status.success(), "{}", worker::texts(&out).1);
+    assert_eq!(
+        untriggered_tables(&t.db).await.unwrap(),
+        Vec::<String>::new()
+    );
+    let mut remove = t.db.sql();
+    remove.push("DROP TRIGGER \"_sgcache_notify\" ON \"shot_assets\"");
+    t.db.execute(&remove).await.unwrap();
+    assert_eq!(
+        untriggered_tables(&t.db).await.unwrap(),
+        vec!["shot_assets".to_string()]
+    );
+    let out = worker::migrate(&studio_yaml(), &t.url, &["--schema-dir", &dir]);
+    assert!(out.status.success(), "{}", worker::texts(&out).1);
+    assert_eq!(
+        untriggered_tables(&t.db).await.unwrap(),
+        Vec::<String>::new()
+    );
+
+    // A committed change arrives on the channel with its table's name.
+    let Db::Postgres(pool) = &t.db else {
+        unreachable!()
+    };
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+        .await
+        .unwrap();
+    listener
+        .listen(sgcache::storage::notify::CHANNEL)
+        .await
+        .unwrap();
+    let mut update = t.db.sql();
+    update.push("UPDATE \"asset\" SET \"code\" = 'x' WHERE false");
+    t.db.execute(&update).await.unwrap();
+    let note = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+        .await
+        .expect("no notification within 10 s")
+        .unwrap();
+    assert_eq!(note.payload(), "asset");
+    drop(listener);
+    t.drop().await;
+}
+
 #[tokio::test]
 async fn studio_layout_on_sqlite_and_rerun_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();

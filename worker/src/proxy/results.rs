@@ -256,7 +256,9 @@ pub async fn listen(state: Arc<AppState>, stop: CancellationToken) {
     let mut delay = Duration::from_millis(500);
     loop {
         if let Some(Db::Sqlite(_)) = state.db() {
-            tracing::info!("SQLite cache: answers are not kept in memory (no change notifications)");
+            tracing::info!(
+                "SQLite cache: answers are not kept in memory (no change notifications)"
+            );
             return;
         }
         if let Some(Db::Postgres(pool)) = state.db() {
