@@ -313,8 +313,9 @@ async fn main() -> anyhow::Result<()> {
     let pool = arg("--pool", 10);
     let latency = arg("--latency-ms", 100) as u64;
     let sequential = arg("--requests", 300);
-    // Answers kept in memory by the proxy (0: every read runs its query).
-    let result_cache_mb = arg("--result-cache-mb", 0);
+    // Answers kept in memory by the proxy, as `workers.proxy.resultCacheMb` (default 64, the
+    // product's default; 0: every read runs its query).
+    let result_cache_mb = arg("--result-cache-mb", 64);
     // With the answers kept: one shot changed directly in PostgreSQL every N ms during the
     // concurrent run (as the event follower would), each change dropping every kept answer.
     let churn_ms = arg("--churn-ms", 0) as u64;
