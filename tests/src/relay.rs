@@ -15,6 +15,8 @@ pub struct Relay {
     target: SocketAddr,
     /// Cancelled to take the relay down; replaced when it comes back up.
     up: Mutex<Option<CancellationToken>>,
+    /// Cancelled to stop forwarding without closing anything (a network partition).
+    frozen: CancellationToken,
     connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -26,6 +28,7 @@ impl Relay {
             addr: listener.local_addr()?,
             target,
             up: Mutex::new(None),
+            frozen: CancellationToken::new(),
             connections: Default::default(),
         };
         relay.serve(listener);
@@ -64,6 +67,13 @@ impl Relay {
         }
     }
 
+    /// Stops forwarding bytes either way while every connection stays open, as when the
+    /// network between the two sides fails silently: nothing is refused or reset, nothing
+    /// arrives. Until [`Relay::down`].
+    pub fn freeze(&self) {
+        self.frozen.cancel();
+    }
+
     /// Accepts connections again on the same port.
     pub async fn up(&self) -> anyhow::Result<()> {
         let listener = TcpListener::bind(self.addr).await?;
@@ -75,6 +85,7 @@ impl Relay {
         let token = CancellationToken::new();
         *self.up.lock().unwrap() = Some(token.clone());
         let (target, connections) = (self.target, self.connections.clone());
+        let frozen = self.frozen.clone();
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -83,7 +94,7 @@ impl Relay {
                 };
                 let Ok((client, _)) = accepted else { continue };
                 connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::spawn(pipe(client, target, token.clone()));
+                tokio::spawn(pipe(client, target, token.clone(), frozen.clone()));
             }
         });
     }
@@ -95,13 +106,21 @@ impl Drop for Relay {
     }
 }
 
-/// Copies bytes both ways until either side closes or the relay goes down.
-async fn pipe(mut client: TcpStream, target: SocketAddr, down: CancellationToken) {
+/// Copies bytes both ways until either side closes or the relay goes down; when frozen, holds
+/// both sockets open without copying until the relay goes down.
+async fn pipe(
+    mut client: TcpStream,
+    target: SocketAddr,
+    down: CancellationToken,
+    frozen: CancellationToken,
+) {
     let Ok(mut server) = TcpStream::connect(target).await else {
         return;
     };
     tokio::select! {
         _ = down.cancelled() => {}
+        _ = frozen.cancelled() => down.cancelled().await,
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
     }
+    drop((client, server));
 }

@@ -386,7 +386,11 @@ async fn reads_through_the_proxy_see_its_writes() {
 
 #[tokio::test]
 async fn without_its_database_the_proxy_passes_everything_through() {
-    let Setup { h, db } = setup().await;
+    // Closing the pool stands in for losing the database; the notification listener has its
+    // own connection and would keep answers kept in memory valid, so none are kept here.
+    let db = TestDb::create("sgcache_proxy").await.unwrap();
+    let proxy_db = Some(db.db.clone());
+    let Setup { h, db } = setup_on(db, proxy_db, |c| c.result_cache_bytes = 0).await;
     let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
     assert_eq!(path.as_deref(), Some("site"));
     let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
@@ -664,6 +668,55 @@ async fn a_database_outage_passes_reads_through_until_it_is_back() {
     assert_eq!(ready["database"], "ok", "{ready}");
     h.stop().await;
     drop(relay);
+    db.drop().await;
+}
+
+/// The network to PostgreSQL fails silently (nothing refused or reset, nothing arrives): a read
+/// that needs a query stops waiting and goes to the site, and answers kept in memory stop
+/// being trusted once the listener no longer hears its own heartbeat.
+#[tokio::test]
+async fn a_silent_network_failure_to_the_database_passes_reads_through() {
+    let db = TestDb::create("sgcache_proxy").await.unwrap();
+    let (relay, url) = Relay::for_postgres(&db.url).await.unwrap();
+    let timeout = sgcache_worker::proxy::run::DB_ACQUIRE_TIMEOUT;
+    let through = Db::connect_with_timeout(&url, 4, timeout).await.unwrap();
+    let Setup { h, db } = setup_on(db, Some(through), |_| {}).await;
+    let _ = h.proxy("read", script_auth(), shots(all())).await; // verifies the credentials
+    let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
+    assert_eq!(path.as_deref(), Some("cache"));
+    assert!(h.state.results.is_live());
+
+    relay.freeze();
+    let (name, payload) = battery().into_iter().nth(1).unwrap();
+    let started = std::time::Instant::now();
+    let (status, path, proxied) = h.proxy("read", script_auth(), payload.clone()).await;
+    let waited = started.elapsed();
+    eprintln!("{name}: answered in {waited:?} with the database unreachable");
+    assert_eq!((status, path.as_deref()), (200, Some("site")), "{name}");
+    let (_, _, direct) = h.direct("read", script_auth(), payload).await;
+    assert_eq!(proxied, direct, "{name}");
+    // A bound on hanging, not a speed target: the read timeout (5 s) and the site's answer.
+    assert!(
+        waited < std::time::Duration::from_secs(15),
+        "{name} waited {waited:?}"
+    );
+
+    let mut stopped = false;
+    for _ in 0..150 {
+        if !h.state.results.is_live() {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        stopped,
+        "kept answers were still trusted 30 s into the partition"
+    );
+    let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
+    assert_eq!(path.as_deref(), Some("site"));
+    relay.down();
+    h.stop().await;
     db.drop().await;
 }
 

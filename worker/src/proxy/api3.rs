@@ -367,6 +367,9 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
+/// Longest wait for the cache database on a read before it goes to the site.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs a cached read's statement and keeps the answer in memory when it can be kept.
 async fn run_and_keep(
     state: &AppState,
@@ -381,7 +384,17 @@ async fn run_and_keep(
         state.results.snapshot(tables)
     });
     // The answer's JSON text is written straight from the rows (no intermediate value).
-    let body = Bytes::from(plan.run_response(db).await?);
+    // Bounded: over a dead connection a query may never return, and the site can answer.
+    let body = tokio::time::timeout(READ_TIMEOUT, plan.run_response(db))
+        .await
+        .map_err(|_| {
+            tracing::warn!(timeout = ?READ_TIMEOUT, "cached read timed out; passing through");
+            sgcache::query::pass(
+                Reason::Database,
+                "the cache database did not answer in time",
+            )
+        })??;
+    let body = Bytes::from(body);
     let mut gz = None;
     if let (Some(key), Some(at)) = (kept_key, at) {
         gz = wants_gzip.then(|| super::results::gzip(&body)).flatten();

@@ -221,6 +221,9 @@ impl ResultCache {
     /// `table` changed: answers that read it are not served again. The cache's own state
     /// tables change what may be answered at all, so they drop everything.
     pub fn changed(&self, table: &str) {
+        if table.starts_with('~') {
+            return; // another proxy's heartbeat
+        }
         if table.starts_with('_') {
             return self.invalidate();
         }
@@ -288,7 +291,19 @@ async fn follow(
     pool: &sqlx::PgPool,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    // Its own connection: a listener holds the connection it takes for as long as it lives,
+    // and taking it from the proxy's pool would leave one less for reads (none at
+    // `maxConnections: 1`).
+    let own = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with((*pool.connect_options()).clone())
+        .await?;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
+    // Report a lost connection at once (Ok(None)) instead of first reconnecting, which can
+    // take the whole acquire timeout while the database is down: answers must stop being
+    // served as soon as changes may go unheard.
+    listener.eager_reconnect(false);
     listener.listen(notify::CHANNEL).await?;
     let missing = notify::untriggered_tables(state.db().expect("a pool")).await?;
     if !missing.is_empty() {
@@ -298,16 +313,44 @@ async fn follow(
     }
     state.results.set_live(true);
     tracing::info!("listening for changes; keeping answers in memory");
+    // A connection can die without a word (a network partition): our own heartbeat, sent
+    // through the read pool, must keep coming back on the listening connection.
+    let token = format!("~heartbeat:{}", uuid::Uuid::new_v4());
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut heard = Instant::now();
     loop {
-        let note = tokio::select! {
+        tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            n = listener.try_recv() => n?,
-        };
-        match note {
-            Some(n) => state.results.changed(n.payload()),
-            None => anyhow::bail!("the notification connection closed"),
+            _ = tick.tick() => {
+                if heard.elapsed() > HEARTBEAT * 3 {
+                    anyhow::bail!("no heartbeat heard back for {:?}", heard.elapsed());
+                }
+                // Bounded: a query on a dead connection may never return.
+                tokio::time::timeout(HEARTBEAT, heartbeat(state.db().expect("a pool"), &token))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the heartbeat did not get through"))??;
+            }
+            note = listener.try_recv() => match note? {
+                Some(n) if n.payload() == token => heard = Instant::now(),
+                Some(n) => state.results.changed(n.payload()),
+                None => anyhow::bail!("the notification connection closed"),
+            },
         }
     }
+}
+
+/// How often the listener checks that it still hears its own notifications.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+async fn heartbeat(db: &Db, token: &str) -> anyhow::Result<()> {
+    let mut q = db.sql();
+    q.push("SELECT pg_notify(")
+        .push_bind(sgcache::sql::SqlValue::Text(notify::CHANNEL.into()))
+        .push(", ")
+        .push_bind(sgcache::sql::SqlValue::Text(token.into()))
+        .push(")::text");
+    db.fetch_all(&q).await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -360,6 +403,7 @@ mod tests {
         .unwrap();
         assert_eq!(text, "answer");
         c.changed("task"); // not read by this answer
+        c.changed("~heartbeat:another-proxy");
         assert!(c.get("a").is_some());
         c.changed("sequence");
         assert_eq!(c.get("a"), None);
