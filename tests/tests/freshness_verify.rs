@@ -24,6 +24,62 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Reads `payload` through the proxy as the test script: the path header and the answer.
+async fn read(http: &reqwest::Client, proxy: &str, payload: &Value) -> (String, Value) {
+    let body = json!({"method_name": "read", "params": [
+        {"script_name": "sgcache_test", "script_key": "test_key"}, payload]});
+    let r = http
+        .post(format!("{proxy}/api3/json"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let path = r
+        .headers()
+        .get("x-sgcache-path")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (path, r.json::<Value>().await.unwrap())
+}
+
+/// Sets `code` of row `id` of `table` in the cache behind the proxy's back, then reads
+/// `payload` from the cache until `shows` holds for the answer, and returns it. The answer
+/// kept in memory is dropped when the change notification arrives (milliseconds); the reads
+/// before that get it, and their verification matches.
+async fn tamper(
+    env: &Env,
+    (http, proxy): (&reqwest::Client, &str),
+    (table, id, code): (&str, i64, &str),
+    payload: &Value,
+    shows: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut sql = env.db.db.sql();
+    sql.push("UPDATE ")
+        .push_ident(table)
+        .push(" SET \"code\" = ")
+        .push_bind(SqlValue::Text(code.into()))
+        .push(" WHERE \"id\" = ")
+        .push_bind(SqlValue::Int(id));
+    env.db.db.execute(&sql).await.unwrap();
+    let mut answer = Value::Null;
+    for _ in 0..100 {
+        let (path, a) = read(http, proxy, payload).await;
+        assert_eq!(path, "cache");
+        answer = a;
+        if shows(&answer) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        shows(&answer),
+        "the tampered {table} row never showed: {answer}"
+    );
+    answer
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_cell_is_found_by_verification_and_repaired() {
     let env = Env::start("verify", 40, ENTITIES, WORKERS).await;
@@ -48,28 +104,9 @@ async fn a_tampered_cell_is_found_by_verification_and_repaired() {
             {"path": "id", "relation": "less_than", "values": [10]}]},
         "return_fields": ["code", "sg_status_list", "sg_cut_in"],
         "sorts": [{"field_name": "id", "direction": "asc"}]});
-    let body = json!({"method_name": "read", "params": [
-        {"script_name": "sgcache_test", "script_key": "test_key"}, payload]})
-    .to_string();
     let site = call(&env.writer, "read", payload.clone()).await;
     let target = site["entities"][2].clone();
     let id = target["id"].as_i64().unwrap();
-    let read = || async {
-        let r = http
-            .post(format!("{proxy}/api3/json"))
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
-        let path = r
-            .headers()
-            .get("x-sgcache-path")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        (path, r.json::<Value>().await.unwrap())
-    };
     let metrics = || async {
         http.get(format!("{proxy}/metrics"))
             .send()
@@ -83,7 +120,7 @@ async fn a_tampered_cell_is_found_by_verification_and_repaired() {
     // Warm up (the first read verifies the credentials at the site), until served from the
     // cache and verified as matching.
     let warm = eventually(Duration::from_secs(10), || async {
-        let (path, answer) = read().await;
+        let (path, answer) = read(&http, &proxy, &payload).await;
         assert_eq!(answer["results"]["entities"], site["entities"]);
         path == "cache"
             && metric(
@@ -100,25 +137,14 @@ async fn a_tampered_cell_is_found_by_verification_and_repaired() {
     );
 
     // Tamper one cell behind the proxy's back.
-    let mut sql = env.db.db.sql();
-    sql.push("UPDATE \"shot\" SET \"code\" = ")
-        .push_bind(SqlValue::Text("tampered".into()))
-        .push(" WHERE \"id\" = ")
-        .push_bind(SqlValue::Int(id));
-    env.db.db.execute(&sql).await.unwrap();
-    // The answer kept in memory is dropped when the change notification arrives (ms); until
-    // then reads get it, and their verification matches.
-    let mut answer = Value::Null;
-    for _ in 0..100 {
-        let (path, a) = read().await;
-        assert_eq!(path, "cache");
-        answer = a;
-        if answer["results"]["entities"][2]["code"] == "tampered" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(answer["results"]["entities"][2]["code"], "tampered");
+    tamper(
+        &env,
+        (&http, &proxy),
+        ("shot", id, "tampered"),
+        &payload,
+        |a| a["results"]["entities"][2]["code"] == "tampered",
+    )
+    .await;
 
     // The background check repairs the row and counts the mismatch.
     let repaired = eventually(Duration::from_secs(10), || async {
@@ -138,7 +164,7 @@ async fn a_tampered_cell_is_found_by_verification_and_repaired() {
         metric(&m, "sgcache_proxy_verify_refreshed_entities_total") >= 1.0,
         "{m}"
     );
-    let (path, answer) = read().await;
+    let (path, answer) = read(&http, &proxy, &payload).await;
     assert_eq!(path, "cache");
     assert_eq!(answer["results"]["entities"], site["entities"]);
 
@@ -153,43 +179,17 @@ async fn a_tampered_cell_is_found_by_verification_and_repaired() {
     let seq = site["entities"][0]["sg_sequence"].clone();
     let seq_id = seq["id"].as_i64().expect("a shot with a sequence");
     let seq_code = seq["name"].clone();
-    let body = json!({"method_name": "read", "params": [
-        {"script_name": "sgcache_test", "script_key": "test_key"}, links]})
-    .to_string();
-    let read = || async {
-        let r = http
-            .post(format!("{proxy}/api3/json"))
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
-        let path = r.headers()["x-sgcache-path"].to_str().unwrap().to_string();
-        (path, r.json::<Value>().await.unwrap())
-    };
-    let (path, answer) = read().await;
+    let (path, answer) = read(&http, &proxy, &links).await;
     assert_eq!(path, "cache");
     assert_eq!(answer["results"]["entities"], site["entities"]);
-    let mut sql = env.db.db.sql();
-    sql.push("UPDATE \"sequence\" SET \"code\" = ")
-        .push_bind(SqlValue::Text("tampered-seq".into()))
-        .push(" WHERE \"id\" = ")
-        .push_bind(SqlValue::Int(seq_id));
-    env.db.db.execute(&sql).await.unwrap();
-    let mut answer = Value::Null;
-    for _ in 0..100 {
-        let (path, a) = read().await;
-        assert_eq!(path, "cache");
-        answer = a;
-        if answer["results"]["entities"][0]["sg_sequence"]["name"] == "tampered-seq" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        answer["results"]["entities"][0]["sg_sequence"]["name"],
-        "tampered-seq"
-    );
+    tamper(
+        &env,
+        (&http, &proxy),
+        ("sequence", seq_id, "tampered-seq"),
+        &links,
+        |a| a["results"]["entities"][0]["sg_sequence"]["name"] == "tampered-seq",
+    )
+    .await;
     let repaired = eventually(Duration::from_secs(10), || async {
         cached(&env, "Sequence", seq_id)
             .await
@@ -203,7 +203,7 @@ async fn a_tampered_cell_is_found_by_verification_and_repaired() {
         2.0,
         "{m}"
     );
-    let (path, answer) = read().await;
+    let (path, answer) = read(&http, &proxy, &links).await;
     assert_eq!(path, "cache");
     assert_eq!(answer["results"]["entities"], site["entities"]);
 

@@ -597,24 +597,31 @@ async fn only_listed_principals_are_answered_from_the_cache() {
     db.drop().await;
 }
 
+/// A proxy whose database connections go through a relay the test can break, with the
+/// credentials verified and a first read answered from the cache.
+async fn setup_relayed() -> (Relay, Setup) {
+    let db = TestDb::create("sgcache_proxy").await.unwrap();
+    let (relay, url) = Relay::for_postgres(&db.url).await.unwrap();
+    let timeout = sgcache_worker::proxy::run::DB_ACQUIRE_TIMEOUT;
+    let through = Db::connect_with_timeout(&url, 4, timeout).await.unwrap();
+    let setup = setup_on(db, Some(through), |_| {}).await;
+    let (_, path, _) = setup.h.proxy("read", script_auth(), shots(all())).await;
+    assert_eq!(
+        path.as_deref(),
+        Some("site"),
+        "the first read verifies the credentials"
+    );
+    let (_, path, _) = setup.h.proxy("read", script_auth(), shots(all())).await;
+    assert_eq!(path.as_deref(), Some("cache"));
+    (relay, setup)
+}
+
 /// PostgreSQL going away under a running proxy (as in a server restart: connections cut, new
 /// ones refused) and coming back: reads keep getting the site's answers meanwhile, without
 /// hanging on the database, and come from the cache again once it is back.
 #[tokio::test]
 async fn a_database_outage_passes_reads_through_until_it_is_back() {
-    let db = TestDb::create("sgcache_proxy").await.unwrap();
-    let (relay, url) = Relay::for_postgres(&db.url).await.unwrap();
-    let timeout = sgcache_worker::proxy::run::DB_ACQUIRE_TIMEOUT;
-    let through = Db::connect_with_timeout(&url, 4, timeout).await.unwrap();
-    let Setup { h, db } = setup_on(db, Some(through), |_| {}).await;
-    let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
-    assert_eq!(
-        path.as_deref(),
-        Some("site"),
-        "first read verifies the credentials"
-    );
-    let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
-    assert_eq!(path.as_deref(), Some("cache"));
+    let (relay, Setup { h, db }) = setup_relayed().await;
 
     assert!(
         h.state.results.is_live(),
@@ -676,14 +683,7 @@ async fn a_database_outage_passes_reads_through_until_it_is_back() {
 /// being trusted once the listener no longer hears its own heartbeat.
 #[tokio::test]
 async fn a_silent_network_failure_to_the_database_passes_reads_through() {
-    let db = TestDb::create("sgcache_proxy").await.unwrap();
-    let (relay, url) = Relay::for_postgres(&db.url).await.unwrap();
-    let timeout = sgcache_worker::proxy::run::DB_ACQUIRE_TIMEOUT;
-    let through = Db::connect_with_timeout(&url, 4, timeout).await.unwrap();
-    let Setup { h, db } = setup_on(db, Some(through), |_| {}).await;
-    let _ = h.proxy("read", script_auth(), shots(all())).await; // verifies the credentials
-    let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
-    assert_eq!(path.as_deref(), Some("cache"));
+    let (relay, Setup { h, db }) = setup_relayed().await;
     assert!(h.state.results.is_live());
 
     relay.freeze();
