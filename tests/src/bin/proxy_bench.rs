@@ -44,6 +44,8 @@ entities:
     fields: [code, project, sg_status_list]
   - type: Shot
     fields: [code, project, sg_sequence, sg_status_list, sg_cut_in, sg_cut_out, assets, description, created_at, updated_at]
+  - type: Task
+    fields: [content, sg_status_list, entity, project]
 ";
 
 /// The pipeline read's 10 return fields: two entity links, a multi-entity list, text, numbers,
@@ -319,7 +321,15 @@ async fn main() -> anyhow::Result<()> {
     // With the answers kept: one shot changed directly in PostgreSQL every N ms during the
     // concurrent run (as the event follower would), each change dropping every kept answer.
     let churn_ms = arg("--churn-ms", 0) as u64;
-    println!("proxy answers kept in memory: {result_cache_mb} MiB; a change every {churn_ms} ms (0: none)");
+    // `--churn-tasks`: the changes go to Tasks, which the pipeline read does not use.
+    let churn_table = if std::env::args().any(|a| a == "--churn-tasks") {
+        "task"
+    } else {
+        "shot"
+    };
+    println!(
+        "proxy answers kept in memory: {result_cache_mb} MiB; a change to {churn_table} every {churn_ms} ms (0: none)"
+    );
 
     // The site, with a proxy that has no cache database in front of it (pure pass-through).
     let sim = SimConfig {
@@ -462,7 +472,18 @@ async fn main() -> anyhow::Result<()> {
             let mut n = 0u64;
             while Instant::now() < end {
                 let mut q = db.sql();
-                q.push("UPDATE shot SET sg_cut_in = sg_cut_in WHERE id = ")
+                let column = if churn_table == "task" {
+                    "content"
+                } else {
+                    "sg_cut_in"
+                };
+                q.push("UPDATE ")
+                    .push_ident(churn_table)
+                    .push(" SET ")
+                    .push_ident(column)
+                    .push(" = ")
+                    .push_ident(column)
+                    .push(" WHERE id = ")
                     .push_bind(SqlValue::Int(1 + (n % 1000) as i64));
                 let _ = db.execute(&q).await;
                 n += 1;
