@@ -38,6 +38,15 @@ fn messages(log: &str, message: &str) -> usize {
         .count()
 }
 
+/// Waits up to `within` for the follower logging to `log` to hold the leader lock; whether it
+/// did.
+async fn became_active(log: &std::path::Path, within: Duration) -> Option<Duration> {
+    eventually(within, || async {
+        messages(&read_log(log), "holding the leader lock; active") == 1
+    })
+    .await
+}
+
 /// Batches of all logs together cover every id once: consecutive, never overlapping, and no
 /// late id applied twice.
 fn assert_applied_once(logs: &[String]) {
@@ -172,11 +181,9 @@ async fn the_standby_takes_over_after_sigkill_and_nothing_is_lost_or_applied_twi
     );
     let mut a = spawn_worker(&env, "events", &log_a);
     assert!(
-        eventually(Duration::from_secs(15), || async {
-            messages(&read_log(&log_a), "holding the leader lock; active") == 1
-        })
-        .await
-        .is_some(),
+        became_active(&log_a, Duration::from_secs(15))
+            .await
+            .is_some(),
         "first follower never became active:\n{}",
         read_log(&log_a)
     );
@@ -217,10 +224,7 @@ async fn the_standby_takes_over_after_sigkill_and_nothing_is_lost_or_applied_twi
     for round in 3..6 {
         writes(&env, &shots, round).await;
     }
-    let took = eventually(Duration::from_secs(10), || async {
-        messages(&read_log(&log_b), "holding the leader lock; active") == 1
-    })
-    .await;
+    let took = became_active(&log_b, Duration::from_secs(10)).await;
     assert!(
         took.is_some(),
         "the standby did not take over within 10 s of the SIGKILL:\n{}",
@@ -246,11 +250,7 @@ async fn the_follower_survives_its_connections_being_terminated() {
     let log = env.dir.path().join("events.log");
     let mut ev = spawn_worker(&env, "events", &log);
     assert!(
-        eventually(Duration::from_secs(15), || async {
-            messages(&read_log(&log), "holding the leader lock; active") == 1
-        })
-        .await
-        .is_some(),
+        became_active(&log, Duration::from_secs(15)).await.is_some(),
         "follower never became active:\n{}",
         read_log(&log)
     );
@@ -311,11 +311,9 @@ async fn the_follower_and_the_scanner_ride_out_a_database_restart() {
     let mut ev = spawn_worker_via(&env, "events", &ev_log, Some(&url));
     let mut sc = spawn_worker_via(&env, "scanner", &sc_log, Some(&url));
     assert!(
-        eventually(Duration::from_secs(15), || async {
-            messages(&read_log(&ev_log), "holding the leader lock; active") == 1
-        })
-        .await
-        .is_some(),
+        became_active(&ev_log, Duration::from_secs(15))
+            .await
+            .is_some(),
         "follower never became active:\n{}",
         read_log(&ev_log)
     );

@@ -28,20 +28,10 @@ fn metric(text: &str, name: &str) -> f64 {
 async fn read(http: &reqwest::Client, proxy: &str, payload: &Value) -> (String, Value) {
     let body = json!({"method_name": "read", "params": [
         {"script_name": "sgcache_test", "script_key": "test_key"}, payload]});
-    let r = http
-        .post(format!("{proxy}/api3/json"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let path = r
-        .headers()
-        .get("x-sgcache-path")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    (path, r.json::<Value>().await.unwrap())
+    let url = format!("{proxy}/api3/json");
+    let (_, path, answer) =
+        sgcache_tests::proxy::post(http, &url, "application/json", body.to_string()).await;
+    (path.unwrap_or_default(), answer)
 }
 
 /// Sets `code` of row `id` of `table` in the cache behind the proxy's back, then reads

@@ -44,6 +44,13 @@ async fn setup_with(attached: bool, verify_sample_rate: f64) -> Setup {
     setup_on(db, proxy_db, |c| c.verify_sample_rate = verify_sample_rate).await
 }
 
+/// A fresh PostgreSQL cache used by the proxy, with the proxy's settings adjusted by `tweak`.
+async fn setup_tweaked(tweak: impl FnOnce(&mut ProxyConfig)) -> Setup {
+    let db = TestDb::create("sgcache_proxy").await.unwrap();
+    let proxy_db = Some(db.db.clone());
+    setup_on(db, proxy_db, tweak).await
+}
+
 /// Fills `db` from a fresh test site; the proxy uses `proxy_db` (a pool on `db`, or none) and
 /// the settings `tweak` gives it.
 async fn setup_on(db: TestDb, proxy_db: Option<Db>, tweak: impl FnOnce(&mut ProxyConfig)) -> Setup {
@@ -388,9 +395,7 @@ async fn reads_through_the_proxy_see_its_writes() {
 async fn without_its_database_the_proxy_passes_everything_through() {
     // Closing the pool stands in for losing the database; the notification listener has its
     // own connection and would keep answers kept in memory valid, so none are kept here.
-    let db = TestDb::create("sgcache_proxy").await.unwrap();
-    let proxy_db = Some(db.db.clone());
-    let Setup { h, db } = setup_on(db, proxy_db, |c| c.result_cache_bytes = 0).await;
+    let Setup { h, db } = setup_tweaked(|c| c.result_cache_bytes = 0).await;
     let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
     assert_eq!(path.as_deref(), Some("site"));
     let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
@@ -556,9 +561,7 @@ async fn kept_answers_are_dropped_by_any_change_to_the_cache() {
 /// answered from the cache; another principal the site accepts always gets the site's answer.
 #[tokio::test]
 async fn only_listed_principals_are_answered_from_the_cache() {
-    let db = TestDb::create("sgcache_proxy").await.unwrap();
-    let proxy_db = Some(db.db.clone());
-    let Setup { h, db } = setup_on(db, proxy_db, |c| {
+    let Setup { h, db } = setup_tweaked(|c| {
         c.cache_for = Some(CacheForSpec {
             scripts: vec!["sgcache_test".into()],
             logins: vec!["artist".into()],
