@@ -38,7 +38,7 @@ fn yes() -> bool {
 #[serde(default, deny_unknown_fields)]
 pub struct SimConfig {
     /// A `schema.json` file or a directory with `schema.json` (+ `schema_entity.json`).
-    /// `None`: the shared fixture schema.
+    /// `None`: the real site's schema embedded in this binary ([`default_schema`]).
     pub schema_path: Option<PathBuf>,
     /// A schema given in-process (tests); wins over `schema_path`.
     #[serde(skip)]
@@ -106,10 +106,9 @@ impl SimConfig {
         if let Some(s) = &self.schema {
             return Ok(s.clone());
         }
-        let path = self
-            .schema_path
-            .clone()
-            .unwrap_or_else(sgcache::schema::fixture_dir);
+        let Some(path) = self.schema_path.clone() else {
+            return Ok(default_schema()?);
+        };
         if path.is_dir() {
             return Ok(SiteSchema::load_dir(&path)?);
         }
@@ -118,4 +117,16 @@ impl SimConfig {
         let value: serde_json::Value = serde_json::from_str(&text)?;
         Ok(SiteSchema::from_api(&value, None)?)
     }
+}
+
+/// The test site's default schema: a real site's (`sim/fixtures/shotgun-schema`, see its
+/// README), compiled into the binary so that the test site runs from anywhere.
+pub fn default_schema() -> Result<SiteSchema, sgcache::schema::SchemaError> {
+    const SCHEMA: &str = include_str!("../fixtures/shotgun-schema/schema.json");
+    const ENTITIES: &str = include_str!("../fixtures/shotgun-schema/schema_entity.json");
+    let parse = |text: &str| {
+        serde_json::from_str::<serde_json::Value>(text)
+            .map_err(|e| sgcache::schema::SchemaError(format!("embedded schema: {e}")))
+    };
+    SiteSchema::from_api(&parse(SCHEMA)?, Some(&parse(ENTITIES)?))
 }

@@ -1,5 +1,5 @@
 """schema_read / schema_entity_read / schema_field_read (doc section 7), checked against the
-real site's schema in /work/shared/fixtures/shotgun-schema (the simulator's default schema)."""
+real site's schema in sim/fixtures/shotgun-schema (the simulator's default schema)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,13 @@ import shotgun_api3
 
 import support
 
-FIXTURE_DIR = Path(os.environ.get("SG_COMPAT_SCHEMA_DIR", "/work/shared/fixtures/shotgun-schema"))
-_FALLBACK = support.REPO_ROOT / "sim" / "fixtures" / "shotgun-schema"
+FIXTURE_DIR = Path(
+    os.environ.get("SG_COMPAT_SCHEMA_DIR", support.REPO_ROOT / "sim" / "fixtures" / "shotgun-schema")
+)
 
 
 def _fixture(name):
-    for d in (FIXTURE_DIR, _FALLBACK):
-        if (d / name).exists():
-            return json.loads((d / name).read_text())
-    pytest.skip(f"schema fixture {name} not found (set SG_COMPAT_SCHEMA_DIR)")
+    return json.loads((FIXTURE_DIR / name).read_text())
 
 
 @pytest.fixture(scope="module")

@@ -178,9 +178,10 @@ fn parse_field(entity_type: &str, name: &str, record: &Value) -> Result<FieldSch
     })
 }
 
-/// The shared fixture schema, for tests across the workspace.
+/// The real site's schema kept in this repository (the test site's default schema), for tests
+/// across the workspace. It lives with the test site, which embeds it in its binary.
 pub fn fixture_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/shotgun-schema")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sim/fixtures/shotgun-schema")
 }
 
 #[cfg(test)]
