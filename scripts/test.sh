@@ -22,6 +22,9 @@ if [ -x tests/compat/run.sh ]; then
   SHOTGUN_SIM_BIN="$bin_dir/shotgun-sim" tests/compat/run.sh
 fi
 
+echo "== the official client's own live-server tests against the test site"
+SHOTGUN_SIM_BIN="$bin_dir/shotgun-sim" tests/official/run.sh -p no:randomly
+
 if [ -x tests/compat/run_proxy.sh ]; then
   echo "== the same read battery through the proxy (sgcache-worker all + PostgreSQL)"
   PG_URL="$SGCACHE_TEST_PG" BIN_DIR="$bin_dir" tests/compat/run_proxy.sh
