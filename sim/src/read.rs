@@ -220,17 +220,7 @@ pub fn entity_json(
 
 pub fn read(store: &Store, req: &ReadRequest, env: ReadEnv) -> Result<Value, Api3Error> {
     let ty = store.ty(&req.entity_type)?;
-    // The presets' server-side rules (latest version per entity, cut versions) are not
-    // modelled; a clear Fault is better than answering as if there were none.
-    if req
-        .additional_filter_presets
-        .as_ref()
-        .is_some_and(|p| !p.is_null() && p.as_array().is_none_or(|a| !a.is_empty()))
-    {
-        return Err(Api3Error::bad_request(
-            "additional_filter_presets are not supported by the test site",
-        ));
-    }
+    let latest = crate::presets::parse(store, ty, req.additional_filter_presets.as_ref())?;
     let filter = compile(store, ty, &req.filters, env.now)?;
     let fields = resolve_return_fields(store, ty, &req.return_fields)?;
     let sorts = req
@@ -244,6 +234,8 @@ pub fn read(store: &Store, req: &ReadRequest, env: ReadEnv) -> Result<Value, Api
         req.return_only == ReturnOnly::Retired,
         req.include_archived_projects,
     );
+    let keep = latest.map(|l| l.keep(scan(store, &scope, &filter, false, env.instant)));
+    let kept = |id: u32| keep.as_ref().is_none_or(|k| k.contains(&id));
     let (offset, per) = match req.paging {
         Some(p) => {
             let per = p.entities_per_page.min(env.max_per_page) as usize;
@@ -262,7 +254,7 @@ pub fn read(store: &Store, req: &ReadRequest, env: ReadEnv) -> Result<Value, Api
             let mut total = 0usize;
             let mut page = Vec::new();
             let mut more = false;
-            for (id, row) in scan(store, &scope, &filter, desc, env.instant) {
+            for (id, row) in scan(store, &scope, &filter, desc, env.instant).filter(|r| kept(r.0)) {
                 if total >= offset && page.len() < per {
                     page.push((id, row));
                 } else if total >= offset {
@@ -278,6 +270,7 @@ pub fn read(store: &Store, req: &ReadRequest, env: ReadEnv) -> Result<Value, Api
         None => {
             let mut all: Vec<(Vec<Key>, u32, &Row)> =
                 scan(store, &scope, &filter, false, env.instant)
+                    .filter(|r| kept(r.0))
                     .map(|(id, row)| {
                         let keys = sorts
                             .iter()

@@ -7,7 +7,6 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::{json, Map, Value};
 use sgcache::api3::{Api3Error, ReadRequest, Request};
-use sgcache::schema::SiteSchema;
 
 use crate::auth::Auth;
 use crate::config::SimConfig;
@@ -22,7 +21,6 @@ use crate::write::Writer;
 
 pub struct Site {
     pub store: RwLock<Store>,
-    pub schema: SiteSchema,
     pub auth: Auth,
     pub faults: RwLock<Faults>,
     pub recorder: Mutex<Recorder>,
@@ -53,7 +51,6 @@ impl Site {
         };
         Ok(Site {
             store: RwLock::new(store),
-            schema,
             auth: Auth::new(seeded.scripts, seeded.users),
             faults: RwLock::new(config.faults.clone()),
             recorder: Mutex::new(Recorder::new(config.request_log_size)),
@@ -103,11 +100,16 @@ impl Site {
                 self.call_read(req)?
             }
             "create" | "update" | "delete" | "revive" | "batch" => self.call_write(req)?,
+            "schema_field_create"
+            | "schema_field_update"
+            | "schema_field_delete"
+            | "schema_field_revive" => self.call_schema_write(req)?,
             other => {
                 return Err(Api3Error::bad_request(format!(
                     "Unknown method '{other}': the test site implements info, read, summarize, \
                      create, update, delete, revive, batch, schema_read, schema_entity_read, \
-                     schema_field_read and get_session_token"
+                     schema_field_read, schema_field_create, schema_field_update, \
+                     schema_field_delete, schema_field_revive and get_session_token"
                 )))
             }
         };
@@ -141,7 +143,19 @@ impl Site {
                 read(&store, &r, env)
             }
             "summarize" => crate::summarize::summarize(&store, &req.payload, now, instant),
-            m => crate::schema_methods::call(&self.schema, m, &req.payload),
+            m => crate::schema_methods::call(&store, m, &req.payload),
+        }
+    }
+
+    fn call_schema_write(&self, req: &Request) -> Result<Value, Api3Error> {
+        let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
+        self.auth.authenticate(&req.auth, &store)?;
+        let store = &mut *store;
+        match req.method_name.as_str() {
+            "schema_field_create" => crate::schema_writes::create(store, &req.payload),
+            "schema_field_update" => crate::schema_writes::update(store, &req.payload),
+            "schema_field_delete" => crate::schema_writes::delete(store, &req.payload),
+            _ => crate::schema_writes::revive(store, &req.payload),
         }
     }
 

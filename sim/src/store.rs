@@ -6,6 +6,7 @@ use std::time::Instant;
 use sgcache::api3::Api3Error;
 use sgcache::schema::{DataType, SiteSchema};
 
+use crate::schema_writes::SchemaEdits;
 use crate::value::{Link, Ty, Val};
 
 /// One field of a table, with link targets resolved to table indices.
@@ -95,11 +96,13 @@ impl Table {
     }
 }
 
-/// All tables.
+/// All tables, and the schema they follow (the schema methods change both together).
 #[derive(Debug)]
 pub struct Store {
     pub tables: Vec<Table>,
     pub by_name: HashMap<String, Ty>,
+    pub schema: SiteSchema,
+    pub edits: SchemaEdits,
 }
 
 impl Store {
@@ -147,7 +150,12 @@ impl Store {
                 }
             })
             .collect();
-        let mut store = Store { tables, by_name };
+        let mut store = Store {
+            tables,
+            by_name,
+            schema: schema.clone(),
+            edits: SchemaEdits::default(),
+        };
         crate::inverse::pair_fields(&mut store);
         store.load_defaults(schema);
         store

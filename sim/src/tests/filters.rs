@@ -566,27 +566,65 @@ fn summarize_counts_match_reads() {
 }
 
 #[test]
-fn reads_with_filter_presets_are_refused_not_answered_unfiltered() {
+fn latest_preset_keeps_the_newest_version_per_entity() {
     let s = site();
+    let read = |presets: Value| {
+        call(
+            &s,
+            "read",
+            json!({"type": "Version", "filters": and(json!([])),
+            "return_fields": ["entity", "created_at"], "additional_filter_presets": presets}),
+        )
+    };
+    for code in ["latest_a", "latest_b", "latest_c"] {
+        call(
+            &s,
+            "create",
+            json!({"type": "Version", "fields": [
+                {"field_name": "code", "value": code},
+                {"field_name": "entity", "value": {"type": "Shot", "id": 1}}]}),
+        )
+        .unwrap();
+    }
+    let all = read(json!([])).unwrap()["entities"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let mut newest: std::collections::BTreeMap<String, (String, i64)> = Default::default();
+    let mut expected = Vec::new();
+    for v in &all {
+        let (id, created) = (v["id"].as_i64().unwrap(), v["created_at"].to_string());
+        if v["entity"].is_null() {
+            expected.push(id);
+            continue;
+        }
+        let group = format!("{}:{}", v["entity"]["type"], v["entity"]["id"]);
+        let slot = newest.entry(group).or_insert((created.clone(), id));
+        if (created.clone(), id) > slot.clone() {
+            *slot = (created, id);
+        }
+    }
+    expected.extend(newest.values().map(|(_, id)| *id));
+    expected.sort();
     let presets = json!([{"preset_name": "LATEST", "latest_by": "ENTITIES_CREATED_AT"}]);
-    let err = call(
-        &s,
-        "read",
-        json!({"type": "Version", "filters": and(json!([])),
-        "return_fields": ["code"], "additional_filter_presets": presets}),
-    )
-    .unwrap_err();
-    assert!(
-        err.message.contains("additional_filter_presets"),
-        "{}",
-        err.message
-    );
-    // An empty list changes nothing.
-    call(
-        &s,
-        "read",
-        json!({"type": "Version", "filters": and(json!([])),
-        "return_fields": ["code"], "additional_filter_presets": []}),
-    )
-    .unwrap();
+    let got: Vec<i64> = read(presets).unwrap()["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_i64().unwrap())
+        .collect();
+    assert!(got.len() < all.len(), "three versions of Shot 1 leave one");
+    assert_eq!(got, expected);
+    // Presets whose rules are not modelled are refused, never answered unfiltered.
+    for p in [
+        json!([{"preset_name": "CUT_SHOT_VERSIONS", "cut_id": 1}]),
+        json!([{}]),
+    ] {
+        let err = read(p).unwrap_err();
+        assert!(
+            err.message.contains("additional_filter_presets"),
+            "{}",
+            err.message
+        );
+    }
 }

@@ -132,7 +132,10 @@ fn create_result_and_defaults() {
 fn schema_methods() {
     let s = site();
     let all = call(&s, "schema_read", Value::Null).unwrap();
-    assert_eq!(all.as_object().unwrap().len(), s.schema.entities.len());
+    assert_eq!(
+        all.as_object().unwrap().len(),
+        s.store.read().unwrap().schema.entities.len()
+    );
     let f = call(
         &s,
         "schema_field_read",
@@ -150,4 +153,96 @@ fn schema_methods() {
     ))
     .message
     .contains("nope"));
+}
+
+#[test]
+fn schema_fields_are_created_updated_deleted_and_revived() {
+    let s = site();
+    let field_read = |f: &str| {
+        call(
+            &s,
+            "schema_field_read",
+            json!({"type": "Asset", "field_name": f}),
+        )
+    };
+    let name = call(
+        &s,
+        "schema_field_create",
+        json!({"type": "Asset", "data_type": "number",
+            "properties": [{"property_name": "name", "value": "Monkey Count!"},
+                           {"property_name": "description", "value": "monkeys"}]}),
+    )
+    .unwrap();
+    assert_eq!(name, json!("sg_monkey_count"));
+    let f = field_read("sg_monkey_count").unwrap();
+    assert_eq!(f["sg_monkey_count"]["data_type"]["value"], "number");
+    assert_eq!(f["sg_monkey_count"]["description"]["value"], "monkeys");
+    // The new column takes values and filters at once.
+    let asset = call(
+        &s,
+        "create",
+        json!({"type": "Asset", "fields": [{"field_name": "code", "value": "monkeys"},
+            {"field_name": "sg_monkey_count", "value": 0}], "return_fields": ["sg_monkey_count"]}),
+    )
+    .unwrap();
+    assert_eq!(asset["sg_monkey_count"], json!(0));
+    let update = |props: Value| {
+        call(
+            &s,
+            "schema_field_update",
+            json!({"type": "Asset", "field_name": "sg_monkey_count", "properties": props}),
+        )
+    };
+    assert_eq!(
+        update(json!([{"property_name": "description", "value": "more"}])).unwrap(),
+        json!(true)
+    );
+    let refused = update(json!([{"property_name": "data_type", "value": "text"}])).unwrap_err();
+    assert!(
+        refused.message.contains("not editable"),
+        "{}",
+        refused.message
+    );
+    // The name is taken, and built-in fields cannot be deleted.
+    let again = call(
+        &s,
+        "schema_field_create",
+        json!({"type": "Asset", "data_type": "text",
+            "properties": [{"property_name": "name", "value": "monkey count"}]}),
+    );
+    assert!(again.is_err());
+    assert!(call(
+        &s,
+        "schema_field_delete",
+        json!({"type": "Asset", "field_name": "code"})
+    )
+    .is_err());
+    // Deleted: gone from the schema and from reads; revived: back with its values.
+    let read_count = || {
+        call(
+            &s,
+            "read",
+            json!({"type": "Asset", "filters": and(json!([{"path": "id", "relation": "is", "values": [asset["id"]]}])),
+                "return_fields": ["sg_monkey_count"]}),
+        )
+    };
+    let del = json!({"type": "Asset", "field_name": "sg_monkey_count"});
+    assert_eq!(
+        call(&s, "schema_field_delete", del.clone()).unwrap(),
+        json!(true)
+    );
+    assert!(field_read("sg_monkey_count").is_err());
+    assert!(read_count()
+        .unwrap_err()
+        .message
+        .contains("sg_monkey_count"));
+    assert_eq!(
+        call(&s, "schema_field_revive", del.clone()).unwrap(),
+        json!(true)
+    );
+    assert_eq!(call(&s, "schema_field_revive", del).unwrap(), json!(false));
+    assert_eq!(
+        read_count().unwrap()["entities"][0]["sg_monkey_count"],
+        json!(0)
+    );
 }
