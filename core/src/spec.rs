@@ -690,6 +690,35 @@ mod tests {
     }
 
     #[test]
+    fn every_unknown_key_is_reported_at_once_with_suggestions_and_the_file_name() {
+        let yaml = "entities:\n  - type: Shot\n    feilds: [code]\nworkers:\n  proxy:\n    \
+                    prot: 8011\n  scaner: {}\n  colour: red\n";
+        let msg = ShotgunCacheSpec::from_yaml(yaml, "typo.yaml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "invalid config typo.yaml: unknown key entities[0].feilds (did you mean fields?); \
+             unknown key workers.proxy.prot (did you mean port?); \
+             unknown key workers.scaner (did you mean scanner?); unknown key workers.colour"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_is_one_clean_line_with_the_file_and_position() {
+        let msg = ShotgunCacheSpec::from_yaml("workers:\n  proxy:\n    port: lots\n", "cache.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("invalid config cache.yaml: "), "{msg}");
+        assert!(!msg.contains('\n') && !msg.contains("error:"), "{msg}");
+        assert!(
+            !msg.contains("-->") && !msg.contains(" | "),
+            "no snippet: {msg}"
+        );
+        assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
     fn rejects_duplicate_and_invalid_names() {
         let dup = "entities:\n  - {type: Shot, fields: [code]}\n  - {type: Shot, fields: [id]}\n";
         assert!(ShotgunCacheSpec::from_yaml(dup, "t")

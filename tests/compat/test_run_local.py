@@ -103,13 +103,14 @@ class RunLocal:
 
 
 def _query_until_answered(url: str, run: RunLocal, timeout: float = 90.0) -> list[dict]:
-    sg = shotgun_api3.Shotgun(url, script_name="sgcache_test", api_key="test_key")
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         if run.proc.poll() is not None:
             pytest.fail(f"run-local.sh exited early ({run.proc.returncode}):\n{run.text()[-3000:]}")
         try:
+            # The client asks the server for `info` as it is made: made once the proxy listens.
+            sg = shotgun_api3.Shotgun(url, script_name="sgcache_test", api_key="test_key")
             return sg.find("Shot", [], ["code", "sg_status_list"], order=[{"field_name": "id", "direction": "asc"}])
         except Exception as e:  # not listening yet
             last = e

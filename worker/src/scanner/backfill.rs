@@ -418,7 +418,7 @@ pub async fn scan_type(
     if !stopped && !req.finalize.is_empty() {
         crate::ready_signal::announce();
         tracing::info!(entity_type = %ty, fields = req.finalize.len(),
-            "backfill complete: reads of these fields are answered from the cache");
+            "backfill complete; served from the cache");
     }
     Ok(stats)
 }
