@@ -9,13 +9,21 @@ use serde_json::Value;
 /// unrelated names.
 const SUGGEST_SIMILARITY: f64 = 0.8;
 
+/// Also suggested: a name one edit (or swap of neighbours) away, which Jaro-Winkler rates
+/// low on short names (`ulr`→`url`).
+const SUGGEST_EDITS: usize = 1;
+
 /// The known name closest to `name`, if it is close enough to be what was meant.
 pub fn did_you_mean<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let lower = name.to_lowercase();
     known
         .into_iter()
-        .map(|k| (strsim::jaro_winkler(&lower, &k.to_lowercase()), k))
-        .filter(|(score, _)| *score >= SUGGEST_SIMILARITY)
+        .filter_map(|k| {
+            let k_lower = k.to_lowercase();
+            let likeness = strsim::jaro_winkler(&lower, &k_lower);
+            let edits = strsim::damerau_levenshtein(&lower, &k_lower);
+            (likeness >= SUGGEST_SIMILARITY || edits <= SUGGEST_EDITS).then_some((likeness, k))
+        })
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, k)| k)
 }
