@@ -10,5 +10,6 @@ pub mod site;
 pub mod spec;
 pub mod sql;
 pub mod storage;
+pub mod unknown_names;
 
 pub use spec::ShotgunCacheSpec;

@@ -188,6 +188,10 @@ pub struct ProxySpec {
     #[serde(default = "defaults::proxy_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
+    /// Address the proxy listens on. Absent: `127.0.0.1` (this machine only); the operator
+    /// gives its pods `0.0.0.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<std::net::IpAddr>,
     /// Proxy replicas (Kubernetes).
     #[serde(default = "defaults::proxy_replicas")]
     #[schemars(range(min = 0, max = 100))]
@@ -258,6 +262,7 @@ impl Default for ProxySpec {
     fn default() -> Self {
         ProxySpec {
             port: defaults::proxy_port(),
+            bind: None,
             replicas: defaults::proxy_replicas(),
             auth_ttl: defaults::auth_ttl(),
             auth_grace: defaults::auth_grace(),
@@ -447,13 +452,29 @@ pub enum SpecError {
 }
 
 impl ShotgunCacheSpec {
-    /// Parses a YAML (or JSON) spec. `origin` names the source in errors.
+    /// Parses a YAML (or JSON) spec. `origin` names the source in errors, which are one line:
+    /// every unknown key at once (with "did you mean" for near misses), else the first bad
+    /// value with its line and column.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, SpecError> {
-        let spec: ShotgunCacheSpec =
-            serde_saphyr::from_str(text).map_err(|e| SpecError::Parse {
+        let parse_error = |e: serde_saphyr::Error| SpecError::Parse {
+            path: origin.to_string(),
+            message: parse_message(&e),
+        };
+        let options = serde_saphyr::options! { with_snippet: false };
+        let doc: serde_json::Value =
+            serde_saphyr::from_str_with_options(text, options.clone()).map_err(parse_error)?;
+        let unknown = crate::unknown_names::unknown_keys(
+            schemars::schema_for!(ShotgunCacheSpec).as_value(),
+            &doc,
+        );
+        if !unknown.is_empty() {
+            return Err(SpecError::Parse {
                 path: origin.to_string(),
-                message: one_line(&e.to_string()),
-            })?;
+                message: unknown.join("; "),
+            });
+        }
+        let spec: ShotgunCacheSpec =
+            serde_saphyr::from_str_with_options(text, options).map_err(parse_error)?;
         spec.validate()?;
         Ok(spec)
     }
@@ -508,8 +529,11 @@ impl ShotgunCacheSpec {
     }
 }
 
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+/// A parser error on one line, without the parser's own `error:` prefix.
+fn parse_message(e: &serde_saphyr::Error) -> String {
+    let text = e.without_snippet().to_string();
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    line.strip_prefix("error: ").unwrap_or(&line).to_string()
 }
 
 /// Resolved connection settings after environment overrides.
@@ -663,6 +687,35 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_at_once_with_suggestions_and_the_file_name() {
+        let yaml = "entities:\n  - type: Shot\n    feilds: [code]\nworkers:\n  proxy:\n    \
+                    prot: 8011\n  scaner: {}\n  colour: red\n";
+        let msg = ShotgunCacheSpec::from_yaml(yaml, "typo.yaml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "invalid config typo.yaml: unknown key entities[0].feilds (did you mean fields?); \
+             unknown key workers.proxy.prot (did you mean port?); \
+             unknown key workers.scaner (did you mean scanner?); unknown key workers.colour"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_is_one_clean_line_with_the_file_and_position() {
+        let msg = ShotgunCacheSpec::from_yaml("workers:\n  proxy:\n    port: lots\n", "cache.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("invalid config cache.yaml: "), "{msg}");
+        assert!(!msg.contains('\n') && !msg.contains("error:"), "{msg}");
+        assert!(
+            !msg.contains("-->") && !msg.contains(" | "),
+            "no snippet: {msg}"
+        );
+        assert!(msg.contains("line 3"), "{msg}");
     }
 
     #[test]

@@ -140,6 +140,14 @@ impl Db {
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(acquire_timeout)
+                // `CREATE … IF NOT EXISTS` of what exists is a NOTICE, which sqlx logs: one
+                // line per statement on every start, saying nothing anyone must act on.
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        sqlx::Executor::execute(conn, "SET client_min_messages = warning").await?;
+                        Ok(())
+                    })
+                })
                 .connect(url)
                 .await?;
             Ok(Db::Postgres(pool))

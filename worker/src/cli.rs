@@ -1,21 +1,59 @@
 //! Command line: `sgcache-worker [--config F] [--log-format json|text] <command>`.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use sgcache::ShotgunCacheSpec;
 
 use crate::telemetry::LogFormat;
 
-/// Exit code for a bad spec or bad arguments.
+/// Exit code for a bad spec or bad arguments, and for a cache filled from another site.
 pub const EXIT_BAD_CONFIG: u8 = 2;
+
+/// Every environment variable the worker reads, for `--help`.
+const ENVIRONMENT: &str = "\
+Environment:
+  SHOTGUN_URL           the site's URL (overrides site.url)
+  SHOTGUN_SCRIPT_NAME   the script the cache authenticates as (overrides site.scriptName)
+  SHOTGUN_API_KEY       that script's key (overrides site.apiKey)
+  DATABASE_URL          postgres://… or sqlite://… (overrides database.url; default: SQLite
+                        file database.sqlitePath)
+  SGCACHE_CONFIG        the spec file (--config)
+  SGCACHE_LOG_FORMAT    json or text (--log-format)
+  SGCACHE_BIND          address the proxy listens on (--bind; default 127.0.0.1)
+  SGCACHE_PORT          port the proxy listens on (--port; default workers.proxy.port, 8010)
+  RUST_LOG              log filter, e.g. info or sgcache_worker=debug";
+
+/// Where the proxy listens (`proxy` and `all`); flags and variables win over the spec.
+#[derive(Clone, Copy, Debug, Default, Args)]
+pub struct ListenArgs {
+    /// Address to listen on (default: workers.proxy.bind, else 127.0.0.1).
+    #[arg(long, env = "SGCACHE_BIND")]
+    pub bind: Option<IpAddr>,
+    /// Port to listen on (default: workers.proxy.port, else 8010).
+    #[arg(long, env = "SGCACHE_PORT")]
+    pub port: Option<u16>,
+}
+
+impl ListenArgs {
+    fn apply(self, spec: &mut ShotgunCacheSpec) {
+        if let Some(bind) = self.bind {
+            spec.workers.proxy.bind = Some(bind);
+        }
+        if let Some(port) = self.port {
+            spec.workers.proxy.port = port;
+        }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
     name = "sgcache-worker",
     version,
-    about = "sgcache: a caching proxy for the Shotgun API"
+    about = "sgcache: a caching proxy for the Shotgun API",
+    after_help = ENVIRONMENT
 )]
 pub struct Cli {
     /// The ShotgunCache spec as YAML (the same document as the resource's spec).
@@ -53,9 +91,12 @@ pub enum Command {
         /// asking the site.
         #[arg(long)]
         schema_dir: Option<PathBuf>,
+        /// Drop every table of the cache first and fill it afresh (a cache of another site).
+        #[arg(long, conflicts_with = "dry_run")]
+        reset: bool,
     },
     /// Serve the API3 protocol, answering reads from the cache.
-    Proxy,
+    Proxy(ListenArgs),
     /// Follow EventLogEntry and apply changes to the cache.
     Events,
     /// Scan for entities whose updated_at moved; backfill new fields and types.
@@ -71,12 +112,18 @@ pub enum Command {
         projects: Vec<i64>,
     },
     /// Migrate, then run the proxy, event follower and scanner in one process (local use).
-    All,
+    All {
+        #[command(flatten)]
+        listen: ListenArgs,
+        /// Drop every table of the cache first and fill it afresh (a cache of another site).
+        #[arg(long)]
+        reset: bool,
+    },
 }
 
 /// Runs a command and maps the outcome to the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
-    let spec = match ShotgunCacheSpec::from_file(&cli.config) {
+    let mut spec = match ShotgunCacheSpec::from_file(&cli.config) {
         Ok(spec) => spec,
         Err(e) => {
             eprintln!("error: {e}");
@@ -89,15 +136,20 @@ pub async fn run(cli: Cli) -> ExitCode {
             dry_run,
             prune,
             ref schema_dir,
+            reset,
         } => {
             let args = crate::commands::migrate::MigrateArgs {
                 dry_run,
                 prune,
                 schema_dir: schema_dir.as_deref(),
+                reset,
             };
             return crate::commands::migrate::run(&spec, args).await;
         }
-        Command::Proxy => crate::proxy::run::run(&spec, shutdown.clone()).await,
+        Command::Proxy(listen) => {
+            listen.apply(&mut spec);
+            crate::proxy::run::run(&spec, shutdown.clone()).await
+        }
         Command::Events => crate::events::run(&spec, shutdown.clone()).await,
         Command::Scanner {
             full,
@@ -111,8 +163,13 @@ pub async fn run(cli: Cli) -> ExitCode {
             };
             crate::scanner::run(&spec, args, shutdown.clone()).await
         }
-        Command::All => {
-            let migrated = crate::commands::migrate::run(&spec, Default::default()).await;
+        Command::All { listen, reset } => {
+            listen.apply(&mut spec);
+            let args = crate::commands::migrate::MigrateArgs {
+                reset,
+                ..Default::default()
+            };
+            let migrated = crate::commands::migrate::run(&spec, args).await;
             if migrated != ExitCode::SUCCESS {
                 return migrated;
             }
@@ -137,6 +194,10 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<crate::site_binding::OtherSite>() => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

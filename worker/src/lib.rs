@@ -4,6 +4,8 @@ pub mod cli;
 pub mod commands;
 pub mod events;
 pub mod proxy;
+pub mod ready_signal;
 pub mod scanner;
 pub mod shutdown;
+pub mod site_binding;
 pub mod telemetry;

@@ -121,6 +121,9 @@ pub enum PlanError {
     UnknownEntityType(String),
     #[error("unknown field {0}.{1}: the site has no such field")]
     UnknownField(String, String),
+    /// Every declared type and field the site lacks, each with a suggestion when one is near.
+    #[error("not on the site: {}", .0.join("; "))]
+    NotOnSite(Vec<String>),
     #[error("field {0}.{1} cannot be excluded: it is always cached ({2})")]
     ImplicitExcluded(String, String, &'static str),
     #[error("table name {table} is used by both {first} and {second}")]

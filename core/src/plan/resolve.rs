@@ -7,6 +7,7 @@ use super::{PassThrough, PlanError};
 use crate::ident;
 use crate::schema::{EntitySchema, FieldSchema, SiteSchema, Storage};
 use crate::spec::{EntitySpec, ShotgunCacheSpec};
+use crate::unknown_names::describe;
 
 /// Suffix of the index on an association table's targets: `{table}_{field}__target`.
 pub const ASSOC_INDEX_SUFFIX: &str = "__target";
@@ -27,6 +28,10 @@ pub(super) fn resolve<'a>(
     spec: &ShotgunCacheSpec,
     site: &'a SiteSchema,
 ) -> Result<Desired<'a>, PlanError> {
+    let missing = not_on_site(spec, site);
+    if !missing.is_empty() {
+        return Err(PlanError::NotOnSite(missing));
+    }
     check_display_overrides(spec, site)?;
     let mut desired = BTreeMap::new();
     for entity in &spec.entities {
@@ -40,6 +45,41 @@ pub(super) fn resolve<'a>(
     }
     check_table_names(&desired)?;
     Ok(desired)
+}
+
+/// Every type and field the spec names that the site lacks (all at once, so one run shows
+/// every typo), with "did you mean" for near misses.
+fn not_on_site(spec: &ShotgunCacheSpec, site: &SiteSchema) -> Vec<String> {
+    let types = || site.entities.keys().map(String::as_str);
+    let mut missing = Vec::new();
+    let named = spec
+        .entities
+        .iter()
+        .map(|e| {
+            (
+                &e.entity_type,
+                e.fields.iter().chain(&e.exclude).collect::<Vec<_>>(),
+            )
+        })
+        .chain(
+            spec.display_fields
+                .iter()
+                .map(|d| (&d.entity_type, vec![&d.field])),
+        );
+    for (ty, fields) in named {
+        let Some(schema) = site.entity(ty) else {
+            missing.push(describe(&format!("entity type {ty}"), ty, types()));
+            continue;
+        };
+        for f in fields.into_iter().filter(|f| *f != "*") {
+            if !schema.fields.contains_key(f) {
+                let known = schema.fields.keys().map(String::as_str);
+                missing.push(describe(&format!("field {ty}.{f}"), f, known));
+            }
+        }
+    }
+    missing.dedup();
+    missing
 }
 
 fn check_display_overrides(spec: &ShotgunCacheSpec, site: &SiteSchema) -> Result<(), PlanError> {

@@ -49,10 +49,7 @@ fn unknown_names_are_errors_naming_them() {
         NO_PRUNE,
     )
     .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "unknown field Shot.sg_foo: the site has no such field"
-    );
+    assert_eq!(e.to_string(), "not on the site: field Shot.sg_foo");
     let e = plan(
         &spec("entities:\n  - {type: Shoot, fields: [code]}\n"),
         &site,
@@ -60,7 +57,27 @@ fn unknown_names_are_errors_naming_them() {
         NO_PRUNE,
     )
     .unwrap_err();
-    assert!(e.to_string().contains("unknown entity type Shoot"), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "not on the site: entity type Shoot (did you mean Shot?)"
+    );
+    // Every unknown name in one message, each with its suggestion.
+    let e = plan(
+        &spec(
+            "entities:\n  - {type: Shoot, fields: [code]}\n  \
+             - {type: Asset, fields: [cdoe, sg_status], exclude: [zzz_nothing]}\n",
+        ),
+        &site,
+        &DbState::default(),
+        NO_PRUNE,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "not on the site: entity type Shoot (did you mean Shot?); \
+         field Asset.cdoe (did you mean code?); \
+         field Asset.sg_status (did you mean sg_status_list?); field Asset.zzz_nothing"
+    );
     let e = plan(
         &spec("entities:\n  - {type: Shot, fields: ['*'], exclude: [code]}\n"),
         &site,

@@ -51,7 +51,7 @@ impl SiteClient {
         let url = format!("{}/api3/json", self.conn.url);
         let unreachable = |e: reqwest::Error| SiteError::Unreachable {
             url: self.conn.url.clone(),
-            message: e.without_url().to_string(),
+            message: with_causes(&e.without_url()),
         };
         let response = self
             .http
@@ -95,4 +95,20 @@ impl SiteClient {
         let entities = self.call("schema_entity_read", Value::Null).await?;
         Ok(SiteSchema::from_api(&fields, Some(&entities))?)
     }
+}
+
+/// An error and its causes on one line: reqwest's own text ("error sending request") does not
+/// say why (refused, unknown host, TLS).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }

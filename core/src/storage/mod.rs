@@ -5,6 +5,7 @@ mod convert;
 pub mod ddl;
 mod migrate;
 pub mod notify;
+mod site_binding;
 mod state;
 mod write;
 
@@ -12,6 +13,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 pub use migrate::{apply_plan, migrate, spec_hash};
+pub use site_binding::{
+    bind_site, drop_cache, normalize_site_url, read_binding, restart_backfills, SiteBinding,
+};
 pub use state::{
     ensure_state_tables, list_fields, read_event_position, read_state, read_state_tx,
     set_backfill_progress, set_field_state, write_event_position, EventPosition, FieldStatus,

@@ -39,6 +39,7 @@ const SQLITE_TABLES: &[&str] = &[
 /// Creates the state tables if they are missing.
 pub async fn ensure_state_tables(tx: &mut Tx) -> Result<(), StorageError> {
     let dialect = tx.dialect();
+    super::site_binding::ensure_table(tx).await?;
     if count_state_tables(tx).await? == PG_TABLES.len() as i64 {
         return Ok(()); // skips PostgreSQL's "already exists" notices on every run
     }

@@ -21,6 +21,11 @@ pub fn worker_config(spec: &ShotgunCacheSpec) -> ShotgunCacheSpec {
     c.site.script_name = None;
     c.site.api_key = None;
     c.database.url = None;
+    // Pods are reached through their Service: the proxy listens on every interface there.
+    c.workers
+        .proxy
+        .bind
+        .get_or_insert(std::net::Ipv4Addr::UNSPECIFIED.into());
     c
 }
 

@@ -38,6 +38,12 @@ fn config_map_holds_the_spec_without_secrets() {
     );
     assert!(parsed.site.api_key.is_none() && parsed.site.script_name.is_none());
     assert!(parsed.database.url.is_none());
+    // Pods are reached through their Service: the proxy listens on every interface there
+    // (the worker's own default is 127.0.0.1).
+    assert_eq!(
+        parsed.workers.proxy.bind,
+        Some(std::net::Ipv4Addr::UNSPECIFIED.into())
+    );
     assert!(
         !yaml.contains("apiKey") && !yaml.contains("secretKeyRef"),
         "{yaml}"

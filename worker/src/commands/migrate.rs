@@ -1,26 +1,33 @@
 //! `sgcache-worker migrate`: plan the layout the spec asks for, print the plan, apply it.
 //!
-//! Exit codes: 0 done; 2 the spec does not match the site (unknown type or field...), with
-//! one line naming the offending item and nothing changed; 1 any other failure.
+//! Exit codes: 0 done; 2 the spec does not match the site (unknown type or field...) or the
+//! cache was filled from another site, with one line naming the offending item and nothing
+//! changed; 1 any other failure. `--dry-run` writes nothing (not even a new SQLite file);
+//! `--reset` drops the cache's tables first.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
+use std::str::FromStr;
 
 use sgcache::plan::{self, DbState, Plan, PlanError, PlanOptions};
 use sgcache::schema::SiteSchema;
 use sgcache::site::SiteClient;
-use sgcache::spec::{process_env, ShotgunCacheSpec};
+use sgcache::spec::{process_env, ShotgunCacheSpec, SiteConnection};
 use sgcache::sql::Db;
 use sgcache::storage::{self, redact_url, StorageError};
+use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::cli::EXIT_BAD_CONFIG;
+use crate::site_binding;
 
 /// The options of `migrate`.
 #[derive(Clone, Debug, Default)]
 pub struct MigrateArgs<'a> {
     pub dry_run: bool,
     pub prune: bool,
+    /// Drop every table of the cache first (a cache of another site, or starting over).
+    pub reset: bool,
     pub schema_dir: Option<&'a Path>,
 }
 
@@ -35,6 +42,16 @@ enum Failure {
 impl From<PlanError> for Failure {
     fn from(e: PlanError) -> Self {
         Failure::BadSpec(e.to_string())
+    }
+}
+
+impl Failure {
+    /// A cache bound to another site is a configuration error (exit code 2).
+    fn from_binding(e: anyhow::Error) -> Failure {
+        match e.downcast::<site_binding::OtherSite>() {
+            Ok(other) => Failure::BadSpec(other.to_string()),
+            Err(e) => Failure::Other(format!("{e:#}")),
+        }
     }
 }
 
@@ -70,44 +87,88 @@ pub async fn run(spec: &ShotgunCacheSpec, args: MigrateArgs<'_>) -> ExitCode {
 }
 
 async fn migrate(spec: &ShotgunCacheSpec, args: &MigrateArgs<'_>) -> Result<Plan, Failure> {
-    let site = site_schema(spec, args.schema_dir).await?;
+    let (site, conn) = site_schema(spec, args.schema_dir).await?;
     let options = PlanOptions { prune: args.prune };
     // Check the spec against the site before touching the database.
-    plan::plan(spec, &site, &DbState::default(), options)?;
+    let fresh = plan::plan(spec, &site, &DbState::default(), options)?;
     let url = spec.database_url(&process_env);
-    tracing::info!(database = %redact_url(&url), dry_run = args.dry_run, "migrating");
+    if args.dry_run && sqlite_file_missing(&url) {
+        return Ok(fresh); // an empty cache, and opening it would create the file
+    }
     let db = Db::connect(&url, 2).await.map_err(|e| {
         Failure::Other(format!(
             "cannot connect to the database {}: {e}",
             redact_url(&url)
         ))
     })?;
-    let result = if args.dry_run {
-        let current = storage::read_state(&db).await?;
-        Ok(plan::plan(spec, &site, &current, options)?)
-    } else {
-        storage::migrate(&db, spec, &site, options)
-            .await
-            .map_err(Failure::from)
-    };
+    let result = apply(&db, &url, spec, &site, conn, args).await;
     db.close().await;
     result
 }
 
+/// Checks the cache belongs to the site, then plans (`--dry-run`) or resets, migrates and
+/// binds the cache to the site.
+async fn apply(
+    db: &Db,
+    url: &str,
+    spec: &ShotgunCacheSpec,
+    site: &SiteSchema,
+    conn: Option<SiteConnection>,
+    args: &MigrateArgs<'_>,
+) -> Result<Plan, Failure> {
+    let options = PlanOptions { prune: args.prune };
+    if let (Some(conn), false) = (&conn, args.reset) {
+        site_binding::check(db, &conn.url)
+            .await
+            .map_err(Failure::from_binding)?;
+    }
+    if args.dry_run {
+        let current = storage::read_state(db).await?;
+        return Ok(plan::plan(spec, site, &current, options)?);
+    }
+    if args.reset {
+        let dropped = storage::drop_cache(db).await?;
+        tracing::info!(database = %redact_url(url), tables = dropped.len(), "reset: dropped the cache's tables");
+    }
+    tracing::info!(database = %redact_url(url), "migrating");
+    let plan = storage::migrate(db, spec, site, options).await?;
+    if let Some(conn) = conn {
+        site_binding::bind(db, conn)
+            .await
+            .map_err(Failure::from_binding)?;
+    }
+    Ok(plan)
+}
+
+/// True for a SQLite URL whose file does not exist yet.
+fn sqlite_file_missing(url: &str) -> bool {
+    url.starts_with("sqlite:")
+        && SqliteConnectOptions::from_str(url)
+            .is_ok_and(|o| o.get_filename() != Path::new(":memory:") && !o.get_filename().exists())
+}
+
+/// The site schema, and the connection to bind the cache with (None when only a schema
+/// folder is known).
 async fn site_schema(
     spec: &ShotgunCacheSpec,
     schema_dir: Option<&Path>,
-) -> Result<SiteSchema, Failure> {
+) -> Result<(SiteSchema, Option<SiteConnection>), Failure> {
     if let Some(dir) = schema_dir {
-        return SiteSchema::load_dir(dir).map_err(|e| Failure::Other(e.to_string()));
+        let schema = SiteSchema::load_dir(dir).map_err(|e| Failure::Other(e.to_string()))?;
+        let conn = spec
+            .site_connection(&process_env)
+            .ok()
+            .or_else(|| site_binding::anonymous(spec));
+        return Ok((schema, conn));
     }
     let conn = spec
         .site_connection(&process_env)
         .map_err(|e| Failure::BadSpec(e.to_string()))?;
     tracing::info!(site = %conn.url, "reading the site schema");
-    let client = SiteClient::new(conn).map_err(|e| Failure::Other(e.to_string()))?;
-    client
+    let client = SiteClient::new(conn.clone()).map_err(|e| Failure::Other(e.to_string()))?;
+    let schema = client
         .schema()
         .await
-        .map_err(|e| Failure::Other(e.to_string()))
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    Ok((schema, Some(conn)))
 }

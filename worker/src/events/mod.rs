@@ -68,11 +68,13 @@ pub async fn connect_db(url: &str, max: u32, stop: &CancellationToken) -> Option
 pub async fn run(spec: &ShotgunCacheSpec, stop: CancellationToken) -> anyhow::Result<()> {
     let url = spec.database_url(&process_env);
     let conn = spec.site_connection(&process_env)?;
+    let site_url = conn.url.clone();
     let reader = SiteReader::new(SiteClient::new(conn)?, stop.clone(), BATCH);
     let config = FollowerConfig::from_spec(spec);
     let Some(db) = connect_db(&url, spec.database.max_connections.min(4), &stop).await else {
         return Ok(());
     };
+    crate::site_binding::check(&db, &site_url).await?;
     tracing::info!(
         poll_ms = config.poll_interval.as_millis() as u64,
         gap_window_s = config.gap_window.as_secs(),
@@ -99,6 +101,7 @@ async fn follow(
     stop: &CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut next_behind_check = Instant::now();
     loop {
         if stop.is_cancelled() {
             return;
@@ -106,6 +109,12 @@ async fn follow(
         if !leader.alive().await {
             tracing::warn!("lost the leader lock's connection; re-acquiring");
             return;
+        }
+        if Instant::now() >= next_behind_check {
+            next_behind_check = Instant::now() + BEHIND_CHECK;
+            if let Err(e) = rescan_if_site_behind(db, reader).await {
+                tracing::warn!(error = %e, "cannot compare the event position with the site");
+            }
         }
         match poll_once(db, reader, config).await {
             Ok(n) => {
@@ -158,6 +167,44 @@ pub async fn ensure_position(db: &Db, reader: &SiteReader) -> Result<bool, PollE
     tracing::info!(
         newest_event_id = newest,
         "recorded the starting event position"
+    );
+    Ok(true)
+}
+
+/// How often the follower checks that the site's event log has not gone behind its position
+/// (the site restored from a backup): at start, then at this pace.
+const BEHIND_CHECK: Duration = Duration::from_secs(60);
+
+/// A saved position ahead of the site's newest event means the cached rows did not come from
+/// this site's event history (a restored site, or another one at the same address), and the
+/// events that would correct them will never come. Every cached type is then read again in
+/// full (its fields go back to `pending`, so the proxy passes them through until the scanner
+/// has refilled them) and following restarts from the site's newest event. True when so.
+pub async fn rescan_if_site_behind(db: &Db, reader: &SiteReader) -> Result<bool, PollError> {
+    let Some(saved) = storage::read_event_position(db)
+        .await?
+        .and_then(|p| p.last_event_id)
+    else {
+        return Ok(false);
+    };
+    let newest = reader.newest_event_id().await?.unwrap_or(0);
+    if saved <= newest {
+        return Ok(false);
+    }
+    let mut tx = storage::begin_exclusive(db).await?;
+    let fields = storage::restart_backfills(&mut tx).await?;
+    let restart = Position {
+        last: newest,
+        backlog: Default::default(),
+    };
+    storage::write_event_position(&mut tx, &restart.to_saved()).await?;
+    tx.commit().await?;
+    tracing::warn!(
+        saved_event_id = saved,
+        site_newest_event_id = newest,
+        fields,
+        "the site's event log is behind the cache (a restored or different site): reading every \
+         cached type again in full; reads pass through to the site until then"
     );
     Ok(true)
 }

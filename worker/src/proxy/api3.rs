@@ -72,7 +72,13 @@ pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
         }
         let elapsed = start.elapsed().as_secs_f64();
         state.metrics.observe(&method, path, reason, elapsed);
-        tracing::info!(path, reason, ms = elapsed * 1000.0, "answered");
+        // Two decimals: `ms=0.63`, not `ms=0.6309440000000001`.
+        tracing::info!(
+            path,
+            reason,
+            ms = (elapsed * 100_000.0).round() / 100.0,
+            "answered"
+        );
         response
     }
     .instrument(span)

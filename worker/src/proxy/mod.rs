@@ -225,13 +225,16 @@ async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// Keeps the catalog fresh until cancelled.
+/// Keeps the catalog fresh until cancelled: every `every`, and at once when field states
+/// change (`ready_signal`).
 pub async fn refresh_loop(state: Arc<AppState>, every: Duration, stop: CancellationToken) {
+    let mut changed = crate::ready_signal::subscribe();
     loop {
         state.refresh_catalog().await;
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
+            _ = changed.changed() => {}
         }
     }
 }

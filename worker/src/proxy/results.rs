@@ -332,12 +332,20 @@ async fn follow(
             }
             note = listener.try_recv() => match note? {
                 Some(n) if n.payload() == token => heard = Instant::now(),
-                Some(n) => state.results.changed(n.payload()),
+                Some(n) => {
+                    state.results.changed(n.payload());
+                    if STATE_TABLES.contains(&n.payload()) {
+                        crate::ready_signal::announce(); // another process moved field states
+                    }
+                }
                 None => anyhow::bail!("the notification connection closed"),
             },
         }
     }
 }
+
+/// The state tables whose changes change what the catalog serves.
+const STATE_TABLES: [&str; 2] = ["_sgcache_fields", "_sgcache_types"];
 
 /// How often the listener checks that it still hears its own notifications.
 const HEARTBEAT: Duration = Duration::from_secs(5);

@@ -1,6 +1,6 @@
 //! `sgcache-worker proxy`: resolve settings, connect, serve until SIGTERM.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use super::{serve, AppState, ProxyConfig};
 /// of the reads that find it down (after the first failure they pass through at once).
 pub const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs the proxy on `spec.workers.proxy.port` (all interfaces) until `stop`.
+/// Runs the proxy on `spec.workers.proxy.bind`:`port` until `stop`.
 pub async fn run(spec: &ShotgunCacheSpec, stop: CancellationToken) -> anyhow::Result<()> {
     let site_url = process_env(sgcache::spec::env::SHOTGUN_URL)
         .or_else(|| spec.site.url.clone())
@@ -43,9 +43,27 @@ pub async fn run(spec: &ShotgunCacheSpec, stop: CancellationToken) -> anyhow::Re
             state
         }
     };
-    let addr = SocketAddr::from(([0, 0, 0, 0], spec.workers.proxy.port));
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    if let Some(db) = state.db() {
+        crate::site_binding::check(db, &config.site_url).await?;
+    }
+    let listener = listen(spec).await?;
     serve(state, config, listener, stop).await
+}
+
+/// Binds `workers.proxy.bind` (this machine only unless set) and `workers.proxy.port`.
+async fn listen(spec: &ShotgunCacheSpec) -> anyhow::Result<tokio::net::TcpListener> {
+    let ip = spec
+        .workers
+        .proxy
+        .bind
+        .unwrap_or(Ipv4Addr::LOCALHOST.into());
+    let addr = SocketAddr::new(ip, spec.workers.proxy.port);
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {addr}: {e} (choose another with --port/SGCACHE_PORT or \
+             --bind/SGCACHE_BIND)"
+        )
+    })
 }
 
 /// Retries the database connection until it works (or the proxy stops).
@@ -57,6 +75,11 @@ async fn connect_later(state: Arc<AppState>, url: String, max: u32, stop: Cancel
         }
         match Db::connect_with_timeout(&url, max, DB_ACQUIRE_TIMEOUT).await {
             Ok(db) => {
+                if let Err(e) = crate::site_binding::check(&db, state.site.base()).await {
+                    // Never serve another site's data: keep passing everything through.
+                    tracing::error!(error = %e, "cache database not used");
+                    return;
+                }
                 tracing::info!("cache database connected");
                 state.attach_db(db);
                 state.refresh_catalog().await;

@@ -379,7 +379,8 @@ pub async fn scan_type(
             if stopped {
                 break;
             }
-            queued_done += (page.active.len() + page.retired.len()) as i64;
+            // Progress counts live rows, as `total` does (retired rows are read too).
+            queued_done += page.active.len() as i64;
             let done = queued_done;
             let ctx = ctx.clone();
             let progress = committed;
@@ -406,13 +407,25 @@ pub async fn scan_type(
     }
     result?;
     let secs = t0.elapsed().as_secs_f64();
+    // Rows created during the scan are done but were not counted in `total`.
+    let total = total.map(|t| t.max(committed.1));
     tracing::info!(entity_type = %ty, done = committed.1, total,
         rate = (stats.read as f64 / secs.max(1e-3)).round() as u64, pages = stats.pages, "scan progress");
     tracing::info!(entity_type = %ty, read = stats.read, written = stats.written,
-        retired_missing = stats.retired_missing, secs,
+        retired_missing = stats.retired_missing, secs = round2(secs),
         ready = req.finalize.len(), "full scan finished");
     phases.log(&ty, t0.elapsed());
+    if !stopped && !req.finalize.is_empty() {
+        crate::ready_signal::announce();
+        tracing::info!(entity_type = %ty, fields = req.finalize.len(),
+            "backfill complete; served from the cache");
+    }
     Ok(stats)
+}
+
+/// `x` to two decimals, for logs.
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 /// Pages written at once (each in its own transaction and connection).

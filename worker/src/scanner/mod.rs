@@ -62,6 +62,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let url = spec.database_url(&process_env);
     let conn = spec.site_connection(&process_env)?;
+    let site_url = conn.url.clone();
     let mut reader = SiteReader::new(
         SiteClient::new(conn)?,
         stop.clone(),
@@ -76,6 +77,7 @@ pub async fn run(
     let Some(db) = connect_db(&url, spec.database.max_connections.min(4), &stop).await else {
         return Ok(());
     };
+    crate::site_binding::check(&db, &site_url).await?;
     let result = if args.full {
         full_run(&db, &reader, &args)
             .await
