@@ -13,6 +13,9 @@ use crate::ShotgunCache;
 /// rules whose worst case it cannot bound), far above any real studio's needs.
 pub const MAX_ENTITY_TYPES: u64 = 200;
 
+/// Longest site URL the CRD accepts (bounds a CEL rule's cost; real URLs are far shorter).
+const MAX_URL: u64 = 2048;
+
 /// Cross-field rules on the spec the API server checks at `kubectl apply` (the operator checks
 /// them again: `validate_for_kubernetes`). (rule, message)
 const SPEC_RULES: [(&str, &str); 4] = [
@@ -89,6 +92,10 @@ fn for_kubernetes(spec: &mut Value) {
         }
     }
     props["entities"]["maxItems"] = json!(MAX_ENTITY_TYPES);
+    // Bounded strings bound the rules' estimated cost (the API server refuses a CRD whose
+    // rules it estimates too costly; an unbounded string counts as the whole request size).
+    props["entities"]["items"]["properties"]["type"]["maxLength"] = json!(63);
+    props["site"]["properties"]["url"]["maxLength"] = json!(MAX_URL);
     let database = &mut props["database"];
     if let Some(p) = database["properties"].as_object_mut() {
         p.remove("sqlitePath");
@@ -228,6 +235,8 @@ mod tests {
         assert_eq!(s["required"], serde_json::json!(["site", "entities"]));
         assert!(s["properties"]["entities"].get("default").is_none());
         assert_eq!(s["properties"]["entities"]["maxItems"], MAX_ENTITY_TYPES);
+        let ty = &s["properties"]["entities"]["items"]["properties"]["type"];
+        assert_eq!(ty["maxLength"], 63, "bounds the uniqueness rule's cost");
         let rules: Vec<&str> = s["x-kubernetes-validations"]
             .as_array()
             .unwrap()

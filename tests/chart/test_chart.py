@@ -2,6 +2,7 @@
 the sample resources validated against the CRD's schema, and the chart's CRD copy in sync."""
 
 import asyncio
+import json
 import pathlib
 import shutil
 
@@ -91,3 +92,49 @@ def test_invalid_example_is_rejected_by_the_crd_schema():
     assert "does not match" in messages  # field name pattern
     assert "Forget" in messages  # deletionPolicy enum
     assert any(e.validator == "minItems" for e in errors)  # empty field list
+
+
+def cel_rules():
+    """(path in the spec, rule, message) of every x-kubernetes-validations in the spec."""
+    spec = cache_schema()["properties"]["spec"]
+    out = [((), r["rule"], r["message"]) for r in spec["x-kubernetes-validations"]]
+    for parent, field in [("site", "scriptName"), ("site", "apiKey"), ("database", "url")]:
+        for r in spec["properties"][parent]["properties"][field]["x-kubernetes-validations"]:
+            out.append(((parent, field), r["rule"], r["message"]))
+    return out
+
+
+def failing_rules(spec):
+    """Messages of the CEL rules (evaluated with cel-python) the spec breaks."""
+    import celpy
+
+    env = celpy.Environment()
+    broken = []
+    for path, rule, message in cel_rules():
+        target = spec
+        for key in path:
+            target = target.get(key) if isinstance(target, dict) else None
+        if target is None:
+            continue  # the rule sits on an absent optional value
+        result = env.program(env.compile(rule)).evaluate({"self": celpy.json_to_cel(target)})
+        if not result:
+            broken.append(message)
+    return broken
+
+
+def test_cel_rules_hold_for_the_examples_and_catch_what_they_say():
+    doc = yaml.safe_load((ROOT / "examples" / "shotguncache.yaml").read_text())
+    spec = doc["spec"]
+    assert failing_rules(spec) == []
+    inline = json.loads(json.dumps(spec))
+    inline["site"]["apiKey"] = {"value": "s3cret"}
+    assert failing_rules(inline) == ["site.apiKey must be a secretKeyRef on Kubernetes"]
+    dup = json.loads(json.dumps(spec))
+    dup["entities"].append(dup["entities"][0])
+    assert failing_rules(dup) == ["each entity type may be listed once"]
+    both = json.loads(json.dumps(spec))
+    both["database"]["url"]["value"] = "postgres://x"
+    assert failing_rules(both) == ["give exactly one of value, env, secretKeyRef"]
+    no_url = json.loads(json.dumps(spec))
+    del no_url["site"]["url"]
+    assert failing_rules(no_url) == ["site.url is required"]
