@@ -117,3 +117,33 @@ fn texts(rows: Vec<Vec<SqlValue>>) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_schema_has_its_own_channel_within_postgres_name_limits() {
+        assert_eq!(
+            channel("public"),
+            CHANNEL,
+            "caches without a schema as before"
+        );
+        let (a, b) = (
+            channel("sgc_default_a_1234abcd"),
+            channel("sgc_default_b_1234abcd"),
+        );
+        assert_ne!(a, b);
+        assert_ne!(a, CHANNEL);
+        assert_eq!(
+            a,
+            channel("sgc_default_a_1234abcd"),
+            "stable across processes"
+        );
+        let long = channel(&"x".repeat(63));
+        assert!(long.len() <= 63, "{long}");
+        assert!(long
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+    }
+}
