@@ -90,6 +90,12 @@ pub struct DatabaseSpec {
     #[serde(default = "defaults::max_connections")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_connections: u32,
+    /// PostgreSQL schema holding this cache's tables (created by `migrate`); every connection
+    /// works in it, so caches sharing a database never see each other. Unset: the database's
+    /// default (`public`). The Kubernetes operator sets one per ShotgunCache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"))]
+    pub schema: Option<String>,
 }
 
 impl Default for DatabaseSpec {
@@ -98,8 +104,23 @@ impl Default for DatabaseSpec {
             url: None,
             sqlite_path: defaults::sqlite_path(),
             max_connections: defaults::max_connections(),
+            schema: None,
         }
     }
+}
+
+/// The URL of a PostgreSQL database with every connection working in `schema` (its
+/// `search_path`, as a connection option sqlx and libpq both read). SQLite URLs, and no
+/// schema, are returned unchanged.
+pub fn with_schema(url: &str, schema: Option<&str>) -> String {
+    let Some(schema) = schema else {
+        return url.to_string();
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options[search_path]={schema}")
 }
 
 /// A value given inline, by environment variable, or by Kubernetes Secret key.
@@ -592,11 +613,13 @@ impl ShotgunCacheSpec {
         })
     }
 
-    /// Resolves the database URL: `DATABASE_URL` wins, then the spec, then the SQLite file.
+    /// Resolves the database URL: `DATABASE_URL` wins, then the spec, then the SQLite file;
+    /// on PostgreSQL, connections work in `database.schema` when set.
     pub fn database_url(&self, lookup: &dyn Fn(&str) -> Option<String>) -> String {
-        lookup(env::DATABASE_URL)
+        let url = lookup(env::DATABASE_URL)
             .or_else(|| self.database.url.as_ref()?.resolve(lookup))
-            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.database.sqlite_path))
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.database.sqlite_path));
+        with_schema(&url, self.database.schema.as_deref())
     }
 }
 
@@ -750,5 +773,15 @@ mod tests {
         assert_eq!(conn.api_key, "secret");
         assert!(!format!("{conn:?}").contains("secret"));
         assert_eq!(spec.database_url(&vars), "sqlite://sgcache.db?mode=rwc");
+        assert_eq!(
+            with_schema("postgres://u@h/db", Some("sgc_a")),
+            "postgres://u@h/db?options[search_path]=sgc_a"
+        );
+        assert_eq!(
+            with_schema("postgres://u@h/db?sslmode=disable", Some("s")),
+            "postgres://u@h/db?sslmode=disable&options[search_path]=s"
+        );
+        assert_eq!(with_schema("sqlite://x.db", Some("s")), "sqlite://x.db");
+        assert_eq!(with_schema("postgres://u@h/db", None), "postgres://u@h/db");
     }
 }

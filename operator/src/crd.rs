@@ -33,10 +33,16 @@ pub const FINALIZER: &str = "sgcache.io/cleanup";
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(
+        name = "Phase",
+        type_ = "string",
+        description = "Pending, Migrating, Backfilling, Ready, Degraded or Deleting",
+        json_path = ".status.phase"
+    ),
+    printcolumn(
         name = "Reason",
         type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
-        priority = "1"
+        description = "why Ready is not True",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
     printcolumn(name = "Types", type_ = "integer", json_path = ".status.typeCount"),
     printcolumn(
@@ -100,10 +106,10 @@ pub struct ShotgunCacheStatus {
     /// Number of cached entity types.
     #[serde(default)]
     pub type_count: i64,
-    /// Fields in state ready, over all types.
+    /// Declared fields in state ready, over all types.
     #[serde(default)]
     pub fields_ready: i64,
-    /// Fields in the spec (not dropped), over all types.
+    /// Fields the spec declares (not the cache's own `id`, `updated_at`, display field).
     #[serde(default)]
     pub fields_total: i64,
     /// `ready/total`, for the printer column.
@@ -118,6 +124,12 @@ pub struct ShotgunCacheStatus {
     /// Hash of the worker config the Deployments run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
+    /// Available proxy replicas (the `scale` subresource's status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_replicas: Option<i32>,
+    /// Label selector of the proxy pods (the `scale` subresource's, for an autoscaler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_selector: Option<String>,
 }
 
 /// A condition, as in `metav1.Condition`.
@@ -169,9 +181,11 @@ pub struct TypeStatus {
 pub struct EventsStatus {
     /// Highest EventLogEntry id applied.
     pub last_event_id: i64,
-    /// Seconds since the follower last advanced, e.g. `4s`.
+    /// How far the cache is behind the site: the age of the oldest site event not yet applied
+    /// (`0s` when caught up, a `+` when more events wait, `unknown` when the site did not
+    /// answer).
     pub lag: String,
-    /// Seconds since the follower last advanced.
+    /// The same in seconds (-1 when unknown).
     pub lag_seconds: i64,
     /// Event ids missed and still awaited.
     #[serde(default)]

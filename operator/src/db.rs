@@ -9,8 +9,11 @@ use sgcache::ShotgunCacheSpec;
 /// What the workers connect to, resolved from the spec and its Secrets.
 #[derive(Clone)]
 pub struct Connection {
+    /// With the cache's schema as the connections' `search_path`.
     pub database_url: String,
     pub site: SiteConnection,
+    /// The cache's own PostgreSQL schema (`database.schema`), `None` for the default.
+    pub schema: Option<String>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -19,6 +22,7 @@ impl std::fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("database_url", &"<redacted>")
             .field("site", &self.site)
+            .field("schema", &self.schema)
             .finish()
     }
 }
@@ -34,14 +38,25 @@ pub struct FieldRow {
     pub backfill_total: Option<i64>,
 }
 
-/// The row of `_sgcache_events`.
+/// How far the cache's event position is behind the site's EventLogEntry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SiteLag {
+    /// The site has no event newer than the last one applied.
+    CaughtUp,
+    /// Events wait to be applied; `since` is when the oldest of them happened, `pending` that
+    /// there are more than the one read.
+    Behind { since: DateTime<Utc>, pending: bool },
+    /// The site could not be asked.
+    Unknown,
+}
+
+/// The row of `_sgcache_events`, and the site's side of it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventsRow {
     pub last_event_id: Option<i64>,
     /// Number of missed event ids still awaited.
     pub backlog: i64,
-    /// When the follower last wrote its position.
-    pub updated_at: Option<DateTime<Utc>>,
+    pub lag: SiteLag,
 }
 
 /// What the status reads from the cache's state tables.
@@ -100,6 +115,7 @@ pub trait CacheDatabase: Send + Sync + 'static {
     /// Reads field states and the event position.
     fn snapshot<'a>(&'a self, conn: &'a Connection) -> BoxFuture<'a, Result<DbSnapshot, DbError>>;
 
-    /// Drops every cache table and state table (deletion policy `Delete`). Idempotent.
+    /// Drops the cache (deletion policy `Delete`): its whole schema when it has its own, else
+    /// every cache table and state table. Idempotent.
     fn drop_cache<'a>(&'a self, conn: &'a Connection) -> BoxFuture<'a, Result<(), DbError>>;
 }

@@ -96,7 +96,7 @@ pub enum Reply {
     Status(u16, &'static str),
 }
 
-/// One expected request: method, path, reply.
+/// One expected request: method, path (a trailing `*` matches by prefix), reply.
 pub struct Expect(pub Method, pub String, pub Reply);
 
 pub fn expect(method: Method, path: &str, reply: Reply) -> Expect {
@@ -116,6 +116,11 @@ pub fn serve(
                 .await
                 .expect("an API call was expected");
             let uri = req.uri().clone();
+            // A path ending in `*` matches by prefix (names the server or kube generates).
+            let path = match path.strip_suffix('*') {
+                Some(prefix) if uri.path().starts_with(prefix) => uri.path().to_string(),
+                _ => path,
+            };
             assert_eq!(
                 (req.method(), uri.path()),
                 (&method, path.as_str()),
@@ -189,7 +194,10 @@ impl CacheDatabase for FakeDb {
         Box::pin(async move { Ok(out) })
     }
     fn drop_cache<'a>(&'a self, conn: &'a Connection) -> BoxFuture<'a, Result<(), DbError>> {
-        self.record("drop", json!({"url": conn.database_url}));
+        self.record(
+            "drop",
+            json!({"url": conn.database_url, "schema": conn.schema}),
+        );
         Box::pin(async { Ok(()) })
     }
 }

@@ -1,7 +1,9 @@
 //! Leader election with a `coordination.k8s.io/v1` Lease: only the holder reconciles, so two
-//! operator replicas are safe. Optimistic concurrency (resourceVersion) settles races.
+//! operator replicas are safe. Optimistic concurrency (resourceVersion) settles races. A
+//! renewal that fails is retried until the lease would expire (an API server blip is not a
+//! lost leadership); a stopping leader releases the lease so the standby takes over at once.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -28,31 +30,79 @@ impl LeaderElection {
         }
     }
 
-    /// Waits until this replica holds the lease.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Waits until this replica holds the lease; a standby says so, and who leads.
     pub async fn acquire(&self) {
+        let mut said = None;
         loop {
             match self.try_acquire().await {
                 Ok(true) => {
                     info!(identity = %self.identity, "leader lease acquired");
                     return;
                 }
-                Ok(false) => {}
+                Ok(false) => {
+                    let holder = self.holder().await;
+                    if said.as_ref() != Some(&holder) {
+                        info!(identity = %self.identity, leader = %holder, lease = %self.name,
+                              "standby: waiting for the leader lease");
+                        said = Some(holder);
+                    }
+                }
                 Err(e) => warn!(error = %e, "leader election failed, retrying"),
             }
             tokio::time::sleep(RENEW_EVERY).await;
         }
     }
 
-    /// Renews the lease until a renewal fails; returns when leadership is lost.
+    /// The current holder's identity, for the standby's log.
+    async fn holder(&self) -> String {
+        let lease = self.api.get_opt(&self.name).await.ok().flatten();
+        lease
+            .and_then(|l| l.spec?.holder_identity)
+            .unwrap_or_else(|| "?".into())
+    }
+
+    /// Renews the lease; returns when leadership is lost: another replica holds it, or no
+    /// renewal succeeded for the lease's duration (failed renewals are retried until then, as
+    /// the lease is still ours while unexpired).
     pub async fn hold(&self) {
+        let valid_for = Duration::from_secs(LEASE_SECONDS as u64);
+        let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(RENEW_EVERY).await;
             match self.try_acquire().await {
-                Ok(true) => {}
+                Ok(true) => renewed = Instant::now(),
                 Ok(false) => return warn!("leader lease taken by another replica"),
-                Err(e) => return warn!(error = %e, "leader lease renewal failed"),
+                Err(e) if renewed.elapsed() + RENEW_EVERY < valid_for => {
+                    warn!(error = %e, "leader lease renewal failed; retrying before it expires");
+                }
+                Err(e) => return warn!(error = %e, "leader lease expired: renewals kept failing"),
             }
         }
+    }
+
+    /// Gives the lease up if this replica holds it (on shutdown), so a standby takes over at
+    /// its next attempt instead of waiting for expiry.
+    pub async fn release(&self) -> Result<bool, kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(false);
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(false);
+        };
+        if spec.holder_identity.as_deref() != Some(&self.identity) {
+            return Ok(false);
+        }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        created(
+            self.api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await,
+        )
     }
 
     /// One attempt: create, renew our own, or take over an expired lease.
@@ -119,4 +169,21 @@ fn expired(spec: &LeaseSpec) -> bool {
     let ttl = i64::from(spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS));
     let renewed_ms = renewed.0.as_millisecond();
     jiff_now().as_millisecond() > renewed_ms + ttl * 1000
+}
+
+/// A default identity unique per process: the pod name (or host name) and a random suffix, so
+/// two operators run outside a cluster on one host never both believe they lead.
+pub fn default_identity(pod_name: Option<&str>) -> String {
+    let base = pod_name
+        .map(String::from)
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sgcache-operator".into());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{base}-{}", &suffix[..8])
 }

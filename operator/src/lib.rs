@@ -1,10 +1,13 @@
 //! sgcache's Kubernetes operator: the `ShotgunCache` resource, the pure builders of its worker
 //! objects, its database step and the reconcile loop.
 
+pub mod cleanup;
 pub mod crd;
 pub mod crdgen;
 pub mod db;
 pub mod error;
+pub mod events;
+pub mod health;
 pub mod lease;
 pub mod metrics;
 pub mod reconcile;

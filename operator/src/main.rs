@@ -1,4 +1,5 @@
-//! `sgcache-operator`: reconciles ShotgunCache resources; serves `/metrics` and `/health`.
+//! `sgcache-operator`: reconciles ShotgunCache resources; serves `/metrics`, `/health`
+//! (liveness) and `/readyz` (leader, standby, or a failing watch).
 
 use std::sync::Arc;
 
@@ -7,14 +8,17 @@ use axum::{extract::State, routing::get, Router};
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{Api, ListParams};
+use kube::runtime::controller;
 use kube::runtime::{watcher, Controller};
 use kube::Client;
-use sgcache_operator::lease::LeaderElection;
+use sgcache_operator::health::{Health, Role};
+use sgcache_operator::lease::{self, LeaderElection};
 use sgcache_operator::metrics::Metrics;
 use sgcache_operator::reconcile::{error_policy, reconcile, Context};
 use sgcache_operator::resources::WorkerSettings;
+use sgcache_operator::secrets::caches_referencing;
 use sgcache_operator::sqldb::SqlCacheDatabase;
 use sgcache_operator::ShotgunCache;
 
@@ -49,9 +53,10 @@ struct Cli {
     /// Namespace of the Lease (the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     namespace: String,
-    /// This replica's identity in the Lease.
-    #[arg(long, env = "POD_NAME", default_value = "sgcache-operator")]
-    identity: String,
+    /// This replica's identity in the Lease; default: the pod name (or host name) and a
+    /// random suffix, unique per process.
+    #[arg(long, env = "SGCACHE_OPERATOR_IDENTITY")]
+    identity: Option<String>,
 }
 
 fn init_logs(format: &str) {
@@ -65,8 +70,32 @@ fn init_logs(format: &str) {
     }
 }
 
-async fn serve_metrics(State(m): State<Arc<Metrics>>) -> String {
-    m.encode()
+#[derive(Clone)]
+struct Probes {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+async fn serve_metrics(State(p): State<Probes>) -> String {
+    p.metrics.encode()
+}
+
+async fn serve_ready(State(p): State<Probes>) -> (axum::http::StatusCode, String) {
+    p.health.readiness()
+}
+
+/// Serves `/metrics`, `/health` and `/readyz`.
+async fn serve_probes(listen: &str, probes: Probes) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/health", get(|| async { "ok" }))
+        .route("/readyz", get(serve_ready))
+        .with_state(probes);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .context("cannot bind the metrics address")?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(())
 }
 
 #[tokio::main]
@@ -89,31 +118,48 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(1);
     }
     let metrics = Arc::new(Metrics::default());
-    let app = Router::new()
-        .route("/metrics", get(serve_metrics))
-        .route("/health", get(|| async { "ok" }))
-        .with_state(metrics.clone());
-    let listener = tokio::net::TcpListener::bind(&cli.listen)
-        .await
-        .context("cannot bind the metrics address")?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let health = Arc::new(Health::default());
+    serve_probes(
+        &cli.listen,
+        Probes {
+            metrics: metrics.clone(),
+            health: health.clone(),
+        },
+    )
+    .await?;
 
+    let pod_name = std::env::var("POD_NAME").ok();
+    let identity = cli
+        .identity
+        .unwrap_or_else(|| lease::default_identity(pod_name.as_deref()));
     let lease = LeaderElection::new(
         client.clone(),
         &cli.namespace,
         "sgcache-operator",
-        &cli.identity,
+        &identity,
     );
     if cli.leader_election {
-        lease.acquire().await;
+        health.set_role(Role::Standby);
+        // A SIGTERM while standing by stops at once: there is nothing to hand over.
+        tokio::select! {
+            _ = lease.acquire() => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = sigterm() => return Ok(()),
+        }
     }
-    let ctx = Arc::new(Context::new(
+    health.set_role(Role::Leader);
+    let mut ctx = Context::new(
         client.clone(),
         Arc::new(SqlCacheDatabase),
         settings,
         metrics,
-    ));
-    let controller = Controller::new(caches, watcher::Config::default().any_semantic())
+    );
+    ctx.events = sgcache_operator::events::Events::new(client.clone(), Some(identity.clone()));
+    let ctx = Arc::new(ctx);
+    let controller = Controller::new(caches, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let watch_health = health.clone();
+    let controller = controller
         .owns(
             Api::<ConfigMap>::all(client.clone()),
             watcher::Config::default(),
@@ -122,13 +168,42 @@ async fn main() -> anyhow::Result<()> {
             Api::<Deployment>::all(client.clone()),
             watcher::Config::default(),
         )
-        .owns(Api::<Service>::all(client), watcher::Config::default())
+        .owns(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        // A created, changed or deleted Secret reconciles the caches that name it at once.
+        .watches(
+            Api::<Secret>::all(client),
+            watcher::Config::default(),
+            move |secret: Secret| {
+                let ns = secret.metadata.namespace.unwrap_or_default();
+                let name = secret.metadata.name.unwrap_or_default();
+                caches_referencing(&store.state(), &ns, &name)
+            },
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()));
+        .for_each(move |result| {
+            match result {
+                Err(controller::Error::QueueError(e)) => {
+                    tracing::warn!(error = %e, "watch failing");
+                    watch_health.set_watch_error(Some(e.to_string()));
+                }
+                _ => watch_health.set_watch_error(None),
+            }
+            futures::future::ready(())
+        });
     if cli.leader_election {
         tokio::select! {
-            _ = controller => {}
+            _ = controller => {
+                // Stopped by a signal: hand the Lease over now rather than at its expiry.
+                match lease.release().await {
+                    Ok(true) => tracing::info!("leader lease released"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot release the leader lease"),
+                }
+            }
             _ = lease.hold() => anyhow::bail!("lost the leader lease; restarting to campaign again"),
         }
     } else {
@@ -136,4 +211,14 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("operator stopped");
     Ok(())
+}
+
+/// Resolves on SIGTERM (what Kubernetes sends a pod it stops).
+async fn sigterm() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
 }

@@ -10,20 +10,21 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sgcache::spec::DeletionPolicy;
 use tracing::{info, instrument, warn};
 
+use crate::cleanup;
 use crate::crd::{condition, FIELD_MANAGER, FINALIZER};
 use crate::db::{CacheDatabase, Connection};
 use crate::error::{Error, Result};
+use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::resources::{self, Component, WorkerSettings};
-use crate::status::{self, Observed};
+use crate::status::{self, Declared, Observed};
 use crate::{secrets, ShotgunCache, ShotgunCacheStatus};
 
 /// Resync interval when all is well, and while backfills run.
@@ -35,15 +36,14 @@ pub const RETRY_INPUTS: Duration = Duration::from_secs(60);
 pub const BACKOFF_MIN: Duration = Duration::from_secs(5);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// The Events' reporting controller.
-const REPORTER: &str = "sgcache-operator";
-
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
     pub db: Arc<dyn CacheDatabase>,
     pub settings: WorkerSettings,
     pub metrics: Arc<Metrics>,
+    /// The one Event publisher of the controller (repeats aggregate).
+    pub events: Events,
     /// Consecutive failures per object, for the backoff.
     pub failures: Mutex<HashMap<String, u32>>,
 }
@@ -56,6 +56,7 @@ impl Context {
         metrics: Arc<Metrics>,
     ) -> Self {
         Context {
+            events: Events::new(client.clone(), None),
             client,
             db,
             settings,
@@ -64,20 +65,38 @@ impl Context {
         }
     }
 
-    async fn event(&self, cache: &ShotgunCache, type_: EventType, reason: &str, note: String) {
-        let ev = Event {
-            type_,
+    pub(crate) async fn event(
+        &self,
+        cache: &ShotgunCache,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        self.events.publish(cache, type_, reason, &note).await;
+    }
+}
+
+/// Why a step stopped the reconcile: what its condition and its one Warning Event say, and how
+/// it is retried.
+struct Failure {
+    reason: String,
+    message: String,
+    retry: Retry,
+}
+
+enum Retry {
+    /// The user must fix the spec or a Secret: retried slowly (and at once when they change).
+    Inputs,
+    /// A database, site or API error: the controller's backoff.
+    Backoff(Error),
+}
+
+impl Failure {
+    fn backoff(reason: &str, message: String, error: Error) -> Self {
+        Failure {
             reason: reason.into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        // A fresh Recorder per Event: a shared one folds a repeat of (object, reason) into a
-        // series of its *first* Event, keeping the old note, so a second `SchemaChanged` would
-        // never say what changed this time (found by the end-to-end test).
-        let recorder = Recorder::new(self.client.clone(), REPORTER.into());
-        if let Err(e) = recorder.publish(&ev, &cache.object_ref(&())).await {
-            warn!(error = %e, reason, "cannot publish event");
+            message,
+            retry: Retry::Backoff(error),
         }
     }
 }
@@ -99,7 +118,7 @@ pub async fn reconcile(cache: Arc<ShotgunCache>, ctx: Arc<Context>) -> Result<Ac
     let action = finalizer(&api, FINALIZER, cache.clone(), |event| async {
         match event {
             Finalizer::Apply(c) => apply(&c, &ctx).await,
-            Finalizer::Cleanup(c) => cleanup(&c, &ctx).await,
+            Finalizer::Cleanup(c) => cleanup::cleanup(&c, &ctx).await,
         }
     })
     .await
@@ -128,46 +147,103 @@ pub fn backoff(n: u32) -> Duration {
     (BACKOFF_MIN * factor).min(BACKOFF_MAX)
 }
 
+/// Runs the steps, then always writes the status (each condition with its reason, message and
+/// observedGeneration) and, when a step failed, publishes one Warning Event saying why.
 async fn apply(cache: &ShotgunCache, ctx: &Context) -> Result<Action> {
+    let cache = &resources::with_defaults(cache);
     let ns = cache.namespace().ok_or(Error::NoNamespace)?;
     let mut obs = Observed {
         generation: cache.metadata.generation,
+        declared: Some(Declared::of(&cache.spec)),
+        proxy_selector: Some(resources::proxy_selector(cache)),
         ..Observed::default()
     };
-    let conn = match inputs(cache, ctx, &ns).await? {
-        Ok(conn) => conn,
-        Err((reason, message)) => {
-            ctx.event(cache, EventType::Warning, &reason, message.clone())
-                .await;
-            obs.inputs = Some(Err((reason, message)));
-            patch_status(cache, ctx, &obs).await?;
-            return Ok(Action::requeue(RETRY_INPUTS));
+    let outcome = steps(cache, ctx, &ns, &mut obs).await;
+    if let Err(f) = &outcome {
+        ctx.event(cache, EventType::Warning, &f.reason, f.message.clone())
+            .await;
+    }
+    let status = match patch_status(cache, ctx, &obs).await {
+        Ok(status) => status,
+        Err(e) => {
+            if outcome.is_ok() {
+                let note = format!("cannot write the status: {e}");
+                ctx.event(cache, EventType::Warning, "StatusUpdateFailed", note)
+                    .await;
+            }
+            return Err(e);
+        }
+    };
+    match outcome {
+        Err(Failure {
+            retry: Retry::Inputs,
+            ..
+        }) => Ok(Action::requeue(RETRY_INPUTS)),
+        Err(Failure {
+            retry: Retry::Backoff(e),
+            ..
+        }) => Err(e),
+        Ok(()) => {
+            backfill_events(cache, ctx, &status).await;
+            let backfilling = status
+                .condition(condition::BACKFILLED)
+                .is_some_and(|c| c.status != "True");
+            Ok(Action::requeue(if backfilling {
+                RESYNC_BACKFILLING
+            } else {
+                RESYNC
+            }))
+        }
+    }
+}
+
+/// Inputs → database (migration) → children → snapshot, each recording its outcome in `obs`.
+async fn steps(
+    cache: &ShotgunCache,
+    ctx: &Context,
+    ns: &str,
+    obs: &mut Observed,
+) -> Result<(), Failure> {
+    let conn = match inputs(cache, ctx, ns).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err((reason, message))) => {
+            obs.inputs = Some(Err((reason.clone(), message.clone())));
+            return Err(Failure {
+                reason,
+                message,
+                retry: Retry::Inputs,
+            });
+        }
+        Err(e) => {
+            let message = format!("cannot read the Secrets: {e}");
+            obs.inputs = Some(Err(("SecretsUnreadable".into(), message.clone())));
+            return Err(Failure::backoff("SecretsUnreadable", message, e));
         }
     };
     obs.inputs = Some(Ok(()));
-    if let Err(e) = database(cache, ctx, &conn, &mut obs).await {
-        patch_status(cache, ctx, &obs).await?;
-        return Err(e);
-    }
+    database(cache, ctx, &conn, obs).await?;
     obs.config_hash = Some(resources::config_hash(cache, &ctx.settings));
-    obs.workers = Some(apply_children(cache, ctx, &ns).await?);
-    obs.snapshot = match ctx.db.snapshot(&conn).await {
-        Ok(s) => Some(s),
+    let secrets_hash = secrets::values_hash(&conn);
+    match apply_children(cache, ctx, ns, &secrets_hash).await {
+        Ok(workers) => obs.workers = Some(Ok(workers)),
+        Err(e) => {
+            let message = format!("cannot apply the worker objects: {e}");
+            obs.workers = Some(Err(("ApplyFailed".into(), message.clone())));
+            return Err(Failure::backoff("ApplyFailed", message, e));
+        }
+    }
+    match ctx.db.snapshot(&conn).await {
+        Ok(s) => obs.snapshot = Some(s),
         Err(e) => {
             obs.database = Some(Err((e.reason().into(), e.to_string())));
-            None
+            return Err(Failure::backoff(
+                e.reason(),
+                e.to_string(),
+                Error::Database(e),
+            ));
         }
-    };
-    let status = patch_status(cache, ctx, &obs).await?;
-    backfill_events(cache, ctx, &status).await;
-    let backfilling = status
-        .condition(condition::BACKFILLED)
-        .is_some_and(|c| c.status != "True");
-    Ok(Action::requeue(if backfilling {
-        RESYNC_BACKFILLING
-    } else {
-        RESYNC
-    }))
+    }
+    Ok(())
 }
 
 /// Validates the spec and resolves its Secrets. `Ok(Err(_))` is a user error (condition +
@@ -199,7 +275,7 @@ async fn database(
     ctx: &Context,
     conn: &Connection,
     obs: &mut Observed,
-) -> Result<()> {
+) -> Result<(), Failure> {
     match ctx.db.migrate(conn, &cache.spec).await {
         Ok(outcome) => {
             obs.database = Some(Ok(()));
@@ -220,9 +296,11 @@ async fn database(
                 obs.database = Some(Ok(()));
                 obs.schema = failed;
             }
-            ctx.event(cache, EventType::Warning, e.reason(), e.to_string())
-                .await;
-            Err(Error::Database(e))
+            Err(Failure::backoff(
+                e.reason(),
+                e.to_string(),
+                Error::Database(e),
+            ))
         }
     }
 }
@@ -248,15 +326,17 @@ async fn apply_children(
     cache: &ShotgunCache,
     ctx: &Context,
     ns: &str,
+    secrets_hash: &str,
 ) -> Result<Vec<(String, i32, i32)>> {
     let client = &ctx.client;
     ssa(client, ns, &resources::config_map(cache)).await?;
     let mut workers = Vec::new();
     for component in Component::ALL {
+        let built = resources::deployment(cache, component, &ctx.settings);
         let d: Deployment = ssa(
             client,
             ns,
-            &resources::deployment(cache, component, &ctx.settings),
+            &resources::with_secrets_hash(built, secrets_hash),
         )
         .await?;
         let desired = d.spec.replicas.unwrap_or(1);
@@ -318,7 +398,8 @@ async fn backfill_events(cache: &ShotgunCache, ctx: &Context, new: &ShotgunCache
         return;
     };
     match (was, now.status.as_str()) {
-        (Some("True") | None, "False") if now.reason == "Backfilling" => {
+        // From True, from no condition yet, and from Unknown (an earlier step had failed).
+        (was, "False") if now.reason == "Backfilling" && was != Some("False") => {
             ctx.event(
                 cache,
                 EventType::Normal,
@@ -333,57 +414,6 @@ async fn backfill_events(cache: &ShotgunCache, ctx: &Context, new: &ShotgunCache
                 .await;
         }
         _ => {}
-    }
-}
-
-/// Finalizer cleanup: `Retain` keeps the tables, `Delete` drops them. Owned objects are then
-/// garbage-collected through their owner references.
-async fn cleanup(cache: &ShotgunCache, ctx: &Context) -> Result<Action> {
-    let ns = cache.namespace().ok_or(Error::NoNamespace)?;
-    if cache.spec.deletion_policy == DeletionPolicy::Retain {
-        let note = "deletionPolicy Retain: the cache tables are kept".to_string();
-        ctx.event(cache, EventType::Normal, "CacheRetained", note)
-            .await;
-        return Ok(Action::await_change());
-    }
-    let found = secrets::fetch(&ctx.client, &ns, [cache.spec.database.url.as_ref()])
-        .await
-        .map_err(Error::Kube)?;
-    let url = match secrets::database_url(&cache.spec, &ns, &found) {
-        Ok(url) => url,
-        Err((reason, message)) => {
-            let note = format!("cannot drop the cache tables: {message}");
-            ctx.event(cache, EventType::Warning, &reason, note.clone())
-                .await;
-            return Err(Error::Database(crate::db::DbError::Connect(note)));
-        }
-    };
-    let conn = Connection {
-        database_url: url,
-        site: placeholder_site(),
-    };
-    if let Err(e) = ctx.db.drop_cache(&conn).await {
-        ctx.event(cache, EventType::Warning, "DropFailed", e.to_string())
-            .await;
-        return Err(Error::Database(e));
-    }
-    ctx.event(
-        cache,
-        EventType::Normal,
-        "CacheDropped",
-        "deletionPolicy Delete: the cache tables were dropped".into(),
-    )
-    .await;
-    Ok(Action::await_change())
-}
-
-/// Dropping tables needs no site; the connection carries an empty one.
-fn placeholder_site() -> sgcache::spec::SiteConnection {
-    sgcache::spec::SiteConnection {
-        url: String::new(),
-        script_name: String::new(),
-        api_key: String::new(),
-        timeout: Duration::from_secs(30),
     }
 }
 

@@ -78,6 +78,11 @@ fn event(reason: &str) -> Expect {
     expect(Method::POST, EVENTS, Reply::Echo)
 }
 
+/// A repeat of an Event: kube's Recorder patches the first one's series.
+fn event_repeat() -> Expect {
+    expect(Method::PATCH, &format!("{EVENTS}/*"), Reply::Echo)
+}
+
 fn events_posted(h: &Harness) -> Vec<String> {
     let log = h.log.lock().unwrap();
     log.iter()
@@ -156,7 +161,21 @@ async fn create_migrates_then_applies_children_in_order_with_owner_refs() {
     assert!(pos("db:snapshot") < pos("cache/status"));
     assert_eq!(events_posted(&h), ["SchemaChanged"]);
     let migrate = h.call("db:migrate");
-    assert_eq!(migrate.body["url"], "postgres://cache:pw@db/cache");
+    // The cache works in its own schema: every connection's search_path.
+    let schema = crate::resources::default_schema("default", "cache");
+    assert_eq!(
+        migrate.body["url"],
+        format!("postgres://cache:pw@db/cache?options[search_path]={schema}")
+    );
+    assert_eq!(migrate.body["spec"]["database"]["schema"], schema);
+    let cm = h.call("PATCH /api/v1/namespaces/default/configmaps/cache-config");
+    assert!(
+        cm.body["data"]["sgcache.yaml"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("schema: {schema}")),
+        "the workers get the schema through their config"
+    );
     for c in h
         .log
         .lock()
@@ -222,7 +241,7 @@ async fn backfill_progress_is_reported_and_announced() {
     *h.db.snapshot.lock().unwrap() = DbSnapshot {
         fields: vec![FieldRow {
             entity_type: "Shot".into(),
-            field_name: "description".into(),
+            field_name: "sg_status_list".into(),
             state: "backfilling".into(),
             backfill_done: 10,
             backfill_total: Some(50),
@@ -347,12 +366,18 @@ async fn conflicts_and_api_errors_requeue_with_growing_backoff() {
         &format!("{DEPLOY}/cache-events"),
         Reply::Status(409, "Conflict"),
     ));
+    // Every failure is reported: one Event, then the status.
+    calls.push(event("ApplyFailed"));
+    calls.push(status_patch(&cache));
     calls.extend(secrets_ok());
     calls.push(expect(
         Method::PATCH,
         "/api/v1/namespaces/default/configmaps/cache-config",
         Reply::Status(500, "InternalError"),
     ));
+    // The same reason with a new note (another API error) starts a new Event.
+    calls.push(event("ApplyFailed"));
+    calls.push(status_patch(&cache));
     let server = h.serve(calls);
     let err = reconcile(cache.clone(), h.ctx.clone()).await.unwrap_err();
     assert_eq!(err.metric_label(), "kube_409");
@@ -435,9 +460,190 @@ async fn deletion_with_delete_drops_the_tables_then_releases() {
         drop < calls.len() - 1,
         "finalizer removed only after the drop: {calls:?}"
     );
+    let schema = crate::resources::default_schema("default", "cache");
     assert_eq!(
-        h.call("db:drop").body["url"],
-        "postgres://cache:pw@db/cache"
+        h.call("db:drop").body,
+        json!({"url": format!("postgres://cache:pw@db/cache?options[search_path]={schema}"),
+               "schema": schema})
     );
     assert_eq!(events_posted(&h), ["CacheDropped"]);
+}
+
+#[tokio::test]
+async fn an_apply_error_writes_the_status_and_one_event() {
+    let mut h = Harness::new();
+    let cache = ShotgunCache::test().finalized();
+    let mut calls = secrets_ok();
+    calls.push(expect(
+        Method::PATCH,
+        "/api/v1/namespaces/default/configmaps/cache-config",
+        Reply::Status(403, "Forbidden"),
+    ));
+    calls.push(event("ApplyFailed"));
+    calls.push(status_patch(&cache));
+    let server = h.serve(calls);
+    let err = reconcile(Arc::new(cache), h.ctx.clone()).await.unwrap_err();
+    finished(server).await;
+    assert_eq!(err.metric_label(), "kube_403");
+    assert_eq!(events_posted(&h), ["ApplyFailed"]);
+    let s = sent_status(&h);
+    let w = s.condition("WorkersAvailable").unwrap();
+    assert_eq!(
+        (w.status.as_str(), w.reason.as_str()),
+        ("False", "ApplyFailed")
+    );
+    assert!(w.message.contains("mock Forbidden"), "{}", w.message);
+    assert_eq!(w.observed_generation, Some(1));
+    assert_eq!(s.condition("SchemaReady").unwrap().status, "True");
+    let r = s.condition("Ready").unwrap();
+    assert_eq!(
+        (r.status.as_str(), r.reason.as_str()),
+        ("False", "ApplyFailed")
+    );
+    assert_eq!(s.observed_generation, Some(1));
+    assert_eq!(s.phase, "Degraded");
+}
+
+#[tokio::test]
+async fn a_repeated_failure_aggregates_into_one_event() {
+    let mut h = Harness::new();
+    let cache = Arc::new(ShotgunCache::test().finalized());
+    let missing = || {
+        vec![
+            expect(
+                Method::GET,
+                "/api/v1/namespaces/default/secrets/db",
+                Reply::Status(404, "NotFound"),
+            ),
+            expect(
+                Method::GET,
+                "/api/v1/namespaces/default/secrets/site",
+                Reply::Json(secret_json("site", &[("apiKey", "k")])),
+            ),
+        ]
+    };
+    let mut calls = missing();
+    calls.push(event("SecretNotFound"));
+    calls.push(status_patch(&cache));
+    calls.extend(missing());
+    calls.push(event_repeat());
+    calls.push(status_patch(&cache));
+    let server = h.serve(calls);
+    for _ in 0..2 {
+        reconcile(cache.clone(), h.ctx.clone()).await.unwrap();
+    }
+    finished(server).await;
+    let log = h.log.lock().unwrap();
+    let repeat = log
+        .iter()
+        .find(|c| c.what.starts_with(&format!("PATCH {EVENTS}/")))
+        .expect("the repeat patched the first Event");
+    assert_eq!(repeat.body["series"]["count"], 2, "{}", repeat.body);
+    assert_eq!(repeat.body["reason"], "SecretNotFound");
+    assert!(repeat.body["regarding"]["resourceVersion"].is_null());
+}
+
+#[tokio::test]
+async fn backfill_started_is_announced_after_an_unknown_backfilled() {
+    let mut h = Harness::new();
+    *h.db.snapshot.lock().unwrap() = DbSnapshot {
+        fields: vec![FieldRow {
+            entity_type: "Shot".into(),
+            field_name: "code".into(),
+            state: "pending".into(),
+            backfill_done: 0,
+            backfill_total: None,
+        }],
+        events: None,
+    };
+    let mut cache = ShotgunCache::test().finalized();
+    // The previous reconcile stopped early: Backfilled was never checked.
+    let mut before = ShotgunCacheStatus::default();
+    before.conditions.push(crate::crd::Condition {
+        type_: "Backfilled".into(),
+        status: "Unknown".into(),
+        reason: "NotChecked".into(),
+        ..Default::default()
+    });
+    cache.status = Some(before);
+    let mut calls = secrets_ok();
+    calls.extend(children());
+    calls.push(status_patch(&cache));
+    calls.push(event("BackfillStarted"));
+    let server = h.serve(calls);
+    reconcile(Arc::new(cache), h.ctx.clone()).await.unwrap();
+    finished(server).await;
+    assert_eq!(events_posted(&h), ["BackfillStarted"]);
+}
+
+fn deleting_with_delete(asked_ago: chrono::Duration) -> ShotgunCache {
+    let mut cache = ShotgunCache::test()
+        .with_spec(|s| s.deletion_policy = DeletionPolicy::Delete)
+        .finalized()
+        .deleting();
+    let asked = chrono::Utc::now() - asked_ago;
+    let ts = asked.to_rfc3339().parse().unwrap();
+    cache.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts));
+    cache
+}
+
+#[tokio::test]
+async fn a_cleanup_that_cannot_reach_the_database_retries_and_says_why() {
+    let mut h = Harness::new();
+    let cache = deleting_with_delete(chrono::Duration::seconds(30));
+    let server = h.serve(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/default/secrets/db",
+            Reply::Status(404, "NotFound"),
+        ),
+        event("CleanupFailed"),
+        status_patch(&cache),
+    ]);
+    let err = reconcile(Arc::new(cache), h.ctx.clone()).await.unwrap_err();
+    finished(server).await;
+    assert_eq!(err.metric_label(), "DatabaseUnreachable");
+    assert!(!h.calls().contains(&"db:drop".to_string()));
+    assert_eq!(events_posted(&h), ["CleanupFailed"]);
+    let s = sent_status(&h);
+    assert_eq!(s.phase, "Deleting");
+    let r = s.condition("Ready").unwrap();
+    assert_eq!(
+        (r.status.as_str(), r.reason.as_str()),
+        ("False", "CleanupFailed")
+    );
+    assert!(r.message.contains("SecretNotFound"), "{}", r.message);
+}
+
+#[tokio::test]
+async fn a_cleanup_failing_past_the_limit_releases_the_finalizer_with_a_warning() {
+    let mut h = Harness::new();
+    let ago = chrono::Duration::from_std(crate::cleanup::CLEANUP_GIVE_UP).unwrap()
+        + chrono::Duration::seconds(5);
+    let cache = deleting_with_delete(ago);
+    let server = h.serve(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/default/secrets/db",
+            Reply::Status(404, "NotFound"),
+        ),
+        event("CleanupAbandoned"),
+        finalizer_removal(&cache),
+    ]);
+    reconcile(Arc::new(cache), h.ctx.clone()).await.unwrap();
+    finished(server).await;
+    assert_eq!(events_posted(&h), ["CleanupAbandoned"]);
+    let log = h.log.lock().unwrap();
+    let ev = log
+        .iter()
+        .find(|c| c.what == format!("POST {EVENTS}"))
+        .unwrap();
+    assert_eq!(ev.body["type"], "Warning");
+    let note = ev.body["note"].as_str().unwrap();
+    assert!(
+        note.contains("left in the database") && note.contains("Shot, Asset"),
+        "{note}"
+    );
+    assert!(log.last().unwrap().body.to_string().contains("remove"));
 }

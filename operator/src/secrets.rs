@@ -75,7 +75,8 @@ pub fn value_of(
     Ok(value.trim().to_string())
 }
 
-/// The database URL, which must be PostgreSQL on Kubernetes (workers run in several pods).
+/// The database URL, which must be PostgreSQL on Kubernetes (workers run in several pods),
+/// working in the cache's schema.
 pub fn database_url(
     spec: &ShotgunCacheSpec,
     ns: &str,
@@ -83,7 +84,10 @@ pub fn database_url(
 ) -> Result<String, InputProblem> {
     let url = value_of("database.url", spec.database.url.as_ref(), ns, secrets)?;
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(url)
+        Ok(sgcache::spec::with_schema(
+            &url,
+            spec.database.schema.as_deref(),
+        ))
     } else {
         Err((
             "UnsupportedDatabase".into(),
@@ -116,7 +120,57 @@ pub fn connection(
         api_key: value_of("site.apiKey", spec.site.api_key.as_ref(), ns, secrets)?,
         timeout: spec.site.timeout.duration(),
     };
-    Ok(Connection { database_url, site })
+    Ok(Connection {
+        database_url,
+        site,
+        schema: spec.database.schema.clone(),
+    })
+}
+
+/// Hash of the resolved credential values (never the values themselves): in the pod template,
+/// so a rotated Secret rolls the workers, which read the values only at start.
+pub fn values_hash(conn: &Connection) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for v in [
+        &conn.database_url,
+        &conn.site.script_name,
+        &conn.site.api_key,
+    ] {
+        // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+        h.update((v.len() as u64).to_le_bytes());
+        h.update(v.as_bytes());
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+/// The names of the Secrets a spec refers to.
+pub fn referenced(spec: &ShotgunCacheSpec) -> Vec<&str> {
+    [
+        spec.site.script_name.as_ref(),
+        spec.site.api_key.as_ref(),
+        spec.database.url.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|s| s.secret_key_ref.as_ref().map(|r| r.name.as_str()))
+    .collect()
+}
+
+/// The caches (of those known) that refer to the Secret `ns/name`: what a change to that
+/// Secret must reconcile.
+pub fn caches_referencing(
+    caches: &[std::sync::Arc<crate::ShotgunCache>],
+    ns: &str,
+    name: &str,
+) -> Vec<kube::runtime::reflector::ObjectRef<crate::ShotgunCache>> {
+    use kube::ResourceExt;
+    caches
+        .iter()
+        .filter(|c| c.namespace().as_deref() == Some(ns))
+        .filter(|c| referenced(&c.spec).contains(&name))
+        .map(|c| kube::runtime::reflector::ObjectRef::from_obj(c.as_ref()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -166,10 +220,54 @@ mod tests {
             "UnsupportedDatabase"
         );
 
+        let before = values_hash(&conn);
+        assert_eq!(before.len(), 16);
+        assert!(!before.contains("k3y"));
+        let mut rotated = conn.clone();
+        rotated.site.api_key = "new".into();
+        assert_ne!(
+            values_hash(&rotated),
+            before,
+            "a rotated key rolls the pods"
+        );
+        assert_eq!(values_hash(&conn.clone()), before, "same values, same hash");
+
         secrets.remove("site");
         secrets.insert("db".into(), secret(&[("url", "postgres://x")]));
         let (reason, msg) = connection(&spec, "default", &secrets).unwrap_err();
         assert_eq!(reason, "SecretNotFound");
         assert_eq!(msg, "Secret default/site (for site.apiKey) not found");
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use std::sync::Arc;
+
+    use kube::ResourceExt;
+
+    use super::*;
+    use crate::ShotgunCache;
+
+    #[test]
+    fn a_secret_maps_to_the_caches_of_its_namespace_that_name_it() {
+        let a = ShotgunCache::test(); // default/cache: Secrets site and db
+        let mut b = ShotgunCache::test();
+        b.metadata.name = Some("other".into());
+        b.metadata.namespace = Some("studio".into());
+        let mut c = ShotgunCache::test().with_spec(|s| s.database.url = None);
+        c.metadata.name = Some("nodb".into());
+        let caches = [Arc::new(a), Arc::new(b), Arc::new(c)];
+        let names = |ns, secret| -> Vec<String> {
+            caches_referencing(&caches, ns, secret)
+                .into_iter()
+                .map(|r| r.name)
+                .collect()
+        };
+        assert_eq!(names("default", "db"), ["cache"]);
+        assert_eq!(names("default", "site"), ["cache", "nodb"]);
+        assert_eq!(names("studio", "db"), ["other"]);
+        assert!(names("default", "unrelated").is_empty());
+        assert_eq!(caches[0].name_any(), "cache");
     }
 }

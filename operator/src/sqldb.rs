@@ -5,11 +5,11 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use sgcache::plan::PlanOptions;
 use sgcache::site::SiteClient;
-use sgcache::sql::{Db, Dialect, SqlValue};
-use sgcache::{ident, storage, ShotgunCacheSpec};
+use sgcache::sql::Db;
+use sgcache::{storage, ShotgunCacheSpec};
 
 use crate::db::{
-    CacheDatabase, Connection, DbError, DbSnapshot, EventsRow, FieldRow, MigrationOutcome,
+    CacheDatabase, Connection, DbError, DbSnapshot, EventsRow, FieldRow, MigrationOutcome, SiteLag,
 };
 
 /// Connections the operator opens per call; it only runs short statements.
@@ -59,8 +59,10 @@ impl CacheDatabase for SqlCacheDatabase {
 
     fn snapshot<'a>(&'a self, conn: &'a Connection) -> BoxFuture<'a, Result<DbSnapshot, DbError>> {
         Box::pin(async move {
+            let site =
+                SiteClient::new(conn.site.clone()).map_err(|e| DbError::Site(e.to_string()))?;
             let db = connect(&conn.database_url).await?;
-            let result = snapshot(&db).await;
+            let result = snapshot(&db, &site).await;
             db.close().await;
             result
         })
@@ -69,14 +71,19 @@ impl CacheDatabase for SqlCacheDatabase {
     fn drop_cache<'a>(&'a self, conn: &'a Connection) -> BoxFuture<'a, Result<(), DbError>> {
         Box::pin(async move {
             let db = connect(&conn.database_url).await?;
-            let result = drop_all(&db).await;
+            let result = match conn.schema.as_deref() {
+                // Its own schema: everything the cache made (tables, the notify function,
+                // any table a newer worker added) goes with it.
+                Some(schema) if schema != "public" => drop_schema(&db, schema).await,
+                _ => drop_all(&db).await,
+            };
             db.close().await;
             result
         })
     }
 }
 
-async fn snapshot(db: &Db) -> Result<DbSnapshot, DbError> {
+async fn snapshot(db: &Db, site: &SiteClient) -> Result<DbSnapshot, DbError> {
     let fields = storage::list_fields(db).await.map_err(query)?;
     let fields = fields
         .into_iter()
@@ -99,33 +106,13 @@ async fn snapshot(db: &Db) -> Result<DbSnapshot, DbError> {
         serde_json::Value::Object(o) => o.len() as i64,
         _ => 0,
     };
-    // Age computed by the database's clock, so operator/database clock skew does not count.
-    let mut sql = db.sql();
-    sql.push(match db.dialect() {
-        Dialect::Postgres => {
-            "SELECT CAST(EXTRACT(EPOCH FROM (now() - updated_at)) AS bigint) \
-             FROM \"_sgcache_events\" WHERE id = 1"
-        }
-        // Local runs only (the operator deploys PostgreSQL caches); `updated_at` is ISO text.
-        Dialect::Sqlite => {
-            "SELECT CAST((julianday('now') - julianday(updated_at)) * 86400 AS INTEGER) \
-             FROM \"_sgcache_events\" WHERE id = 1"
-        }
-    });
-    let lag = match db
-        .fetch_all(&sql)
-        .await
-        .map_err(query)?
-        .first()
-        .and_then(|r| r.first())
-    {
-        Some(SqlValue::Int(secs)) => Some(Utc::now() - chrono::Duration::seconds(*secs)),
-        _ => None,
-    };
     let events = EventsRow {
         last_event_id: position.last_event_id,
         backlog,
-        updated_at: lag,
+        lag: match position.last_event_id {
+            Some(last) => site_lag(site, last).await,
+            None => SiteLag::Unknown,
+        },
     };
     Ok(DbSnapshot {
         fields,
@@ -133,31 +120,56 @@ async fn snapshot(db: &Db) -> Result<DbSnapshot, DbError> {
     })
 }
 
-/// Every table the cache made: entity tables, association tables, state tables.
-async fn drop_all(db: &Db) -> Result<(), DbError> {
-    let fields = storage::list_fields(db).await.map_err(query)?;
-    let mut tables: Vec<String> = Vec::new();
-    for f in &fields {
-        if f.storage == "multi_entity" {
-            tables.push(ident::assoc_table_name(&f.entity_type, &f.field_name));
+/// Reads the two oldest site events after `last` (the follower's position): none means the
+/// cache is caught up; otherwise the first one's `created_at` is how long the cache has been
+/// behind. A site that does not answer leaves the lag unknown (the status says so; the
+/// reconcile goes on).
+async fn site_lag(site: &SiteClient, last: i64) -> SiteLag {
+    let payload = serde_json::json!({
+        "type": "EventLogEntry",
+        "filters": {"logical_operator": "and",
+                    "conditions": [{"path": "id", "relation": "greater_than", "values": [last]}]},
+        "return_fields": ["id", "created_at"],
+        "return_only": "active",
+        "paging": {"entities_per_page": 2, "current_page": 1},
+        "return_paging_info": false,
+        "sorts": [{"field_name": "id", "direction": "asc"}],
+    });
+    let answer = match site.call("read", payload).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the site's newest events for the lag");
+            return SiteLag::Unknown;
         }
-        tables.push(ident::table_name(&f.entity_type));
+    };
+    let entities = answer["entities"].as_array().cloned().unwrap_or_default();
+    let Some(first) = entities.first() else {
+        return SiteLag::CaughtUp;
+    };
+    let since = first["created_at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    match since {
+        Some(since) => SiteLag::Behind {
+            since,
+            pending: entities.len() > 1,
+        },
+        None => SiteLag::Unknown,
     }
-    tables.sort();
-    tables.dedup();
-    tables.extend(
-        [
-            "_sgcache_fields",
-            "_sgcache_types",
-            "_sgcache_events",
-            "_sgcache_migrations",
-        ]
-        .map(String::from),
-    );
-    let mut tx = db.begin().await.map_err(query)?;
-    for t in &tables {
-        let sql = storage::ddl::drop_table(db.dialect(), t);
-        tx.execute(&sql).await.map_err(query)?;
-    }
-    tx.commit().await.map_err(query)
+}
+
+/// `DROP SCHEMA … CASCADE` of the cache's own schema.
+async fn drop_schema(db: &Db, schema: &str) -> Result<(), DbError> {
+    let mut sql = db.sql();
+    sql.push("DROP SCHEMA IF EXISTS ")
+        .push_ident(schema)
+        .push(" CASCADE");
+    db.execute(&sql).await.map(|_| ()).map_err(query)
+}
+
+/// Every table the cache made in a shared schema (entity, association and every `_sgcache_*`
+/// table) and the notify function: `core::storage` owns that list.
+async fn drop_all(db: &Db) -> Result<(), DbError> {
+    storage::drop_cache(db).await.map(|_| ()).map_err(query)
 }

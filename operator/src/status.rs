@@ -1,12 +1,43 @@
 //! Status from what the reconcile found: pure functions from the database snapshot, the
 //! Deployments' availability and the step that failed, if any.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
+use sgcache::ShotgunCacheSpec;
 
 use crate::crd::{condition, Condition, EventsStatus, ShotgunCacheStatus, TypeStatus};
-use crate::db::DbSnapshot;
+use crate::db::{DbSnapshot, SiteLag};
+
+/// The fields a spec declares, per entity type (`None`: every field, `["*"]`). The status
+/// counts these only: the cache also keeps fields of its own (`id`, `updated_at`, the display
+/// field) that the user did not ask for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Declared(BTreeMap<String, Option<BTreeSet<String>>>);
+
+impl Declared {
+    pub fn of(spec: &ShotgunCacheSpec) -> Declared {
+        let types = spec.entities.iter().map(|e| {
+            let fields = (!e.all_fields()).then(|| e.fields.iter().cloned().collect());
+            (e.entity_type.clone(), fields)
+        });
+        Declared(types.collect())
+    }
+
+    fn contains(&self, entity_type: &str, field: &str) -> bool {
+        match self.0.get(entity_type) {
+            Some(Some(fields)) => fields.contains(field),
+            Some(None) => true,
+            None => false,
+        }
+    }
+}
+
+/// A step's failure: (condition reason, message).
+pub type StepError = (String, String);
+
+/// A worker Deployment as applied: (name, desired replicas, available replicas).
+pub type WorkerReplicas = (String, i32, i32);
 
 /// What the reconcile observed, step by step. A step not reached is `None`.
 #[derive(Clone, Debug, Default)]
@@ -18,9 +49,13 @@ pub struct Observed {
     pub database: Option<Result<(), (String, String)>>,
     pub schema: Option<Result<(), (String, String)>>,
     pub snapshot: Option<DbSnapshot>,
-    /// Per Deployment: (name, desired, available).
-    pub workers: Option<Vec<(String, i32, i32)>>,
+    /// Per Deployment: (name, desired, available); `Err` when applying the children failed.
+    pub workers: Option<Result<Vec<WorkerReplicas>, StepError>>,
     pub config_hash: Option<String>,
+    /// What the spec declares; `None` counts every field the cache keeps.
+    pub declared: Option<Declared>,
+    /// Label selector of the proxy pods (`k=v,k=v`).
+    pub proxy_selector: Option<String>,
 }
 
 /// Builds the status; `previous` keeps each condition's `lastTransitionTime` while its status
@@ -30,16 +65,25 @@ pub fn build(
     previous: Option<&ShotgunCacheStatus>,
     now: DateTime<Utc>,
 ) -> ShotgunCacheStatus {
-    let types = obs.snapshot.as_ref().map(type_statuses).unwrap_or_default();
+    let types = obs
+        .snapshot
+        .as_ref()
+        .map(|s| type_statuses(s, obs.declared.as_ref()))
+        .unwrap_or_default();
+    let waiting = obs
+        .snapshot
+        .as_ref()
+        .map(waiting_fields)
+        .unwrap_or_default();
     let fields_ready: i64 = types.iter().map(|t| t.ready).sum();
     let fields_total: i64 = types
         .iter()
         .map(|t| t.pending + t.backfilling + t.ready)
         .sum();
-    let conds = conditions(obs, &types);
+    let conds = conditions(obs, &waiting);
     let ready = conds.last().is_some_and(|c| c.1 == "True");
     let mut status = ShotgunCacheStatus {
-        phase: phase(obs, &types, ready).into(),
+        phase: phase(obs, !waiting.is_empty(), ready).into(),
         observed_generation: obs.generation,
         conditions: Vec::new(),
         type_count: types.len() as i64,
@@ -49,6 +93,8 @@ pub fn build(
         events: obs.snapshot.as_ref().and_then(|s| events_status(s, now)),
         types,
         config_hash: obs.config_hash.clone(),
+        proxy_replicas: proxy_available(obs),
+        proxy_selector: obs.proxy_selector.clone(),
     };
     status.conditions = conds
         .into_iter()
@@ -72,10 +118,22 @@ pub fn build(
     status
 }
 
-/// Per entity type counts, ordered by type.
-pub fn type_statuses(snap: &DbSnapshot) -> Vec<TypeStatus> {
+/// The proxy Deployment's available replicas.
+fn proxy_available(obs: &Observed) -> Option<i32> {
+    let workers = obs.workers.as_ref()?.as_ref().ok()?;
+    workers
+        .iter()
+        .find(|(name, _, _)| name.ends_with("-proxy"))
+        .map(|(_, _, available)| *available)
+}
+
+/// Per entity type counts of the declared fields (all with `None`), ordered by type.
+pub fn type_statuses(snap: &DbSnapshot, declared: Option<&Declared>) -> Vec<TypeStatus> {
     let mut by_type: BTreeMap<&str, TypeStatus> = BTreeMap::new();
-    for f in &snap.fields {
+    let counted = |f: &&crate::db::FieldRow| {
+        f.state == "dropped" || declared.is_none_or(|d| d.contains(&f.entity_type, &f.field_name))
+    };
+    for f in snap.fields.iter().filter(counted) {
         let t = by_type.entry(&f.entity_type).or_insert_with(|| TypeStatus {
             entity_type: f.entity_type.clone(),
             ..TypeStatus::default()
@@ -94,16 +152,35 @@ pub fn type_statuses(snap: &DbSnapshot) -> Vec<TypeStatus> {
     by_type.into_values().collect()
 }
 
+/// Per entity type, the number of fields (declared or kept by the cache) still pending or
+/// backfilling: any of them keeps reads of that type from the cache.
+fn waiting_fields(snap: &DbSnapshot) -> BTreeMap<String, i64> {
+    let mut waiting = BTreeMap::new();
+    for f in &snap.fields {
+        if f.state == "pending" || f.state == "backfilling" {
+            *waiting.entry(f.entity_type.clone()).or_insert(0) += 1;
+        }
+    }
+    waiting
+}
+
+/// How far the cache is behind the site: the age of the oldest site event not yet applied,
+/// 0 when every event is applied (a quiet site is not a lagging cache).
 fn events_status(snap: &DbSnapshot, now: DateTime<Utc>) -> Option<EventsStatus> {
     let e = snap.events.as_ref()?;
-    let lag = e
-        .updated_at
-        .map(|t| (now - t).num_seconds().max(0))
-        .unwrap_or(0);
+    let (lag, seconds) = match &e.lag {
+        SiteLag::CaughtUp => ("0s".to_string(), 0),
+        SiteLag::Behind { since, pending } => {
+            let secs = (now - *since).num_seconds().max(0);
+            let more = if *pending { "+" } else { "" };
+            (format!("{secs}s{more}"), secs)
+        }
+        SiteLag::Unknown => ("unknown".to_string(), -1),
+    };
     Some(EventsStatus {
         last_event_id: e.last_event_id.unwrap_or(0),
-        lag: format!("{lag}s"),
-        lag_seconds: lag,
+        lag,
+        lag_seconds: seconds,
         backlog: e.backlog,
     })
 }
@@ -123,18 +200,21 @@ fn from_step(type_: &'static str, step: &Option<Result<(), (String, String)>>, o
     }
 }
 
-fn conditions(obs: &Observed, types: &[TypeStatus]) -> Vec<Cond> {
+fn conditions(obs: &Observed, waiting: &BTreeMap<String, i64>) -> Vec<Cond> {
     let database = match &obs.inputs {
         Some(Err(e)) => from_step(condition::DATABASE_READY, &Some(Err(e.clone())), ""),
         _ => from_step(condition::DATABASE_READY, &obs.database, "Connected"),
     };
     let schema = from_step(condition::SCHEMA_READY, &obs.schema, "Migrated");
-    let backfilled = backfill_condition(obs, types);
+    let backfilled = backfill_condition(obs, waiting);
     let workers = workers_condition(obs);
-    let failing = [&database, &schema, &backfilled, &workers]
-        .into_iter()
-        .find(|c| c.1 != "True")
-        .cloned();
+    // The step that failed names Ready's reason, not the checks it left Unknown.
+    let all = [&database, &schema, &backfilled, &workers];
+    let failing = all
+        .iter()
+        .find(|c| c.1 == "False")
+        .or_else(|| all.iter().find(|c| c.1 != "True"))
+        .map(|c| (*c).clone());
     let ready = match failing {
         None => (
             condition::READY,
@@ -156,11 +236,11 @@ fn conditions(obs: &Observed, types: &[TypeStatus]) -> Vec<Cond> {
     vec![database, schema, backfilled, workers, ready]
 }
 
-fn backfill_condition(obs: &Observed, types: &[TypeStatus]) -> Cond {
+fn backfill_condition(obs: &Observed, by_type: &BTreeMap<String, i64>) -> Cond {
     if obs.snapshot.is_none() {
         return from_step(condition::BACKFILLED, &None, "");
     }
-    let waiting: i64 = types.iter().map(|t| t.pending + t.backfilling).sum();
+    let waiting: i64 = by_type.values().sum();
     if waiting == 0 {
         return (
             condition::BACKFILLED,
@@ -169,11 +249,7 @@ fn backfill_condition(obs: &Observed, types: &[TypeStatus]) -> Cond {
             String::new(),
         );
     }
-    let names: Vec<&str> = types
-        .iter()
-        .filter(|t| t.pending + t.backfilling > 0)
-        .map(|t| t.entity_type.as_str())
-        .collect();
+    let names: Vec<&str> = by_type.keys().map(String::as_str).collect();
     let msg = format!(
         "{waiting} field(s) pending or backfilling in {}",
         names.join(", ")
@@ -182,8 +258,10 @@ fn backfill_condition(obs: &Observed, types: &[TypeStatus]) -> Cond {
 }
 
 fn workers_condition(obs: &Observed) -> Cond {
-    let Some(workers) = &obs.workers else {
-        return from_step(condition::WORKERS_AVAILABLE, &None, "");
+    let workers = match &obs.workers {
+        None => return from_step(condition::WORKERS_AVAILABLE, &None, ""),
+        Some(Err(e)) => return from_step(condition::WORKERS_AVAILABLE, &Some(Err(e.clone())), ""),
+        Some(Ok(workers)) => workers,
     };
     let short: Vec<String> = workers
         .iter()
@@ -208,15 +286,19 @@ fn workers_condition(obs: &Observed) -> Cond {
     }
 }
 
-fn phase(obs: &Observed, types: &[TypeStatus], ready: bool) -> &'static str {
+fn phase(obs: &Observed, backfilling: bool, ready: bool) -> &'static str {
     let failed = |s: &Option<Result<(), (String, String)>>| matches!(s, Some(Err(_)));
     if ready {
         "Ready"
-    } else if failed(&obs.inputs) || failed(&obs.database) || failed(&obs.schema) {
+    } else if failed(&obs.inputs)
+        || failed(&obs.database)
+        || failed(&obs.schema)
+        || matches!(obs.workers, Some(Err(_)))
+    {
         "Degraded"
     } else if obs.schema.is_none() {
         "Migrating"
-    } else if types.iter().any(|t| t.pending + t.backfilling > 0) {
+    } else if backfilling {
         "Backfilling"
     } else {
         "Pending"

@@ -1,7 +1,7 @@
 use chrono::{TimeZone, Utc};
 
 use super::*;
-use crate::db::{EventsRow, FieldRow};
+use crate::db::{EventsRow, FieldRow, SiteLag};
 
 fn row(t: &str, f: &str, state: &str, done: i64, total: Option<i64>) -> FieldRow {
     FieldRow {
@@ -24,11 +24,13 @@ fn healthy(snapshot: DbSnapshot) -> Observed {
         database: Some(Ok(())),
         schema: Some(Ok(())),
         snapshot: Some(snapshot),
-        workers: Some(vec![
+        workers: Some(Ok(vec![
             ("cache-proxy".into(), 2, 2),
             ("cache-events".into(), 1, 1),
-        ]),
+        ])),
         config_hash: Some("abc".into()),
+        declared: None,
+        proxy_selector: Some("app=proxy".into()),
     }
 }
 
@@ -49,7 +51,10 @@ fn counts_fields_per_type_and_backfill_progress() {
         events: Some(EventsRow {
             last_event_id: Some(912),
             backlog: 2,
-            updated_at: Some(Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 26).unwrap()),
+            lag: SiteLag::Behind {
+                since: Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 26).unwrap(),
+                pending: true,
+            },
         }),
     };
     let s = build(&healthy(snap), None, now());
@@ -65,7 +70,10 @@ fn counts_fields_per_type_and_backfill_progress() {
     assert_eq!(s.fields_summary, "2/4");
     let ev = s.events.as_ref().unwrap();
     assert_eq!((ev.last_event_id, ev.lag_seconds, ev.backlog), (912, 4, 2));
-    assert_eq!(ev.lag, "4s");
+    assert_eq!(
+        ev.lag, "4s+",
+        "the oldest unapplied event is 4 s old, more wait"
+    );
     let b = cond(&s, condition::BACKFILLED);
     assert_eq!(
         (b.status.as_str(), b.reason.as_str()),
@@ -100,6 +108,8 @@ fn all_ready_means_ready_with_observed_generation() {
     assert_eq!(s.observed_generation, Some(3));
     assert_eq!(s.config_hash.as_deref(), Some("abc"));
     assert!(s.events.is_none());
+    assert_eq!(s.proxy_replicas, Some(2), "the scale subresource's status");
+    assert_eq!(s.proxy_selector.as_deref(), Some("app=proxy"));
 }
 
 #[test]
@@ -132,10 +142,10 @@ fn a_failed_step_leaves_later_conditions_unknown() {
 #[test]
 fn unavailable_workers_are_named() {
     let mut obs = healthy(DbSnapshot::default());
-    obs.workers = Some(vec![
+    obs.workers = Some(Ok(vec![
         ("cache-proxy".into(), 3, 1),
         ("cache-events".into(), 1, 1),
-    ]);
+    ]));
     let s = build(&obs, None, now());
     let w = cond(&s, condition::WORKERS_AVAILABLE);
     assert_eq!(
@@ -163,4 +173,84 @@ fn transition_time_is_kept_while_status_holds() {
             .as_deref(),
         Some("2026-03-01T12:05:30Z")
     );
+}
+
+#[test]
+fn a_caught_up_cache_has_no_lag_however_quiet_the_site() {
+    let snap = |lag| DbSnapshot {
+        fields: vec![row("Shot", "code", "ready", 0, None)],
+        events: Some(EventsRow {
+            last_event_id: Some(7),
+            backlog: 0,
+            lag,
+        }),
+    };
+    let s = build(&healthy(snap(SiteLag::CaughtUp)), None, now());
+    let ev = s.events.unwrap();
+    assert_eq!((ev.lag.as_str(), ev.lag_seconds), ("0s", 0));
+    let one = SiteLag::Behind {
+        since: now() - chrono::Duration::seconds(90),
+        pending: false,
+    };
+    let ev = build(&healthy(snap(one)), None, now()).events.unwrap();
+    assert_eq!((ev.lag.as_str(), ev.lag_seconds), ("90s", 90));
+    let ev = build(&healthy(snap(SiteLag::Unknown)), None, now())
+        .events
+        .unwrap();
+    assert_eq!((ev.lag.as_str(), ev.lag_seconds), ("unknown", -1));
+}
+
+#[test]
+fn fields_count_what_the_spec_declares_not_the_cache_own_fields() {
+    let snap = DbSnapshot {
+        fields: vec![
+            row("Shot", "id", "ready", 0, None),
+            row("Shot", "updated_at", "ready", 0, None),
+            row("Shot", "code", "ready", 0, None),
+            row("Shot", "description", "pending", 0, None),
+            row("Shot", "old", "dropped", 0, None),
+            row("Asset", "id", "ready", 0, None),
+            row("Asset", "code", "ready", 0, None),
+        ],
+        events: None,
+    };
+    let spec = crate::ShotgunCache::test()
+        .with_spec(|s| {
+            s.entities[0].fields = vec!["code".into(), "description".into()];
+            s.entities[1].fields = vec!["*".into()];
+        })
+        .spec
+        .0;
+    let mut obs = healthy(snap);
+    obs.declared = Some(Declared::of(&spec));
+    let s = build(&obs, None, now());
+    // Shot: code and description declared (id, updated_at are the cache's own); Asset: `*`.
+    assert_eq!((s.fields_ready, s.fields_total), (3, 4));
+    assert_eq!(s.fields_summary, "3/4");
+    let shot = s.types.iter().find(|t| t.entity_type == "Shot").unwrap();
+    assert_eq!((shot.ready, shot.pending, shot.dropped), (1, 1, 1));
+}
+
+#[test]
+fn an_apply_error_is_a_workers_condition_and_degrades() {
+    let mut obs = healthy(DbSnapshot::default());
+    obs.snapshot = None;
+    obs.workers = Some(Err((
+        "ApplyFailed".into(),
+        "cannot apply the worker objects: forbidden".into(),
+    )));
+    let s = build(&obs, None, now());
+    let w = cond(&s, condition::WORKERS_AVAILABLE);
+    assert_eq!(
+        (w.status.as_str(), w.reason.as_str()),
+        ("False", "ApplyFailed")
+    );
+    assert_eq!(w.observed_generation, Some(3));
+    let r = cond(&s, condition::READY);
+    assert_eq!(
+        (r.status.as_str(), r.reason.as_str()),
+        ("False", "ApplyFailed")
+    );
+    assert!(r.message.contains("forbidden"), "{}", r.message);
+    assert_eq!(s.phase, "Degraded");
 }

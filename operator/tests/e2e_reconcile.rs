@@ -1,7 +1,10 @@
 //! End to end: the real `reconcile` with the real database step (`SqlCacheDatabase`) against
-//! PostgreSQL and the test Shotgun site, the Kubernetes side mocked. A field added to the spec
-//! is migrated, shows as pending in the status and rolls the workers (new config hash); the
-//! real scanner backfills it, and the next reconcile reports it ready.
+//! PostgreSQL and the test Shotgun site, the Kubernetes side a mock API server enforcing the
+//! chart's RBAC as a real one does (server-side apply of a missing object needs `create`).
+//! A field added to the spec is migrated, shows as pending in the status and rolls the workers
+//! (new config hash); the real scanner backfills it, and the next reconcile reports it ready.
+//! Deleting with `Retain` keeps the tables; a cache created again and deleted with `Delete`
+//! drops them.
 
 mod common;
 
@@ -10,10 +13,12 @@ use std::sync::Arc;
 use common::{context, Api, PgDb};
 use kube::api::ObjectMeta;
 use kube::runtime::controller::Action;
+use kube::ResourceExt;
 use sgcache::spec::{SecretKeyRef, ValueSource};
 use sgcache::ShotgunCacheSpec;
 use sgcache_operator::crd::{condition, FINALIZER};
 use sgcache_operator::reconcile::{reconcile, Context, RESYNC, RESYNC_BACKFILLING};
+use sgcache_operator::resources::{default_schema, with_defaults};
 use sgcache_operator::sqldb::SqlCacheDatabase;
 use sgcache_operator::{ShotgunCache, ShotgunCacheResourceSpec, ShotgunCacheStatus};
 use sgcache_worker::scanner::ScannerArgs;
@@ -31,21 +36,43 @@ fn secret_ref(name: &str, key: &str) -> Option<ValueSource> {
 
 /// `default/cache` for the sim; the site key and database URL come from Secrets.
 fn cache(site_url: &str, shot_fields: &str, generation: i64) -> ShotgunCache {
+    cache_with(site_url, shot_fields, generation, "Delete", "0000000000e2")
+}
+
+fn cache_with(
+    site_url: &str,
+    shot_fields: &str,
+    generation: i64,
+    policy: &str,
+    uid_tail: &str,
+) -> ShotgunCache {
+    named("cache", site_url, shot_fields, generation, policy, uid_tail)
+}
+
+/// `default/<name>`, its schema left to the operator's default.
+fn named(
+    name: &str,
+    site_url: &str,
+    shot_fields: &str,
+    generation: i64,
+    policy: &str,
+    uid_tail: &str,
+) -> ShotgunCache {
     let yaml = [
         format!("site:\n  url: {site_url}\n  scriptName: {{value: sgcache_test}}"),
         "database: {}\nentities:".into(),
         format!("  - type: Shot\n    fields: [{shot_fields}]"),
-        "  - type: Asset\n    fields: [code]\ndeletionPolicy: Delete\n".into(),
+        format!("  - type: Asset\n    fields: [code]\ndeletionPolicy: {policy}\n"),
     ]
     .join("\n");
     let mut spec = ShotgunCacheSpec::from_yaml(&yaml, "e2e").expect("valid spec");
     spec.site.api_key = secret_ref("site", "apiKey");
     spec.database.url = secret_ref("db", "url");
-    let mut c = ShotgunCache::new("cache", ShotgunCacheResourceSpec(spec));
+    let mut c = ShotgunCache::new(name, ShotgunCacheResourceSpec(spec));
     c.metadata = ObjectMeta {
-        name: Some("cache".into()),
+        name: Some(name.into()),
         namespace: Some("default".into()),
-        uid: Some("6e0c2f1a-0000-4000-8000-0000000000e2".into()),
+        uid: Some(format!("6e0c2f1a-0000-4000-8000-{uid_tail}")),
         generation: Some(generation),
         finalizers: Some(vec![FINALIZER.into()]),
         ..ObjectMeta::default()
@@ -73,11 +100,7 @@ async fn run(
         .await
         .expect("reconcile succeeds");
     let st = api.lock().unwrap();
-    assert!(
-        st.unexpected.is_empty(),
-        "unexpected calls {:?}",
-        st.unexpected
-    );
+    st.assert_clean();
     let statuses = st.statuses();
     assert_eq!(statuses.len(), 1, "one status patch per reconcile");
     (statuses.into_iter().next().unwrap(), action)
@@ -86,7 +109,8 @@ async fn run(
 /// The real scanner's one-shot full scan (`sgcache-worker scanner --full`), in-process. The
 /// workers get the Secrets' values as plain values (as the pods get them by env).
 async fn full_scan(c: &ShotgunCache, db_url: &str) {
-    let mut spec = c.spec.0.clone();
+    // As the pod reads it from the ConfigMap: with the schema the operator gave the cache.
+    let mut spec = with_defaults(c).spec.0;
     spec.site.api_key = Some(ValueSource {
         value: Some("test_key".into()),
         ..ValueSource::default()
@@ -102,6 +126,33 @@ async fn full_scan(c: &ShotgunCache, db_url: &str) {
     sgcache_worker::scanner::run(&spec, args, CancellationToken::new())
         .await
         .expect("full scan");
+}
+
+/// Deletes `c` (as `kubectl delete` does: a deletion timestamp) and runs the finalizer.
+async fn delete(ctx: &Arc<Context>, api: &Api, mut c: ShotgunCache) {
+    c.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    {
+        let mut st = api.lock().unwrap();
+        st.cache = Some(c.clone());
+        st.clear();
+    }
+    let action = reconcile(Arc::new(c.clone()), ctx.clone())
+        .await
+        .expect("cleanup succeeds");
+    assert_eq!(action, Action::await_change());
+    let st = api.lock().unwrap();
+    st.assert_clean();
+    assert!(st.cache.is_none(), "finalizer removed: the object is gone");
+    let prefix = format!("/{}", c.name_any());
+    assert!(
+        !st.objects
+            .keys()
+            .any(|k| k.contains(&format!("{prefix}-")) || k.ends_with(&prefix)),
+        "owned objects collected: {:?}",
+        st.objects.keys()
+    );
 }
 
 fn cond<'a>(s: &'a ShotgunCacheStatus, t: &str) -> (&'a str, &'a str) {
@@ -136,6 +187,11 @@ async fn a_field_added_to_the_spec_goes_pending_then_ready_after_the_scanner() {
     let v1 = cache(&sim.url(), "code, sg_status_list", 1);
     let (s, action) = run(&ctx, &api, v1.clone(), None).await;
     assert_eq!(
+        api.lock().unwrap().verbs_on("configmaps"),
+        ["create"],
+        "applying a missing object is a create"
+    );
+    assert_eq!(
         action,
         Action::requeue(RESYNC_BACKFILLING),
         "polls while backfilling"
@@ -155,7 +211,16 @@ async fn a_field_added_to_the_spec_goes_pending_then_ready_after_the_scanner() {
         .unwrap()
         .event_reasons()
         .contains(&"SchemaChanged".to_string()));
-    assert!(pg.tables().await.iter().any(|t| t == "_sgcache_fields"));
+    let schema = default_schema("default", "cache");
+    assert!(pg
+        .tables_in(&schema)
+        .await
+        .iter()
+        .any(|t| t == "_sgcache_fields"));
+    assert!(
+        pg.tables().await.is_empty(),
+        "nothing in public: the cache has its own schema"
+    );
 
     full_scan(&v1, &pg.url).await;
     let (s, action) = run(&ctx, &api, v1.clone(), Some(s)).await;
@@ -230,7 +295,158 @@ async fn a_field_added_to_the_spec_goes_pending_then_ready_after_the_scanner() {
         .as_ref()
         .expect("the scanner set the event position");
     assert_eq!(events.backlog, 0);
-    assert!(events.lag_seconds < 60, "written moments ago: {events:?}");
+    assert_eq!(
+        (events.lag.as_str(), events.lag_seconds),
+        ("0s", 0),
+        "no site event after the position: caught up"
+    );
+    assert_eq!(api.lock().unwrap().verbs_on("configmaps"), ["patch"]);
+
+    // 4. Deleted with Retain: the finalizer goes, the tables stay.
+    let tables = pg.tables_in(&schema).await;
+    let retained = cache_with(
+        &sim.url(),
+        "code, sg_status_list, description",
+        3,
+        "Retain",
+        "0000000000e2",
+    );
+    delete(&ctx, &api, retained).await;
+    assert_eq!(api.lock().unwrap().event_reasons(), ["CacheRetained"]);
+    assert_eq!(
+        pg.tables_in(&schema).await,
+        tables,
+        "Retain keeps every table"
+    );
+
+    // 5. Created again over the kept tables (every child created anew), then deleted with
+    //    Delete: every table goes.
+    let again = cache_with(
+        &sim.url(),
+        "code, sg_status_list, description",
+        1,
+        "Delete",
+        "0000000000e3",
+    );
+    let (s, _) = run(&ctx, &api, again.clone(), None).await;
+    assert_eq!(cond(&s, condition::SCHEMA_READY), ("True", "Migrated"));
+    assert_eq!(api.lock().unwrap().verbs_on("deployments"), ["create"; 3]);
+    delete(&ctx, &api, again).await;
+    assert_eq!(api.lock().unwrap().event_reasons(), ["CacheDropped"]);
+    assert!(
+        !pg.schema_exists(&schema).await,
+        "Delete drops the cache's schema whole"
+    );
+
+    sim.shutdown().await;
+    pg.drop().await;
+}
+
+/// Two ShotgunCaches on one PostgreSQL database: each migrates, backfills and is served from
+/// its own schema; deleting one with `Delete` drops its schema only, the other (`Retain`)
+/// keeps everything, and neither marks the other's fields dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_caches_on_one_database_never_touch_each_other() {
+    let pg = PgDb::create("op_e2e_two").await;
+    let sim = shotgun_sim::start(
+        shotgun_sim::SimConfig::default(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .expect("test site");
+    let (ctx, api) = context(Arc::new(SqlCacheDatabase));
+    {
+        let mut st = api.lock().unwrap();
+        let pairs = |k: &str, v: &str| [(k.to_string(), v.to_string())].into();
+        st.secrets.insert("db".into(), pairs("url", &pg.url));
+        st.secrets
+            .insert("site".into(), pairs("apiKey", "test_key"));
+    }
+    // Different fields of the same type: each would mark the other's dropped if they shared.
+    let a = named(
+        "alpha",
+        &sim.url(),
+        "code, sg_status_list",
+        1,
+        "Retain",
+        "00000000a001",
+    );
+    let b = named(
+        "beta",
+        &sim.url(),
+        "code, description",
+        1,
+        "Delete",
+        "00000000b002",
+    );
+    let (sa, sb) = (
+        default_schema("default", "alpha"),
+        default_schema("default", "beta"),
+    );
+
+    run(&ctx, &api, a.clone(), None).await;
+    run(&ctx, &api, b.clone(), None).await;
+    full_scan(&a, &pg.url).await;
+    full_scan(&b, &pg.url).await;
+    let (status_a, _) = run(&ctx, &api, a.clone(), None).await;
+    let (status_b, _) = run(&ctx, &api, b.clone(), None).await;
+    for s in [&status_a, &status_b] {
+        assert_eq!(cond(s, condition::READY), ("True", "Ready"), "{s:?}");
+        assert_eq!(
+            type_counts(s, "Shot").2,
+            0,
+            "no field of the other marked dropped"
+        );
+    }
+    let tables_a = pg.tables_in(&sa).await;
+    let tables_b = pg.tables_in(&sb).await;
+    for t in [
+        "_sgcache_fields",
+        "_sgcache_events",
+        "_sgcache_scans",
+        "shot",
+        "asset",
+    ] {
+        assert!(
+            tables_a.contains(&t.to_string()),
+            "{t} in {sa}: {tables_a:?}"
+        );
+        assert!(
+            tables_b.contains(&t.to_string()),
+            "{t} in {sb}: {tables_b:?}"
+        );
+    }
+    assert!(pg.tables().await.is_empty(), "nothing in public");
+    assert_eq!(
+        pg.function_schemas("_sgcache_notify_change").await,
+        {
+            let mut both = vec![sa.clone(), sb.clone()];
+            both.sort();
+            both
+        },
+        "each schema has its own notify function"
+    );
+    // A reconcile of one does not flip the other (the bug: fields dropped and revived).
+    let (again_a, _) = run(&ctx, &api, a.clone(), Some(status_a.clone())).await;
+    assert!(api.lock().unwrap().event_notes("SchemaChanged").is_empty());
+    assert_eq!(again_a.fields_summary, status_a.fields_summary);
+
+    delete(&ctx, &api, b).await;
+    assert!(!pg.schema_exists(&sb).await, "beta's schema dropped");
+    assert_eq!(pg.tables_in(&sa).await, tables_a, "alpha untouched");
+    assert_eq!(
+        pg.function_schemas("_sgcache_notify_change").await,
+        std::slice::from_ref(&sa)
+    );
+    let (after, _) = run(&ctx, &api, a.clone(), Some(again_a)).await;
+    assert_eq!(cond(&after, condition::READY), ("True", "Ready"));
+
+    delete(&ctx, &api, a).await;
+    assert_eq!(
+        pg.tables_in(&sa).await,
+        tables_a,
+        "Retain keeps alpha's schema"
+    );
 
     sim.shutdown().await;
     pg.drop().await;

@@ -20,6 +20,8 @@ struct Store {
     version: u64,
     /// After the next GET, another replica takes the lease (a lost race).
     steal_after_get: bool,
+    /// The next requests answered 500 (an API server blip).
+    fail_next: u32,
 }
 
 type Shared = Arc<Mutex<Store>>;
@@ -40,6 +42,14 @@ fn save(st: &mut Store, mut lease: Lease) -> (u16, Value) {
 }
 
 fn answer(st: &mut Store, method: &Method, path: &str, body: Value) -> (u16, Value) {
+    if st.fail_next > 0 {
+        st.fail_next -= 1;
+        return (
+            500,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                   "reason": "InternalError", "code": 500, "message": "mock blip"}),
+        );
+    }
     match (method.clone(), path) {
         (Method::GET, PATH) => {
             let out = match &st.lease {
@@ -166,4 +176,51 @@ async fn two_creating_at_once_get_one_leader() {
     assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
     let expected = if won[0] { "a" } else { "b" };
     assert_eq!(holder(&store).0, expected);
+}
+
+#[tokio::test]
+async fn a_released_lease_is_taken_at_once_not_at_expiry() {
+    let store = Shared::default();
+    let (a, b) = (contender(&store, "a"), contender(&store, "b"));
+    assert!(a.try_acquire().await.unwrap());
+    assert!(!b.try_acquire().await.unwrap(), "held and fresh");
+    assert!(a.release().await.unwrap(), "the holder releases it");
+    assert!(b.try_acquire().await.unwrap(), "free at once");
+    assert_eq!(holder(&store), ("b".into(), 1));
+    assert!(
+        !a.release().await.unwrap(),
+        "a no longer holds it: nothing to release"
+    );
+    assert_eq!(holder(&store).0, "b");
+}
+
+#[tokio::test]
+async fn a_failed_renewal_is_retried_within_the_lease_duration() {
+    let store = Shared::default();
+    let a = contender(&store, "a");
+    assert!(a.try_acquire().await.unwrap());
+    store.lock().unwrap().fail_next = 1;
+    // hold() returns only when leadership is lost: over two renewal periods, one failing, it
+    // must keep holding (and renewing) instead.
+    let two_periods = sgcache_operator::lease::RENEW_EVERY * 2 + std::time::Duration::from_secs(1);
+    let held = tokio::time::timeout(two_periods, a.hold()).await;
+    assert!(held.is_err(), "leadership kept through one failed renewal");
+    assert_eq!(
+        store.lock().unwrap().fail_next,
+        0,
+        "the failing renewal happened"
+    );
+    assert_eq!(holder(&store).0, "a");
+}
+
+#[test]
+fn default_identities_are_unique_per_process() {
+    use sgcache_operator::lease::default_identity;
+    let (x, y) = (
+        default_identity(Some("op-0")),
+        default_identity(Some("op-0")),
+    );
+    assert!(x.starts_with("op-0-") && y.starts_with("op-0-"), "{x} {y}");
+    assert_ne!(x, y, "two operators on one host never share an identity");
+    assert!(!default_identity(None).is_empty());
 }

@@ -15,8 +15,9 @@ use sgcache::sql::Db;
 use sgcache::storage::{self, EventPosition};
 use sgcache::ShotgunCacheSpec;
 use sgcache_operator::crd::FINALIZER;
-use sgcache_operator::db::{CacheDatabase, Connection};
+use sgcache_operator::db::{CacheDatabase, Connection, SiteLag};
 use sgcache_operator::reconcile::reconcile;
+use sgcache_operator::resources::default_schema;
 use sgcache_operator::sqldb::SqlCacheDatabase;
 use sgcache_operator::{ShotgunCache, ShotgunCacheResourceSpec};
 
@@ -36,6 +37,7 @@ fn connection(database_url: &str, site_url: &str) -> Connection {
             api_key: "test_key".into(),
             timeout: Duration::from_secs(30),
         },
+        schema: None,
     }
 }
 
@@ -96,8 +98,16 @@ async fn migrate_then_snapshot_reads_the_state_tables() {
     let snap = db.snapshot(&conn).await.expect("snapshot");
     let ev = snap.events.expect("the position written");
     assert_eq!((ev.last_event_id, ev.backlog), (Some(42), 2));
-    let age = chrono::Utc::now() - ev.updated_at.expect("age from the database clock");
-    assert!(age.num_seconds().abs() < 30, "written just now: {age}");
+    assert_ne!(ev.lag, SiteLag::Unknown, "the site answered");
+    // Past every site event: caught up, however long ago the site last changed.
+    write_position(&pg.url, 1_000_000_000, json!([])).await;
+    let ev = db.snapshot(&conn).await.unwrap().events.unwrap();
+    assert_eq!(ev.lag, SiteLag::CaughtUp);
+    // A site that does not answer leaves the lag unknown, not an error.
+    let mut down = conn.clone();
+    down.site.url = "http://127.0.0.1:9".into();
+    let ev = db.snapshot(&down).await.unwrap().events.unwrap();
+    assert_eq!(ev.lag, SiteLag::Unknown);
 
     site.shutdown().await;
     pg.drop().await;
@@ -118,6 +128,11 @@ async fn drop_cache_removes_every_cache_table_and_is_idempotent() {
 
     SqlCacheDatabase.drop_cache(&conn).await.expect("drop");
     assert_eq!(pg.tables().await, Vec::<String>::new());
+    assert_eq!(
+        pg.function_schemas("_sgcache_notify_change").await,
+        Vec::<String>::new(),
+        "nothing of the cache is left in the shared schema"
+    );
     SqlCacheDatabase
         .drop_cache(&conn)
         .await
@@ -127,9 +142,9 @@ async fn drop_cache_removes_every_cache_table_and_is_idempotent() {
     pg.drop().await;
 }
 
-/// The SQLite spelling of the event-age query (local runs; the operator deploys PostgreSQL).
+/// The snapshot on SQLite too (local runs; the operator deploys PostgreSQL).
 #[tokio::test]
-async fn snapshot_reads_the_event_age_on_sqlite_too() {
+async fn snapshot_reads_the_event_position_on_sqlite_too() {
     let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let path = std::env::temp_dir().join(format!("op_sqldb_{}_{nanos}.db", std::process::id()));
     let url = format!("sqlite://{}?mode=rwc", path.display());
@@ -144,8 +159,7 @@ async fn snapshot_reads_the_event_age_on_sqlite_too() {
         .events
         .unwrap();
     assert_eq!((ev.last_event_id, ev.backlog), (Some(7), 0));
-    let age = chrono::Utc::now() - ev.updated_at.expect("age computed by SQLite");
-    assert!(age.num_seconds().abs() < 30, "written just now: {age}");
+    assert_ne!(ev.lag, SiteLag::Unknown, "the site answered");
     site.shutdown().await;
     let _ = std::fs::remove_file(&path);
 }
@@ -175,15 +189,29 @@ fn deleting(policy: DeletionPolicy) -> ShotgunCache {
     c
 }
 
-/// Migrates, then runs the finalizer's cleanup through the real reconcile; returns the
-/// tables left and the Events published.
-async fn delete_with(policy: DeletionPolicy) -> (Vec<String>, Vec<String>, bool) {
+/// What a deletion left: the tables in the cache's schema, whether the schema exists, the
+/// schemas holding a notify function, the Events published, and whether the finalizer went.
+struct Left {
+    tables: Vec<String>,
+    schema_exists: bool,
+    notify_functions: Vec<String>,
+    events: Vec<String>,
+    finalizer_removed: bool,
+}
+
+/// Migrates into the schema the operator gives `default/cache`, then runs the finalizer's
+/// cleanup through the real reconcile.
+async fn delete_with(policy: DeletionPolicy) -> Left {
     let pg = PgDb::create("op_sqldb_policy").await;
     let site = sim().await;
-    SqlCacheDatabase
-        .migrate(&connection(&pg.url, &site.url()), &spec())
-        .await
-        .unwrap();
+    let schema = default_schema("default", "cache");
+    let mut conn = connection(&pg.url, &site.url());
+    conn.database_url = sgcache::spec::with_schema(&pg.url, Some(&schema));
+    let mut in_schema = spec();
+    in_schema.database.schema = Some(schema.clone());
+    SqlCacheDatabase.migrate(&conn, &in_schema).await.unwrap();
+    assert!(pg.tables().await.is_empty(), "nothing in public");
+    assert!(pg.tables_in(&schema).await.contains(&"shot".to_string()));
     let (ctx, api) = context(Arc::new(SqlCacheDatabase));
     let cache = deleting(policy);
     {
@@ -193,35 +221,57 @@ async fn delete_with(policy: DeletionPolicy) -> (Vec<String>, Vec<String>, bool)
         st.cache = Some(cache.clone());
     }
     reconcile(Arc::new(cache), ctx).await.expect("cleanup");
-    let tables = pg.tables().await;
-    let (events, finalizer_removed) = {
+    let left = {
         let st = api.lock().unwrap();
-        assert!(st.unexpected.is_empty(), "{:?}", st.unexpected);
-        let removed = st
-            .calls
-            .iter()
-            .any(|c| c.method == http::Method::PATCH && c.body.to_string().contains("finalizers"));
-        (st.event_reasons(), removed)
+        st.assert_clean();
+        Left {
+            tables: Vec::new(),
+            schema_exists: false,
+            notify_functions: Vec::new(),
+            events: st.event_reasons(),
+            finalizer_removed: st.cache.is_none(),
+        }
+    };
+    let left = Left {
+        tables: pg.tables_in(&schema).await,
+        schema_exists: pg.schema_exists(&schema).await,
+        notify_functions: pg.function_schemas("_sgcache_notify_change").await,
+        ..left
     };
     site.shutdown().await;
     pg.drop().await;
-    (tables, events, finalizer_removed)
+    left
 }
 
 #[tokio::test]
-async fn deletion_policy_delete_drops_the_tables() {
-    let (tables, events, removed) = delete_with(DeletionPolicy::Delete).await;
-    assert_eq!(tables, Vec::<String>::new());
-    assert_eq!(events, ["CacheDropped"]);
-    assert!(removed, "the finalizer is removed once the tables are gone");
+async fn deletion_policy_delete_drops_the_cache_schema_whole() {
+    let left = delete_with(DeletionPolicy::Delete).await;
+    assert!(!left.schema_exists, "DROP SCHEMA … CASCADE");
+    assert_eq!(left.tables, Vec::<String>::new());
+    assert_eq!(
+        left.notify_functions,
+        Vec::<String>::new(),
+        "the notify function went too"
+    );
+    assert_eq!(left.events, ["CacheDropped"]);
+    assert!(
+        left.finalizer_removed,
+        "the finalizer is removed once the schema is gone"
+    );
 }
 
 #[tokio::test]
 async fn deletion_policy_retain_keeps_the_tables() {
-    let (tables, events, removed) = delete_with(DeletionPolicy::Retain).await;
+    let left = delete_with(DeletionPolicy::Retain).await;
     for t in ["_sgcache_fields", "_sgcache_events", "shot"] {
-        assert!(tables.contains(&t.to_string()), "{t} kept: {tables:?}");
+        assert!(
+            left.tables.contains(&t.to_string()),
+            "{t} kept: {:?}",
+            left.tables
+        );
     }
-    assert_eq!(events, ["CacheRetained"]);
-    assert!(removed);
+    assert!(left.schema_exists);
+    assert_eq!(left.notify_functions, [default_schema("default", "cache")]);
+    assert_eq!(left.events, ["CacheRetained"]);
+    assert!(left.finalizer_removed);
 }

@@ -90,24 +90,54 @@ def test_rendered_objects_refer_to_each_other(default_install):
             assert o["metadata"]["namespace"] == "sgcache-system", o["kind"]
 
 
+def template_rules():
+    """The rules as operator/tests/common/rbac.rs reads them: the template's literal YAML with
+    its `{{ }}` lines dropped. The Rust reconcile tests enforce these on a mock API server."""
+    text = (CHART / "templates" / "rbac.yaml").read_text()
+    literal = "\n".join(l for l in text.splitlines() if "{{" not in l)
+    out = {}
+    for doc in yaml.safe_load_all(literal):
+        if doc and doc.get("kind") in ("ClusterRole", "Role"):
+            out[doc["kind"]] = doc["rules"]
+    return out
+
+
+def test_the_rbac_the_reconcile_tests_enforce_is_what_helm_renders(default_install):
+    _, sent = default_install
+    k = by_kind(sent)
+    (cluster,), (role,) = k["ClusterRole"], k["Role"]
+    assert template_rules() == {"ClusterRole": cluster["rules"], "Role": role["rules"]}
+
+
 def test_the_operator_may_do_what_it_does(default_install):
-    """The ClusterRole grants what the reconcile calls (status, Secrets, SSA of children)."""
+    """The ClusterRole grants what the reconcile calls: server-side apply of a missing object
+    is a `create` (a real API server refuses it with `patch` alone), status is its own
+    resource, Secrets are watched. The exact set is asserted in operator/tests/rbac.rs."""
     _, sent = default_install
     (role,) = by_kind(sent)["ClusterRole"]
     granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
                for r in rule["resources"] for v in rule["verbs"]}
     for need in [("sgcache.io", "shotguncaches", "watch"), ("sgcache.io", "shotguncaches/status", "patch"),
-                 ("", "secrets", "get"), ("apps", "deployments", "patch"), ("", "configmaps", "patch"),
-                 ("policy", "poddisruptionbudgets", "delete"), ("events.k8s.io", "events", "create")]:
+                 ("", "secrets", "get"), ("", "secrets", "watch"),
+                 ("apps", "deployments", "create"), ("apps", "deployments", "patch"),
+                 ("", "configmaps", "create"), ("", "configmaps", "patch"),
+                 ("", "services", "create"), ("policy", "poddisruptionbudgets", "create"),
+                 ("policy", "poddisruptionbudgets", "delete"), ("events.k8s.io", "events", "create"),
+                 ("events.k8s.io", "events", "patch")]:
         assert need in granted, need
+    for never in [("", "secrets", "create"), ("", "secrets", "update"), ("", "pods", "create"),
+                  ("sgcache.io", "shotguncaches", "delete")]:
+        assert never not in granted, never
 
 
 def test_samples_match_the_installed_crd(default_install):
     _, sent = default_install
     (crd,) = by_kind(sent)["CustomResourceDefinition"]
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    for name in ["shotguncache.yaml", "studio.yaml"]:
-        for doc in yaml.safe_load_all((ROOT / "examples" / name).read_text()):
+    for path in sorted((ROOT / "examples").glob("*.yaml")):
+        if "invalid" in path.name:
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
             if doc and doc.get("kind") == "ShotgunCache":
                 jsonschema.validate(doc, schema)
     bad = yaml.safe_load((ROOT / "examples" / "shotguncache-invalid.yaml").read_text())

@@ -21,6 +21,7 @@ pub async fn migrate(
     options: PlanOptions,
 ) -> Result<Plan, StorageError> {
     let mut tx = begin_exclusive(db).await?;
+    ensure_schema(&mut tx, spec).await?;
     ensure_state_tables(&mut tx).await?;
     let current = read_state_tx(&mut tx).await?;
     let plan = plan::plan(spec, site, &current, options)?;
@@ -33,6 +34,22 @@ pub async fn migrate(
     tx.commit().await?;
     tracing::info!(changes = plan.changes.len(), "migration applied");
     Ok(plan)
+}
+
+/// Creates the cache's own schema (`database.schema`, PostgreSQL) on its first migration; the
+/// connections already work in it (their `search_path`). Under the migration lock, so two
+/// first migrations do not race on it.
+async fn ensure_schema(tx: &mut Tx, spec: &ShotgunCacheSpec) -> Result<(), StorageError> {
+    let Some(schema) = &spec.database.schema else {
+        return Ok(());
+    };
+    if tx.dialect() != crate::sql::Dialect::Postgres {
+        return Ok(());
+    }
+    let mut q = tx.sql();
+    q.push("CREATE SCHEMA IF NOT EXISTS ").push_ident(schema);
+    tx.execute(&q).await?;
+    Ok(())
 }
 
 /// Creates the `{field}__id` index of every entity field that lacks it: new fields get it

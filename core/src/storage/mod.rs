@@ -56,6 +56,22 @@ pub enum StorageError {
 /// Key of the PostgreSQL advisory lock that serialises migrations ("sgcache" in ASCII).
 pub const MIGRATION_LOCK_KEY: i64 = 0x0073_6763_6163_6865;
 
+/// SQL for a cache's advisory lock key: `$1` itself under the default `search_path` (as before
+/// caches had their own schemas), else mixed with the `search_path`, so caches in their own
+/// schemas of one database never take each other's locks. `$1` is the base key.
+pub const CACHE_LOCK_KEY_SQL: &str =
+    "(CASE WHEN current_setting('search_path') = '\"$user\", public' \
+     THEN $1::bigint ELSE hashtextextended(current_setting('search_path'), $1::bigint) END)";
+
+/// Pushes [`CACHE_LOCK_KEY_SQL`] with `key` bound.
+fn push_cache_lock_key(sql: &mut crate::sql::Sql, key: i64) {
+    sql.push("(CASE WHEN current_setting('search_path') = '\"$user\", public' THEN ")
+        .push_bind(SqlValue::Int(key))
+        .push("::bigint ELSE hashtextextended(current_setting('search_path'), ")
+        .push_bind(SqlValue::Int(key))
+        .push("::bigint) END)");
+}
+
 /// Begins a transaction that no other writer can interleave with: on PostgreSQL it holds the
 /// migration advisory lock until it ends; on SQLite it is `BEGIN IMMEDIATE` (sqlx's plain
 /// `begin()` is DEFERRED, which lets two writers both read and then fail to upgrade).
@@ -64,9 +80,9 @@ pub async fn begin_exclusive(db: &Db) -> Result<Tx, StorageError> {
         Db::Postgres(pool) => {
             let mut tx = Tx::Postgres(pool.begin().await?);
             let mut sql = tx.sql();
-            sql.push("SELECT pg_advisory_xact_lock(")
-                .push_bind(SqlValue::Int(MIGRATION_LOCK_KEY))
-                .push(")");
+            sql.push("SELECT pg_advisory_xact_lock(");
+            push_cache_lock_key(&mut sql, MIGRATION_LOCK_KEY);
+            sql.push(")");
             tx.execute(&sql).await?;
             Ok(tx)
         }

@@ -9,8 +9,34 @@
 use super::StorageError;
 use crate::sql::{Dialect, SqlValue, Tx};
 
-/// The channel proxies listen on.
+/// The channel proxies listen on, for a cache in the default schema.
 pub const CHANNEL: &str = "sgcache_changed";
+
+/// The channel of the cache in `schema`: [`CHANNEL`] for `public`, else one of its own (a
+/// hash keeps it within PostgreSQL's 63-byte names), so a cache's writes never wake the
+/// proxies of another cache in the same database.
+pub fn channel(schema: &str) -> String {
+    if schema == "public" {
+        return CHANNEL.to_string();
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(schema.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{CHANNEL}_{hex}")
+}
+
+/// The channel of the cache this pool's connections work in: its schema, or, before the first
+/// migration created it, the schema its `search_path` names.
+pub async fn channel_of(db: &crate::sql::Db) -> Result<String, sqlx::Error> {
+    let mut q = db.sql();
+    q.push("SELECT coalesce(current_schema(), current_setting('search_path'))::text");
+    let rows = db.fetch_all(&q).await?;
+    let schema = texts(rows)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "public".into());
+    Ok(channel(&schema))
+}
 
 /// The trigger's name on every table.
 const TRIGGER: &str = "_sgcache_notify";
@@ -26,12 +52,20 @@ pub async fn ensure_change_triggers(tx: &mut Tx) -> Result<(), StorageError> {
     if tx.dialect() != Dialect::Postgres {
         return Ok(());
     }
+    let mut q = tx.sql();
+    q.push("SELECT current_schema()::text");
+    let schema = texts(tx.fetch_all(&q).await?)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "public".into());
+    // The function lives in the cache's schema (the first of the search_path), and names the
+    // cache's own channel; `channel` is hex and underscores only, safe inside the literal.
     let mut f = tx.sql();
     f.push(
         "CREATE OR REPLACE FUNCTION \"_sgcache_notify_change\"() RETURNS trigger \
          LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('",
     )
-    .push(CHANNEL)
+    .push(&channel(&schema))
     .push("', TG_TABLE_NAME); RETURN NULL; END $$");
     tx.execute(&f).await?;
     let mut q = tx.sql();
@@ -82,4 +116,34 @@ fn texts(rows: Vec<Vec<SqlValue>>) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_schema_has_its_own_channel_within_postgres_name_limits() {
+        assert_eq!(
+            channel("public"),
+            CHANNEL,
+            "caches without a schema as before"
+        );
+        let (a, b) = (
+            channel("sgc_default_a_1234abcd"),
+            channel("sgc_default_b_1234abcd"),
+        );
+        assert_ne!(a, b);
+        assert_ne!(a, CHANNEL);
+        assert_eq!(
+            a,
+            channel("sgc_default_a_1234abcd"),
+            "stable across processes"
+        );
+        let long = channel(&"x".repeat(63));
+        assert!(long.len() <= 63, "{long}");
+        assert!(long
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+    }
 }

@@ -3,6 +3,7 @@
 
 mod config;
 mod network;
+mod schema;
 mod workloads;
 
 #[cfg(test)]
@@ -20,10 +21,13 @@ pub use config::{
     config_hash, config_map, validate_for_kubernetes, worker_config, worker_env, CONFIG_FILE,
 };
 pub use network::{pod_disruption_budget, service};
-pub use workloads::{deployment, Component};
+pub use schema::{default_schema, with_defaults};
+pub use workloads::{deployment, with_secrets_hash, Component};
 
 /// Annotation on the pod template holding the hash of the worker config.
 pub const CONFIG_HASH_ANNOTATION: &str = "sgcache.io/config-hash";
+/// Annotation on the pod template holding the hash of the resolved Secret values.
+pub const SECRETS_HASH_ANNOTATION: &str = "sgcache.io/secrets-hash";
 
 /// Operator-wide settings for the worker pods (from the operator's flags / Helm values).
 #[derive(Clone, Debug, PartialEq)]
@@ -62,6 +66,15 @@ pub fn labels(cache: &ShotgunCache, component: Option<&str>) -> BTreeMap<String,
 }
 
 /// The labels a Deployment or Service selects on.
+/// The proxy pods' label selector as a string (`k=v,k=v`), for the scale subresource.
+pub fn proxy_selector(cache: &ShotgunCache) -> String {
+    selector_labels(cache, Some("proxy"))
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub fn selector_labels(cache: &ShotgunCache, component: Option<&str>) -> BTreeMap<String, String> {
     let mut l = BTreeMap::new();
     l.insert("app.kubernetes.io/name".into(), "sgcache".into());

@@ -44,6 +44,20 @@ const CONFIG_DIR: &str = "/etc/sgcache";
 /// The non-root user the worker image runs as.
 const RUN_AS_USER: i64 = 65532;
 
+/// The Deployment with the hash of the Secret values its pods get in their template: the pods
+/// read them at start, so a changed value must roll them.
+pub fn with_secrets_hash(mut d: Deployment, hash: &str) -> Deployment {
+    let meta = d
+        .spec
+        .template
+        .metadata
+        .get_or_insert_with(ObjectMeta::default);
+    meta.annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(super::SECRETS_HASH_ANNOTATION.into(), hash.into());
+    d
+}
+
 /// The Deployment `<cache>-<component>`.
 pub fn deployment(
     cache: &ShotgunCache,

@@ -73,7 +73,12 @@ impl Leader {
 
 async fn try_lock(url: &str, key: i64) -> Result<Option<PgConnection>, sqlx::Error> {
     let mut conn = PgConnection::connect(url).await?;
-    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+    // Keyed per cache schema: caches sharing a database have a leader each.
+    let sql = format!(
+        "SELECT pg_try_advisory_lock({})",
+        sgcache::storage::CACHE_LOCK_KEY_SQL
+    );
+    let got: bool = sqlx::query_scalar(&sql)
         .bind(key)
         .fetch_one(&mut conn)
         .await?;

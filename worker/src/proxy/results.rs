@@ -304,7 +304,9 @@ async fn follow(
     // take the whole acquire timeout while the database is down: answers must stop being
     // served as soon as changes may go unheard.
     listener.eager_reconnect(false);
-    listener.listen(notify::CHANNEL).await?;
+    // The channel of this cache's schema: other caches in the database use their own.
+    let channel = notify::channel_of(state.db().expect("a pool")).await?;
+    listener.listen(&channel).await?;
     let missing = notify::untriggered_tables(state.db().expect("a pool")).await?;
     if !missing.is_empty() {
         anyhow::bail!(
@@ -326,7 +328,7 @@ async fn follow(
                     anyhow::bail!("no heartbeat heard back for {:?}", heard.elapsed());
                 }
                 // Bounded: a query on a dead connection may never return.
-                tokio::time::timeout(HEARTBEAT, heartbeat(state.db().expect("a pool"), &token))
+                tokio::time::timeout(HEARTBEAT, heartbeat(state.db().expect("a pool"), &channel, &token))
                     .await
                     .map_err(|_| anyhow::anyhow!("the heartbeat did not get through"))??;
             }
@@ -350,10 +352,10 @@ const STATE_TABLES: [&str; 2] = ["_sgcache_fields", "_sgcache_types"];
 /// How often the listener checks that it still hears its own notifications.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
-async fn heartbeat(db: &Db, token: &str) -> anyhow::Result<()> {
+async fn heartbeat(db: &Db, channel: &str, token: &str) -> anyhow::Result<()> {
     let mut q = db.sql();
     q.push("SELECT pg_notify(")
-        .push_bind(sgcache::sql::SqlValue::Text(notify::CHANNEL.into()))
+        .push_bind(sgcache::sql::SqlValue::Text(channel.into()))
         .push(", ")
         .push_bind(sgcache::sql::SqlValue::Text(token.into()))
         .push(")::text");

@@ -1,0 +1,78 @@
+//! What the operator's probes report: `/health` (liveness: the process serves) and `/readyz`
+//! (readiness: leader with working watches, standby, or broken watches).
+
+use std::sync::Mutex;
+
+use axum::http::StatusCode;
+
+/// This replica's role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Starting up: the CRD check and the first election attempt.
+    Starting,
+    /// Waiting for the leader Lease; healthy, not acting.
+    Standby,
+    /// Holding the Lease (or election disabled) and reconciling.
+    Leader,
+}
+
+/// Shared by the probes, the election and the controller loop.
+#[derive(Debug)]
+pub struct Health {
+    state: Mutex<(Role, Option<String>)>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            state: Mutex::new((Role::Starting, None)),
+        }
+    }
+}
+
+impl Health {
+    pub fn set_role(&self, role: Role) {
+        self.state.lock().expect("health lock").0 = role;
+    }
+
+    /// A watch failed (`Some(why)`) or works again (`None`).
+    pub fn set_watch_error(&self, error: Option<String>) {
+        self.state.lock().expect("health lock").1 = error;
+    }
+
+    /// The readiness answer: 200 `leader` / `standby`, 503 while starting or while a watch
+    /// fails (a leader that cannot see its resources acts on nothing).
+    pub fn readiness(&self) -> (StatusCode, String) {
+        let (role, error) = self.state.lock().expect("health lock").clone();
+        match (role, error) {
+            (Role::Leader, None) => (StatusCode::OK, "leader".into()),
+            (Role::Leader, Some(e)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("leader, watch failing: {e}"),
+            ),
+            (Role::Standby, _) => (StatusCode::OK, "standby".into()),
+            (Role::Starting, _) => (StatusCode::SERVICE_UNAVAILABLE, "starting".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_tells_leader_standby_and_broken_watch_apart() {
+        let h = Health::default();
+        assert_eq!(h.readiness().0, StatusCode::SERVICE_UNAVAILABLE);
+        h.set_role(Role::Standby);
+        assert_eq!(h.readiness(), (StatusCode::OK, "standby".into()));
+        h.set_role(Role::Leader);
+        assert_eq!(h.readiness(), (StatusCode::OK, "leader".into()));
+        h.set_watch_error(Some("403 listing secrets".into()));
+        let (code, body) = h.readiness();
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("403 listing secrets"), "{body}");
+        h.set_watch_error(None);
+        assert_eq!(h.readiness().0, StatusCode::OK);
+    }
+}
