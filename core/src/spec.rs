@@ -474,7 +474,19 @@ impl ShotgunCacheSpec {
             });
         }
         let spec: ShotgunCacheSpec =
-            serde_saphyr::from_str_with_options(text, options).map_err(parse_error)?;
+            serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+                // The parser says where (line, column), the same document read again says
+                // which key (`entities[0].fields`).
+                let key = serde_path_to_error::deserialize::<_, ShotgunCacheSpec>(doc)
+                    .err()
+                    .map(|e| e.path().to_string())
+                    .filter(|p| p != ".");
+                let message = parse_message(&e);
+                SpecError::Parse {
+                    path: origin.to_string(),
+                    message: key.map_or(message.clone(), |k| format!("{k}: {message}")),
+                }
+            })?;
         spec.validate()?;
         Ok(spec)
     }
@@ -716,6 +728,13 @@ mod tests {
             "no snippet: {msg}"
         );
         assert!(msg.contains("line 3"), "{msg}");
+        let msg = ShotgunCacheSpec::from_yaml("entities:\n  - {type: Shot, fields: code}\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("invalid config t: entities[0].fields: "),
+            "{msg}"
+        );
     }
 
     #[test]
