@@ -475,16 +475,26 @@ impl ShotgunCacheSpec {
         }
         let spec: ShotgunCacheSpec =
             serde_saphyr::from_str_with_options(text, options).map_err(|e| {
-                // The parser says where (line, column), the same document read again says
-                // which key (`entities[0].fields`).
-                let key = serde_path_to_error::deserialize::<_, ShotgunCacheSpec>(doc)
-                    .err()
-                    .map(|e| e.path().to_string())
-                    .filter(|p| p != ".");
-                let message = parse_message(&e);
+                // The parser says where (line, column); the same document read again says
+                // which key, and the value in words (`invalid type: string "lots"`).
+                let message = match serde_path_to_error::deserialize::<_, Self>(doc) {
+                    Err(by_key) => {
+                        let at = e.location().map_or(String::new(), |l| {
+                            format!(" at line {}, column {}", l.line(), l.column())
+                        });
+                        let key = by_key.path().to_string();
+                        let key = if key == "." {
+                            String::new()
+                        } else {
+                            format!("{key}: ")
+                        };
+                        format!("{key}{}{at}", by_key.inner())
+                    }
+                    Ok(_) => parse_message(&e),
+                };
                 SpecError::Parse {
                     path: origin.to_string(),
-                    message: key.map_or(message.clone(), |k| format!("{k}: {message}")),
+                    message,
                 }
             })?;
         spec.validate()?;
