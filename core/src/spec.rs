@@ -495,7 +495,29 @@ impl ShotgunCacheSpec {
             });
         }
         let spec: ShotgunCacheSpec =
-            serde_saphyr::from_str_with_options(text, options).map_err(parse_error)?;
+            serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+                // The parser says where (line, column); the same document read again says
+                // which key, and the value in words (`invalid type: string "lots"`).
+                let message = match serde_path_to_error::deserialize::<_, Self>(doc) {
+                    Err(by_key) => {
+                        let at = e.location().map_or(String::new(), |l| {
+                            format!(" at line {}, column {}", l.line(), l.column())
+                        });
+                        let key = by_key.path().to_string();
+                        let key = if key == "." {
+                            String::new()
+                        } else {
+                            format!("{key}: ")
+                        };
+                        format!("{key}{}{at}", by_key.inner())
+                    }
+                    Ok(_) => parse_message(&e),
+                };
+                SpecError::Parse {
+                    path: origin.to_string(),
+                    message,
+                }
+            })?;
         spec.validate()?;
         Ok(spec)
     }
@@ -739,6 +761,13 @@ mod tests {
             "no snippet: {msg}"
         );
         assert!(msg.contains("line 3"), "{msg}");
+        let msg = ShotgunCacheSpec::from_yaml("entities:\n  - {type: Shot, fields: code}\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("invalid config t: entities[0].fields: "),
+            "{msg}"
+        );
     }
 
     #[test]
