@@ -38,10 +38,10 @@ cargo build --release --locked -p sgcache-worker -p sgcache-operator -p shotgun-
   --bin sgcache-worker --bin sgcache-operator --bin shotgun-sim
 bin=target/release
 
-# build_image NAME BINARY PORT: a root filesystem with the binary, its shared libraries, the
-# CA bundle and a passwd entry for the non-root user; committed as NAME.
+# build_image NAME BINARY PORT [ENV=VALUE]: a root filesystem with the binary, its shared
+# libraries, the CA bundle and a passwd entry for the non-root user; committed as NAME.
 build_image() {
-  local name=$1 binary=$2 port=$3 ctr mnt lib
+  local name=$1 binary=$2 port=$3 extra_env=${4:-} ctr mnt lib
   ctr=$(bah from scratch)
   mnt=$(bah mount "$ctr")
   install -D -m 0755 "$binary" "$mnt/usr/local/bin/$(basename "$binary")"
@@ -56,13 +56,14 @@ build_image() {
   bah umount "$ctr" >/dev/null
   bah config --user 65532:65532 --port "$port" \
     --entrypoint "[\"/usr/local/bin/$(basename "$binary")\"]" \
-    --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt "$ctr"
+    --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt ${extra_env:+--env "$extra_env"} "$ctr"
   bah commit --quiet "$ctr" "$name" >/dev/null
   bah rm "$ctr" >/dev/null
 }
 
 echo "== images"
-build_image sgcache-worker "$bin/sgcache-worker" 8010
+# In a container the proxy listens on every address (run-local keeps 127.0.0.1).
+build_image sgcache-worker "$bin/sgcache-worker" 8010 SGCACHE_BIND=0.0.0.0
 build_image sgcache-operator "$bin/sgcache-operator" 8080
 bah images --format '{{.Name}} {{.Size}}'
 
