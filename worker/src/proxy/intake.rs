@@ -22,6 +22,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::answer::{error_response, error_with_status, Outcome, Path};
 
+/// How much of a refused body is read and thrown away before the refusal is sent: a client
+/// (`shotgun_api3` included) sends its whole body before it reads the answer, and closing a
+/// connection with unread data resets it and loses the answer. Past this much the connection
+/// is cut and the client sees a connection error instead. Costs no memory.
+const DRAIN_LIMIT: usize = 64 << 20;
+
 /// The limits of [`Intake`], from `workers.proxy.limits`.
 #[derive(Clone, Debug)]
 pub struct IntakeLimits {
@@ -165,7 +171,10 @@ impl Intake {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
+        let deadline = tokio::time::Instant::now() + self.limits.body_read_timeout;
+        let mut stream = body.into_data_stream();
         if declared.is_some_and(|n| n > max) {
+            drain(&mut stream, deadline).await;
             return Err(Refusal::TooLarge { limit: max });
         }
         let encoding = content_encoding(headers)?;
@@ -176,7 +185,6 @@ impl Intake {
             buf.reserve(n);
         }
         let reserved = declared.unwrap_or(0);
-        let mut stream = body.into_data_stream();
         let read = async {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|_| Refusal::Unreadable("the connection failed"))?;
@@ -189,9 +197,16 @@ impl Intake {
             }
             Ok(())
         };
-        tokio::time::timeout(self.limits.body_read_timeout, read)
-            .await
-            .map_err(|_| Refusal::Timeout)??;
+        match tokio::time::timeout_at(deadline, read).await {
+            Err(_) => return Err(Refusal::Timeout),
+            Ok(Err(e @ Refusal::TooLarge { .. })) => {
+                drop((buf, held));
+                drain(&mut stream, deadline).await;
+                return Err(e);
+            }
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(())) => {}
+        }
         let bytes = buf.freeze();
         if !encoding {
             return Ok(Buffered {
@@ -208,6 +223,20 @@ impl Intake {
             _budget: held,
         })
     }
+}
+
+/// Reads and discards the rest of a refused body, up to [`DRAIN_LIMIT`] bytes and `deadline`.
+async fn drain(stream: &mut axum::body::BodyDataStream, deadline: tokio::time::Instant) {
+    let discard = async {
+        let mut seen = 0;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout_at(deadline, discard).await;
 }
 
 /// Whether the body is gzip-encoded (`Ok(false)`: not encoded); other encodings are refused.
