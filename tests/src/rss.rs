@@ -49,7 +49,7 @@ impl ProxyProcess {
         let config = dir.path().join("sgcache.yaml");
         std::fs::write(&config, yaml)?;
         let log = std::fs::File::create(dir.path().join("proxy.log"))?;
-        let child = Command::new(crate::worker::binary())
+        let child = Command::new(worker_binary())
             .arg("--config")
             .arg(&config)
             .arg("proxy")
@@ -92,6 +92,18 @@ impl Drop for ProxyProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The worker binary: beside this executable when it is a binary of this package (same
+/// profile), else where [`crate::worker::binary`] finds it for tests.
+fn worker_binary() -> std::path::PathBuf {
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("sgcache-worker")));
+    match sibling {
+        Some(bin) if std::env::var_os("SGCACHE_WORKER_BIN").is_none() && bin.exists() => bin,
+        _ => crate::worker::binary(),
     }
 }
 

@@ -64,6 +64,8 @@ async fn main() -> anyhow::Result<()> {
     let answered_chunked = body_attack(&proxy.url, mb, clients, rounds, true).await;
     let peak_chunked = sampler.peak_kib();
 
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before_slow = rss_kib(pid);
     let sampler = Sampler::start(pid);
     let mut conns = slow_connections(&proxy.url, slow).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -84,7 +86,8 @@ async fn main() -> anyhow::Result<()> {
                     "above_idle_mib": mib(peak_chunked.saturating_sub(idle))}},
             "slow_connections": {"opened": conns.len(), "open_after_0_5s": open_after_half_second,
                 "header_timeout": HEADER_TIMEOUT, "closed_after_3_5s": closed_after_timeout,
-                "peak_rss_mib": mib(peak_slow), "above_idle_mib": mib(peak_slow.saturating_sub(idle))},
+                "rss_before_mib": mib(before_slow), "peak_rss_mib": mib(peak_slow),
+                "above_before_mib": mib(peak_slow.saturating_sub(before_slow))},
             "proxy_alive": alive,
         })
     );

@@ -179,35 +179,38 @@ impl Intake {
         }
         let encoding = content_encoding(headers)?;
         let mut held = None;
-        let mut buf = BytesMut::new();
         if let Some(n) = declared {
             self.reserve(&mut held, n)?;
-            buf.reserve(n);
         }
         let reserved = declared.unwrap_or(0);
+        // Chunks are kept as they came and joined once at the end: no doubling buffer whose
+        // discarded copies would add up to twice the body.
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut len = 0;
         let read = async {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|_| Refusal::Unreadable("the connection failed"))?;
-                if buf.len() + chunk.len() > max {
+                if len + chunk.len() > max {
                     return Err(Refusal::TooLarge { limit: max });
                 }
-                let beyond = (buf.len() + chunk.len()).saturating_sub(reserved.max(buf.len()));
+                let beyond = (len + chunk.len()).saturating_sub(reserved.max(len));
                 self.reserve(&mut held, beyond)?;
-                buf.extend_from_slice(&chunk);
+                len += chunk.len();
+                chunks.push(chunk);
             }
             Ok(())
         };
         match tokio::time::timeout_at(deadline, read).await {
             Err(_) => return Err(Refusal::Timeout),
             Ok(Err(e @ Refusal::TooLarge { .. })) => {
-                drop((buf, held));
+                drop((chunks, held));
                 drain(&mut stream, deadline).await;
                 return Err(e);
             }
             Ok(Err(e)) => return Err(e),
             Ok(Ok(())) => {}
         }
-        let bytes = buf.freeze();
+        let bytes = join(chunks, len);
         if !encoding {
             return Ok(Buffered {
                 bytes,
@@ -223,6 +226,18 @@ impl Intake {
             _budget: held,
         })
     }
+}
+
+/// One buffer of the body's chunks (the chunk itself when there is one).
+fn join(mut chunks: Vec<Bytes>, len: usize) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks.pop().unwrap_or_default();
+    }
+    let mut buf = BytesMut::with_capacity(len);
+    for c in chunks {
+        buf.extend_from_slice(&c);
+    }
+    buf.freeze()
 }
 
 /// Reads and discards the rest of a refused body, up to [`DRAIN_LIMIT`] bytes and `deadline`.
