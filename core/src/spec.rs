@@ -240,6 +240,53 @@ pub struct ProxySpec {
     /// Longest life of a kept answer, whatever the notifications say.
     #[serde(default = "defaults::result_cache_ttl")]
     pub result_cache_ttl: DurationString,
+    /// Limits that keep one client from exhausting the proxy for the others.
+    #[serde(default)]
+    pub limits: ProxyLimitsSpec,
+}
+
+/// Limits of the proxy's listener and of the requests it buffers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyLimitsSpec {
+    /// Largest API3 request body (MiB, after gzip decoding); a larger one gets an API3 error
+    /// before it is read whole. Other requests (uploads, downloads) are streamed, not limited.
+    #[serde(default = "defaults::max_body_mb")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub max_body_mb: u32,
+    /// MiB of API3 request bodies buffered at once, over all requests; past it new requests
+    /// get a 503 API3 error ("busy") instead of memory.
+    #[serde(default = "defaults::buffered_bodies_mb")]
+    #[schemars(range(min = 1, max = 65536))]
+    pub buffered_bodies_mb: u32,
+    /// Requests handled at once; past it a request gets a 503 API3 error ("busy").
+    #[serde(default = "defaults::max_in_flight")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_in_flight: u32,
+    /// Open client connections; past it new connections wait in the listen backlog.
+    #[serde(default = "defaults::max_connections_proxy")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_connections: u32,
+    /// Longest wait for a request's headers, counted from when the connection starts waiting
+    /// for the request: it also closes keep-alive connections idle that long.
+    #[serde(default = "defaults::header_read_timeout")]
+    pub header_read_timeout: DurationString,
+    /// Longest pause while reading a request body, and longest read of a whole API3 body.
+    #[serde(default = "defaults::body_read_timeout")]
+    pub body_read_timeout: DurationString,
+}
+
+impl Default for ProxyLimitsSpec {
+    fn default() -> Self {
+        ProxyLimitsSpec {
+            max_body_mb: defaults::max_body_mb(),
+            buffered_bodies_mb: defaults::buffered_bodies_mb(),
+            max_in_flight: defaults::max_in_flight(),
+            max_connections: defaults::max_connections_proxy(),
+            header_read_timeout: defaults::header_read_timeout(),
+            body_read_timeout: defaults::body_read_timeout(),
+        }
+    }
 }
 
 /// The principals whose reads may come from the cache. The cache holds what the cache's own
@@ -291,6 +338,7 @@ impl Default for ProxySpec {
             cache_for: None,
             result_cache_mb: defaults::result_cache_mb(),
             result_cache_ttl: defaults::result_cache_ttl(),
+            limits: ProxyLimitsSpec::default(),
         }
     }
 }
@@ -439,6 +487,25 @@ mod defaults {
 
     pub fn result_cache_ttl() -> DurationString {
         "60s".into()
+    }
+
+    pub fn max_body_mb() -> u32 {
+        8
+    }
+    pub fn buffered_bodies_mb() -> u32 {
+        64
+    }
+    pub fn max_in_flight() -> u32 {
+        512
+    }
+    pub fn max_connections_proxy() -> u32 {
+        1024
+    }
+    pub fn header_read_timeout() -> DurationString {
+        "30s".into()
+    }
+    pub fn body_read_timeout() -> DurationString {
+        "30s".into()
     }
     pub fn poll_interval() -> DurationString {
         "1s".into()

@@ -1,7 +1,7 @@
 //! Script, human-user and session authentication (doc section 2).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use rand::Rng;
 use serde_json::{Map, Value};
@@ -29,7 +29,8 @@ enum Base {
 }
 
 pub struct Auth {
-    scripts: Vec<(ScriptCredential, Link)>,
+    /// Behind a lock: keys can be rotated while the site runs (`PUT /control/credentials`).
+    scripts: RwLock<Vec<(ScriptCredential, Link)>>,
     users: Vec<(UserCredential, Link)>,
     sessions: Mutex<HashMap<String, Base>>,
 }
@@ -45,7 +46,7 @@ fn get<'a>(auth: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 impl Auth {
     pub fn new(scripts: Vec<(ScriptCredential, Link)>, users: Vec<(UserCredential, Link)>) -> Auth {
         Auth {
-            scripts,
+            scripts: RwLock::new(scripts),
             users,
             sessions: Mutex::new(HashMap::new()),
         }
@@ -55,7 +56,7 @@ impl Auth {
         if let Some(name) = get(auth, "script_name") {
             let key = get(auth, "script_key").ok_or_else(fail)?;
             return self
-                .scripts
+                .scripts()
                 .iter()
                 .position(|(s, _)| s.script_name == name && s.script_key == key)
                 .map(Base::Script)
@@ -87,7 +88,10 @@ impl Auth {
         store: &Store,
     ) -> Result<Principal, Api3Error> {
         let (actor, events) = match self.base(auth)? {
-            Base::Script(i) => (self.scripts[i].1, self.scripts[i].0.events),
+            Base::Script(i) => {
+                let scripts = self.scripts();
+                (scripts[i].1, scripts[i].0.events)
+            }
             Base::User(i) => (self.users[i].1, true),
         };
         let actor = match get(auth, "sudo_as_login") {
@@ -103,6 +107,26 @@ impl Auth {
             events,
             session_uuid: get(auth, "session_uuid").map(str::to_string),
         })
+    }
+
+    fn scripts(&self) -> std::sync::RwLockReadGuard<'_, Vec<(ScriptCredential, Link)>> {
+        self.scripts.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Rotates a script's key (the old key is rejected from now on); false for an unknown
+    /// script.
+    pub fn set_script_key(&self, script_name: &str, script_key: &str) -> bool {
+        let mut scripts = self.scripts.write().unwrap_or_else(|e| e.into_inner());
+        match scripts
+            .iter_mut()
+            .find(|(s, _)| s.script_name == script_name)
+        {
+            Some((s, _)) => {
+                s.script_key = script_key.to_string();
+                true
+            }
+            None => false,
+        }
     }
 
     /// `get_session_token`: a new token for the verified credentials.

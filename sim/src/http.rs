@@ -23,6 +23,7 @@ pub fn router(site: Arc<Site>) -> Router {
         .route("/control/stats/reset", post(reset_stats))
         .route("/control/faults", get(get_faults).put(put_faults))
         .route("/control/requests", get(requests))
+        .route("/control/credentials", axum::routing::put(put_credentials))
         .fallback(api3)
         .with_state(site)
 }
@@ -69,6 +70,30 @@ async fn put_faults(State(site): State<Arc<Site>>, body: Bytes) -> Response {
             json_response(StatusCode::OK, &serde_json::to_value(f).unwrap_or_default())
         }
         Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScriptKey {
+    script_name: String,
+    script_key: String,
+}
+
+/// Rotates a script's key: `{"script_name": ..., "script_key": ...}`; 404 for an unknown script.
+async fn put_credentials(State(site): State<Arc<Site>>, body: Bytes) -> Response {
+    let change: ScriptKey = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})),
+    };
+    if site
+        .auth
+        .set_script_key(&change.script_name, &change.script_key)
+    {
+        tracing::info!(script = %change.script_name, "script key rotated");
+        json_response(StatusCode::OK, &json!({"script_name": change.script_name}))
+    } else {
+        json_response(StatusCode::NOT_FOUND, &json!({"error": "no such script"}))
     }
 }
 

@@ -127,6 +127,12 @@ impl SimHandle {
         self.site.set_faults(faults);
     }
 
+    /// Rotates a script's key (its old key is rejected from now on); false for an unknown
+    /// script.
+    pub fn set_script_key(&self, script_name: &str, script_key: &str) -> bool {
+        self.site.auth.set_script_key(script_name, script_key)
+    }
+
     pub fn seed_counts(&self) -> SeedCounts {
         self.site.counts.clone()
     }

@@ -5,4 +5,5 @@ pub mod loader;
 pub mod pg;
 pub mod proxy;
 pub mod relay;
+pub mod rss;
 pub mod worker;

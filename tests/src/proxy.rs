@@ -47,6 +47,8 @@ impl Harness {
             cache_for: None,
             result_cache_bytes: 16 << 20,
             result_cache_ttl: Duration::from_secs(60),
+            intake: Default::default(),
+            listener: Default::default(),
         };
         tweak(&mut config);
         let state = AppState::new(&config, db)?;
@@ -135,6 +137,47 @@ impl Harness {
     ) -> (u16, Option<String>, Value) {
         let base = self.sim.url();
         self.call_at(&base, method, auth, payload).await
+    }
+
+    /// A PostgreSQL cache of `entities` (spec YAML) filled from a fresh test site, and a
+    /// proxy in front of the site using it, with its settings adjusted by `tweak`.
+    pub async fn with_cache(
+        prefix: &str,
+        entities: &str,
+        tweak: impl FnOnce(&mut ProxyConfig),
+    ) -> anyhow::Result<(Harness, crate::pg::TestDb)> {
+        let db = crate::pg::TestDb::create(prefix).await?;
+        let h = Harness::start_with(SimConfig::default(), Some(db.db.clone()), tweak).await?;
+        let site = sgcache::site::SiteClient::new(sgcache::spec::SiteConnection {
+            url: h.sim.url(),
+            script_name: "sgcache_test".into(),
+            api_key: "test_key".into(),
+            timeout: Duration::from_secs(30),
+        })?;
+        let spec = sgcache::ShotgunCacheSpec::from_yaml(entities, "test")?;
+        let schema = site.schema().await?;
+        sgcache::storage::migrate(
+            &db.db,
+            &spec,
+            &schema,
+            sgcache::plan::PlanOptions::default(),
+        )
+        .await?;
+        crate::loader::load_all(&db.db, &site).await?;
+        h.state.refresh_catalog().await;
+        Ok((h, db))
+    }
+
+    /// GETs the proxy's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.proxy_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Requests the site has answered so far.

@@ -71,6 +71,8 @@ fn leaf() -> impl Strategy<Value = Value> {
         "[a-zA-Z0-9_%\\\\' ]{0,8}".prop_map(Value::from),
         "\\PC{0,6}".prop_map(Value::from),
         Just(json!("2024-03-05")),
+        // U+0000: PostgreSQL text cannot hold it; the read must pass through, not fail.
+        Just(json!("a\u{0}b")),
         Just(json!("2024-03-05T17:04:09Z")),
         (
             prop::sample::select(vec!["Shot", "Asset", "Sequence", "Project", "X\"y"]),
@@ -356,6 +358,43 @@ fn run_generated(dialect: Dialect, cases: u32) {
         planned.get()
     );
     rt.block_on(scratch.drop());
+}
+
+/// Lists past the database's bind limit pass through before any SQL runs; lists under it run.
+#[test]
+fn long_lists_pass_through_past_the_bind_limit_and_run_under_it() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+        let (scratch, db, cat) = rt.block_on(fixture_db(dialect));
+        let read = |n: i64, relation: &str| {
+            let ids: Vec<i64> = (1..=n).collect();
+            ReadRequest::parse(&json!({"type": "Shot", "return_fields": ["code"],
+                "filters": {"logical_operator": "and", "conditions": [
+                    {"path": "id", "relation": relation, "values": ids}]}}))
+            .unwrap()
+        };
+        for relation in ["in", "not_in"] {
+            let far = plan_read(&read(100_000, relation), &cat, dialect).map(|_| ());
+            assert_eq!(far.map_err(|e| e.reason), Err(Reason::DatabaseLimit));
+            let near = plan_read(&read(MAX_BINDS as i64 - 10, relation), &cat, dialect).unwrap();
+            assert!(
+                rt.block_on(near.run(&db)).is_ok(),
+                "{relation} on {dialect:?}"
+            );
+        }
+        let nul = ReadRequest::parse(&json!({"type": "Shot", "return_fields": ["code"],
+            "filters": {"logical_operator": "and", "conditions": [
+                {"path": "code", "relation": "contains", "values": ["\u{0}"]}]}}))
+        .unwrap();
+        let pt = plan_read(&nul, &cat, dialect)
+            .map(|_| ())
+            .map_err(|e| e.reason);
+        assert_eq!(pt, Err(Reason::DatabaseLimit));
+        rt.block_on(scratch.drop());
+    }
 }
 
 #[test]

@@ -42,6 +42,9 @@ pub enum Reason {
     LinkName,
     /// The cache database failed; the site answers instead.
     Database,
+    /// The statement would be beyond what the database takes: more bound values than its
+    /// protocol allows, or U+0000 in a text value (PostgreSQL text cannot hold it).
+    DatabaseLimit,
 }
 
 impl Reason {
@@ -58,6 +61,7 @@ impl Reason {
             Reason::ArchivedProjects => "archived_projects",
             Reason::LinkName => "link_name",
             Reason::Database => "database",
+            Reason::DatabaseLimit => "database_limit",
         }
     }
 }
@@ -316,6 +320,7 @@ pub fn plan_read(
 
     let mut sql = Sql::new(dialect);
     stmt.emit(&mut sql);
+    bindable(&sql)?;
     // Output columns were numbered from 0 after `r.id` (and the count).
     let shift = 1 + counted as usize;
     let fields = fields
@@ -330,6 +335,40 @@ pub fn plan_read(
         per_page: limit,
         style: req.paging_style,
     })
+}
+
+/// Most values one statement may bind: PostgreSQL's protocol counts them in 16 bits (sqlx
+/// refuses 65 535 and more); SQLite's default limit is 32 766. The lower of the two, so a
+/// read planned on either database fits both.
+pub const MAX_BINDS: usize = 32_766;
+
+/// Refuses, before it runs, a statement the database would reject for its values (a
+/// statement error is the read's own problem, but it is cheaper not to send it).
+fn bindable(sql: &Sql) -> Result<(), PassThrough> {
+    if sql.binds.len() > MAX_BINDS {
+        return Err(pass(
+            Reason::DatabaseLimit,
+            format!("{} bound values (at most {MAX_BINDS})", sql.binds.len()),
+        ));
+    }
+    let nul = sql.binds.iter().any(|b| match b {
+        SqlValue::Text(t) => t.contains('\0'),
+        SqlValue::Json(j) => json_has_nul(j),
+        _ => false,
+    });
+    if nul {
+        return Err(pass(Reason::DatabaseLimit, "U+0000 in a text value"));
+    }
+    Ok(())
+}
+
+fn json_has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(json_has_nul),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
+        _ => false,
+    }
 }
 
 fn shift_out(o: Out, by: usize) -> Out {

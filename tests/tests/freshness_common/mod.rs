@@ -531,6 +531,8 @@ pub async fn start_proxy(
         cache_for: None,
         result_cache_bytes: 16 << 20,
         result_cache_ttl: Duration::from_secs(60),
+        intake: Default::default(),
+        listener: Default::default(),
     };
     let db = sgcache::sql::Db::connect(&env.db.url, 4).await.unwrap();
     let state = AppState::new(&config, Some(db)).unwrap();

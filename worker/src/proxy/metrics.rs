@@ -11,7 +11,7 @@ pub struct RequestLabels {
     /// API3 method name, `other` for unknown ones (bounded cardinality), `raw` for non-JSON
     /// endpoints.
     pub method: String,
-    /// `cache`, `passthrough` or `error`.
+    /// `cache`, `site` or `error`.
     pub path: String,
     /// Why a read passed through (`none` otherwise).
     pub reason: String,
@@ -47,6 +47,9 @@ pub struct Metrics {
     pub write_through_failures: Counter,
     /// Cached reads answered from the answers kept in memory, without a query.
     pub result_hits: Counter,
+    /// Cached reads whose statement failed while the database answered the proxy's probe
+    /// (the read went to the site; the cache stayed on for the others).
+    pub read_statement_failures: Counter,
 }
 
 /// Methods the labels name; anything else is `other`.
@@ -124,8 +127,15 @@ impl Default for Metrics {
             "Cached reads answered from answers kept in memory, without a query",
             result_hits.clone(),
         );
+        let read_statement_failures = Counter::default();
+        registry.register(
+            "read_statement_failures",
+            "Cached reads whose statement failed in a database that answers (sent to the site)",
+            read_statement_failures.clone(),
+        );
         Metrics {
             registry,
+            read_statement_failures,
             result_hits,
             verify,
             verify_refreshed,

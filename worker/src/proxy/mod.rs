@@ -4,18 +4,26 @@
 //! Routes: `POST /api3/json` and `POST /<prefix>/api3/json` (API3), `GET /healthz`,
 //! `GET /readyz`, `GET /metrics`; any other request is streamed to the site untouched.
 
+pub mod answer;
+pub mod answer_cache;
 mod api3;
 pub mod auth;
+mod change_listener;
+pub mod envelope;
+pub mod intake;
+pub mod listener;
 pub mod metrics;
-pub mod results;
+mod read;
+mod refresh;
 pub mod run;
 pub mod site;
+pub mod site_health;
 pub mod verify;
 mod write;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -23,19 +31,25 @@ use axum::http::{header, Extensions, HeaderMap, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde_json::{json, Value};
+use sgcache::api3::is_error_body;
 use sgcache::query::Catalog;
 use sgcache::sql::Db;
 use sgcache::ShotgunCacheSpec;
 use tokio_util::sync::CancellationToken;
 use tower_http::compression::{CompressionLayer, CompressionLevel};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use auth::AuthCache;
+use auth::{AuthCache, CredentialKey};
+use intake::{Intake, IntakeLimits};
+use listener::ListenerLimits;
 use metrics::Metrics;
-use site::Site;
+use site::{Site, SiteResponse};
+use site_health::SiteHealth;
 
-/// The largest request body accepted (batches of creates can be large).
-const MAX_BODY: usize = 256 * 1024 * 1024;
+/// Longest wait for the proxy's own probe of the cache database (`SELECT 1`) after a read
+/// failed in it: a database that cannot answer that is unavailable for every read.
+const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Settings of one proxy.
 #[derive(Clone, Debug)]
@@ -56,6 +70,10 @@ pub struct ProxyConfig {
     /// Bytes of answers kept in memory (0: none) and their longest life.
     pub result_cache_bytes: usize,
     pub result_cache_ttl: Duration,
+    /// Request and body limits (`workers.proxy.limits`).
+    pub intake: IntakeLimits,
+    /// Connection limits and timeouts (`workers.proxy.limits`).
+    pub listener: ListenerLimits,
 }
 
 impl ProxyConfig {
@@ -71,6 +89,8 @@ impl ProxyConfig {
             cache_for: spec.workers.proxy.cache_for.clone(),
             result_cache_bytes: spec.workers.proxy.result_cache_mb as usize * 1024 * 1024,
             result_cache_ttl: spec.workers.proxy.result_cache_ttl.duration(),
+            intake: IntakeLimits::from_spec(&spec.workers.proxy.limits),
+            listener: ListenerLimits::from_spec(&spec.workers.proxy.limits),
         }
     }
 }
@@ -85,17 +105,20 @@ pub struct AppState {
     pub catalog: RwLock<Arc<Catalog>>,
     pub auth: AuthCache,
     pub metrics: Metrics,
-    /// The last database call worked; when false every read passes through.
-    pub db_ok: AtomicBool,
-    /// The last call to the site got an answer (any answer but 502/503/504).
-    pub site_ok: AtomicBool,
+    /// The database answers the proxy (catalog refreshes, probes); when false every read
+    /// passes through.
+    db_ok: AtomicBool,
+    /// Whether the site is up, as the proxy's own probes say.
+    pub health: SiteHealth,
+    /// Requests in flight and bodies buffered.
+    pub intake: Intake,
     /// The last good `info` answer, replayed while the site is unreachable.
     pub last_info: RwLock<Option<site::SiteResponse>>,
     pub service_auth: Option<serde_json::Map<String, serde_json::Value>>,
     pub verify_sample_rate: f64,
     pub cache_for: Option<sgcache::spec::CacheForSpec>,
     /// Answers kept in memory.
-    pub results: results::ResultCache,
+    pub results: answer_cache::ResultCache,
 }
 
 impl AppState {
@@ -108,12 +131,16 @@ impl AppState {
             catalog: RwLock::new(Arc::new(Catalog::default())),
             auth: AuthCache::new(config.auth_ttl, config.auth_grace),
             metrics: Metrics::default(),
-            site_ok: AtomicBool::new(true),
+            health: SiteHealth::default(),
+            intake: Intake::new(config.intake.clone()),
             last_info: RwLock::new(None),
             service_auth: config.service_auth.clone(),
             verify_sample_rate: config.verify_sample_rate,
             cache_for: config.cache_for.clone(),
-            results: results::ResultCache::new(config.result_cache_bytes, config.result_cache_ttl),
+            results: answer_cache::ResultCache::new(
+                config.result_cache_bytes,
+                config.result_cache_ttl,
+            ),
         }))
     }
 
@@ -137,6 +164,65 @@ impl AppState {
             .clone()
     }
 
+    /// The database is connected and answers.
+    pub fn db_ok(&self) -> bool {
+        self.db().is_some() && self.db_ok.load(Ordering::Relaxed)
+    }
+
+    /// A read failed in the database: probes it (`SELECT 1`) and returns whether it answers.
+    /// Only a failed probe marks it unavailable for every read (until the next successful
+    /// catalog refresh): a statement error or a slow statement is that read's problem.
+    pub async fn recheck_db(&self) -> bool {
+        let Some(db) = self.db() else { return false };
+        let mut probe = db.sql();
+        probe.push("SELECT 1");
+        let up = matches!(
+            tokio::time::timeout(DB_PROBE_TIMEOUT, db.fetch_all(&probe)).await,
+            Ok(Ok(_))
+        );
+        if !up && self.db_ok.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                "cache database does not answer the proxy's probe; passing reads through"
+            );
+        }
+        up
+    }
+
+    /// A request to the site failed: the proxy's own probe says whether the site is up.
+    pub async fn recheck_site(&self) -> bool {
+        self.health.recheck(&self.site).await
+    }
+
+    /// Records what a site answer to a request sent at `sent` says about the credentials
+    /// (`key`) and the site's health.
+    pub async fn note_site_answer(
+        &self,
+        key: Option<&CredentialKey>,
+        sent: Instant,
+        resp: &SiteResponse,
+    ) {
+        if resp.is_unavailable() {
+            self.metrics.site_error("status_5xx");
+            self.recheck_site().await;
+            return;
+        }
+        self.health.answered();
+        let (Some(key), true) = (key, resp.status.is_success()) else {
+            return;
+        };
+        match resp.json() {
+            Some(body) if is_error_body(&body) => {
+                let code = body.get("error_code").and_then(Value::as_i64);
+                if code == Some(102) {
+                    self.metrics.site_error("auth");
+                    self.auth.rejected(key);
+                }
+            }
+            Some(_) => self.auth.accepted(*key, sent),
+            None => {}
+        }
+    }
+
     /// Re-reads the catalog; a failure marks the database unavailable (reads pass through).
     pub async fn refresh_catalog(&self) {
         let Some(db) = self.db() else { return };
@@ -158,6 +244,7 @@ impl AppState {
 
 /// The proxy's routes. Separate from serving so tests can drive it with `oneshot`.
 pub fn app(state: Arc<AppState>) -> Router {
+    let body_timeout = state.intake.limits().body_read_timeout;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -179,12 +266,25 @@ pub fn app(state: Arc<AppState>) -> Router {
                     },
                 ),
         )
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        // API3 bodies are limited by `intake`; uploads stream through unlimited.
+        .layer(DefaultBodyLimit::disable())
+        // A client pausing longer than this in the middle of a body loses the request.
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)
 }
 
-/// API3 for `POST …/api3/json`, streaming pass-through for everything else.
+/// API3 for `POST …/api3/json`, streaming pass-through for everything else; at most
+/// `maxInFlight` at once.
 async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let _slot = match state.intake.admit() {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            state
+                .metrics
+                .observe("other", "error", refusal.label(), 0.0);
+            return refusal.outcome().into_response();
+        }
+    };
     if req.method() == Method::POST && req.uri().path().ends_with("/api3/json") {
         return api3::handle(state, req).await;
     }
@@ -194,8 +294,8 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
 /// Ready when the cache or the site can answer (reads are served from either). The body
 /// says which of the two is available.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let db = state.db().is_some() && state.db_ok.load(Ordering::Relaxed);
-    let site = state.site_ok.load(Ordering::Relaxed);
+    let db = state.db_ok();
+    let site = state.health.is_up();
     let status = if db || site {
         StatusCode::OK
     } else {
@@ -239,6 +339,20 @@ pub async fn refresh_loop(state: Arc<AppState>, every: Duration, stop: Cancellat
     }
 }
 
+/// Probes the site every [`site_health::PROBE_INTERVAL`] while it is marked down, so the grace
+/// window closes once it is back even if no client request reaches it.
+async fn probe_loop(state: Arc<AppState>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(site_health::PROBE_INTERVAL) => {}
+        }
+        if !state.health.is_up() {
+            state.recheck_site().await;
+        }
+    }
+}
+
 /// Serves the proxy on `listener` until `stop` is cancelled.
 pub async fn serve(
     state: Arc<AppState>,
@@ -251,12 +365,12 @@ pub async fn serve(
         config.catalog_refresh,
         stop.clone(),
     ));
-    let listener_task = tokio::spawn(results::listen(state.clone(), stop.clone()));
+    let changes = tokio::spawn(change_listener::listen(state.clone(), stop.clone()));
+    let prober = tokio::spawn(probe_loop(state.clone(), stop.clone()));
     tracing::info!(addr = %listener.local_addr()?, site = %state.site.base(), "proxy listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await?;
+    listener::serve(app(state), listener, &config.listener, stop).await?;
     refresher.abort();
-    listener_task.abort();
+    changes.abort();
+    prober.abort();
     Ok(())
 }

@@ -13,13 +13,9 @@ use axum::body::Bytes;
 use axum::http::HeaderMap;
 use serde_json::{Map, Value};
 use sgcache::api3::{self, is_error_body};
-use sgcache::storage::{self, WriteSource};
 
-use super::write::read_from_site;
+use super::refresh::{refresh, service_auth, Missing};
 use super::AppState;
-
-/// Largest `id in [...]` list per refresh read.
-const REFRESH_PAGE: usize = 500;
 
 /// How a cached answer differs from the site's.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -140,19 +136,20 @@ pub async fn verify(
         other = diff.other,
         "cached read differs from the site; refreshing the entities"
     );
-    let (Some(ty), Some(req)) = (entity_type, req) else {
+    let Some(ty) = entity_type else {
         return;
     };
-    let auth = state
-        .service_auth
-        .clone()
-        .unwrap_or_else(|| req.auth.clone());
+    // Refreshed with the cache's own credentials only (see `super::refresh`).
+    let (Some(db), Some(_)) = (state.db(), service_auth(&state)) else {
+        return;
+    };
     let mut targets = diff.linked;
     targets.entry(ty).or_default().extend(diff.ids);
     for (ty, ids) in targets.into_iter().filter(|(_, ids)| !ids.is_empty()) {
         let ids: Vec<i64> = ids.into_iter().collect();
-        match refresh(&state, &auth, &ty, &ids).await {
+        match refresh(&state, db, &ty, &ids, Missing::Retire).await {
             Ok(n) => {
+                state.results.invalidate();
                 state.metrics.verify_refreshed.inc_by(n as u64);
                 tracing::info!(entity_type = %ty, entities = n, "refreshed entities after a verification mismatch");
             }
@@ -161,47 +158,6 @@ pub async fn verify(
             }
         }
     }
-}
-
-/// Re-reads `ids` of `ty` from the site with every cached field and writes them; ids the site
-/// does not return are retired. Returns how many entities were refreshed.
-async fn refresh(
-    state: &AppState,
-    auth: &Map<String, Value>,
-    ty: &str,
-    ids: &[i64],
-) -> anyhow::Result<usize> {
-    let Some(db) = state.db() else {
-        return Ok(0);
-    };
-    let dbstate = storage::read_state(db).await?;
-    if !dbstate.types.contains_key(ty) {
-        return Ok(0);
-    }
-    let fields: Vec<String> = dbstate
-        .live_fields(ty)
-        .map(|(n, _)| n.clone())
-        .filter(|n| n != "id")
-        .collect();
-    let mut n = 0;
-    for chunk in ids.chunks(REFRESH_PAGE) {
-        let rows = read_from_site(state, auth, ty, &fields, chunk).await?;
-        let seen: BTreeSet<i64> = rows.iter().filter_map(|r| r["id"].as_i64()).collect();
-        let gone: Vec<i64> = chunk
-            .iter()
-            .copied()
-            .filter(|i| !seen.contains(i))
-            .collect();
-        let mut tx = db.begin().await?;
-        storage::upsert_entities(&mut tx, &dbstate, ty, &rows, WriteSource::WriteThrough).await?;
-        if !gone.is_empty() {
-            storage::retire(&mut tx, &dbstate, ty, &gone, WriteSource::WriteThrough).await?;
-        }
-        tx.commit().await?;
-        state.results.invalidate();
-        n += chunk.len();
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

@@ -5,47 +5,52 @@
 //! not show (defaults, `updated_at`, the other side of links). So instead of storing the
 //! answer, the proxy re-reads from the site every cached field of the written entity and of
 //! every entity linked from the written link fields, before and after the write, and stores
-//! that through the storage write path. The event follower's later copy of the same change
-//! is a no-op there (its guards skip data that is not newer).
+//! that through the storage write path ([`super::refresh`], with the cache's own credentials
+//! only). The event follower's later copy of the same change is a no-op there (its guards
+//! skip data that is not newer).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use sgcache::api3::{self, is_error_body};
 use sgcache::query::Catalog;
 use sgcache::schema::Storage;
 use sgcache::sql::{Db, SqlValue};
 use sgcache::storage::{self, WriteSource};
 
-use super::api3::{note_site_answer, unreachable_response, Outcome};
-use super::auth::principal;
+use super::answer::{unreachable_response, Outcome, Path};
+use super::envelope::Envelope;
+use super::refresh::{refresh, Missing};
 use super::AppState;
-
-/// Largest `id in [...]` list per refresh read.
-const REFRESH_PAGE: usize = 500;
 
 pub async fn write(
     state: &AppState,
     path: &str,
     headers: &HeaderMap,
     body: Bytes,
-    req: &api3::Request,
+    env: &Envelope<'_>,
 ) -> Outcome {
-    let key = principal(&req.auth);
+    let key = env.principal();
+    let sent = Instant::now();
     let resp = match state.site.post(path, headers, body).await {
         Ok(resp) => resp,
         // Never retried or synthesised as 502/504: the write may have reached the site.
-        Err(e) => return (unreachable_response(state, &e.0), "error", "write"),
+        Err(e) => {
+            state.recheck_site().await;
+            return Outcome::new(unreachable_response(&e.0), Path::Error, "write");
+        }
     };
-    note_site_answer(state, key.as_ref(), &resp);
+    state.note_site_answer(key.as_ref(), sent, &resp).await;
     let answer = resp
         .json()
         .filter(|b| resp.status.is_success() && !is_error_body(b));
-    if let (Some(answer), Some(db)) = (answer, state.db()) {
-        if let Err(e) = write_through(state, db, req, &answer).await {
+    // The payload is built only now that the site accepted the write.
+    if let (Some(answer), Some(db), Some(req)) = (answer, state.db(), env.to_request()) {
+        if let Err(e) = write_through(state, db, &req, &answer).await {
             // The cache may now be stale for these entities until the event follower
             // catches up; reads of them keep matching once it does.
             state.metrics.write_through_failures.inc();
@@ -55,7 +60,7 @@ pub async fn write(
         // (the change notification is on its way, but may arrive after that read).
         state.results.invalidate();
     }
-    (resp.into_response(), "site", "write")
+    Outcome::new(resp.into_response(), Path::Site, "write")
 }
 
 /// Entities to re-read, by type.
@@ -125,27 +130,9 @@ async fn write_through(
         }
         tx.commit().await?;
     }
-    let auth = state
-        .service_auth
-        .clone()
-        .unwrap_or_else(|| req.auth.clone());
     for (ty, ids) in touched {
-        if !dbstate.types.contains_key(&ty) {
-            continue;
-        }
-        let fields: Vec<String> = dbstate
-            .live_fields(&ty)
-            .map(|(n, _)| n.clone())
-            .filter(|n| n != "id")
-            .collect();
         let ids: Vec<i64> = ids.into_iter().collect();
-        for chunk in ids.chunks(REFRESH_PAGE) {
-            let rows = read_from_site(state, &auth, &ty, &fields, chunk).await?;
-            let mut tx = db.begin().await?;
-            storage::upsert_entities(&mut tx, &dbstate, &ty, &rows, WriteSource::WriteThrough)
-                .await?;
-            tx.commit().await?;
-        }
+        refresh(state, db, &ty, &ids, Missing::Keep).await?;
     }
     Ok(())
 }
@@ -208,40 +195,4 @@ async fn link_targets(
         }
     }
     Ok(())
-}
-
-/// Reads entities by id from the site with the given fields.
-pub(super) async fn read_from_site(
-    state: &AppState,
-    auth: &Map<String, Value>,
-    ty: &str,
-    fields: &[String],
-    ids: &[i64],
-) -> anyhow::Result<Vec<Value>> {
-    let body = json!({"method_name": "read", "params": [auth, {
-        "type": ty,
-        "filters": {"logical_operator": "and", "conditions": [
-            {"path": "id", "relation": "in", "values": ids}]},
-        "return_fields": fields,
-        "paging": {"entities_per_page": ids.len(), "current_page": 1},
-        "return_paging_info_without_counts": true,
-    }]});
-    let resp = state
-        .site
-        .post(
-            "/api3/json",
-            &HeaderMap::new(),
-            Bytes::from(body.to_string()),
-        )
-        .await?;
-    let answer = resp
-        .json()
-        .filter(|b| resp.status.is_success() && !is_error_body(b))
-        .ok_or_else(|| {
-            anyhow::anyhow!("refresh read of {ty} failed with status {}", resp.status)
-        })?;
-    Ok(answer["results"]["entities"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
 }

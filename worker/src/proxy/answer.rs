@@ -1,0 +1,91 @@
+//! What a handler answers: the response, the path it took and why (the metric labels), and
+//! the helpers that build API3 answers. Shared by every handler of the proxy.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use sgcache::api3::{Api3Error, ErrorCode};
+
+/// Response header naming the path a request took (`cache`, `site` or `error`), for operators.
+pub const PATH_HEADER: &str = "x-sgcache-path";
+
+/// Which way a request was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// From the cache (or the last good `info`).
+    Cache,
+    /// By the site.
+    Site,
+    /// By the proxy with an error (the site unreachable, a refused request).
+    Error,
+}
+
+impl Path {
+    pub fn label(self) -> &'static str {
+        match self {
+            Path::Cache => "cache",
+            Path::Site => "site",
+            Path::Error => "error",
+        }
+    }
+}
+
+/// What a handler did: the response, the path taken and why (metric labels).
+pub struct Outcome {
+    pub response: Response,
+    pub path: Path,
+    /// Why a read passed through, or what kind of request it was (`none` otherwise).
+    pub reason: &'static str,
+}
+
+impl Outcome {
+    pub fn new(response: Response, path: Path, reason: &'static str) -> Outcome {
+        Outcome {
+            response,
+            path,
+            reason,
+        }
+    }
+
+    /// The response with the path header set.
+    pub fn into_response(self) -> Response {
+        let mut response = self.response;
+        response
+            .headers_mut()
+            .insert(PATH_HEADER, HeaderValue::from_static(self.path.label()));
+        response
+    }
+}
+
+/// An API3 error as the site sends them (HTTP 200, the client raises `Fault`).
+pub fn error_response(e: &Api3Error) -> Response {
+    json_response(&e.to_body())
+}
+
+/// An API3 error with an HTTP status (503 for "busy": clients and load balancers retry).
+pub fn error_with_status(status: StatusCode, e: &Api3Error) -> Response {
+    let mut r = error_response(e);
+    *r.status_mut() = status;
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+pub fn json_response(v: &Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+/// The API3 error the client gets when the site cannot be reached.
+pub fn unreachable_response(why: &str) -> Response {
+    tracing::warn!(error = why, "site unreachable");
+    error_response(&Api3Error::new(
+        ErrorCode::SiteUnavailable,
+        format!("The Shotgun site is unavailable through sgcache: {why}"),
+    ))
+}

@@ -1,0 +1,232 @@
+//! `read`: answered from the cache when the whole request is answerable and the principal
+//! verified; otherwise forwarded.
+//!
+//! The cache answers a principal the site accepted within `authTtl`, or within `authGrace`
+//! when the proxy's own probe says the site is down (never because a client's request
+//! failed: see [`super::site_health`]). A read that fails in the database goes to the site;
+//! the database is marked unavailable for everyone only when the proxy's own probe of it
+//! fails too (see [`AppState::db_failed`]), so one client's bad read never switches the
+//! cache off for the others.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{header, HeaderMap};
+use axum::response::IntoResponse;
+use serde_json::Value;
+use sgcache::api3::ReadRequest;
+use sgcache::query::{plan_read, PassThrough, ReadPlan, Reason};
+use sgcache::sql::Db;
+use tracing::Instrument;
+
+use super::answer::{unreachable_response, Outcome, Path};
+use super::answer_cache::{self, Kept};
+use super::api3::{forward, Call};
+use super::auth::{CredentialKey, Verdict};
+use super::envelope::{Envelope, MAX_READ_PAYLOAD};
+use super::AppState;
+
+/// Longest wait for the cache database on a read before it goes to the site.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn read(state: &Arc<AppState>, call: &Call, env: &Envelope<'_>) -> Outcome {
+    let (Some(auth), Some(key)) = (env.auth_map(), env.principal()) else {
+        return forward(state, call, None, "credentials").await;
+    };
+    if !state.cache_for.as_ref().is_none_or(|c| c.allows(auth)) {
+        return forward(state, call, Some(&key), "principal").await;
+    }
+    let plan = match plan(state, env) {
+        Ok(p) => p,
+        Err(pt) => {
+            tracing::debug!(reason = %pt, "read passed through");
+            return forward(state, call, Some(&key), pt.reason.label()).await;
+        }
+    };
+    let db = state.db().expect("a plan implies a database");
+    let verdict = state.auth.verdict(&key);
+    let grace = verdict == Verdict::Grace;
+    if verdict == Verdict::Fresh || (grace && !state.health.is_up()) {
+        return cached(state, call, env, &key, db, &plan).await;
+    }
+    // Not verified (recently enough): the request itself verifies the credentials.
+    let sent = Instant::now();
+    let answer = state
+        .site
+        .post(&call.path, &call.headers, call.body.clone())
+        .await;
+    if let Ok(resp) = &answer {
+        state.note_site_answer(Some(&key), sent, resp).await;
+        if !resp.is_unavailable() {
+            return Outcome::new(answer.unwrap().into_response(), Path::Site, "verify_auth");
+        }
+    } else {
+        state.metrics.site_error("unreachable");
+    }
+    // The site did not answer. Grace only if the proxy's own probe says it is down: this
+    // failure may be the client's own doing.
+    let site_up = match &answer {
+        Ok(_) => state.health.is_up(), // note_site_answer probed already
+        Err(_) => state.recheck_site().await,
+    };
+    if grace && !site_up {
+        return cached(state, call, env, &key, db, &plan).await;
+    }
+    match answer {
+        Ok(resp) => Outcome::new(resp.into_response(), Path::Site, "verify_auth"),
+        Err(e) => Outcome::new(unreachable_response(&e.0), Path::Error, "verify_auth"),
+    }
+}
+
+/// The statement answering the read, or why the cache does not answer it.
+fn plan(state: &AppState, env: &Envelope<'_>) -> Result<ReadPlan, PassThrough> {
+    let Some(db) = state.db() else {
+        return Err(sgcache::query::pass(Reason::Database, "no cache database"));
+    };
+    if !state.db_ok() {
+        return Err(sgcache::query::pass(
+            Reason::Database,
+            "cache database unavailable",
+        ));
+    }
+    if env.payload_text().len() > MAX_READ_PAYLOAD {
+        return Err(sgcache::query::pass(
+            Reason::Payload,
+            "payload too large to plan",
+        ));
+    }
+    let payload = env
+        .payload_value()
+        .ok_or_else(|| sgcache::query::pass(Reason::Payload, "payload nested too deeply"))?;
+    let read = ReadRequest::parse(&payload)
+        .map_err(|e| sgcache::query::pass(Reason::Payload, e.message))?;
+    plan_read(&read, &state.catalog(), db.dialect())
+}
+
+async fn cached(
+    state: &Arc<AppState>,
+    call: &Call,
+    env: &Envelope<'_>,
+    key: &CredentialKey,
+    db: &Db,
+    plan: &ReadPlan,
+) -> Outcome {
+    // Keyed by the payload only: every principal allowed here gets the same answer.
+    let kept_key = state
+        .results
+        .enabled()
+        .then(|| env.payload_text().to_string());
+    let wants_gzip = accepts_gzip(&call.headers);
+    let hit = kept_key.as_deref().and_then(|k| state.results.get(k));
+    if hit.is_some() {
+        state.metrics.result_hits.inc();
+    }
+    let answer = match hit {
+        Some(kept) => Ok(kept),
+        None => run_and_keep(state, plan, db, kept_key, wants_gzip).await,
+    };
+    match answer {
+        Ok(kept) => {
+            maybe_verify(state, call, &kept.body);
+            Outcome::new(kept_response(kept, wants_gzip), Path::Cache, "none")
+        }
+        Err(pt) => {
+            let mut reason = pt.reason.label();
+            if pt.reason == Reason::Database && state.recheck_db().await {
+                // The database answers the proxy's own probe: the statement was the problem.
+                state.metrics.read_statement_failures.inc();
+                reason = "statement";
+            }
+            tracing::debug!(reason = %pt, "cached read fell back to the site");
+            forward(state, call, Some(key), reason).await
+        }
+    }
+}
+
+/// Re-runs a sampled cached read against the site in the background.
+fn maybe_verify(state: &Arc<AppState>, call: &Call, body: &Bytes) {
+    if state.verify_sample_rate <= 0.0 || rand::random::<f64>() >= state.verify_sample_rate {
+        return;
+    }
+    let results = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|mut v| v.get_mut("results").map(Value::take))
+        .unwrap_or(Value::Null);
+    let check = super::verify::verify(
+        state.clone(),
+        call.path.clone(),
+        call.headers.clone(),
+        call.body.clone(),
+        results,
+    );
+    tokio::spawn(check.instrument(tracing::Span::current()));
+}
+
+/// A kept or fresh answer; gzipped already when kept so (the compression layer leaves
+/// answers with an encoding alone).
+fn kept_response(kept: Kept, wants_gzip: bool) -> axum::response::Response {
+    if let Some(gz) = kept.gz.filter(|_| wants_gzip) {
+        return (
+            [
+                (header::CONTENT_TYPE, "application/json; charset=utf-8"),
+                (header::CONTENT_ENCODING, "gzip"),
+                (header::VARY, "accept-encoding"),
+            ],
+            gz,
+        )
+            .into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        kept.body,
+    )
+        .into_response()
+}
+
+/// Whether the client accepts gzip (`accept-encoding: gzip`, not with `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|part| {
+            let mut it = part.split(';').map(str::trim);
+            it.next().is_some_and(|e| e.eq_ignore_ascii_case("gzip"))
+                && !it.any(|p| p.replace(' ', "") == "q=0")
+        })
+}
+
+/// Runs a cached read's statement and keeps the answer in memory when it can be kept.
+async fn run_and_keep(
+    state: &AppState,
+    plan: &ReadPlan,
+    db: &Db,
+    kept_key: Option<String>,
+    wants_gzip: bool,
+) -> Result<Kept, PassThrough> {
+    // Read before the query: a change while it runs must keep its answer from being kept.
+    let at = kept_key.as_ref().and_then(|_| {
+        let tables = answer_cache::quoted_identifiers(&plan.sql.text);
+        state.results.snapshot(tables)
+    });
+    // The answer's JSON text is written straight from the rows (no intermediate value).
+    // Bounded: over a dead connection a query may never return, and the site can answer.
+    let body = tokio::time::timeout(READ_TIMEOUT, plan.run_response(db))
+        .await
+        .map_err(|_| {
+            tracing::warn!(timeout = ?READ_TIMEOUT, "cached read timed out; passing through");
+            sgcache::query::pass(
+                Reason::Database,
+                "the cache database did not answer in time",
+            )
+        })??;
+    let body = Bytes::from(body);
+    let mut gz = None;
+    if let (Some(key), Some(at)) = (kept_key, at) {
+        gz = wants_gzip.then(|| answer_cache::gzip(&body)).flatten();
+        state.results.put(key, at, body.clone(), gz.clone());
+    }
+    Ok(Kept { body, gz })
+}

@@ -1,0 +1,119 @@
+//! Refreshing entities of the cache from the site, by id: after a write (write-through) and
+//! after a verification mismatch.
+//!
+//! Always with the cache's own credentials (`SHOTGUN_SCRIPT_NAME`/`SHOTGUN_API_KEY` or the
+//! spec): the cache holds what its own script sees, and a client may see less (permission
+//! groups, per-project visibility), so a re-read with a client's credentials could overwrite
+//! or retire, for everyone, what that client cannot see. Without them nothing is refreshed.
+
+use std::collections::BTreeSet;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use serde_json::{json, Map, Value};
+use sgcache::api3::is_error_body;
+use sgcache::sql::Db;
+use sgcache::storage::{self, WriteSource};
+
+use super::AppState;
+
+/// Largest `id in [...]` list per refresh read.
+const REFRESH_PAGE: usize = 500;
+
+/// What to do with ids the site does not return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// Leave them (a write-through: the write's own answer said they exist).
+    Keep,
+    /// Retire them (verification: the site no longer has them, for the cache's script).
+    Retire,
+}
+
+/// The cache's own credentials, without which nothing is refreshed.
+pub fn service_auth(state: &AppState) -> Option<&Map<String, Value>> {
+    let auth = state.service_auth.as_ref();
+    if auth.is_none() {
+        tracing::warn!(
+            "no credentials of the cache's own (SHOTGUN_SCRIPT_NAME/SHOTGUN_API_KEY): entities are not refreshed from the site"
+        );
+    }
+    auth
+}
+
+/// Re-reads `ids` of `ty` from the site with every cached field and writes them; returns how
+/// many were asked for. `Ok(0)` when the type is not cached or there are no service
+/// credentials.
+pub async fn refresh(
+    state: &AppState,
+    db: &Db,
+    ty: &str,
+    ids: &[i64],
+    missing: Missing,
+) -> anyhow::Result<usize> {
+    let Some(auth) = service_auth(state) else {
+        return Ok(0);
+    };
+    let dbstate = storage::read_state(db).await?;
+    if !dbstate.types.contains_key(ty) {
+        return Ok(0);
+    }
+    let fields: Vec<String> = dbstate
+        .live_fields(ty)
+        .map(|(n, _)| n.clone())
+        .filter(|n| n != "id")
+        .collect();
+    let mut n = 0;
+    for chunk in ids.chunks(REFRESH_PAGE) {
+        let rows = read_from_site(state, auth, ty, &fields, chunk).await?;
+        let seen: BTreeSet<i64> = rows.iter().filter_map(|r| r["id"].as_i64()).collect();
+        let gone: Vec<i64> = chunk
+            .iter()
+            .copied()
+            .filter(|i| !seen.contains(i))
+            .collect();
+        let mut tx = db.begin().await?;
+        storage::upsert_entities(&mut tx, &dbstate, ty, &rows, WriteSource::WriteThrough).await?;
+        if missing == Missing::Retire && !gone.is_empty() {
+            storage::retire(&mut tx, &dbstate, ty, &gone, WriteSource::WriteThrough).await?;
+        }
+        tx.commit().await?;
+        n += chunk.len();
+    }
+    Ok(n)
+}
+
+/// Reads entities by id from the site with the given fields.
+pub async fn read_from_site(
+    state: &AppState,
+    auth: &Map<String, Value>,
+    ty: &str,
+    fields: &[String],
+    ids: &[i64],
+) -> anyhow::Result<Vec<Value>> {
+    let body = json!({"method_name": "read", "params": [auth, {
+        "type": ty,
+        "filters": {"logical_operator": "and", "conditions": [
+            {"path": "id", "relation": "in", "values": ids}]},
+        "return_fields": fields,
+        "paging": {"entities_per_page": ids.len(), "current_page": 1},
+        "return_paging_info_without_counts": true,
+    }]});
+    let resp = state
+        .site
+        .post(
+            "/api3/json",
+            &HeaderMap::new(),
+            Bytes::from(body.to_string()),
+        )
+        .await?;
+    let answer = resp
+        .json()
+        .filter(|b| resp.status.is_success() && !is_error_body(b))
+        .ok_or_else(|| {
+            anyhow::anyhow!("refresh read of {ty} failed with status {}", resp.status)
+        })?;
+    Ok(answer["results"]["entities"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+}
