@@ -215,6 +215,11 @@ pub struct ProxySpec {
     /// Longest life of a kept answer, whatever the notifications say.
     #[serde(default = "defaults::result_cache_ttl")]
     pub result_cache_ttl: DurationString,
+    /// How far behind the site a type may be (since the event follower last caught up, or
+    /// the type's last complete scan started) and still be answered from the cache; past it
+    /// reads of the type pass through (reason `stale`). `0` turns the check off.
+    #[serde(default = "defaults::max_lag")]
+    pub max_lag: DurationString,
 }
 
 /// The principals whose reads may come from the cache. The cache holds what the cache's own
@@ -265,6 +270,7 @@ impl Default for ProxySpec {
             cache_for: None,
             result_cache_mb: defaults::result_cache_mb(),
             result_cache_ttl: defaults::result_cache_ttl(),
+            max_lag: defaults::max_lag(),
         }
     }
 }
@@ -413,6 +419,9 @@ mod defaults {
 
     pub fn result_cache_ttl() -> DurationString {
         "60s".into()
+    }
+    pub fn max_lag() -> DurationString {
+        "5m".into()
     }
     pub fn poll_interval() -> DurationString {
         "1s".into()

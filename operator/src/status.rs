@@ -34,7 +34,7 @@ pub fn build(
     let fields_ready: i64 = types.iter().map(|t| t.ready).sum();
     let fields_total: i64 = types
         .iter()
-        .map(|t| t.pending + t.backfilling + t.ready)
+        .map(|t| t.pending + t.backfilling + t.ready + t.unservable)
         .sum();
     let conds = conditions(obs, &types);
     let ready = conds.last().is_some_and(|c| c.1 == "True");
@@ -88,6 +88,7 @@ pub fn type_statuses(snap: &DbSnapshot) -> Vec<TypeStatus> {
                 t.backfill_total += f.backfill_total.unwrap_or(0);
             }
             "ready" => t.ready += 1,
+            "unservable" => t.unservable += 1,
             _ => t.dropped += 1,
         }
     }

@@ -100,6 +100,9 @@ impl Table {
 pub struct Store {
     pub tables: Vec<Table>,
     pub by_name: HashMap<String, Ty>,
+    /// Unset checkboxes read as `null` (reads, filters and sorts) instead of `false`, as on
+    /// sites whose checkbox columns were added without a default (`SimConfig::null_checkboxes`).
+    pub null_checkboxes: bool,
 }
 
 impl Store {
@@ -147,7 +150,11 @@ impl Store {
                 }
             })
             .collect();
-        let mut store = Store { tables, by_name };
+        let mut store = Store {
+            tables,
+            by_name,
+            null_checkboxes: false,
+        };
         crate::inverse::pair_fields(&mut store);
         store.load_defaults(schema);
         store

@@ -47,6 +47,7 @@ impl Harness {
             cache_for: None,
             result_cache_bytes: 16 << 20,
             result_cache_ttl: Duration::from_secs(60),
+            max_lag: Duration::from_secs(300),
         };
         tweak(&mut config);
         let state = AppState::new(&config, db)?;

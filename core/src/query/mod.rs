@@ -42,6 +42,10 @@ pub enum Reason {
     LinkName,
     /// The cache database failed; the site answers instead.
     Database,
+    /// A field the read touches holds a value the cache could not store (state `unservable`).
+    Unservable,
+    /// The type is further behind the site than `workers.proxy.maxLag`.
+    Stale,
 }
 
 impl Reason {
@@ -58,6 +62,8 @@ impl Reason {
             Reason::ArchivedProjects => "archived_projects",
             Reason::LinkName => "link_name",
             Reason::Database => "database",
+            Reason::Unservable => "unservable",
+            Reason::Stale => "stale",
         }
     }
 }
@@ -182,6 +188,15 @@ pub fn plan_read(
         .is_some_and(|v| !v.is_null())
     {
         return Err(pass(Reason::Payload, "additional_filter_presets"));
+    }
+    if cat.types.get(&req.entity_type).is_some_and(|t| t.stale) {
+        return Err(pass(
+            Reason::Stale,
+            format!(
+                "{} is further behind the site than allowed",
+                req.entity_type
+            ),
+        ));
     }
     let root = cat.ready_type(&req.entity_type).ok_or_else(|| {
         pass(

@@ -6,6 +6,7 @@
 
 mod api3;
 pub mod auth;
+mod freshness;
 pub mod metrics;
 pub mod results;
 pub mod run;
@@ -56,6 +57,8 @@ pub struct ProxyConfig {
     /// Bytes of answers kept in memory (0: none) and their longest life.
     pub result_cache_bytes: usize,
     pub result_cache_ttl: Duration,
+    /// How far behind the site a type may be and still be answered (`ZERO`: unchecked).
+    pub max_lag: Duration,
 }
 
 impl ProxyConfig {
@@ -71,6 +74,7 @@ impl ProxyConfig {
             cache_for: spec.workers.proxy.cache_for.clone(),
             result_cache_bytes: spec.workers.proxy.result_cache_mb as usize * 1024 * 1024,
             result_cache_ttl: spec.workers.proxy.result_cache_ttl.duration(),
+            max_lag: spec.workers.proxy.max_lag.duration(),
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct AppState {
     pub cache_for: Option<sgcache::spec::CacheForSpec>,
     /// Answers kept in memory.
     pub results: results::ResultCache,
+    /// See [`ProxyConfig::max_lag`].
+    pub max_lag: Duration,
 }
 
 impl AppState {
@@ -114,6 +120,7 @@ impl AppState {
             verify_sample_rate: config.verify_sample_rate,
             cache_for: config.cache_for.clone(),
             results: results::ResultCache::new(config.result_cache_bytes, config.result_cache_ttl),
+            max_lag: config.max_lag,
         }))
     }
 
@@ -140,9 +147,11 @@ impl AppState {
     /// Re-reads the catalog; a failure marks the database unavailable (reads pass through).
     pub async fn refresh_catalog(&self) {
         let Some(db) = self.db() else { return };
-        match Catalog::load(db).await {
-            Ok(c) => {
-                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
+        match freshness::load(db, self.max_lag).await {
+            Ok(loaded) => {
+                self.metrics.set_fidelity(&loaded.catalog);
+                self.metrics.events_failures.set(loaded.follower_failures);
+                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded.catalog);
                 if !self.db_ok.swap(true, Ordering::Relaxed) {
                     tracing::info!("cache database available again");
                 }
@@ -201,7 +210,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let types_ready = state.catalog().types.values().filter(|t| t.ready).count();
+    let catalog = state.catalog();
+    let types_ready = catalog.types.values().filter(|t| t.ready).count();
     let body = json!({
         "database": match (state.db().is_some(), db, state.db_pending.load(Ordering::Relaxed)) {
             (_, true, _) => "ok",
@@ -210,6 +220,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         },
         "site": if site { "ok" } else { "unavailable" },
         "types_ready": types_ready,
+        // Passed through rather than served: types too far behind the site (maxLag) and
+        // fields holding a value the cache cannot store.
+        "stale_types": freshness::stale_types(&catalog),
+        "unservable_fields": freshness::unservable_fields(&catalog),
     });
     (status, Json(body)).into_response()
 }

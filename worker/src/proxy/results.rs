@@ -332,7 +332,13 @@ async fn follow(
             }
             note = listener.try_recv() => match note? {
                 Some(n) if n.payload() == token => heard = Instant::now(),
-                Some(n) => state.results.changed(n.payload()),
+                Some(n) => {
+                    state.results.changed(n.payload());
+                    // A field left `ready` (e.g. unservable): stop serving it at once.
+                    if n.payload() == "_sgcache_fields" {
+                        state.refresh_catalog().await;
+                    }
+                }
                 None => anyhow::bail!("the notification connection closed"),
             },
         }

@@ -142,9 +142,14 @@ async fn write_through(
         for chunk in ids.chunks(REFRESH_PAGE) {
             let rows = read_from_site(state, &auth, &ty, &fields, chunk).await?;
             let mut tx = db.begin().await?;
-            storage::upsert_entities(&mut tx, &dbstate, &ty, &rows, WriteSource::WriteThrough)
-                .await?;
+            let out =
+                storage::upsert_entities(&mut tx, &dbstate, &ty, &rows, WriteSource::WriteThrough)
+                    .await?;
             tx.commit().await?;
+            if out.unstorable > 0 {
+                // A field just became unservable: stop serving it now, not at the next refresh.
+                state.refresh_catalog().await;
+            }
         }
     }
     Ok(())

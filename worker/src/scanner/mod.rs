@@ -76,6 +76,7 @@ pub async fn run(
     let Some(db) = connect_db(&url, spec.database.max_connections.min(4), &stop).await else {
         return Ok(());
     };
+    reader.attach_db(db.clone());
     let result = if args.full {
         full_run(&db, &reader, &args)
             .await
