@@ -15,7 +15,8 @@ const WORKERS: &str = "  scanner:\n    interval: 1s\n    overlap: 2s\n    pageSi
 const MAX_LAG: Duration = Duration::from_secs(3);
 
 async fn read_code(http: &reqwest::Client, proxy: &str, id: i64) -> (String, Value) {
-    let payload = json!({"type": "Shot", "filters": [["id", "is", id]], "return_fields": ["code"]});
+    let payload = json!({"type": "Shot", "filters": {"logical_operator": "and", "conditions": [
+        {"path": "id", "relation": "is", "values": [id]}]}, "return_fields": ["code"]});
     let body = json!({"method_name": "read", "params": [
         {"script_name": "sgcache_test", "script_key": "test_key"}, payload]});
     let (_, path, answer) = sgcache_tests::proxy::post(

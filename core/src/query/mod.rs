@@ -372,7 +372,12 @@ fn archived(cat: &Catalog, root: &CatalogType) -> Result<Frag, PassThrough> {
         .ok_or_else(|| pass(Reason::ArchivedProjects, "Project.archived is not cached"))?;
     let mut out = Frag::new();
     if root.entity_type == "Project" {
-        out.lit("NOT ").col("r", "archived");
+        // A null checkbox (sites return null for unset ones) is not archived.
+        out.lit("(")
+            .col("r", "archived")
+            .lit(" IS NULL OR NOT ")
+            .col("r", "archived")
+            .lit(")");
         return Ok(out);
     }
     let f = root

@@ -5,11 +5,20 @@ use serde_json::json;
 
 use super::*;
 
+/// A one-condition filter in wire form.
+fn by(path: &str, relation: &str, value: serde_json::Value) -> serde_json::Value {
+    and(json!([{"path": path, "relation": relation, "values": [value]}]))
+}
+
+fn none() -> serde_json::Value {
+    and(serde_json::Value::Array(vec![]))
+}
+
 fn flagged(s: &Site, rel: &str, value: bool) -> Vec<u64> {
     ids(&read_all(
         s,
         "Version",
-        json!([["flagged", rel, value]]),
+        by("flagged", rel, json!(value)),
         &["flagged"],
     ))
 }
@@ -17,7 +26,7 @@ fn flagged(s: &Site, rel: &str, value: bool) -> Vec<u64> {
 #[test]
 fn unset_checkboxes_read_false_by_default_and_null_when_switched() {
     let s = site();
-    let all = ids(&read_all(&s, "Version", json!([]), &["flagged"]));
+    let all = ids(&read_all(&s, "Version", none(), &["flagged"]));
     assert!(!all.is_empty());
     call(
         &s,
@@ -32,14 +41,14 @@ fn unset_checkboxes_read_false_by_default_and_null_when_switched() {
     )
     .unwrap();
     // Default: an unset checkbox is false everywhere (read, `is false`, sort).
-    let rows = read_all(&s, "Version", json!([["id", "is", all[2]]]), &["flagged"]);
+    let rows = read_all(&s, "Version", by("id", "is", json!(all[2])), &["flagged"]);
     assert_eq!(rows[0]["flagged"], json!(false));
     assert_eq!(flagged(&s, "is", true), vec![all[0]]);
     assert_eq!(flagged(&s, "is", false).len(), all.len() - 1);
     // Switched: unset reads null, matches neither `is true` nor `is false`, and matches the
     // negations (exact negation of the positive relation, as for every other null).
     s.set_null_checkboxes(true);
-    let rows = read_all(&s, "Version", json!([["id", "is", all[2]]]), &["flagged"]);
+    let rows = read_all(&s, "Version", by("id", "is", json!(all[2])), &["flagged"]);
     assert_eq!(rows[0]["flagged"], json!(null));
     assert_eq!(flagged(&s, "is", true), vec![all[0]]);
     assert_eq!(flagged(&s, "is", false), vec![all[1]]);
@@ -47,7 +56,7 @@ fn unset_checkboxes_read_false_by_default_and_null_when_switched() {
     // Nulls sort last ascending, like every other null.
     let sorted = read_with(
         &s,
-        json!({"type": "Version", "filters": [], "return_fields": ["flagged"],
+        json!({"type": "Version", "filters": {"logical_operator": "and", "conditions": []}, "return_fields": ["flagged"],
                "sorts": [{"field_name": "flagged", "direction": "asc"}]}),
     );
     assert_eq!(ids(&sorted)[..2], [all[1], all[0]]);
@@ -64,7 +73,7 @@ fn unset_checkboxes_read_false_by_default_and_null_when_switched() {
 #[test]
 fn ugly_values_are_stored_and_returned_verbatim() {
     let s = site();
-    let id = ids(&read_all(&s, "Version", json!([]), &["code"]))[0];
+    let id = ids(&read_all(&s, "Version", none(), &["code"]))[0];
     let fields = json!([
         {"field_name": "code", "value": "nul\u{0}inside"},
         {"field_name": "description", "value": "\u{0}"},
@@ -87,7 +96,7 @@ fn ugly_values_are_stored_and_returned_verbatim() {
         "sg_uploaded_movie_frame_rate",
         "sg_movie_aspect_ratio",
     ];
-    let row = &read_all(&s, "Version", json!([["id", "is", id]]), &names)[0];
+    let row = &read_all(&s, "Version", by("id", "is", json!(id)), &names)[0];
     for f in fields.as_array().unwrap() {
         let name = f["field_name"].as_str().unwrap();
         assert_eq!(row[name], f["value"], "{name}");
@@ -102,7 +111,7 @@ fn ugly_values_are_stored_and_returned_verbatim() {
         json!({"type": "Version", "id": id, "fields": [{"field_name": "sg_first_frame", "value": i64::from(i32::MAX) + 1}]}),
     )
     .is_err());
-    let tid = ids(&read_all(&s, "Task", json!([]), &["content"]))[0];
+    let tid = ids(&read_all(&s, "Task", none(), &["content"]))[0];
     for (start, due) in [("0001-01-01", "9999-12-31"), ("1970-01-01", "2038-01-19")] {
         call(
             &s,
@@ -115,7 +124,7 @@ fn ugly_values_are_stored_and_returned_verbatim() {
         let row = &read_all(
             &s,
             "Task",
-            json!([["id", "is", tid]]),
+            by("id", "is", json!(tid)),
             &["start_date", "due_date"],
         )[0];
         assert_eq!(
@@ -134,7 +143,7 @@ fn ugly_values_are_stored_and_returned_verbatim() {
         let row = &read_all(
             &s,
             "Version",
-            json!([["id", "is", id]]),
+            by("id", "is", json!(id)),
             &["media_center_import_time"],
         )[0];
         assert_eq!(row["media_center_import_time"], json!(t));
@@ -147,6 +156,6 @@ fn ugly_values_are_stored_and_returned_verbatim() {
         json!({"type": "Task", "id": tid, "fields": [{"field_name": "splits", "value": splits}]}),
     )
     .unwrap();
-    let row = &read_all(&s, "Task", json!([["id", "is", tid]]), &["splits"])[0];
+    let row = &read_all(&s, "Task", by("id", "is", json!(tid)), &["splits"])[0];
     assert_eq!(row["splits"], splits);
 }
