@@ -240,6 +240,11 @@ pub struct ProxySpec {
     /// Longest life of a kept answer, whatever the notifications say.
     #[serde(default = "defaults::result_cache_ttl")]
     pub result_cache_ttl: DurationString,
+    /// How far behind the site a type may be (since the event follower last caught up, or
+    /// the type's last complete scan started) and still be answered from the cache; past it
+    /// reads of the type pass through (reason `stale`). `0` turns the check off.
+    #[serde(default = "defaults::max_lag")]
+    pub max_lag: DurationString,
     /// Limits that keep one client from exhausting the proxy for the others.
     #[serde(default)]
     pub limits: ProxyLimitsSpec,
@@ -339,6 +344,7 @@ impl Default for ProxySpec {
             result_cache_mb: defaults::result_cache_mb(),
             result_cache_ttl: defaults::result_cache_ttl(),
             limits: ProxyLimitsSpec::default(),
+            max_lag: defaults::max_lag(),
         }
     }
 }
@@ -506,6 +512,9 @@ mod defaults {
     }
     pub fn body_read_timeout() -> DurationString {
         "30s".into()
+    }
+    pub fn max_lag() -> DurationString {
+        "5m".into()
     }
     pub fn poll_interval() -> DurationString {
         "1s".into()

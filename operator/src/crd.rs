@@ -167,6 +167,10 @@ pub struct TypeStatus {
     /// Fields dropped from the spec (no longer served).
     #[serde(default)]
     pub dropped: i64,
+    /// Fields holding a value the cache cannot store (passed through until the next migrate
+    /// backfills them again).
+    #[serde(default)]
+    pub unservable: i64,
     /// Entities backfilled so far, over fields still backfilling.
     #[serde(default)]
     pub backfill_done: i64,

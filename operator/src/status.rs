@@ -78,7 +78,7 @@ pub fn build(
     let fields_ready: i64 = types.iter().map(|t| t.ready).sum();
     let fields_total: i64 = types
         .iter()
-        .map(|t| t.pending + t.backfilling + t.ready)
+        .map(|t| t.pending + t.backfilling + t.ready + t.unservable)
         .sum();
     let conds = conditions(obs, &waiting);
     let ready = conds.last().is_some_and(|c| c.1 == "True");
@@ -146,6 +146,7 @@ pub fn type_statuses(snap: &DbSnapshot, declared: Option<&Declared>) -> Vec<Type
                 t.backfill_total += f.backfill_total.unwrap_or(0);
             }
             "ready" => t.ready += 1,
+            "unservable" => t.unservable += 1,
             _ => t.dropped += 1,
         }
     }

@@ -46,6 +46,7 @@ fn counts_fields_per_type_and_backfill_progress() {
             row("Shot", "description", "backfilling", 40, Some(100)),
             row("Shot", "sg_cut_in", "pending", 0, None),
             row("Shot", "old", "dropped", 0, None),
+            row("Shot", "sg_status_list", "unservable", 0, None),
             row("Asset", "code", "ready", 0, None),
         ],
         events: Some(EventsRow {
@@ -62,12 +63,18 @@ fn counts_fields_per_type_and_backfill_progress() {
     assert_eq!(s.types[0].entity_type, "Asset");
     let shot = &s.types[1];
     assert_eq!(
-        (shot.pending, shot.backfilling, shot.ready, shot.dropped),
-        (1, 1, 1, 1)
+        (
+            shot.pending,
+            shot.backfilling,
+            shot.ready,
+            shot.dropped,
+            shot.unservable
+        ),
+        (1, 1, 1, 1, 1)
     );
     assert_eq!((shot.backfill_done, shot.backfill_total), (40, 100));
-    assert_eq!((s.fields_ready, s.fields_total), (2, 4));
-    assert_eq!(s.fields_summary, "2/4");
+    assert_eq!((s.fields_ready, s.fields_total), (2, 5));
+    assert_eq!(s.fields_summary, "2/5");
     let ev = s.events.as_ref().unwrap();
     assert_eq!((ev.last_event_id, ev.lag_seconds, ev.backlog), (912, 4, 2));
     assert_eq!(

@@ -173,7 +173,7 @@ pub fn render(store: &Store, meta: &FieldMeta, val: Option<&Val>, style: LinkSty
     use DataType::*;
     match (&meta.data_type, val) {
         (Password, Some(_)) => json!("*******"),
-        (Checkbox, None) => json!(false),
+        (Checkbox, None) if !store.null_checkboxes => json!(false),
         (MultiEntity | Addressing, v) => Value::Array(
             v.map(Val::links)
                 .unwrap_or(&[])

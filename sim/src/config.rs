@@ -54,6 +54,9 @@ pub struct SimConfig {
     pub clock: Option<String>,
     /// How many recent requests `/control/requests` keeps.
     pub request_log_size: usize,
+    /// Unset checkbox fields read as `null` (and match neither `is true` nor `is false`), as
+    /// on real sites whose checkbox columns have no default. Also `PUT /control/quirks`.
+    pub null_checkboxes: bool,
 }
 
 impl Default for SimConfig {
@@ -84,6 +87,7 @@ impl Default for SimConfig {
             max_entities_per_page: 500,
             clock: None,
             request_log_size: 10_000,
+            null_checkboxes: false,
         }
     }
 }

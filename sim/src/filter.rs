@@ -465,7 +465,22 @@ fn test_path(store: &Store, cond: &Cond, hops: &[Hop], id: u32, row: &Row) -> bo
 fn test_field(store: &Store, cond: &Cond, id: u32, row: &Row) -> bool {
     match cond.path.field {
         None => test_scalar(store, &cond.pred, Some(&Val::Int(id as i64))),
-        Some(f) => test_value(store, cond, row.get(f)),
+        Some(f) => test_value(
+            store,
+            cond,
+            checkbox_value(store, &cond.path.data_type, row.get(f)),
+        ),
+    }
+}
+
+/// An unset checkbox of an existing row is `false` (what reads return), unless the site reads
+/// unset checkboxes as null ([`Store::null_checkboxes`]); a checkbox behind a null link stays
+/// null (no row to default).
+pub fn checkbox_value<'a>(store: &Store, dt: &DataType, v: Option<&'a Val>) -> Option<&'a Val> {
+    const FALSE: &Val = &Val::Bool(false);
+    match (dt, v) {
+        (DataType::Checkbox, None) if !store.null_checkboxes => Some(FALSE),
+        _ => v,
     }
 }
 

@@ -22,6 +22,7 @@ pub fn router(site: Arc<Site>) -> Router {
         .route("/control/stats", get(stats))
         .route("/control/stats/reset", post(reset_stats))
         .route("/control/faults", get(get_faults).put(put_faults))
+        .route("/control/quirks", get(get_quirks).put(put_quirks))
         .route("/control/requests", get(requests))
         .route("/control/credentials", axum::routing::put(put_credentials))
         .fallback(api3)
@@ -71,6 +72,32 @@ async fn put_faults(State(site): State<Arc<Site>>, body: Bytes) -> Response {
         }
         Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),
     }
+}
+
+/// How the site's data reads (`PUT` takes any subset; unknown keys are a 400).
+#[derive(Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct Quirks {
+    null_checkboxes: Option<bool>,
+}
+
+async fn get_quirks(State(site): State<Arc<Site>>) -> Json<Value> {
+    Json(json!({"null_checkboxes": site.null_checkboxes()}))
+}
+
+async fn put_quirks(State(site): State<Arc<Site>>, body: Bytes) -> Response {
+    let q: Quirks = match serde_json::from_slice(&body) {
+        Ok(q) => q,
+        Err(e) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})),
+    };
+    if let Some(on) = q.null_checkboxes {
+        tracing::info!(null_checkboxes = on, "quirks changed");
+        site.set_null_checkboxes(on);
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"null_checkboxes": site.null_checkboxes()}),
+    )
 }
 
 #[derive(Deserialize)]

@@ -133,6 +133,15 @@ impl SimHandle {
         self.site.auth.set_script_key(script_name, script_key)
     }
 
+    /// Whether unset checkboxes read as null (`SimConfig::null_checkboxes`).
+    pub fn null_checkboxes(&self) -> bool {
+        self.site.null_checkboxes()
+    }
+
+    pub fn set_null_checkboxes(&self, on: bool) {
+        self.site.set_null_checkboxes(on);
+    }
+
     pub fn seed_counts(&self) -> SeedCounts {
         self.site.counts.clone()
     }

@@ -59,6 +59,9 @@ struct Args {
     event_gap_delay_ms: Option<u64>,
     #[arg(long)]
     event_drop_rate: Option<f64>,
+    /// Unset checkbox fields read as null (see sim/README.md, "Ugly data").
+    #[arg(long)]
+    null_checkboxes: bool,
 }
 
 fn set<T>(slot: &mut T, v: Option<T>) {
@@ -89,6 +92,7 @@ fn config(a: Args) -> anyhow::Result<SimConfig> {
             .map_err(|e| anyhow::anyhow!("--site-version {v:?}: {e}"))?;
     }
     c.clock = a.clock.or(c.clock);
+    c.null_checkboxes |= a.null_checkboxes;
     let f = &mut c.faults;
     set(&mut f.latency_ms, a.latency_ms);
     set(&mut f.jitter_ms, a.jitter_ms);

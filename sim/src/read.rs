@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use sgcache::api3::{Api3Error, PagingStyle, ReadRequest, ReturnOnly, SortDirection};
 
 use crate::codec::{render, LinkStyle};
-use crate::filter::{compile, lower, resolve_path, Compiled, Path};
+use crate::filter::{checkbox_value, compile, lower, resolve_path, Compiled, Path};
 use crate::store::{Row, Store};
 use crate::value::{Link, Ty, Val};
 
@@ -124,7 +124,8 @@ fn sort_key(store: &Store, path: &Path, id: u32, row: &Row) -> Key {
         return Key::Num(id as f64);
     };
     let name = |l: &Link| Key::Text(lower(store.display_name(*l).unwrap_or("")).into_owned());
-    match row.get(f) {
+    let data_type = &store.table(table_of(path)).fields[f as usize].data_type;
+    match checkbox_value(store, data_type, row.get(f)) {
         None => Key::Null,
         Some(Val::Int(n)) => Key::Num(*n as f64),
         Some(Val::Float(x)) => Key::Num(*x),

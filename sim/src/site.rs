@@ -40,6 +40,7 @@ impl Site {
     pub fn new(config: &SimConfig) -> anyhow::Result<Site> {
         let schema = config.load_schema()?;
         let mut store = Store::new(&schema);
+        store.null_checkboxes = config.null_checkboxes;
         let started = Instant::now();
         let seeded = seed(&mut store, &config.seed, &config.scripts, &config.users);
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, counts = ?seeded.counts, "seeded");
@@ -75,6 +76,23 @@ impl Site {
 
     pub fn set_faults(&self, f: Faults) {
         *self.faults.write().unwrap_or_else(|e| e.into_inner()) = f;
+    }
+
+    /// Whether unset checkboxes read as null ([`Store::null_checkboxes`]).
+    pub fn null_checkboxes(&self) -> bool {
+        self.store
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .null_checkboxes
+    }
+
+    /// Switches how unset checkboxes read. Nothing else changes: no event, no `updated_at`
+    /// (as when a site's column definition changes under its data).
+    pub fn set_null_checkboxes(&self, on: bool) {
+        self.store
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .null_checkboxes = on;
     }
 
     /// Counts a request before anything else happens to it.

@@ -103,6 +103,9 @@ pub struct Store {
     pub by_name: HashMap<String, Ty>,
     pub schema: SiteSchema,
     pub edits: SchemaEdits,
+    /// Unset checkboxes read as `null` (reads, filters and sorts) instead of `false`, as on
+    /// sites whose checkbox columns were added without a default (`SimConfig::null_checkboxes`).
+    pub null_checkboxes: bool,
 }
 
 impl Store {
@@ -155,6 +158,7 @@ impl Store {
             by_name,
             schema: schema.clone(),
             edits: SchemaEdits::default(),
+            null_checkboxes: false,
         };
         crate::inverse::pair_fields(&mut store);
         store.load_defaults(schema);

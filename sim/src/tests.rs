@@ -3,6 +3,7 @@
 
 mod events;
 mod filters;
+mod quirks;
 mod reference;
 mod writes;
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the compatibility suite's proxy tests: starts the test site, a fresh PostgreSQL cache and
 # `sgcache-worker all` (migrate, proxy, event follower, scanner) in front of it, waits for the
-# backfill, then runs test_proxy_battery.py with the official client against both.
+# backfill, then runs test_proxy_battery.py with the official client against both. Every field
+# ("*") of every seeded type is cached, against a site whose unset checkboxes read as null: no
+# record may be skipped and no field may be unservable (issue 10).
 #
 #   tests/compat/run_proxy.sh [pytest args...]
 #
@@ -31,7 +33,7 @@ else
 fi
 
 fifo="$work/sim.fifo"; mkfifo "$fifo"
-"$bin/shotgun-sim" --listen 127.0.0.1:0 --seed-scale "${SG_COMPAT_SEED_SCALE:-300}" >"$fifo" 2>"$work/sim.log" &
+"$bin/shotgun-sim" --listen 127.0.0.1:0 --seed-scale "${SG_COMPAT_SEED_SCALE:-300}" --null-checkboxes >"$fifo" 2>"$work/sim.log" &
 sim_pid=$!
 read -r line <"$fifo"
 site=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["listening"])' "$line")
@@ -47,6 +49,9 @@ entities:
   - {type: Step, fields: ["*"]}
   - {type: HumanUser, fields: ["*"]}
   - {type: Version, fields: ["*"]}
+  - {type: Note, fields: ["*"]}
+  - {type: PublishedFile, fields: ["*"]}
+  - {type: ApiUser, fields: ["*"]}
 workers:
   proxy: {port: $port}
 YAML
@@ -59,18 +64,25 @@ worker_pid=$!
 proxy="http://127.0.0.1:$port"
 for _ in $(seq 1 300); do
     # Ready once the backfill is done and the proxy's catalog has every type.
-    pending=$(psql "$pg/$db" -tAc "SELECT count(*) FROM _sgcache_fields WHERE state NOT IN ('ready', 'dropped')" 2>/dev/null || echo 1)
+    pending=$(psql "$pg/$db" -tAc "SELECT count(*) FROM _sgcache_fields WHERE state NOT IN ('ready', 'dropped', 'unservable')" 2>/dev/null || echo 1)
     types=$(curl -sf "$proxy/readyz" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["types_ready"])' 2>/dev/null || echo 0)
-    [ "$pending" = "0" ] && [ "$types" = "8" ] && break
+    [ "$pending" = "0" ] && [ "$types" = "11" ] && break
     kill -0 "$worker_pid" 2>/dev/null || { cat "$work/worker.log" >&2; exit 1; }
     sleep 1
 done
 echo "compat: proxy $proxy in front of $site, cache $db ready" >&2
+# Every record stored, every field servable: nothing the site returned was refused.
+unservable=$(psql "$pg/$db" -tAc "SELECT string_agg(entity_type || '.' || field_name || ': ' || unservable_reason, ', ') FROM _sgcache_fields WHERE state = 'unservable'")
+[ -z "$unservable" ] || { echo "compat: unservable fields after the backfill: $unservable" >&2; exit 1; }
 
 export SG_COMPAT_URL="$site" SG_PROXY_URL="$proxy" SHOTGUN_SIM_BIN="$bin/shotgun-sim"
 set +e
 "$here/run.sh" test_proxy_battery.py "$@"
 status=$?
 set -e
+if grep -Ei "skipping a record|cannot store" "$work/worker.log" >&2; then
+    echo "compat: the worker refused a record or a value (lines above)" >&2
+    status=1
+fi
 [ "$status" = 0 ] || { grep -v "answered" "$work/worker.log" | tail -30 >&2; psql "$pg/$db" -c "SELECT entity_type, state, count(*) FROM _sgcache_fields GROUP BY 1, 2" >&2; }
 exit "$status"

@@ -49,6 +49,7 @@ impl Harness {
             result_cache_ttl: Duration::from_secs(60),
             intake: Default::default(),
             listener: Default::default(),
+            max_lag: Duration::from_secs(300),
         };
         tweak(&mut config);
         let state = AppState::new(&config, db)?;

@@ -106,6 +106,7 @@ async fn an_unreachable_site_gets_an_api3_error() {
         result_cache_ttl: std::time::Duration::from_secs(60),
         intake: Default::default(),
         listener: Default::default(),
+        max_lag: std::time::Duration::from_secs(300),
     };
     let state = sgcache_worker::proxy::AppState::new(&config, None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,8 +1,10 @@
 //! The entity write path on PostgreSQL and SQLite: every storage kind round-trips, link order
-//! is kept, the updated_at and event-id guards hold, bad values are refused whole.
+//! is kept, the updated_at and event-id guards hold, a value a column cannot hold is stored as
+//! null with its field made unservable (never the row dropped), and records without an id or
+//! of another type are refused whole.
 
 use serde_json::{json, Value};
-use sgcache::plan::{DbState, PlanOptions};
+use sgcache::plan::{DbState, FieldState, PlanOptions};
 use sgcache::schema::SiteSchema;
 use sgcache::sql::{Db, SqlValue};
 use sgcache::storage::{self, StorageError, WriteOutcome, WriteSource};
@@ -128,7 +130,8 @@ async fn every_kind_round_trips(db: &Db, state: &DbState) {
         out,
         WriteOutcome {
             written: 1,
-            skipped: 0
+            skipped: 0,
+            unstorable: 0
         }
     );
     assert_eq!(
@@ -151,7 +154,8 @@ async fn every_kind_round_trips(db: &Db, state: &DbState) {
     assert_eq!(row["entity"], json!([null, null]));
     assert_eq!(row["flagged"], false);
     assert_eq!(links(db, 1).await, vec![p(2)]);
-    // A new row without the checkbox gets false.
+    // A new row without the checkbox holds null: the cache does not claim a false the site
+    // never said. A null checkbox from the site is kept as null.
     write(
         db,
         state,
@@ -161,7 +165,17 @@ async fn every_kind_round_trips(db: &Db, state: &DbState) {
     )
     .await
     .unwrap();
-    assert_eq!(version_row(db, 9).await["flagged"], false);
+    assert_eq!(version_row(db, 9).await["flagged"], Value::Null);
+    write(
+        db,
+        state,
+        "Version",
+        &[json!({"type": "Version", "id": 1, "flagged": null})],
+        WriteSource::Scan,
+    )
+    .await
+    .unwrap();
+    assert_eq!(version_row(db, 1).await["flagged"], Value::Null);
 
     let t = json!({"type": "Task", "id": 5, "content": "anim", "due_date": "2024-02-29",
                    "duration": 480, "splits": [{"start": "2024-02-01", "end": "2024-02-03"}]});
@@ -194,7 +208,8 @@ async fn updated_at_guard(db: &Db, state: &DbState) {
         w(rec("old", "2024-01-01T23:59:59Z", 2)).await,
         WriteOutcome {
             written: 0,
-            skipped: 1
+            skipped: 1,
+            unstorable: 0
         }
     );
     assert_eq!(code(db, 2).await, "new");
@@ -221,7 +236,8 @@ async fn event_guard(db: &Db, state: &DbState) {
             out,
             WriteOutcome {
                 written: 0,
-                skipped: 1
+                skipped: 1,
+                unstorable: 0
             }
         );
     }
@@ -253,30 +269,111 @@ async fn event_guard(db: &Db, state: &DbState) {
     tx.commit().await.unwrap();
 }
 
-async fn bad_values_write_nothing(db: &Db, state: &DbState) {
-    let good = json!({"type": "Version", "id": 20, "code": "fine"});
+async fn unstorable_values_keep_the_row(db: &Db, state: &DbState) {
+    // (record, field made unservable, reason fragment)
     let cases = [
         (
-            json!({"type": "Version", "id": 21, "sg_first_frame": "ten"}),
-            "Version.sg_first_frame of id 21",
+            json!({"type": "Version", "id": 21, "code": "a\u{0}b", "sg_first_frame": 7}),
+            "code",
+            "U+0000",
         ),
         (
-            json!({"type": "Version", "id": 21, "flagged": null}),
-            "Version.flagged of id 21",
+            json!({"type": "Version", "id": 22, "sg_first_frame": "ten", "code": "v22"}),
+            "sg_first_frame",
+            "an integer",
         ),
         (
-            json!({"type": "Version", "id": 21, "created_at": "2024-03-05 17:04:09"}),
-            "Version.created_at",
+            json!({"type": "Version", "id": 23, "created_at": "2024-03-05 17:04:09", "code": "v23"}),
+            "created_at",
+            "date-time",
         ),
         (
-            json!({"type": "Version", "id": 21, "playlists": [{"id": 4}]}),
-            "Version.playlists",
+            json!({"type": "Version", "id": 24, "playlists": [{"id": 4}], "code": "v24"}),
+            "playlists",
+            "entity link",
         ),
         (
-            json!({"type": "Version", "id": 21, "updated_at": 5}),
-            "Version.updated_at",
+            json!({"type": "Version", "id": 25, "entity": {"type": "Playlist", "id": 1}, "code": "v25"}),
+            "entity",
+            "does not list",
         ),
-        (json!({"type": "Shot", "id": 21}), "Version record"),
+        (
+            json!({"type": "Version", "id": 26, "sg_uploaded_movie": {"name": "\u{0}"}, "code": "v26"}),
+            "sg_uploaded_movie",
+            "U+0000",
+        ),
+        (
+            json!({"type": "Version", "id": 27, "sg_frames_aspect_ratio": "wide", "code": "v27"}),
+            "sg_frames_aspect_ratio",
+            "finite number",
+        ),
+    ];
+    for (i, (record, field, reason)) in cases.into_iter().enumerate() {
+        let id = record["id"].as_i64().unwrap();
+        let good = json!({"type": "Version", "id": 40 + i as i64, "code": "fine"});
+        let out = write(
+            db,
+            state,
+            "Version",
+            &[good, record.clone()],
+            WriteSource::Event {
+                event_id: 100 + i as i64,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!((out.written, out.unstorable), (2, 1), "{record}");
+        // The row is stored, the bad value as null, the other values as they are.
+        let row = version_row(db, id).await;
+        assert!(
+            row[field].is_null() || row[field] == json!([null, null]),
+            "{field}: {row}"
+        );
+        if field != "code" {
+            assert_eq!(row["code"], record["code"]);
+        }
+        let f = storage::list_fields(db)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|f| f.entity_type == "Version" && f.field_name == field)
+            .unwrap();
+        assert_eq!(f.state, FieldState::Unservable, "{field}");
+        assert_eq!(f.unservable_id, Some(id));
+        let why = f.unservable_reason.unwrap();
+        assert!(why.contains(reason), "{field}: {why}");
+        // Never the value itself (entity values are not logged or kept as reasons).
+        assert!(!why.contains("ten") && !why.contains("wide"), "{why}");
+        let letters = storage::list_dead_letters(db).await.unwrap();
+        assert!(
+            letters.iter().any(|l| l.event_id == Some(100 + i as i64)
+                && l.entity_id == id
+                && l.field_name == field),
+            "{letters:?}"
+        );
+        // A backfill finishing cannot declare it ready; only a migration retries it.
+        let mut tx = db.begin().await.unwrap();
+        storage::set_field_state(&mut tx, "Version", &[field.to_string()], FieldState::Ready)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(
+            storage::list_fields(db)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|f| f.entity_type == "Version" && f.field_name == field)
+                .unwrap()
+                .state,
+            FieldState::Unservable
+        );
+    }
+}
+
+async fn bad_records_write_nothing(db: &Db, state: &DbState) {
+    let good = json!({"type": "Version", "id": 30, "code": "fine"});
+    let cases = [
+        (json!({"type": "Shot", "id": 31}), "Version record"),
         (
             json!({"type": "Version", "code": "no id"}),
             "without an integer id",
@@ -293,7 +390,7 @@ async fn bad_values_write_nothing(db: &Db, state: &DbState) {
         .await
         .unwrap_err();
         assert!(err.to_string().contains(message), "{bad}: {err}");
-        assert!(select(db, "SELECT id FROM version WHERE id IN (20, 21)")
+        assert!(select(db, "SELECT id FROM version WHERE id IN (30, 31)")
             .await
             .is_empty());
     }
@@ -351,7 +448,8 @@ async fn all(db: &Db) {
     every_kind_round_trips(db, &state).await;
     updated_at_guard(db, &state).await;
     event_guard(db, &state).await;
-    bad_values_write_nothing(db, &state).await;
+    bad_records_write_nothing(db, &state).await;
+    unstorable_values_keep_the_row(db, &state).await;
     retire_and_revive(db, &state).await;
 }
 

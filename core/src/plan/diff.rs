@@ -59,7 +59,11 @@ fn diff_type(
                 field: def,
                 old_data_type: r.data_type.clone(),
             }),
-            Some(r) if r.state == FieldState::Dropped => Some(Change::ReviveField(def)),
+            // An unservable field is backfilled again: the values the site now holds may be
+            // storable (docs/storage.md "Values the cache cannot store").
+            Some(r) if matches!(r.state, FieldState::Dropped | FieldState::Unservable) => {
+                Some(Change::ReviveField(def))
+            }
             Some(r) if r.schema != def.schema => Some(Change::UpdateFieldSchema(def)),
             Some(_) => None,
         };

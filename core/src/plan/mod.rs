@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::schema::{DataType, SiteSchema, Storage};
 use crate::spec::ShotgunCacheSpec;
 
-pub use resolve::{uncacheable_reason, ASSOC_INDEX_SUFFIX};
+pub use resolve::{is_viewer_dependent, uncacheable_reason, ASSOC_INDEX_SUFFIX};
 pub use state::{DbState, FieldRecord, FieldState, TypeState};
 
 /// A field as a change creates or rebuilds it.
@@ -59,7 +59,8 @@ pub enum Change {
         field: FieldDef,
         old_data_type: String,
     },
-    /// A dropped field is back in the spec: its column is kept but stale, so back to `pending`.
+    /// A dropped field is back in the spec, or an unservable field is retried: its column is
+    /// kept but stale, so back to `pending`.
     ReviveField(FieldDef),
     /// Same data type, new schema record (e.g. valid values changed): only the record changes.
     UpdateFieldSchema(FieldDef),
@@ -126,6 +127,10 @@ pub enum PlanError {
     NotOnSite(Vec<String>),
     #[error("field {0}.{1} cannot be excluded: it is always cached ({2})")]
     ImplicitExcluded(String, String, &'static str),
+    #[error(
+        "field {0}.{1} cannot be cached: its value depends on who asks (remove it; \"*\" leaves it out)"
+    )]
+    ViewerDependent(String, String),
     #[error("table name {table} is used by both {first} and {second}")]
     TableCollision {
         table: String,

@@ -135,6 +135,9 @@ fn resolve_type<'a>(
         if !schema.fields.contains_key(f) {
             return Err(unknown(f));
         }
+        if is_viewer_dependent(f) {
+            return Err(PlanError::ViewerDependent(et.clone(), f.clone()));
+        }
         wanted.insert(f, true);
     }
     if entity.all_fields() {
@@ -174,10 +177,21 @@ fn resolve_type<'a>(
     })
 }
 
+/// True for fields whose value depends on who asks (`current_user_favorite`,
+/// `viewed_by_current_user`, `last_accessed_by_current_user`, ...): the cache reads as its own
+/// script, so a stored value would be the script's, served to everyone. Every such field of
+/// the site schema names the current user.
+pub fn is_viewer_dependent(field: &str) -> bool {
+    field.contains("current_user")
+}
+
 /// Why the cache cannot store a field faithfully, or `None` when it can.
 pub fn uncacheable_reason(entity_type: &str, field: &FieldSchema) -> Option<String> {
     if let Err(e) = ident::validate_field_name(&field.name) {
         return Some(e);
+    }
+    if is_viewer_dependent(&field.name) {
+        return Some("its value depends on who asks".into());
     }
     let too_long = |name: String| {
         (name.len() > ident::MAX_IDENT_LEN).then(|| {

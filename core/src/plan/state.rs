@@ -20,6 +20,10 @@ pub enum FieldState {
     Ready,
     /// Out of the spec: no longer served or written; the column stays until pruned.
     Dropped,
+    /// The site returned a value the column cannot hold (docs/storage.md "Unservable
+    /// fields"): still written (that value as null), never served; `migrate` backfills it
+    /// again.
+    Unservable,
 }
 
 impl FieldState {
@@ -29,6 +33,7 @@ impl FieldState {
             FieldState::Backfilling => "backfilling",
             FieldState::Ready => "ready",
             FieldState::Dropped => "dropped",
+            FieldState::Unservable => "unservable",
         }
     }
 
@@ -38,6 +43,7 @@ impl FieldState {
             "backfilling" => FieldState::Backfilling,
             "ready" => FieldState::Ready,
             "dropped" => FieldState::Dropped,
+            "unservable" => FieldState::Unservable,
             _ => return None,
         })
     }

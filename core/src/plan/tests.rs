@@ -351,3 +351,56 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn viewer_dependent_fields_are_left_out_of_star_and_refused_by_name() {
+    let site = fixture();
+    let p = plan(
+        &spec("entities:\n  - {type: Project, fields: [\"*\"]}\n"),
+        &site,
+        &DbState::default(),
+        NO_PRUNE,
+    )
+    .unwrap();
+    let text = p.to_string();
+    assert!(
+        !text.contains("add field Project.current_user_favorite"),
+        "{text}"
+    );
+    assert!(
+        text.contains("= pass through Project.current_user_favorite"),
+        "{text}"
+    );
+    let e = plan(
+        &spec("entities:\n  - {type: Project, fields: [name, current_user_favorite]}\n"),
+        &site,
+        &DbState::default(),
+        NO_PRUNE,
+    )
+    .unwrap_err();
+    let line = e.to_string();
+    assert!(!line.contains('\n'));
+    assert!(line.contains("Project.current_user_favorite"), "{line}");
+    assert!(line.contains("depends on who asks"), "{line}");
+}
+
+#[test]
+fn unservable_fields_are_backfilled_again_by_the_next_migration() {
+    let site = fixture();
+    let s = spec("entities:\n  - {type: Shot, fields: [code]}\n");
+    let mut state =
+        DbState::default().after(&plan(&s, &site, &DbState::default(), NO_PRUNE).unwrap());
+    assert!(plan(&s, &site, &state, NO_PRUNE).unwrap().is_empty());
+    state
+        .fields
+        .get_mut("Shot")
+        .unwrap()
+        .get_mut("code")
+        .unwrap()
+        .state = FieldState::Unservable;
+    let p = plan(&s, &site, &state, NO_PRUNE).unwrap();
+    assert_eq!(
+        p.to_string(),
+        "+ revive field Shot.code (text), pending backfill\n"
+    );
+}

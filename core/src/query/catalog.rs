@@ -21,6 +21,8 @@ pub struct CatalogField {
     pub storage: Storage,
     /// Only `ready` fields are served.
     pub ready: bool,
+    /// The site returned a value the cache cannot store (state `unservable`).
+    pub unservable: bool,
     /// Target types of entity and multi-entity fields.
     pub valid_types: Vec<String>,
 }
@@ -34,6 +36,9 @@ pub struct CatalogType {
     pub display_field: Option<String>,
     /// Rows of the type are complete (its `id` field is ready).
     pub ready: bool,
+    /// The type is further behind the site than `workers.proxy.maxLag` allows: every read of
+    /// it passes through (reason `stale`). Set by the proxy from [`Catalog::load_lag`].
+    pub stale: bool,
     pub fields: BTreeMap<String, CatalogField>,
 }
 
@@ -46,7 +51,7 @@ impl CatalogType {
     /// The display field, when links to this type can be named from the cache.
     pub fn name_field(&self) -> Option<&CatalogField> {
         let f = self.ready_field(self.display_field.as_deref()?)?;
-        (self.ready && f.storage == Storage::Text).then_some(f)
+        (self.ready && !self.stale && f.storage == Storage::Text).then_some(f)
     }
 }
 
@@ -62,14 +67,15 @@ fn id_field() -> CatalogField {
         data_type: DataType::Number,
         storage: Storage::Integer,
         ready: true,
+        unservable: false,
         valid_types: Vec::new(),
     }
 }
 
 impl Catalog {
-    /// A type whose rows may be served.
+    /// A type whose rows may be served (complete, and not further behind than allowed).
     pub fn ready_type(&self, entity_type: &str) -> Option<&CatalogType> {
-        self.types.get(entity_type).filter(|t| t.ready)
+        self.types.get(entity_type).filter(|t| t.ready && !t.stale)
     }
 
     /// The catalog a fully backfilled cache of `spec` would have (every field ready). Used by
@@ -109,6 +115,7 @@ impl Catalog {
                     table: ident::table_name(&entity.entity_type),
                     display_field: display,
                     ready: true,
+                    stale: false,
                     fields,
                 },
             );
@@ -136,6 +143,7 @@ impl Catalog {
                     entity_type: t,
                     display_field: display,
                     ready: false,
+                    stale: false,
                     fields: BTreeMap::new(),
                 },
             );
@@ -179,7 +187,8 @@ impl Catalog {
                     default_value: Value::Null,
                     raw: record,
                 });
-            if let Some(cf) = catalog_field(&field, ready && state != "dropped") {
+            if let Some(mut cf) = catalog_field(&field, ready) {
+                cf.unservable = state == "unservable";
                 ty.fields.insert(cf.name.clone(), cf);
             }
         }
@@ -198,7 +207,10 @@ impl Catalog {
 
 /// The catalog entry of a site field, or None when the cache cannot store it.
 fn catalog_field(f: &FieldSchema, ready: bool) -> Option<CatalogField> {
-    if f.name == "id" || ident::validate_field_name(&f.name).is_err() {
+    if f.name == "id"
+        || ident::validate_field_name(&f.name).is_err()
+        || crate::plan::is_viewer_dependent(&f.name)
+    {
         return None;
     }
     let storage = f.data_type.storage();
@@ -216,6 +228,7 @@ fn catalog_field(f: &FieldSchema, ready: bool) -> Option<CatalogField> {
         data_type: f.data_type.clone(),
         storage,
         ready,
+        unservable: false,
         valid_types,
     })
 }

@@ -58,6 +58,15 @@ fn lit(s: &'static str) -> Frag {
 
 /// A ready field of a cached type, or a pass-through reason.
 pub fn field<'a>(ty: &'a CatalogType, name: &str) -> Result<&'a CatalogField, PassThrough> {
+    if ty.fields.get(name).is_some_and(|f| f.unservable) {
+        return Err(pass(
+            Reason::Unservable,
+            format!(
+                "{}.{name} holds a value the cache cannot store",
+                ty.entity_type
+            ),
+        ));
+    }
     ty.ready_field(name).ok_or_else(|| {
         pass(
             Reason::FieldNotCached,

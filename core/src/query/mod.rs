@@ -45,6 +45,10 @@ pub enum Reason {
     /// The statement would be beyond what the database takes: more bound values than its
     /// protocol allows, or U+0000 in a text value (PostgreSQL text cannot hold it).
     DatabaseLimit,
+    /// A field the read touches holds a value the cache could not store (state `unservable`).
+    Unservable,
+    /// The type is further behind the site than `workers.proxy.maxLag`.
+    Stale,
 }
 
 impl Reason {
@@ -62,6 +66,8 @@ impl Reason {
             Reason::LinkName => "link_name",
             Reason::Database => "database",
             Reason::DatabaseLimit => "database_limit",
+            Reason::Unservable => "unservable",
+            Reason::Stale => "stale",
         }
     }
 }
@@ -186,6 +192,15 @@ pub fn plan_read(
         .is_some_and(|v| !v.is_null())
     {
         return Err(pass(Reason::Payload, "additional_filter_presets"));
+    }
+    if cat.types.get(&req.entity_type).is_some_and(|t| t.stale) {
+        return Err(pass(
+            Reason::Stale,
+            format!(
+                "{} is further behind the site than allowed",
+                req.entity_type
+            ),
+        ));
     }
     let root = cat.ready_type(&req.entity_type).ok_or_else(|| {
         pass(
@@ -396,7 +411,12 @@ fn archived(cat: &Catalog, root: &CatalogType) -> Result<Frag, PassThrough> {
         .ok_or_else(|| pass(Reason::ArchivedProjects, "Project.archived is not cached"))?;
     let mut out = Frag::new();
     if root.entity_type == "Project" {
-        out.lit("NOT ").col("r", "archived");
+        // A null checkbox (sites return null for unset ones) is not archived.
+        out.lit("(")
+            .col("r", "archived")
+            .lit(" IS NULL OR NOT ")
+            .col("r", "archived")
+            .lit(")");
         return Ok(out);
     }
     let f = root

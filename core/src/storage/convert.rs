@@ -1,5 +1,6 @@
 //! API3 JSON values (as `read` returns them) to column values, per storage kind. Anything that
-//! does not have the exact shape the data type promises is refused, never coerced.
+//! does not have the exact shape the data type promises, or that a column cannot hold, is
+//! refused (never coerced) with an [`Unstorable`] reason that names no value.
 
 use chrono::{NaiveDate, NaiveDateTime};
 use serde_json::Value;
@@ -18,20 +19,66 @@ pub enum Converted {
     Links(Vec<(String, i64)>),
 }
 
+/// Why a value cannot be stored. Never holds the value itself: reasons are logged and kept
+/// in `_sgcache_fields`, and entity values are never logged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unstorable {
+    /// U+0000 in text or JSON: PostgreSQL `text`/`jsonb` refuse it, SQLite's string functions
+    /// stop at it.
+    Nul,
+    /// Not the JSON shape the data type promises (what was expected).
+    Shape(&'static str),
+    /// A link to an entity type the field's schema does not list.
+    LinkType(String),
+}
+
+impl std::fmt::Display for Unstorable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unstorable::Nul => f.write_str("contains U+0000, which the column cannot hold"),
+            Unstorable::Shape(what) => write!(f, "expected {what}"),
+            Unstorable::LinkType(t) => {
+                write!(f, "links to entity type {t}, which the field does not list")
+            }
+        }
+    }
+}
+
+/// A null value of a field: every column is nullable (a checkbox too: sites return null for
+/// unset checkboxes, docs/storage.md).
+fn null_of(storage: Storage) -> Converted {
+    match storage {
+        Storage::EntityLink => Converted::Link(SqlValue::Null, SqlValue::Null),
+        Storage::MultiEntity => Converted::Links(vec![]),
+        _ => Converted::One(SqlValue::Null),
+    }
+}
+
+/// What a field stores in place of a value it cannot hold: null (the field is then unservable).
+pub fn unstorable_placeholder(storage: Storage) -> Converted {
+    null_of(storage)
+}
+
+/// True when a JSON value holds U+0000 in a string or a key.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
 /// Converts `value` for a field stored as `storage`; the error says what was wrong.
-pub fn convert(storage: Storage, value: &Value) -> Result<Converted, String> {
+pub fn convert(storage: Storage, value: &Value) -> Result<Converted, Unstorable> {
     use Converted::One;
     if value.is_null() {
-        return match storage {
-            Storage::Boolean => Err("a checkbox cannot be null".into()),
-            Storage::EntityLink => Ok(Converted::Link(SqlValue::Null, SqlValue::Null)),
-            Storage::MultiEntity => Ok(Converted::Links(vec![])),
-            _ => Ok(One(SqlValue::Null)),
-        };
+        return Ok(null_of(storage));
     }
-    let wrong = |what: &str| Err(format!("expected {what}, found {value}"));
+    let wrong = |what: &'static str| Err(Unstorable::Shape(what));
     match storage {
         Storage::Text => match value {
+            Value::String(s) if s.contains('\0') => Err(Unstorable::Nul),
             Value::String(s) => Ok(One(SqlValue::Text(s.clone()))),
             _ => wrong("a string"),
         },
@@ -39,9 +86,9 @@ pub fn convert(storage: Storage, value: &Value) -> Result<Converted, String> {
             Some(i) => Ok(One(SqlValue::Int(i))),
             None => wrong("an integer"),
         },
-        Storage::Float => match value {
-            Value::Number(n) => Ok(One(SqlValue::Float(n.as_f64().unwrap_or(f64::NAN)))),
-            _ => wrong("a number"),
+        Storage::Float => match value.as_f64() {
+            Some(x) if x.is_finite() => Ok(One(SqlValue::Float(x))),
+            _ => wrong("a finite number"),
         },
         Storage::Boolean => match value {
             Value::Bool(b) => Ok(One(SqlValue::Bool(*b))),
@@ -55,6 +102,7 @@ pub fn convert(storage: Storage, value: &Value) -> Result<Converted, String> {
             Some(t) => Ok(One(SqlValue::DateTime(t))),
             None => wrong("a date-time YYYY-MM-DDTHH:MM:SSZ"),
         },
+        Storage::Json if has_nul(value) => Err(Unstorable::Nul),
         Storage::Json => Ok(One(SqlValue::Json(value.clone()))),
         Storage::EntityLink => {
             let (t, id) = link(value)?;
@@ -68,20 +116,35 @@ pub fn convert(storage: Storage, value: &Value) -> Result<Converted, String> {
                 .map(Converted::Links),
             _ => wrong("a list of entity links"),
         },
-        Storage::Uncacheable(reason) => Err(format!("not cached: {reason}")),
+        Storage::Uncacheable(_) => wrong("a cacheable data type"),
     }
 }
 
 /// `{"type": "Shot", "id": 12, ...}` → ("Shot", 12).
-fn link(value: &Value) -> Result<(String, i64), String> {
+fn link(value: &Value) -> Result<(String, i64), Unstorable> {
     let t = value.get("type").and_then(Value::as_str);
     let id = value.get("id").and_then(Value::as_i64);
     match (t, id) {
         (Some(t), Some(id)) if crate::ident::validate_entity_type(t).is_ok() => Ok((t.into(), id)),
-        _ => Err(format!(
-            "expected an entity link {{\"type\", \"id\"}}, found {value}"
-        )),
+        _ => Err(Unstorable::Shape("an entity link {\"type\", \"id\"}")),
     }
+}
+
+/// Checks that every link of a converted value targets a type in `valid_types` (empty: any).
+pub fn check_link_types(converted: &Converted, valid_types: &[String]) -> Result<(), Unstorable> {
+    if valid_types.is_empty() {
+        return Ok(());
+    }
+    let listed = |t: &str| valid_types.iter().any(|v| v == t);
+    let bad = match converted {
+        Converted::Link(SqlValue::Text(t), _) => (!listed(t)).then(|| t.clone()),
+        Converted::Links(links) => links
+            .iter()
+            .find(|(t, _)| !listed(t))
+            .map(|(t, _)| t.clone()),
+        _ => None,
+    };
+    bad.map_or(Ok(()), |t| Err(Unstorable::LinkType(t)))
 }
 
 /// Exactly `YYYY-MM-DD`.
@@ -113,7 +176,27 @@ mod tests {
         assert!(convert(Storage::Integer, &json!(5.5)).is_err());
         assert!(convert(Storage::Integer, &json!("5")).is_err());
         assert!(convert(Storage::Text, &json!(5)).is_err());
-        assert!(convert(Storage::Boolean, &Value::Null).is_err());
+        assert_eq!(
+            convert(Storage::Boolean, &Value::Null).unwrap(),
+            Converted::One(SqlValue::Null)
+        );
+        assert_eq!(
+            convert(Storage::Text, &json!("a\u{0}b")).unwrap_err(),
+            Unstorable::Nul
+        );
+        assert_eq!(
+            convert(Storage::Json, &json!({"k": ["\u{0}"]})).unwrap_err(),
+            Unstorable::Nul
+        );
+        assert_eq!(
+            convert(Storage::Json, &json!({"\u{0}": 1})).unwrap_err(),
+            Unstorable::Nul
+        );
+        assert!(convert(Storage::Integer, &json!(u64::MAX)).is_err());
+        let link = convert(Storage::EntityLink, &json!({"type": "Asset", "id": 1})).unwrap();
+        assert!(check_link_types(&link, &["Shot".into()]).is_err());
+        assert!(check_link_types(&link, &["Shot".into(), "Asset".into()]).is_ok());
+        assert!(check_link_types(&link, &[]).is_ok());
         assert!(convert(Storage::Date, &json!("2024-1-5")).is_err());
         assert!(convert(Storage::DateTime, &json!("2024-01-05 10:00:00")).is_err());
         assert!(convert(Storage::DateTime, &json!("2024-01-05T10:00:00+00:00")).is_err());

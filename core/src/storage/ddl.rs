@@ -11,7 +11,8 @@ pub enum ColumnType {
     Text,
     BigInt,
     Double,
-    /// Checkbox: NOT NULL, default false.
+    /// Checkbox: nullable, no default (sites return null for unset checkboxes; a row written
+    /// without the field must not claim `false`).
     Checkbox,
     Date,
     DateTime,
@@ -25,13 +26,13 @@ impl ColumnType {
             (ColumnType::Text, Dialect::Postgres) => "text",
             (ColumnType::BigInt, Dialect::Postgres) => "bigint",
             (ColumnType::Double, Dialect::Postgres) => "double precision",
-            (ColumnType::Checkbox, Dialect::Postgres) => "boolean NOT NULL DEFAULT false",
+            (ColumnType::Checkbox, Dialect::Postgres) => "boolean",
             (ColumnType::Date, Dialect::Postgres) => "date",
             (ColumnType::DateTime, Dialect::Postgres) => "timestamptz",
             (ColumnType::Json, Dialect::Postgres) => "jsonb",
             (ColumnType::BigInt, Dialect::Sqlite) => "INTEGER",
             (ColumnType::Double, Dialect::Sqlite) => "REAL",
-            (ColumnType::Checkbox, Dialect::Sqlite) => "INTEGER NOT NULL DEFAULT 0",
+            (ColumnType::Checkbox, Dialect::Sqlite) => "INTEGER",
             (_, Dialect::Sqlite) => "TEXT",
         }
     }

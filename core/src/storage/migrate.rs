@@ -30,6 +30,7 @@ pub async fn migrate(
         record_migration(&mut tx, &plan, &spec_hash(spec)).await?;
     }
     ensure_link_indexes(&mut tx).await?;
+    super::checkbox::ensure_nullable_checkboxes(&mut tx).await?;
     super::notify::ensure_change_triggers(&mut tx).await?;
     tx.commit().await?;
     tracing::info!(changes = plan.changes.len(), "migration applied");
@@ -264,7 +265,7 @@ async fn upsert_field_row(tx: &mut Tx, f: &FieldDef) -> Result<(), StorageError>
         ") ON CONFLICT (entity_type, field_name) DO UPDATE SET data_type = excluded.data_type, \
          storage = excluded.storage, state = excluded.state, schema = excluded.schema, \
          backfill_cursor = NULL, backfill_done = 0, backfill_total = NULL, \
-         updated_at = excluded.updated_at",
+         unservable_reason = NULL, unservable_id = NULL, updated_at = excluded.updated_at",
     );
     tx.execute(&sql).await?;
     Ok(())

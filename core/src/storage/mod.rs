@@ -1,26 +1,35 @@
 //! The cache database: the layout of docs/storage.md, migrations that apply a plan, the
 //! cache's state tables and the entity write path, over PostgreSQL and SQLite.
 
+mod checkbox;
 mod convert;
 pub mod ddl;
 mod migrate;
 pub mod notify;
+mod scans;
 mod site_binding;
 mod state;
+mod unservable;
 mod write;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+pub use convert::Unstorable;
 pub use migrate::{apply_plan, migrate, spec_hash};
+pub use scans::{last_scan_start, record_scan_start};
 pub use site_binding::{
     bind_site, drop_cache, normalize_site_url, read_binding, restart_backfills, SiteBinding,
 };
 pub use state::{
-    ensure_state_tables, list_fields, read_event_position, read_state, read_state_tx,
-    set_backfill_progress, set_field_state, write_event_position, EventPosition, FieldStatus,
+    ensure_state_tables, list_fields, mark_caught_up, read_event_position, read_freshness,
+    read_state, read_state_tx, record_follower_failures, set_backfill_progress, set_field_state,
+    write_event_position, EventPosition, FieldStatus, Freshness, STATE_TABLES,
 };
-pub use write::{retire, retire_missing, revive, upsert_entities, WriteOutcome, WriteSource};
+pub use unservable::{list_dead_letters, mark_unservable, write_dead_letter, DeadLetter};
+pub use write::{
+    retire, retire_missing, revive, upsert_entities, UnstorableValue, WriteOutcome, WriteSource,
+};
 
 use crate::plan::PlanError;
 use crate::sql::{Db, Dialect, SqlValue, Tx};

@@ -1,6 +1,8 @@
 //! The cache's own state tables: `_sgcache_types`, `_sgcache_fields`, `_sgcache_events`,
-//! `_sgcache_migrations`. Created idempotently; read into the planner's [`DbState`].
+//! `_sgcache_migrations`, `_sgcache_dead_letters`. Created idempotently (columns added since
+//! the first release too); read into the planner's [`DbState`].
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{json_value, now_value, StorageError};
@@ -14,12 +16,18 @@ const PG_TABLES: &[&str] = &[
      field_name text NOT NULL, data_type text NOT NULL, storage text NOT NULL, \
      state text NOT NULL, schema jsonb, backfill_cursor bigint, \
      backfill_done bigint NOT NULL DEFAULT 0, backfill_total bigint, \
-     updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (entity_type, field_name))",
+     updated_at timestamptz NOT NULL DEFAULT now(), unservable_reason text, unservable_id bigint, \
+     PRIMARY KEY (entity_type, field_name))",
     "CREATE TABLE IF NOT EXISTS \"_sgcache_events\" (id integer PRIMARY KEY CHECK (id = 1), \
      last_event_id bigint, backlog jsonb NOT NULL DEFAULT '[]', \
      updated_at timestamptz NOT NULL DEFAULT now())",
     "CREATE TABLE IF NOT EXISTS \"_sgcache_migrations\" (id bigserial PRIMARY KEY, \
      applied_at timestamptz NOT NULL DEFAULT now(), plan jsonb NOT NULL, spec_hash text NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS \"_sgcache_dead_letters\" (event_id bigint NOT NULL, \
+     entity_type text NOT NULL, entity_id bigint NOT NULL, field_name text NOT NULL, \
+     reason text NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now(), \
+     PRIMARY KEY (event_id, entity_type, entity_id, field_name))",
+    super::scans::CREATE_SCANS,
 ];
 
 const SQLITE_TABLES: &[&str] = &[
@@ -29,43 +37,124 @@ const SQLITE_TABLES: &[&str] = &[
      field_name TEXT NOT NULL, data_type TEXT NOT NULL, storage TEXT NOT NULL, \
      state TEXT NOT NULL, schema TEXT, backfill_cursor INTEGER, \
      backfill_done INTEGER NOT NULL DEFAULT 0, backfill_total INTEGER, \
-     updated_at TEXT NOT NULL, PRIMARY KEY (entity_type, field_name))",
+     updated_at TEXT NOT NULL, unservable_reason TEXT, unservable_id INTEGER, \
+     PRIMARY KEY (entity_type, field_name))",
     "CREATE TABLE IF NOT EXISTS \"_sgcache_events\" (id INTEGER PRIMARY KEY CHECK (id = 1), \
      last_event_id INTEGER, backlog TEXT NOT NULL DEFAULT '[]', updated_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS \"_sgcache_migrations\" (id INTEGER PRIMARY KEY, \
      applied_at TEXT NOT NULL, plan TEXT NOT NULL, spec_hash TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS \"_sgcache_dead_letters\" (event_id INTEGER NOT NULL, \
+     entity_type TEXT NOT NULL, entity_id INTEGER NOT NULL, field_name TEXT NOT NULL, \
+     reason TEXT NOT NULL, recorded_at TEXT NOT NULL, \
+     PRIMARY KEY (event_id, entity_type, entity_id, field_name))",
+    super::scans::CREATE_SCANS,
 ];
 
-/// Creates the state tables if they are missing.
+/// The state tables, in creation order: what `migrate` creates and what deleting a cache
+/// must drop with the entity tables.
+const CREATED_STATE_TABLES: &[&str] = STATE_TABLES;
+
+/// Every table the cache keeps about itself (not entity data).
+pub const STATE_TABLES: &[&str] = &[
+    "_sgcache_types",
+    "_sgcache_fields",
+    "_sgcache_events",
+    "_sgcache_migrations",
+    "_sgcache_dead_letters",
+    "_sgcache_scans",
+];
+
+/// Columns added to state tables after the first release: (table, column, PostgreSQL type,
+/// SQLite type). `migrate` adds those an older cache lacks.
+const ADDED_COLUMNS: &[(&str, &str, &str, &str)] = &[
+    ("_sgcache_fields", "unservable_reason", "text", "TEXT"),
+    ("_sgcache_fields", "unservable_id", "bigint", "INTEGER"),
+    ("_sgcache_events", "caught_up_at", "timestamptz", "TEXT"),
+    (
+        "_sgcache_events",
+        "failures",
+        "bigint NOT NULL DEFAULT 0",
+        "INTEGER NOT NULL DEFAULT 0",
+    ),
+    ("_sgcache_events", "last_error", "text", "TEXT"),
+];
+
+/// Creates the state tables if they are missing, and the columns added since.
 pub async fn ensure_state_tables(tx: &mut Tx) -> Result<(), StorageError> {
     let dialect = tx.dialect();
     super::site_binding::ensure_table(tx).await?;
-    if count_state_tables(tx).await? == PG_TABLES.len() as i64 {
-        return Ok(()); // skips PostgreSQL's "already exists" notices on every run
+    if count_state_tables(tx).await? != CREATED_STATE_TABLES.len() as i64 {
+        // (Skipped when all exist: PostgreSQL would log "already exists" notices every run.)
+        let ddl = match dialect {
+            Dialect::Postgres => PG_TABLES,
+            Dialect::Sqlite => SQLITE_TABLES,
+        };
+        for stmt in ddl {
+            let mut sql = Sql::new(dialect);
+            sql.push(stmt);
+            tx.execute(&sql).await?;
+        }
     }
-    let ddl = match dialect {
-        Dialect::Postgres => PG_TABLES,
-        Dialect::Sqlite => SQLITE_TABLES,
-    };
-    for stmt in ddl {
+    for (table, column, pg, sqlite) in ADDED_COLUMNS {
+        if has_column(tx, table, column).await? {
+            continue;
+        }
         let mut sql = Sql::new(dialect);
-        sql.push(stmt);
+        sql.push("ALTER TABLE ")
+            .push_ident(table)
+            .push(" ADD COLUMN ")
+            .push_ident(column)
+            .push(" ")
+            .push(match dialect {
+                Dialect::Postgres => pg,
+                Dialect::Sqlite => sqlite,
+            });
         tx.execute(&sql).await?;
     }
     Ok(())
 }
 
-async fn count_state_tables(tx: &mut Tx) -> Result<i64, StorageError> {
+/// True when state table `table` has `column` (older caches lack the columns added since).
+async fn has_column(tx: &mut Tx, table: &str, column: &str) -> Result<bool, StorageError> {
     let mut sql = tx.sql();
     match tx.dialect() {
-        Dialect::Postgres => sql.push(
+        Dialect::Postgres => sql
+            .push(
+                "SELECT count(*) FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = ",
+            )
+            .push_bind(SqlValue::Text(table.into()))
+            .push(" AND column_name = "),
+        Dialect::Sqlite => sql
+            .push("SELECT count(*) FROM pragma_table_info(")
+            .push_bind(SqlValue::Text(table.into()))
+            .push(") WHERE name = "),
+    };
+    sql.push_bind(SqlValue::Text(column.into()));
+    let rows = tx.fetch_all(&sql).await?;
+    Ok(matches!(rows.first().and_then(|r| r.first()), Some(SqlValue::Int(n)) if *n > 0))
+}
+
+/// A `name IN (...)` list of the created state tables, for catalog queries.
+fn state_table_list() -> String {
+    CREATED_STATE_TABLES
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn count_state_tables(tx: &mut Tx) -> Result<i64, StorageError> {
+    let mut sql = tx.sql();
+    let list = state_table_list();
+    match tx.dialect() {
+        Dialect::Postgres => sql.push(&format!(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() \
-             AND table_name IN ('_sgcache_types', '_sgcache_fields', '_sgcache_events', '_sgcache_migrations')",
-        ),
-        Dialect::Sqlite => sql.push(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
-             AND name IN ('_sgcache_types', '_sgcache_fields', '_sgcache_events', '_sgcache_migrations')",
-        ),
+             AND table_name IN ({list})"
+        )),
+        Dialect::Sqlite => sql.push(&format!(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ({list})"
+        )),
     };
     let rows = tx.fetch_all(&sql).await?;
     match rows.first().and_then(|r| r.first()) {
@@ -175,6 +264,9 @@ pub struct FieldStatus {
     pub backfill_done: i64,
     /// Entities to backfill, when known.
     pub backfill_total: Option<i64>,
+    /// Why the field is unservable (state `unservable`), and the first entity id met.
+    pub unservable_reason: Option<String>,
+    pub unservable_id: Option<i64>,
 }
 
 /// Every field with storage, ordered by type and name.
@@ -183,17 +275,25 @@ pub async fn list_fields(db: &Db) -> Result<Vec<FieldStatus>, StorageError> {
     if !state_tables_exist(&mut tx).await? {
         return Ok(vec![]);
     }
+    // A cache not migrated since the unservable columns came reads as if none were set.
+    let unservable = if has_column(&mut tx, "_sgcache_fields", "unservable_id").await? {
+        "unservable_reason, unservable_id"
+    } else {
+        "NULL, NULL"
+    };
     let mut sql = tx.sql();
-    sql.push(
+    sql.push(&format!(
         "SELECT entity_type, field_name, data_type, storage, state, schema, backfill_cursor, \
-         backfill_done, backfill_total FROM \"_sgcache_fields\" ORDER BY entity_type, field_name",
-    );
+         backfill_done, backfill_total, {unservable} FROM \"_sgcache_fields\" \
+         ORDER BY entity_type, field_name"
+    ));
     let t = "_sgcache_fields";
     tx.fetch_all(&sql)
         .await?
         .into_iter()
         .map(|row| {
-            let [et, name, dt, storage, st, schema, cursor, done, total] = take::<9>(row, t)?;
+            let [et, name, dt, storage, st, schema, cursor, done, total, why, first] =
+                take::<11>(row, t)?;
             let st = text(st, t)?;
             Ok(FieldStatus {
                 entity_type: text(et, t)?,
@@ -206,13 +306,16 @@ pub async fn list_fields(db: &Db) -> Result<Vec<FieldStatus>, StorageError> {
                 backfill_cursor: opt_int(cursor),
                 backfill_done: opt_int(done).unwrap_or(0),
                 backfill_total: opt_int(total),
+                unservable_reason: opt_text(why),
+                unservable_id: opt_int(first),
             })
         })
         .collect()
 }
 
-/// Moves fields to `state` (pending → backfilling → ready). Dropped fields are left alone:
-/// only a migration brings them back. Returns the number of fields changed.
+/// Moves fields to `state` (pending → backfilling → ready). Dropped and unservable fields are
+/// left alone: only a migration brings them back (a backfill that met a value it could not
+/// store must not declare its field ready). Returns the number of fields changed.
 pub async fn set_field_state(
     tx: &mut Tx,
     entity_type: &str,
@@ -227,7 +330,7 @@ pub async fn set_field_state(
         .push_bind(SqlValue::Text(state.as_str().into()))
         .push(", updated_at = ")
         .push_bind(now_value(tx.dialect()))
-        .push(" WHERE state <> 'dropped' AND entity_type = ")
+        .push(" WHERE state NOT IN ('dropped', 'unservable') AND entity_type = ")
         .push_bind(SqlValue::Text(entity_type.into()));
     push_in_list(&mut sql, "field_name", fields);
     Ok(tx.execute(&sql).await?)
@@ -317,5 +420,101 @@ pub async fn write_event_position(
              backlog = excluded.backlog, updated_at = excluded.updated_at",
     );
     tx.execute(&sql).await?;
+    Ok(())
+}
+
+/// Records that the event follower had applied every event the site had when it read at
+/// `at` (a poll that found fewer new events than a batch, all applied). Never moves back.
+pub async fn mark_caught_up(tx: &mut Tx, at: DateTime<Utc>) -> Result<(), StorageError> {
+    let value = match tx.dialect() {
+        Dialect::Postgres => SqlValue::DateTime(at),
+        Dialect::Sqlite => SqlValue::Text(super::format_micros(&at)),
+    };
+    let mut sql = tx.sql();
+    sql.push("UPDATE \"_sgcache_events\" SET caught_up_at = ")
+        .push_bind(value.clone())
+        .push(" WHERE id = 1 AND (caught_up_at IS NULL OR caught_up_at < ")
+        .push_bind(value)
+        .push(")");
+    tx.execute(&sql).await?;
+    Ok(())
+}
+
+/// How recently the cache knew it matched the site: the event follower's last caught-up time
+/// (for every type) and each type's last complete scan start.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Freshness {
+    pub caught_up_at: Option<DateTime<Utc>>,
+    pub scanned_at: std::collections::BTreeMap<String, DateTime<Utc>>,
+    /// Consecutive failed polls of the event follower (0 while it works).
+    pub follower_failures: i64,
+}
+
+impl Freshness {
+    /// When `entity_type` was last known to match the site; `None` when no follower or scan
+    /// has ever said (the cache is then not judged stale: nothing measures it).
+    pub fn fresh_at(&self, entity_type: &str) -> Option<DateTime<Utc>> {
+        self.caught_up_at
+            .into_iter()
+            .chain(self.scanned_at.get(entity_type).copied())
+            .max()
+    }
+}
+
+/// Reads [`Freshness`]; tables or columns an older cache lacks read as unknown.
+pub async fn read_freshness(db: &Db) -> Result<Freshness, StorageError> {
+    let mut tx = db.begin().await?;
+    let mut out = Freshness::default();
+    if has_column(&mut tx, "_sgcache_events", "caught_up_at").await? {
+        let mut sql = tx.sql();
+        sql.push("SELECT caught_up_at, failures FROM \"_sgcache_events\" WHERE id = 1");
+        if let Some(row) = tx.fetch_all(&sql).await?.into_iter().next() {
+            out.caught_up_at = row.first().and_then(time_of);
+            out.follower_failures = match row.get(1) {
+                Some(SqlValue::Int(n)) => *n,
+                _ => 0,
+            };
+        }
+    }
+    if has_column(&mut tx, "_sgcache_scans", "started_ms").await? {
+        let mut sql = tx.sql();
+        sql.push("SELECT entity_type, started_ms FROM \"_sgcache_scans\"");
+        for row in tx.fetch_all(&sql).await? {
+            if let [SqlValue::Text(t), SqlValue::Int(ms)] = row.as_slice() {
+                if let Some(at) = DateTime::<Utc>::from_timestamp_millis(*ms) {
+                    out.scanned_at.insert(t.clone(), at);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn time_of(v: &SqlValue) -> Option<DateTime<Utc>> {
+    match v {
+        SqlValue::DateTime(t) => Some(*t),
+        SqlValue::Text(s) => DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.with_timezone(&Utc)),
+        _ => None,
+    }
+}
+
+/// Records the event follower's consecutive failed polls and the last error (0 and none once
+/// a poll works again), so the proxy's metrics and the operator see a stuck follower.
+pub async fn record_follower_failures(
+    db: &Db,
+    failures: i64,
+    last_error: Option<&str>,
+) -> Result<(), StorageError> {
+    let mut tx = db.begin().await?;
+    let mut sql = tx.sql();
+    sql.push("UPDATE \"_sgcache_events\" SET failures = ")
+        .push_bind(SqlValue::Int(failures))
+        .push(", last_error = ")
+        .push_bind(last_error.map_or(SqlValue::Null, |e| SqlValue::Text(e.into())))
+        .push(" WHERE id = 1");
+    tx.execute(&sql).await?;
+    tx.commit().await?;
     Ok(())
 }

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::convert::{convert, parse_date_time, Converted};
+use super::convert::{
+    check_link_types, convert, parse_date_time, unstorable_placeholder, Converted, Unstorable,
+};
 use super::ddl::field_columns;
 use super::{now_value, StorageError};
 use crate::ident;
@@ -36,6 +38,24 @@ pub struct WriteOutcome {
     pub written: u64,
     /// Rows left alone because they already hold newer data (or the event was applied).
     pub skipped: u64,
+    /// Values stored as null because their column cannot hold them: their fields are now
+    /// unservable (docs/storage.md "Values the cache cannot store").
+    pub unstorable: u64,
+}
+
+/// A value the cache could not store: the field becomes unservable (docs/storage.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnstorableValue {
+    pub field: String,
+    pub entity_id: i64,
+    pub reason: Unstorable,
+}
+
+/// The fields of a type the cache writes, with what a value must be to be stored.
+struct FieldRule {
+    storage: Storage,
+    /// Target types of link fields (empty: any, or not a link).
+    valid_types: Vec<String>,
 }
 
 /// One record, validated and converted.
@@ -48,7 +68,9 @@ struct Row {
 /// Upserts API3 records (`{"type", "id", field: value, ...}`, as `read` returns them) into
 /// the table of `entity_type`. Only fields present in a record and cached (not dropped) are
 /// written; multi-entity fields present replace the entity's links, keeping their order.
-/// Every record is checked before anything is written: a bad value fails the whole call.
+/// Every record is stored: a value its column cannot hold is stored as null, its field is
+/// marked unservable and a dead letter records it ([`super::mark_unservable`]), in this
+/// transaction. Only records without an integer id or of another type fail the call.
 pub async fn upsert_entities(
     tx: &mut Tx,
     state: &DbState,
@@ -59,11 +81,11 @@ pub async fn upsert_entities(
     if !state.types.contains_key(entity_type) {
         return Err(StorageError::NotCached(entity_type.into()));
     }
-    let fields: BTreeMap<&str, Storage> = state
+    let fields: BTreeMap<&str, FieldRule> = state
         .live_fields(entity_type)
-        .map(|(name, r)| (name.as_str(), r.storage()))
+        .map(|(name, r)| (name.as_str(), field_rule(entity_type, name, r)))
         .collect();
-    let rows = parse_rows(entity_type, &fields, records)?;
+    let (rows, unstorable) = parse_rows(entity_type, &fields, records)?;
     // Rows carrying the same fields share a statement.
     let mut groups: BTreeMap<(Vec<&str>, bool), Vec<&Row>> = BTreeMap::new();
     for row in rows.values() {
@@ -77,7 +99,7 @@ pub async fn upsert_entities(
     for ((names, has_updated_at), rows) in groups {
         let group = Group {
             entity_type,
-            fields: names.iter().map(|n| (*n, fields[n])).collect(),
+            fields: names.iter().map(|n| (*n, fields[n].storage)).collect(),
             has_updated_at,
             source,
         };
@@ -85,51 +107,86 @@ pub async fn upsert_entities(
         outcome.written += written;
         outcome.skipped += rows.len() as u64 - written;
     }
+    outcome.unstorable = unstorable.len() as u64;
+    if !unstorable.is_empty() {
+        let event_id = match source {
+            WriteSource::Event { event_id } => Some(event_id),
+            _ => None,
+        };
+        super::unservable::record(tx, entity_type, &unstorable, event_id).await?;
+    }
     Ok(outcome)
 }
 
+fn field_rule(entity_type: &str, name: &str, record: &crate::plan::FieldRecord) -> FieldRule {
+    let storage = record.storage();
+    let valid_types = match storage {
+        Storage::EntityLink | Storage::MultiEntity => {
+            crate::schema::FieldSchema::from_api(entity_type, name, &record.schema)
+                .map(|f| f.valid_types)
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    FieldRule {
+        storage,
+        valid_types,
+    }
+}
+
+/// Converts one value; a value the column cannot hold becomes null and is reported.
+fn convert_value(rule: &FieldRule, value: &Value) -> Result<Converted, Unstorable> {
+    let converted = convert(rule.storage, value)?;
+    check_link_types(&converted, &rule.valid_types)?;
+    Ok(converted)
+}
+
+type ParsedRows = (BTreeMap<i64, Row>, Vec<UnstorableValue>);
+
 fn parse_rows(
     entity_type: &str,
-    fields: &BTreeMap<&str, Storage>,
+    fields: &BTreeMap<&str, FieldRule>,
     records: &[Value],
-) -> Result<BTreeMap<i64, Row>, StorageError> {
+) -> Result<ParsedRows, StorageError> {
     let bad = |message: String| StorageError::BadRecord {
         entity_type: entity_type.into(),
         message,
     };
     let mut rows = BTreeMap::new();
+    let mut unstorable = Vec::new();
     for record in records {
         let obj = record
             .as_object()
-            .ok_or_else(|| bad(format!("expected an object, found {record}")))?;
+            .ok_or_else(|| bad("expected an object".to_string()))?;
         let id = obj
             .get("id")
             .and_then(Value::as_i64)
-            .ok_or_else(|| bad(format!("record without an integer id: {record}")))?;
+            .ok_or_else(|| bad("record without an integer id".to_string()))?;
         if let Some(t) = obj.get("type").filter(|t| t.as_str() != Some(entity_type)) {
             return Err(bad(format!("record {id} has type {t}")));
         }
-        let bad_value = |field: &str, message: String| StorageError::BadValue {
-            entity_type: entity_type.into(),
-            field: field.into(),
-            id,
-            message,
+        let mut report = |field: &str, reason: Unstorable| {
+            unstorable.push(UnstorableValue {
+                field: field.into(),
+                entity_id: id,
+                reason,
+            })
         };
-        let updated_at = match obj.get("updated_at") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_str().and_then(parse_date_time).ok_or_else(|| {
-                bad_value(
-                    "updated_at",
-                    format!("expected YYYY-MM-DDTHH:MM:SSZ, found {v}"),
-                )
-            })?),
-        };
+        // A row whose updated_at cannot be read is still stored, without the scan guard (the
+        // field itself is reported below, as any other value).
+        let updated_at = obj
+            .get("updated_at")
+            .and_then(Value::as_str)
+            .and_then(parse_date_time);
         let mut values = BTreeMap::new();
         for (name, value) in obj {
-            let Some(&storage) = fields.get(name.as_str()).filter(|_| name != "id") else {
+            let Some(rule) = fields.get(name.as_str()).filter(|_| name != "id") else {
                 continue; // not cached here (or the key itself): nothing to store
             };
-            let converted = convert(storage, value).map_err(|m| bad_value(name, m))?;
+            let converted = convert_value(rule, value).unwrap_or_else(|reason| {
+                report(name, reason);
+                unstorable_placeholder(rule.storage)
+            });
             values.insert(name.clone(), converted);
         }
         // The last record of an id wins, as it would in sequential writes.
@@ -142,7 +199,7 @@ fn parse_rows(
             },
         );
     }
-    Ok(rows)
+    Ok((rows, unstorable))
 }
 
 /// Rows with the same fields, written by the same statements.

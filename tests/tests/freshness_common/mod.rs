@@ -520,7 +520,22 @@ pub async fn start_proxy(
     String,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
-    let config = ProxyConfig {
+    start_proxy_with(env, service_auth, verify_sample_rate, stop, |_| {}).await
+}
+
+/// [`start_proxy`] with the proxy's settings adjusted by `tweak`.
+pub async fn start_proxy_with(
+    env: &Env,
+    service_auth: Option<serde_json::Map<String, Value>>,
+    verify_sample_rate: f64,
+    stop: &CancellationToken,
+    tweak: impl FnOnce(&mut ProxyConfig),
+) -> (
+    Arc<AppState>,
+    String,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let mut config = ProxyConfig {
         site_url: env.sim.url(),
         site_timeout: Duration::from_secs(10),
         auth_ttl: Duration::from_secs(300),
@@ -533,7 +548,9 @@ pub async fn start_proxy(
         result_cache_ttl: Duration::from_secs(60),
         intake: Default::default(),
         listener: Default::default(),
+        max_lag: Duration::from_secs(300),
     };
+    tweak(&mut config);
     let db = sgcache::sql::Db::connect(&env.db.url, 4).await.unwrap();
     let state = AppState::new(&config, Some(db)).unwrap();
     state.refresh_catalog().await;

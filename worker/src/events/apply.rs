@@ -18,9 +18,7 @@ use sgcache::storage::{self, StorageError, WriteSource};
 use super::parse::{format_api_date_time, meta_date_time, Event, Kind};
 use super::position::{lock_position, Position};
 use crate::scanner::fetch::{ReadError, SiteReader};
-use crate::scanner::write::{
-    link_targets, seen_times, set_retired_if_current, upsert_tolerant, write_read,
-};
+use crate::scanner::write::{link_targets, seen_times, set_retired_if_current, write_read};
 
 /// What happens to one entity in a batch.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -58,16 +56,17 @@ fn storage_of(state: &DbState, entity_type: &str, field: &str) -> Option<Storage
 
 /// True when some field of the type still waits for its backfill: then events refetch whole
 /// records, so a row the follower writes never lacks a pending field the backfill skips.
+/// (Unservable fields are not waiting: they are written as values come, and never served.)
 fn has_pending(state: &DbState, entity_type: &str) -> bool {
     state
         .live_fields(entity_type)
-        .any(|(_, r)| r.state != FieldState::Ready)
+        .any(|(_, r)| matches!(r.state, FieldState::Pending | FieldState::Backfilling))
 }
 
 /// The value to store for a scalar `new_value`, or None when its shape is unexpected.
 fn scalar_value(storage: Storage, v: &Value) -> Option<Value> {
     if v.is_null() {
-        return (storage != Storage::Boolean).then_some(Value::Null);
+        return Some(Value::Null); // checkboxes too: sites return null for unset ones
     }
     let ok = match storage {
         Storage::Text => v.is_string(),
@@ -307,9 +306,10 @@ pub async fn apply_batch(
         let source = WriteSource::Event {
             event_id: batch_max,
         };
-        written += upsert_tolerant(&mut tx, state, ty, recs, source)
+        // A value the cache cannot store makes its field unservable and leaves a dead letter
+        // with this event id (storage::upsert_entities); the batch and the position go on.
+        written += storage::upsert_entities(&mut tx, state, ty, recs, source)
             .await?
-            .0
             .written;
     }
     let mut flags: BTreeMap<&str, (Flags, Flags)> = BTreeMap::new();

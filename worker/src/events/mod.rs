@@ -32,6 +32,11 @@ use crate::scanner::fetch::{cond, Liveness, ReadError, SiteReader};
 /// Events read per poll: the official daemon's batch size and the usual page maximum.
 pub const BATCH: u32 = 500;
 
+/// Consecutive failed polls after which the follower reports itself stuck (an error log line;
+/// the count is in `_sgcache_events.failures` from the first failure, for the proxy's
+/// `sgcache_proxy_events_failures` metric and the operator).
+const STUCK_AFTER: u32 = 5;
+
 /// Settings of the follower.
 #[derive(Clone, Debug)]
 pub struct FollowerConfig {
@@ -75,6 +80,7 @@ pub async fn run(spec: &ShotgunCacheSpec, stop: CancellationToken) -> anyhow::Re
         return Ok(());
     };
     crate::site_binding::check(&db, &site_url).await?;
+    reader.attach_db(db.clone());
     tracing::info!(
         poll_ms = config.poll_interval.as_millis() as u64,
         gap_window_s = config.gap_window.as_secs(),
@@ -118,6 +124,9 @@ async fn follow(
         }
         match poll_once(db, reader, config).await {
             Ok(n) => {
+                if backoff.failures > 0 {
+                    report_failures(db, 0, None).await;
+                }
                 backoff.reset();
                 if n < BATCH as usize && !sleep_or_stop(config.poll_interval, stop).await {
                     return;
@@ -131,6 +140,11 @@ async fn follow(
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, failures = backoff.failures,
                     retry_in_ms = delay.as_millis() as u64, "event poll failed; backing off");
+                if backoff.failures == STUCK_AFTER {
+                    tracing::error!(error = %e, failures = backoff.failures,
+                        "the event follower keeps failing at the same position; types will go stale past maxLag");
+                }
+                report_failures(db, i64::from(backoff.failures), Some(&e.to_string())).await;
                 if !sleep_or_stop(delay, stop).await {
                     return;
                 }
@@ -224,6 +238,9 @@ pub async fn poll_once(
     };
     let current = Position::from_saved(&saved);
     let fields: Vec<String> = EVENT_FIELDS.iter().map(|s| s.to_string()).collect();
+    // A read returning less than a batch saw the site's newest event: once applied, the cache
+    // matched the site as of this instant (what bounded staleness measures).
+    let read_at = chrono::Utc::now();
     let newer = reader
         .read(
             "EventLogEntry",
@@ -258,11 +275,18 @@ pub async fn poll_once(
             "event id never appeared within the gap window; giving up on it"
         );
     }
+    let at_head = newer.len() < BATCH as usize;
     if next == current {
+        if at_head {
+            mark_caught_up(db, read_at).await?;
+        }
         return Ok(0);
     }
     let started = Instant::now();
     let applied = apply_batch(db, reader, &state, &events, &late_ids, &current, &next).await?;
+    if at_head {
+        mark_caught_up(db, read_at).await?;
+    }
     tracing::info!(
         after = current.last,
         through = next.last,
@@ -277,6 +301,21 @@ pub async fn poll_once(
         "events committed"
     );
     Ok(newer.len())
+}
+
+/// Saves the count of consecutive failed polls; a database that fails too is only logged.
+async fn report_failures(db: &Db, failures: i64, error: Option<&str>) {
+    if let Err(e) = storage::record_follower_failures(db, failures, error).await {
+        tracing::debug!(error = %e, "could not record the follower's failures");
+    }
+}
+
+/// Records that every event up to the site's newest as of `at` is applied.
+async fn mark_caught_up(db: &Db, at: chrono::DateTime<chrono::Utc>) -> Result<(), PollError> {
+    let mut tx = db.begin().await?;
+    storage::mark_caught_up(&mut tx, at).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Backlog ids that have become visible since they were missed.

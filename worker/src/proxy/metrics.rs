@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -50,6 +51,13 @@ pub struct Metrics {
     /// Cached reads whose statement failed while the database answered the proxy's probe
     /// (the read went to the site; the cache stayed on for the others).
     pub read_statement_failures: Counter,
+    /// Fields holding a value the cache cannot store (state `unservable`), at the last
+    /// catalog refresh.
+    pub unservable_fields: Gauge,
+    /// Cached types further behind the site than `maxLag`, at the last catalog refresh.
+    pub stale_types: Gauge,
+    /// Consecutive failed polls of the event follower, at the last catalog refresh.
+    pub events_failures: Gauge,
 }
 
 /// Methods the labels name; anything else is `other`.
@@ -133,10 +141,31 @@ impl Default for Metrics {
             "Cached reads whose statement failed in a database that answers (sent to the site)",
             read_statement_failures.clone(),
         );
+        let unservable_fields = Gauge::default();
+        registry.register(
+            "unservable_fields",
+            "Cached fields holding a value the cache cannot store; reads touching them pass through",
+            unservable_fields.clone(),
+        );
+        let stale_types = Gauge::default();
+        registry.register(
+            "stale_types",
+            "Cached types further behind the site than maxLag; their reads pass through",
+            stale_types.clone(),
+        );
+        let events_failures = Gauge::default();
+        registry.register(
+            "events_failures",
+            "Consecutive failed polls of the event follower (it retries the same position)",
+            events_failures.clone(),
+        );
         Metrics {
             registry,
             read_statement_failures,
             result_hits,
+            events_failures,
+            unservable_fields,
+            stale_types,
             verify,
             verify_refreshed,
             requests,
@@ -148,6 +177,19 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Publishes what the catalog says the cache cannot serve.
+    pub fn set_fidelity(&self, catalog: &sgcache::query::Catalog) {
+        let unservable = catalog
+            .types
+            .values()
+            .flat_map(|t| t.fields.values())
+            .filter(|f| f.unservable)
+            .count();
+        let stale = catalog.types.values().filter(|t| t.stale).count();
+        self.unservable_fields.set(unservable as i64);
+        self.stale_types.set(stale as i64);
+    }
+
     pub fn observe(&self, method: &str, path: &str, reason: &str, seconds: f64) {
         let method = method_label(method);
         self.requests

@@ -10,6 +10,7 @@ mod api3;
 pub mod auth;
 mod change_listener;
 pub mod envelope;
+mod freshness;
 pub mod intake;
 pub mod listener;
 pub mod metrics;
@@ -74,6 +75,8 @@ pub struct ProxyConfig {
     pub intake: IntakeLimits,
     /// Connection limits and timeouts (`workers.proxy.limits`).
     pub listener: ListenerLimits,
+    /// How far behind the site a type may be and still be answered (`ZERO`: unchecked).
+    pub max_lag: Duration,
 }
 
 impl ProxyConfig {
@@ -91,6 +94,7 @@ impl ProxyConfig {
             result_cache_ttl: spec.workers.proxy.result_cache_ttl.duration(),
             intake: IntakeLimits::from_spec(&spec.workers.proxy.limits),
             listener: ListenerLimits::from_spec(&spec.workers.proxy.limits),
+            max_lag: spec.workers.proxy.max_lag.duration(),
         }
     }
 }
@@ -119,6 +123,8 @@ pub struct AppState {
     pub cache_for: Option<sgcache::spec::CacheForSpec>,
     /// Answers kept in memory.
     pub results: answer_cache::ResultCache,
+    /// See [`ProxyConfig::max_lag`].
+    pub max_lag: Duration,
 }
 
 impl AppState {
@@ -141,6 +147,7 @@ impl AppState {
                 config.result_cache_bytes,
                 config.result_cache_ttl,
             ),
+            max_lag: config.max_lag,
         }))
     }
 
@@ -226,9 +233,11 @@ impl AppState {
     /// Re-reads the catalog; a failure marks the database unavailable (reads pass through).
     pub async fn refresh_catalog(&self) {
         let Some(db) = self.db() else { return };
-        match Catalog::load(db).await {
-            Ok(c) => {
-                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
+        match freshness::load(db, self.max_lag).await {
+            Ok(loaded) => {
+                self.metrics.set_fidelity(&loaded.catalog);
+                self.metrics.events_failures.set(loaded.follower_failures);
+                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded.catalog);
                 if !self.db_ok.swap(true, Ordering::Relaxed) {
                     tracing::info!("cache database available again");
                 }
@@ -301,7 +310,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let types_ready = state.catalog().types.values().filter(|t| t.ready).count();
+    let catalog = state.catalog();
+    let types_ready = catalog.types.values().filter(|t| t.ready).count();
     let body = json!({
         "database": match (state.db().is_some(), db, state.db_pending.load(Ordering::Relaxed)) {
             (_, true, _) => "ok",
@@ -310,6 +320,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         },
         "site": if site { "ok" } else { "unavailable" },
         "types_ready": types_ready,
+        // Passed through rather than served: types too far behind the site (maxLag) and
+        // fields holding a value the cache cannot store.
+        "stale_types": freshness::stale_types(&catalog),
+        "unservable_fields": freshness::unservable_fields(&catalog),
     });
     (status, Json(body)).into_response()
 }

@@ -72,11 +72,16 @@ pub async fn refresh(
             .filter(|i| !seen.contains(i))
             .collect();
         let mut tx = db.begin().await?;
-        storage::upsert_entities(&mut tx, &dbstate, ty, &rows, WriteSource::WriteThrough).await?;
+        let out = storage::upsert_entities(&mut tx, &dbstate, ty, &rows, WriteSource::WriteThrough)
+            .await?;
         if missing == Missing::Retire && !gone.is_empty() {
             storage::retire(&mut tx, &dbstate, ty, &gone, WriteSource::WriteThrough).await?;
         }
         tx.commit().await?;
+        if out.unstorable > 0 {
+            // A field just became unservable: stop serving it now, not at the next refresh.
+            state.refresh_catalog().await;
+        }
         n += chunk.len();
     }
     Ok(n)

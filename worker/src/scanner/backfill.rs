@@ -15,8 +15,8 @@ use sgcache::storage::{self, StorageError};
 use tokio::sync::mpsc;
 
 use super::fetch::{Liveness, ReadError, SiteReader};
-use super::incremental::record_scan_start;
 use super::write::{existing_ids, write_read};
+use sgcache::storage::record_scan_start;
 
 /// What to scan.
 #[derive(Clone, Debug, Default)]

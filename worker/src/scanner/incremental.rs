@@ -1,59 +1,16 @@
 //! Incremental scans: every cached type, rows whose `updated_at` is newer than the start of
 //! the last scan minus the overlap, active and retired. They catch writes that made no event
 //! (scripts with "Generate Events" off). When each type was last scanned is kept in
-//! `_sgcache_scans` (created here, additively), so a restart misses nothing.
+//! `_sgcache_scans` (`sgcache::storage::record_scan_start`), so a restart misses nothing.
 
 use serde_json::json;
-use sgcache::sql::{Db, SqlValue, Tx};
-use sgcache::storage::{self, StorageError};
+use sgcache::sql::Db;
+use sgcache::storage::{self, last_scan_start, record_scan_start};
 
 use super::backfill::ScanError;
 use super::fetch::{cond, Liveness, SiteReader};
 use super::write::{refresh_link_targets, retired_ids, write_read};
 use crate::events::parse::format_api_date_time;
-
-const CREATE: &str =
-    "CREATE TABLE IF NOT EXISTS \"_sgcache_scans\" (entity_type TEXT PRIMARY KEY, \
-     started_ms BIGINT NOT NULL)";
-
-async fn ensure_table(tx: &mut Tx) -> Result<(), StorageError> {
-    let mut sql = tx.sql();
-    sql.push(CREATE);
-    tx.execute(&sql).await?;
-    Ok(())
-}
-
-/// Saves `started_ms` as the start of the last complete scan of `entity_type`.
-pub async fn record_scan_start(
-    tx: &mut Tx,
-    entity_type: &str,
-    started_ms: i64,
-) -> Result<(), StorageError> {
-    ensure_table(tx).await?;
-    let mut sql = tx.sql();
-    sql.push("INSERT INTO \"_sgcache_scans\" (entity_type, started_ms) VALUES (")
-        .push_bind(SqlValue::Text(entity_type.into()))
-        .push(", ")
-        .push_bind(SqlValue::Int(started_ms))
-        .push(") ON CONFLICT (entity_type) DO UPDATE SET started_ms = excluded.started_ms");
-    tx.execute(&sql).await?;
-    Ok(())
-}
-
-/// When the last complete scan of `entity_type` started (unix ms), if ever.
-pub async fn last_scan_start(db: &Db, entity_type: &str) -> Result<Option<i64>, StorageError> {
-    let mut tx = db.begin().await?;
-    ensure_table(&mut tx).await?;
-    let mut sql = tx.sql();
-    sql.push("SELECT started_ms FROM \"_sgcache_scans\" WHERE entity_type = ")
-        .push_bind(SqlValue::Text(entity_type.into()));
-    let rows = tx.fetch_all(&sql).await?;
-    tx.commit().await?;
-    Ok(match rows.first().and_then(|r| r.first()) {
-        Some(SqlValue::Int(ms)) => Some(*ms),
-        _ => None,
-    })
-}
 
 /// Scans one type for rows changed since its last scan (minus `overlap_ms`); returns the rows
 /// read. A type never scanned is read whole once.

@@ -78,6 +78,7 @@ pub async fn run(
         return Ok(());
     };
     crate::site_binding::check(&db, &site_url).await?;
+    reader.attach_db(db.clone());
     let result = if args.full {
         full_run(&db, &reader, &args)
             .await

@@ -15,48 +15,6 @@ use crate::events::parse::parse_api_date_time;
 /// Rows per guarded retire statement (two binds each).
 const FLAG_CHUNK: usize = 500;
 
-/// Upserts `records`, skipping (and logging) records the site sent with bad values rather
-/// than stalling on them: one bad row must not keep every other row stale.
-pub async fn upsert_tolerant(
-    tx: &mut Tx,
-    state: &DbState,
-    entity_type: &str,
-    records: &[Value],
-    source: WriteSource,
-) -> Result<(WriteOutcome, u64), StorageError> {
-    match storage::upsert_entities(tx, state, entity_type, records, source).await {
-        Ok(o) => Ok((o, 0)),
-        // Records are all validated before anything is written, so the transaction is intact.
-        Err(StorageError::BadRecord { .. } | StorageError::BadValue { .. }) => {
-            let mut total = WriteOutcome::default();
-            let mut bad = 0;
-            for r in records {
-                match storage::upsert_entities(
-                    tx,
-                    state,
-                    entity_type,
-                    std::slice::from_ref(r),
-                    source,
-                )
-                .await
-                {
-                    Ok(o) => {
-                        total.written += o.written;
-                        total.skipped += o.skipped;
-                    }
-                    Err(e @ (StorageError::BadRecord { .. } | StorageError::BadValue { .. })) => {
-                        tracing::warn!(entity_type, error = %e, "skipping a record the cache cannot store");
-                        bad += 1;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok((total, bad))
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// Writes what a read returned: `active` rows live, `retired` rows retired.
 pub async fn write_read(
     tx: &mut Tx,
@@ -65,11 +23,16 @@ pub async fn write_read(
     active: &[Value],
     retired: &[Value],
 ) -> Result<WriteOutcome, StorageError> {
-    let (mut out, _) = upsert_tolerant(tx, state, entity_type, active, WriteSource::Scan).await?;
+    // Every record is stored: a value a column cannot hold makes its field unservable instead
+    // (storage::upsert_entities), so no row of a type is ever missing.
+    let mut out =
+        storage::upsert_entities(tx, state, entity_type, active, WriteSource::Scan).await?;
     if !retired.is_empty() {
-        let (o, _) = upsert_tolerant(tx, state, entity_type, retired, WriteSource::Scan).await?;
+        let o =
+            storage::upsert_entities(tx, state, entity_type, retired, WriteSource::Scan).await?;
         out.written += o.written;
         out.skipped += o.skipped;
+        out.unstorable += o.unstorable;
         let flags: Vec<(i64, Option<DateTime<Utc>>)> = retired
             .iter()
             .filter_map(|r| {
