@@ -30,11 +30,8 @@ fn columns_of(dialect: Dialect, field: &str, data_type: &str) -> Option<Vec<(Str
         | "system_task_type" => one(col("text", "TEXT")),
         "number" | "percent" | "duration" | "timecode" => one(col("bigint", "INTEGER")),
         "float" | "currency" => one(col("double precision", "REAL")),
-        "checkbox" => one(Column {
-            data_type: if pg { "boolean" } else { "INTEGER" }.into(),
-            not_null: true,
-            default: if pg { "false" } else { "0" }.into(),
-        }),
+        // Nullable with no default: sites return null in checkboxes (docs/storage.md).
+        "checkbox" => one(col("boolean", "INTEGER")),
         "date" => one(col("date", "TEXT")),
         "date_time" => one(col("timestamp with time zone", "TEXT")),
         "serializable" | "url" | "tag_list" => one(col("jsonb", "TEXT")),
@@ -189,12 +186,18 @@ fn check_layout(dialect: Dialect, got: &Layout) {
         "_sgcache_types",
         "_sgcache_events",
         "_sgcache_migrations",
+        "_sgcache_dead_letters",
+        "_sgcache_scans",
+        "_sgcache_site",
     ] {
         assert!(got.tables.contains_key(state), "{state} missing");
     }
     // Spot checks of the doc's rules on real fields.
     let project = &got.tables["project"]["archived"];
-    assert!(project.not_null, "checkbox is NOT NULL");
+    assert!(
+        !project.not_null,
+        "checkbox is nullable: a site's null is kept as it is"
+    );
     assert!(
         !got.tables["version"].contains_key("image"),
         "images are passed through"

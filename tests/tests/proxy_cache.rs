@@ -411,7 +411,8 @@ async fn without_its_database_the_proxy_passes_everything_through() {
     let ready: Value = h.get_json("/readyz").await;
     assert_eq!(
         ready,
-        json!({"database": "unavailable", "site": "ok", "types_ready": 4})
+        json!({"database": "unavailable", "site": "ok", "types_ready": 4,
+            "stale_types": [], "unservable_fields": []})
     );
     let metrics = h.state.metrics.encode();
     assert!(
