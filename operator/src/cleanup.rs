@@ -8,14 +8,13 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use sgcache::spec::DeletionPolicy;
 use tracing::warn;
 
-use crate::crd::{condition, Condition, FIELD_MANAGER};
+use crate::crd::{condition, Condition};
 use crate::db::{Connection, DbError};
 use crate::error::{Error, Result};
 use crate::reconcile::Context;
@@ -132,18 +131,7 @@ async fn report(cache: &ShotgunCache, ctx: &Context, message: &str) -> Result<()
         observed_generation: cache.metadata.generation,
         last_transition_time: Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
     });
-    let api: Api<ShotgunCache> =
-        Api::namespaced(ctx.client.clone(), &cache.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": "sgcache.io/v1alpha1",
-        "kind": "ShotgunCache",
-        "status": status,
-    });
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(&cache.name_any(), &params, &Patch::Apply(&patch))
-        .await
-        .map_err(Error::Kube)?;
-    Ok(())
+    crate::reconcile::apply_status(cache, ctx, &status).await
 }
 
 /// Dropping tables needs no site; the connection carries an empty one.

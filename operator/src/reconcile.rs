@@ -371,6 +371,16 @@ async fn patch_status(
     obs: &Observed,
 ) -> Result<ShotgunCacheStatus> {
     let status = status::build(obs, cache.status.as_ref(), Utc::now());
+    apply_status(cache, ctx, &status).await?;
+    Ok(status)
+}
+
+/// Writes `status` by server-side apply under the operator's field manager.
+pub(crate) async fn apply_status(
+    cache: &ShotgunCache,
+    ctx: &Context,
+    status: &ShotgunCacheStatus,
+) -> Result<()> {
     let api: Api<ShotgunCache> = Api::namespaced(
         ctx.client.clone(),
         &cache.namespace().ok_or(Error::NoNamespace)?,
@@ -384,7 +394,7 @@ async fn patch_status(
     api.patch_status(&cache.name_any(), &params, &Patch::Apply(&patch))
         .await
         .map_err(Error::Kube)?;
-    Ok(status)
+    Ok(())
 }
 
 /// `BackfillStarted` / `BackfillFinished` when the `Backfilled` condition flips.
