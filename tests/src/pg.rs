@@ -25,10 +25,13 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn create(prefix: &str) -> anyhow::Result<TestDb> {
+        // The clock alone is not unique: tests running side by side read the same tick.
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let name = format!(
-            "{prefix}_{}_{}",
+            "{prefix}_{}_{}_{}",
             std::process::id(),
-            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let admin = Db::connect(&admin_url(), 1).await?;
         let mut s = admin.sql();

@@ -38,8 +38,11 @@ pub struct PgDb {
 
 impl PgDb {
     pub async fn create(prefix: &str) -> PgDb {
+        // The clock alone is not unique: tests running side by side read the same tick.
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        let name = format!("{prefix}_{}_{nanos}", std::process::id());
+        let name = format!("{prefix}_{}_{nanos}_{seq}", std::process::id());
         let admin = Db::connect(&admin_url(), 1).await.expect("admin database");
         let mut s = admin.sql();
         s.push("CREATE DATABASE ").push_ident(&name);
