@@ -233,38 +233,31 @@ mod tests {
 
     use proptest::prelude::*;
 
+    /// The auth keys the client sends, so generated objects often look like credentials.
+    const AUTH_KEYS: [&str; 7] = [
+        "script_name",
+        "script_key",
+        "session_token",
+        "sudo_as_login",
+        "user_login",
+        "user_password",
+        "reject_if_expired",
+    ];
+
     fn json_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),
             any::<i64>().prop_map(Value::from),
             "\\PC{0,8}".prop_map(Value::from),
-            prop::sample::select(vec![
-                "script_name",
-                "script_key",
-                "session_token",
-                "sudo_as_login",
-                "user_login",
-                "user_password",
-                "reject_if_expired"
-            ])
-            .prop_map(Value::from),
+            prop::sample::select(AUTH_KEYS.to_vec()).prop_map(Value::from),
         ];
         leaf.prop_recursive(4, 24, 4, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
                 prop::collection::vec(
                     (
-                        prop::sample::select(vec![
-                            "script_name",
-                            "script_key",
-                            "session_token",
-                            "sudo_as_login",
-                            "user_login",
-                            "user_password",
-                            "reject_if_expired",
-                            "x"
-                        ]),
+                        prop::sample::select([AUTH_KEYS.as_slice(), &["x"]].concat()),
                         inner
                     ),
                     0..5
