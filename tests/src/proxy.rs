@@ -171,14 +171,7 @@ impl Harness {
 
     /// GETs the proxy's `/metrics` text.
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.proxy_url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        metrics(&self.http, &self.proxy_url).await
     }
 
     /// Requests the site has answered so far.
@@ -223,4 +216,15 @@ pub async fn post(
     let text = resp.text().await.expect("body read");
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, path, body)
+}
+
+/// The `/metrics` text of the proxy at `proxy_url`.
+pub async fn metrics(http: &reqwest::Client, proxy_url: &str) -> String {
+    http.get(format!("{proxy_url}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
 }

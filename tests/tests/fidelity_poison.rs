@@ -200,14 +200,7 @@ async fn poison_values_make_fields_unservable_and_never_stop_the_followers() {
     for f in ["Shot.description", "Shot.code", "Asset.description"] {
         assert!(listed.contains(&json!(f)), "{readyz}");
     }
-    let metrics = http
-        .get(format!("{proxy}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sgcache_tests::proxy::metrics(&http, &proxy).await;
     assert!(
         metrics.contains("sgcache_proxy_unservable_fields 3"),
         "{metrics}"

@@ -89,14 +89,7 @@ async fn a_type_behind_the_site_by_more_than_max_lag_is_passed_through() {
             .contains(&json!("Shot")),
         "{r}"
     );
-    let metrics = http
-        .get(format!("{proxy}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sgcache_tests::proxy::metrics(&http, &proxy).await;
     assert!(metrics.contains("reason=\"stale\""), "{metrics}");
     assert!(
         !metrics.contains("sgcache_proxy_stale_types 0"),

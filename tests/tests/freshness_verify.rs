@@ -97,15 +97,7 @@ async fn a_tampered_cell_is_found_by_verification_and_repaired() {
     let site = call(&env.writer, "read", payload.clone()).await;
     let target = site["entities"][2].clone();
     let id = target["id"].as_i64().unwrap();
-    let metrics = || async {
-        http.get(format!("{proxy}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || sgcache_tests::proxy::metrics(&http, &proxy);
 
     // Warm up (the first read verifies the credentials at the site), until served from the
     // cache and verified as matching.

@@ -158,15 +158,7 @@ async fn other_paths_stream_through_and_operational_endpoints_answer() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = h
-        .http
-        .get(format!("{}/metrics", h.proxy_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains(
             r#"sgcache_proxy_requests_total{method="read",path="site",reason="database"} 1"#
