@@ -171,6 +171,27 @@ async fn stop_workers(stop: CancellationToken, tasks: Vec<tokio::task::JoinHandl
     }
 }
 
+async fn position(env: &Env) -> Option<i64> {
+    storage::read_event_position(&env.db.db)
+        .await
+        .unwrap()
+        .and_then(|p| p.last_event_id)
+}
+
+async fn site_newest_event(env: &Env) -> i64 {
+    let r = call(
+        &env.writer,
+        "read",
+        json!({"type": "EventLogEntry", "filters": {"logical_operator": "and", "conditions": []},
+               "return_fields": ["id"], "sorts": [{"field_name": "id", "direction": "desc"}],
+               "paging": {"entities_per_page": 1, "current_page": 1}}),
+    )
+    .await;
+    r["entities"][0]["id"]
+        .as_i64()
+        .expect("the site has events")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_behind_the_stored_event_position_is_rescanned_and_the_cache_converges() {
     let env = Env::start("bind_behind", 15, ENTITIES, WORKERS).await;
@@ -189,17 +210,23 @@ async fn a_site_behind_the_stored_event_position_is_rescanned_and_the_cache_conv
         .is_some(),
         "the update never reached the cache"
     );
+    // The scanner may bring the update before the follower reads its event: wait until the
+    // follower stands at the site's newest event, which the restart below must return to.
+    let newest = site_newest_event(&env).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            position(&env).await.is_some_and(|p| p >= newest)
+        })
+        .await
+        .is_some(),
+        "the follower never reached the site's newest event {newest}"
+    );
     stop_workers(stop, tasks).await;
 
     // The site is "restored" to an earlier state: its newest event is now far behind the
     // cache's position, and the cache holds a row the site no longer has as it is, last
     // updated on the site before the last scan: no event and no incremental scan (which
     // reads rows whose `updated_at` moved) will ever tell the cache so, only a full rescan.
-    let newest = storage::read_event_position(&env.db.db)
-        .await
-        .unwrap()
-        .and_then(|p| p.last_event_id)
-        .expect("a position");
     let mut tx = env.db.db.begin().await.unwrap();
     let ahead = EventPosition {
         last_event_id: Some(newest + 1000),
@@ -220,11 +247,7 @@ async fn a_site_behind_the_stored_event_position_is_rescanned_and_the_cache_conv
     let stop = CancellationToken::new();
     let tasks = run_workers(&env, &stop);
     let converged = eventually(Duration::from_secs(60), || async {
-        let position = storage::read_event_position(&env.db.db)
-            .await
-            .unwrap()
-            .and_then(|p| p.last_event_id);
-        position.is_some_and(|p| p <= newest)
+        position(&env).await.is_some_and(|p| p <= newest)
             && env.all_ready().await
             && compare(&env).await.is_empty()
     })
