@@ -8,4 +8,5 @@ pub mod ready_signal;
 pub mod scanner;
 pub mod shutdown;
 pub mod site_binding;
+pub mod sync;
 pub mod telemetry;

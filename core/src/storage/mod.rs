@@ -15,7 +15,7 @@ mod write;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-pub use convert::Unstorable;
+pub use convert::{parse_date_time, Unstorable};
 pub use migrate::{apply_plan, migrate, spec_hash};
 pub use scans::{last_scan_start, record_scan_start};
 pub use site_binding::{

@@ -15,10 +15,11 @@ use sgcache::schema::Storage;
 use sgcache::sql::{Db, SqlValue, Tx};
 use sgcache::storage::{self, StorageError, WriteSource};
 
-use super::parse::{format_api_date_time, meta_date_time, Event, Kind};
+use super::parse::{meta_date_time, Event, Kind};
 use super::position::{lock_position, Position};
-use crate::scanner::fetch::{ReadError, SiteReader};
-use crate::scanner::write::{link_targets, seen_times, set_retired_if_current, write_read};
+use crate::sync::site_reader::{ReadError, SiteReader};
+use crate::sync::write::{link_targets, seen_times, set_retired_if_current, write_read};
+use sgcache::sql::format_datetime;
 
 /// What happens to one entity in a batch.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -376,7 +377,7 @@ async fn build_records(
         // Changes bump updated_at/updated_by on the site without events of their own.
         if let Some(t_at) = t.updated_at {
             if storage_of(state, ty, "updated_at").is_some() {
-                rec.insert("updated_at".into(), json!(format_api_date_time(&t_at)));
+                rec.insert("updated_at".into(), json!(format_datetime(&t_at)));
             }
             if let (Some(u), Some(_)) = (&t.user, storage_of(state, ty, "updated_by")) {
                 rec.insert("updated_by".into(), u.clone());

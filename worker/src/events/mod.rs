@@ -6,8 +6,6 @@
 //! instance holding the leader lock polls; others wait as hot standbys.
 
 pub mod apply;
-pub mod backoff;
-pub mod lock;
 pub mod parse;
 pub mod position;
 
@@ -18,16 +16,18 @@ use serde_json::{json, Value};
 use sgcache::site::SiteClient;
 use sgcache::spec::process_env;
 use sgcache::sql::Db;
-use sgcache::storage::{self, redact_url};
+use sgcache::storage;
 use sgcache::ShotgunCacheSpec;
 use tokio_util::sync::CancellationToken;
 
 use self::apply::{apply_batch, ApplyError};
-use self::backoff::{sleep_or_stop, Backoff};
-use self::lock::{Leader, EVENTS_LOCK_KEY};
 use self::parse::{parse, Event, EVENT_FIELDS};
-use self::position::{ensure_start, now_ms, Position};
-use crate::scanner::fetch::{cond, Liveness, ReadError, SiteReader};
+use self::position::{now_ms, Position};
+use crate::sync::backoff::{sleep_or_stop, Backoff};
+use crate::sync::connect_db;
+use crate::sync::leader::{Leader, EVENTS_LOCK_KEY};
+use crate::sync::site_reader::{cond, Liveness, ReadError, SiteReader};
+use crate::sync::start::{ensure_position, StartError};
 
 /// Events read per poll: the official daemon's batch size and the usual page maximum.
 pub const BATCH: u32 = 500;
@@ -49,22 +49,6 @@ impl FollowerConfig {
         FollowerConfig {
             poll_interval: spec.workers.events.poll_interval.duration(),
             gap_window: spec.workers.events.gap_window.duration(),
-        }
-    }
-}
-
-/// Connects to the database, retrying (with backoff) until it answers or `stop` fires.
-pub async fn connect_db(url: &str, max: u32, stop: &CancellationToken) -> Option<Db> {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
-    loop {
-        match Db::connect(url, max).await {
-            Ok(db) => return Some(db),
-            Err(e) => {
-                tracing::warn!(database = %redact_url(url), error = %e, "cannot connect to the database; retrying");
-                if !backoff.wait(stop).await {
-                    return None;
-                }
-            }
         }
     }
 }
@@ -119,6 +103,9 @@ async fn follow(
         if Instant::now() >= next_behind_check {
             next_behind_check = Instant::now() + BEHIND_CHECK;
             if let Err(e) = rescan_if_site_behind(db, reader).await {
+                // Checked again soon, not a full BEHIND_CHECK later: until it succeeds the
+                // follower may be reading past a restored site's newest event.
+                next_behind_check = Instant::now() + BEHIND_RETRY;
                 tracing::warn!(error = %e, "cannot compare the event position with the site");
             }
         }
@@ -160,34 +147,18 @@ pub enum PollError {
     #[error(transparent)]
     Apply(#[from] ApplyError),
     #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
     Storage(#[from] storage::StorageError),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
-/// Records the newest event id as the starting position when none is saved: done before
-/// any initial scan, so no change made during the scan is missed. False before `migrate`.
-pub async fn ensure_position(db: &Db, reader: &SiteReader) -> Result<bool, PollError> {
-    if storage::read_state(db).await?.types.is_empty() {
-        return Ok(false);
-    }
-    if storage::read_event_position(db).await?.is_some() {
-        return Ok(true);
-    }
-    let newest = reader.newest_event_id().await?;
-    let mut tx = db.begin().await?;
-    ensure_start(&mut tx, newest).await?;
-    tx.commit().await?;
-    tracing::info!(
-        newest_event_id = newest,
-        "recorded the starting event position"
-    );
-    Ok(true)
-}
-
 /// How often the follower checks that the site's event log has not gone behind its position
 /// (the site restored from a backup): at start, then at this pace.
 const BEHIND_CHECK: Duration = Duration::from_secs(60);
+/// How soon a check that failed (the site or the database unreachable) is tried again.
+const BEHIND_RETRY: Duration = Duration::from_secs(2);
 
 /// A saved position ahead of the site's newest event means the cached rows did not come from
 /// this site's event history (a restored site, or another one at the same address), and the

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
+use sgcache::sql::format_datetime;
 
 /// The fields the follower reads from EventLogEntry.
 pub const EVENT_FIELDS: &[&str] = &[
@@ -87,7 +88,7 @@ pub fn parse(record: &Value) -> Option<Event> {
     let created_at = record
         .get("created_at")
         .and_then(Value::as_str)
-        .and_then(parse_api_date_time);
+        .and_then(sgcache::storage::parse_date_time);
     Some(Event {
         id,
         kind,
@@ -101,23 +102,11 @@ pub fn parse(record: &Value) -> Option<Event> {
     })
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ`, the API spelling.
-pub fn parse_api_date_time(s: &str) -> Option<DateTime<Utc>> {
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%SZ")
-        .ok()
-        .map(|t| t.and_utc())
-}
-
-/// The API spelling of a date-time.
-pub fn format_api_date_time(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 /// Event meta spells date-times `YYYY-MM-DD HH:MM:SS UTC`; the cache stores the API form.
 /// Returns `None` for anything else.
 pub fn meta_date_time(s: &str) -> Option<String> {
     let t = NaiveDateTime::parse_from_str(s.strip_suffix(" UTC")?, "%Y-%m-%d %H:%M:%S").ok()?;
-    Some(format_api_date_time(&t.and_utc()))
+    Some(format_datetime(&t.and_utc()))
 }
 
 #[cfg(test)]

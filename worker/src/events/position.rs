@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sgcache::sql::{Dialect, SqlValue, Tx};
-use sgcache::storage::{self, EventPosition, StorageError};
+use sgcache::storage::{EventPosition, StorageError};
 
 /// Most missing ids kept: a flood of holes must not grow memory without bound.
 pub const MAX_BACKLOG: usize = 100_000;
@@ -113,28 +113,6 @@ impl Position {
         }
         out
     }
-}
-
-/// Records the newest event id as the starting position unless one is saved already (the
-/// follower and the scanner both call this before any scan; the first one wins). Returns the
-/// saved position.
-pub async fn ensure_start(tx: &mut Tx, newest: Option<i64>) -> Result<(), StorageError> {
-    let mut sql = tx.sql();
-    let now = storage::now_value(tx.dialect());
-    sql.push(
-        "INSERT INTO \"_sgcache_events\" (id, last_event_id, backlog, updated_at) VALUES (1, ",
-    )
-    .push_bind(SqlValue::Int(newest.unwrap_or(0)))
-    .push(", ");
-    match tx.dialect() {
-        Dialect::Postgres => sql.push("'[]'::jsonb"),
-        Dialect::Sqlite => sql.push("'[]'"),
-    };
-    sql.push(", ")
-        .push_bind(now)
-        .push(") ON CONFLICT (id) DO NOTHING");
-    tx.execute(&sql).await?;
-    Ok(())
 }
 
 /// Reads the saved position inside `tx`, locking its row (PostgreSQL) so two followers can

@@ -14,8 +14,8 @@ use sgcache::sql::Db;
 use sgcache::storage::{self, StorageError};
 use tokio::sync::mpsc;
 
-use super::fetch::{Liveness, ReadError, SiteReader};
-use super::write::{existing_ids, write_read};
+use crate::sync::site_reader::{Liveness, ReadError, SiteReader};
+use crate::sync::write::{existing_ids, write_read};
 use sgcache::storage::record_scan_start;
 
 /// What to scan.

@@ -3,14 +3,14 @@
 //! (scripts with "Generate Events" off). When each type was last scanned is kept in
 //! `_sgcache_scans` (`sgcache::storage::record_scan_start`), so a restart misses nothing.
 
-use serde_json::json;
-use sgcache::sql::Db;
+use serde_json::{json, Value};
+use sgcache::plan::DbState;
+use sgcache::sql::{format_datetime, Db};
 use sgcache::storage::{self, last_scan_start, record_scan_start};
 
 use super::backfill::ScanError;
-use super::fetch::{cond, Liveness, SiteReader};
-use super::write::{refresh_link_targets, retired_ids, write_read};
-use crate::events::parse::format_api_date_time;
+use crate::sync::site_reader::{cond, Liveness, SiteReader};
+use crate::sync::write::{link_targets, retired_ids, write_read};
 
 /// Scans one type for rows changed since its last scan (minus `overlap_ms`); returns the rows
 /// read. A type never scanned is read whole once.
@@ -37,7 +37,7 @@ pub async fn scan_changed(
     let mut conditions = vec![cond(
         "updated_at",
         "greater_than",
-        json!([format_api_date_time(&since)]),
+        json!([format_datetime(&since)]),
     )];
     conditions.extend(extra.iter().cloned());
     let mut read = 0u64;
@@ -96,7 +96,27 @@ pub async fn scan_changed(
         tx.commit().await?;
     }
     if read > 0 {
-        tracing::info!(entity_type, read, since = %format_api_date_time(&since), "incremental scan");
+        tracing::info!(entity_type, read, since = %format_datetime(&since), "incremental scan");
     }
     Ok(read)
+}
+
+/// Reads again and writes the rows `records` (just revived) link to; see [`link_targets`].
+async fn refresh_link_targets(
+    db: &sgcache::sql::Db,
+    reader: &SiteReader,
+    state: &DbState,
+    entity_type: &str,
+    records: &[&Value],
+) -> Result<u64, ScanError> {
+    let mut n = 0;
+    for (ty, ids) in link_targets(state, entity_type, records) {
+        let fields: Vec<String> = state.live_fields(&ty).map(|(f, _)| f.clone()).collect();
+        let (active, retired) = reader.fetch_ids(&ty, &fields, &ids).await?;
+        let mut tx = db.begin().await?;
+        write_read(&mut tx, state, &ty, &active, &retired).await?;
+        tx.commit().await?;
+        n += (active.len() + retired.len()) as u64;
+    }
+    Ok(n)
 }

@@ -6,9 +6,7 @@
 //! full scan (of `--types`, restricted to `--projects`) and exits.
 
 pub mod backfill;
-pub mod fetch;
 pub mod incremental;
-pub mod write;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,10 +22,11 @@ use sgcache::ShotgunCacheSpec;
 use tokio_util::sync::CancellationToken;
 
 use self::backfill::{scan_type, ScanError, ScanRequest};
-use self::fetch::{cond, ReadError, SiteReader};
-use crate::events::backoff::{sleep_or_stop, Backoff};
-use crate::events::lock::{Leader, SCANNER_LOCK_KEY};
-use crate::events::{connect_db, ensure_position, PollError};
+use crate::sync::backoff::{sleep_or_stop, Backoff};
+use crate::sync::connect_db;
+use crate::sync::leader::{Leader, SCANNER_LOCK_KEY};
+use crate::sync::site_reader::{cond, ReadError, SiteReader};
+use crate::sync::start::{ensure_position, StartError};
 
 /// The scanner's command-line options.
 #[derive(Clone, Debug, Default)]
@@ -49,7 +48,7 @@ pub enum ScannerError {
     #[error(transparent)]
     Scan(#[from] ScanError),
     #[error(transparent)]
-    Poll(#[from] PollError),
+    Start(#[from] StartError),
     #[error(transparent)]
     Storage(#[from] storage::StorageError),
 }

@@ -8,9 +8,7 @@ use serde_json::Value;
 use sgcache::ident;
 use sgcache::plan::DbState;
 use sgcache::sql::{SqlValue, Tx};
-use sgcache::storage::{self, StorageError, WriteOutcome, WriteSource};
-
-use crate::events::parse::parse_api_date_time;
+use sgcache::storage::{self, parse_date_time, StorageError, WriteOutcome, WriteSource};
 
 /// Rows per guarded retire statement (two binds each).
 const FLAG_CHUNK: usize = 500;
@@ -40,7 +38,7 @@ pub async fn write_read(
                 let t = r
                     .get("updated_at")
                     .and_then(Value::as_str)
-                    .and_then(parse_api_date_time);
+                    .and_then(parse_date_time);
                 Some((id, t))
             })
             .collect();
@@ -178,26 +176,6 @@ pub fn link_targets(
     out
 }
 
-/// Reads again and writes the rows `records` (just revived) link to; see [`link_targets`].
-pub async fn refresh_link_targets(
-    db: &sgcache::sql::Db,
-    reader: &super::fetch::SiteReader,
-    state: &DbState,
-    entity_type: &str,
-    records: &[&Value],
-) -> Result<u64, super::backfill::ScanError> {
-    let mut n = 0;
-    for (ty, ids) in link_targets(state, entity_type, records) {
-        let fields: Vec<String> = state.live_fields(&ty).map(|(f, _)| f.clone()).collect();
-        let (active, retired) = reader.fetch_ids(&ty, &fields, &ids).await?;
-        let mut tx = db.begin().await?;
-        write_read(&mut tx, state, &ty, &active, &retired).await?;
-        tx.commit().await?;
-        n += (active.len() + retired.len()) as u64;
-    }
-    Ok(n)
-}
-
 /// `_updated_at_seen` of the cached rows among `ids` (rows absent are left out).
 pub async fn seen_times(
     tx: &mut Tx,
@@ -216,7 +194,7 @@ pub async fn seen_times(
         for row in tx.fetch_all(&sql).await? {
             let seen = match row.get(1) {
                 Some(SqlValue::DateTime(t)) => Some(*t),
-                Some(SqlValue::Text(s)) => parse_api_date_time(s),
+                Some(SqlValue::Text(s)) => parse_date_time(s),
                 _ => None,
             };
             if let Some(SqlValue::Int(id)) = row.first() {

@@ -12,7 +12,7 @@ use sgcache::sql::Db;
 use sgcache::storage;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::backoff::Backoff;
+use super::backoff::Backoff;
 
 /// Why a read gave up.
 #[derive(Debug, thiserror::Error)]
