@@ -385,6 +385,11 @@ pub struct ScannerSpec {
     #[serde(default = "defaults::page_size")]
     #[schemars(range(min = 1, max = 5000))]
     pub page_size: u32,
+    /// How often the site's schema is read again, so that fields the site adds (to `"*"`
+    /// types), retypes or deletes are followed without a restart. The event follower also
+    /// checks at once when the site logs a field created or changed (DisplayColumn events).
+    #[serde(default = "defaults::schema_interval")]
+    pub schema_interval: DurationString,
 }
 
 impl Default for ScannerSpec {
@@ -393,6 +398,7 @@ impl Default for ScannerSpec {
             interval: defaults::scan_interval(),
             overlap: defaults::scan_overlap(),
             page_size: defaults::page_size(),
+            schema_interval: defaults::schema_interval(),
         }
     }
 }
@@ -527,6 +533,9 @@ mod defaults {
     }
     pub fn scan_overlap() -> DurationString {
         "30s".into()
+    }
+    pub fn schema_interval() -> DurationString {
+        "5m".into()
     }
     pub fn page_size() -> u32 {
         500

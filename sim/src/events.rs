@@ -66,13 +66,25 @@ impl Writer<'_> {
         meta: Value,
         description: String,
     ) -> u32 {
+        self.emit_row(event_type, Some(entity), attribute, meta, description)
+    }
+
+    /// [`Self::emit`] for events about no entity row (schema changes).
+    fn emit_row(
+        &mut self,
+        event_type: String,
+        entity: Option<Link>,
+        attribute: Option<&str>,
+        meta: Value,
+        description: String,
+    ) -> u32 {
         if !self.principal.events {
             return 0;
         }
         let Some(&ty) = self.store().by_name.get("EventLogEntry") else {
             return 0;
         };
-        let project = self.project_of(entity);
+        let project = entity.and_then(|e| self.project_of(e));
         let t = self.store().table(ty);
         let mut row = Row::default();
         let mut put = |name: &str, v: Option<Val>| {
@@ -82,7 +94,7 @@ impl Writer<'_> {
         };
         put("event_type", Some(Val::Str(event_type.into())));
         put("attribute_name", attribute.map(Val::str));
-        put("entity", Some(Val::Link(entity)));
+        put("entity", entity.map(Val::Link));
         put("project", project.map(Val::Link));
         put("user", Some(Val::Link(self.principal.actor)));
         put("created_at", Some(Val::DateTime(self.now)));
@@ -113,6 +125,31 @@ impl Writer<'_> {
             .display_name(self.principal.actor)
             .unwrap_or("someone")
             .to_string()
+    }
+
+    /// `Shotgun_DisplayColumn_New` / `_Change` for a field created or edited through the
+    /// schema methods (protocol doc section 7: the site writes them; deletion writes none).
+    /// *Inferred*: the entity is left empty (the test site has no DisplayColumn rows) and
+    /// meta names the type and field.
+    pub fn event_display_column(&mut self, action: &str, entity_type: &str, field: &str) -> u32 {
+        let meta = json!({"type": "display_column", "entity_type": entity_type,
+                          "field_name": field});
+        let d = format!(
+            "{} {} field {entity_type}.{field}",
+            self.actor_name(),
+            if action == "New" {
+                "created"
+            } else {
+                "changed"
+            }
+        );
+        self.emit_row(
+            format!("Shotgun_DisplayColumn_{action}"),
+            None,
+            None,
+            meta,
+            d,
+        )
     }
 
     pub fn event_new(&mut self, l: Link) -> u32 {

@@ -11,8 +11,9 @@
 //!   project on custom fields (`sg_*`; built-in fields report `visible.editable: false`, as the
 //!   official suite asserts for `Asset.code`); only custom fields can be deleted;
 //! - a deleted field keeps its values and can be revived with them; reads and writes that name
-//!   it fail as for any unknown field; no event is written (the reference observed none for
-//!   deletion, and lists none for creation or update).
+//!   it fail as for any unknown field; no event is written for it (the reference observed
+//!   none). Creation and updates write `Shotgun_DisplayColumn_New` / `_Change` events, as the
+//!   reference says the site does (written by the caller, `site.rs`, which has the principal).
 
 use std::collections::{HashMap, HashSet};
 

@@ -167,14 +167,45 @@ impl Site {
 
     fn call_schema_write(&self, req: &Request) -> Result<Value, Api3Error> {
         let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
-        self.auth.authenticate(&req.auth, &store)?;
-        let store = &mut *store;
-        match req.method_name.as_str() {
-            "schema_field_create" => crate::schema_writes::create(store, &req.payload),
-            "schema_field_update" => crate::schema_writes::update(store, &req.payload),
-            "schema_field_delete" => crate::schema_writes::delete(store, &req.payload),
-            _ => crate::schema_writes::revive(store, &req.payload),
-        }
+        let principal = self.auth.authenticate(&req.auth, &store)?;
+        let (result, action) = match req.method_name.as_str() {
+            "schema_field_create" => (
+                crate::schema_writes::create(&mut store, &req.payload)?,
+                "New",
+            ),
+            "schema_field_update" => (
+                crate::schema_writes::update(&mut store, &req.payload)?,
+                "Change",
+            ),
+            "schema_field_delete" => return crate::schema_writes::delete(&mut store, &req.payload),
+            _ => return crate::schema_writes::revive(&mut store, &req.payload),
+        };
+        let entity_type = req
+            .payload
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let field = match &result {
+            Value::String(created) => created.clone(),
+            _ => req
+                .payload
+                .get("field_name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        };
+        let mut rng = lock(&self.rng);
+        let mut w = Writer {
+            txn: Txn::new(&mut store),
+            principal: &principal,
+            now: self.now(),
+            instant: Instant::now(),
+            faults: self.faults(),
+            rng: &mut rng,
+        };
+        w.event_display_column(action, entity_type, &field);
+        w.txn.commit();
+        Ok(result)
     }
 
     fn call_write(&self, req: &Request) -> Result<Value, Api3Error> {

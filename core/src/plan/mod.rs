@@ -6,6 +6,7 @@
 
 mod diff;
 mod display;
+mod narrow;
 mod resolve;
 mod state;
 #[cfg(test)]
@@ -17,6 +18,7 @@ use serde_json::Value;
 use crate::schema::{DataType, SiteSchema, Storage};
 use crate::spec::ShotgunCacheSpec;
 
+pub use narrow::narrow_to_site;
 pub use resolve::{is_viewer_dependent, uncacheable_reason, ASSOC_INDEX_SUFFIX};
 pub use state::{DbState, FieldRecord, FieldState, TypeState};
 

@@ -271,7 +271,11 @@ async fn upsert_field_row(tx: &mut Tx, f: &FieldDef) -> Result<(), StorageError>
     Ok(())
 }
 
-async fn record_migration(tx: &mut Tx, plan: &Plan, spec_hash: &str) -> Result<(), StorageError> {
+pub(super) async fn record_migration(
+    tx: &mut Tx,
+    plan: &Plan,
+    spec_hash: &str,
+) -> Result<(), StorageError> {
     let plan_json = serde_json::to_value(plan).map_err(|e| StorageError::CorruptState {
         table: "_sgcache_migrations",
         message: format!("cannot serialise the plan: {e}"),

@@ -7,6 +7,7 @@ pub mod ddl;
 mod migrate;
 pub mod notify;
 mod scans;
+mod schema_follow;
 mod site_binding;
 mod state;
 mod unservable;
@@ -18,6 +19,7 @@ use serde_json::Value;
 pub use convert::{parse_date_time, Unstorable};
 pub use migrate::{apply_plan, migrate, spec_hash};
 pub use scans::{last_scan_start, record_scan_start};
+pub use schema_follow::{follow_site_schema, SchemaFollow};
 pub use site_binding::{
     bind_site, drop_cache, normalize_site_url, read_binding, restart_backfills, SiteBinding,
 };

@@ -174,6 +174,23 @@ fn schema_fields_are_created_updated_deleted_and_revived() {
     )
     .unwrap();
     assert_eq!(name, json!("sg_monkey_count"));
+    let schema_events = |event_type: &str| {
+        call(
+            &s,
+            "read",
+            json!({"type": "EventLogEntry",
+                "filters": and(json!([{"path": "event_type", "relation": "is", "values": [event_type]}])),
+                "return_fields": ["meta", "entity"]}),
+        )
+        .unwrap()["entities"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let created = schema_events("Shotgun_DisplayColumn_New");
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0]["meta"]["field_name"], "sg_monkey_count");
+    assert_eq!(created[0]["meta"]["entity_type"], "Asset");
     let f = field_read("sg_monkey_count").unwrap();
     assert_eq!(f["sg_monkey_count"]["data_type"]["value"], "number");
     assert_eq!(f["sg_monkey_count"]["description"]["value"], "monkeys");
@@ -197,6 +214,7 @@ fn schema_fields_are_created_updated_deleted_and_revived() {
         update(json!([{"property_name": "description", "value": "more"}])).unwrap(),
         json!(true)
     );
+    assert_eq!(schema_events("Shotgun_DisplayColumn_Change").len(), 1);
     let refused = update(json!([{"property_name": "data_type", "value": "text"}])).unwrap_err();
     assert!(
         refused.message.contains("not editable"),

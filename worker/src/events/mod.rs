@@ -10,6 +10,7 @@ pub mod parse;
 pub mod position;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -26,6 +27,7 @@ use self::position::{now_ms, Position};
 use crate::sync::backoff::{sleep_or_stop, Backoff};
 use crate::sync::connect_db;
 use crate::sync::leader::{Leader, EVENTS_LOCK_KEY};
+use crate::sync::schema_follow;
 use crate::sync::site_reader::{cond, Liveness, ReadError, SiteReader};
 use crate::sync::start::{ensure_position, StartError};
 
@@ -42,6 +44,8 @@ const STUCK_AFTER: u32 = 5;
 pub struct FollowerConfig {
     pub poll_interval: Duration,
     pub gap_window: Duration,
+    /// For following the site's schema when it logs a field created or changed.
+    pub spec: Arc<ShotgunCacheSpec>,
 }
 
 impl FollowerConfig {
@@ -49,6 +53,7 @@ impl FollowerConfig {
         FollowerConfig {
             poll_interval: spec.workers.events.poll_interval.duration(),
             gap_window: spec.workers.events.gap_window.duration(),
+            spec: Arc::new(spec.clone()),
         }
     }
 }
@@ -203,7 +208,7 @@ pub async fn poll_once(
     if !ensure_position(db, reader).await? {
         return Ok(0); // not migrated yet
     }
-    let state = storage::read_state(db).await?;
+    let mut state = storage::read_state(db).await?;
     let Some(saved) = storage::read_event_position(db).await? else {
         return Ok(0);
     };
@@ -232,6 +237,19 @@ pub async fn poll_once(
         .filter(|e| e.id > current.last)
         .map(|e| (e.id, e.created_at.map(|t| t.timestamp_millis())))
         .collect();
+    if events
+        .iter()
+        .any(|e| e.id > current.last && e.entity_type == "DisplayColumn")
+    {
+        // Fields created or changed on the site: the layout follows before the batch is
+        // applied, so a retyped field's new values land in its rebuilt storage.
+        match schema_follow::follow(db, reader, &config.spec, "DisplayColumn event").await {
+            Ok(0) => {}
+            Ok(_) => state = storage::read_state(db).await?,
+            Err(e) => tracing::warn!(error = %e, "cannot follow the site's schema after a \
+                DisplayColumn event; the scanner checks again on its timer"),
+        }
+    }
     let mut next = current.clone();
     let window = config.gap_window.as_millis() as i64;
     let advance = next.advance_timed(

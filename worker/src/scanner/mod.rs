@@ -25,6 +25,7 @@ use self::backfill::{scan_type, ScanError, ScanRequest};
 use crate::sync::backoff::{sleep_or_stop, Backoff};
 use crate::sync::connect_db;
 use crate::sync::leader::{Leader, SCANNER_LOCK_KEY};
+use crate::sync::schema_follow;
 use crate::sync::site_reader::{cond, ReadError, SiteReader};
 use crate::sync::start::{ensure_position, StartError};
 
@@ -183,6 +184,7 @@ async fn scan_loop(
     let interval = spec.workers.scanner.interval.duration();
     let overlap_ms = spec.workers.scanner.overlap.as_millis_i64();
     let mut next_incremental = Instant::now();
+    let mut next_schema = Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     loop {
         if stop.is_cancelled() || !leader.alive().await {
@@ -191,6 +193,9 @@ async fn scan_loop(
         let round = async {
             if !ensure_position(db, reader).await? {
                 return Ok::<_, ScannerError>(()); // not migrated yet
+            }
+            if Instant::now() >= next_schema {
+                next_schema = Instant::now() + follow_schema(db, reader, spec).await;
             }
             backfill_pending(db, reader, args).await?;
             if Instant::now() >= next_incremental {
@@ -223,6 +228,21 @@ async fn scan_loop(
         }
     }
 }
+
+/// Follows the site's schema (see `crate::sync::schema_follow`); returns when to check again:
+/// after `schemaInterval`, or soon when the check failed.
+async fn follow_schema(db: &Db, reader: &SiteReader, spec: &ShotgunCacheSpec) -> Duration {
+    match schema_follow::follow(db, reader, spec, "schemaInterval").await {
+        Ok(_) => spec.workers.scanner.schema_interval.duration(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot follow the site's schema; trying again soon");
+            SCHEMA_RETRY
+        }
+    }
+}
+
+/// How soon a failed schema check is tried again.
+const SCHEMA_RETRY: Duration = Duration::from_secs(10);
 
 /// Backfills every type that has pending or backfilling fields, resuming from its cursor.
 async fn backfill_pending(

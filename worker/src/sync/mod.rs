@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod leader;
+pub mod schema_follow;
 pub mod site_reader;
 pub mod start;
 pub mod write;

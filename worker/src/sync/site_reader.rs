@@ -126,6 +126,11 @@ impl SiteReader {
         })
     }
 
+    /// The site's schema (no retry: the callers check again on their next round).
+    pub async fn schema(&self) -> Result<sgcache::schema::SiteSchema, ReadError> {
+        Ok(self.client.schema().await?)
+    }
+
     /// Lowers the page size to the site's `api_max_entities_per_page` (500 when `info` does not
     /// say). A site that caps pages below ours would otherwise return short pages, and a short
     /// page reads as the last one: the scan would stop early and miss rows.
