@@ -80,13 +80,18 @@ pub mod condition {
     pub const WORKERS_AVAILABLE: &str = "WorkersAvailable";
     /// Everything above is true: reads are served from the cache.
     pub const READY: &str = "Ready";
+    /// Every type and field the spec names still exists on the site (`False`: the site deleted
+    /// some since they were cached; they are dropped and reads of them go to the site). Not
+    /// part of `Ready`: the rest of the cache keeps serving.
+    pub const SITE_SCHEMA_IN_SYNC: &str = "SiteSchemaInSync";
     /// All condition types, in the order they are reported.
-    pub const ALL: [&str; 5] = [
+    pub const ALL: [&str; 6] = [
         DATABASE_READY,
         SCHEMA_READY,
         BACKFILLED,
         WORKERS_AVAILABLE,
         READY,
+        SITE_SCHEMA_IN_SYNC,
     ];
 }
 

@@ -71,6 +71,8 @@ pub struct DbSnapshot {
 pub struct MigrationOutcome {
     /// One line per change applied, e.g. `add field Shot.description`.
     pub changes: Vec<String>,
+    /// Declared types and fields the site deleted since they were cached (`Shot.sg_cut`).
+    pub gone: Vec<String>,
 }
 
 /// Why the database step failed.

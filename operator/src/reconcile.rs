@@ -280,6 +280,13 @@ async fn database(
         Ok(outcome) => {
             obs.database = Some(Ok(()));
             obs.schema = Some(Ok(()));
+            if !outcome.gone.is_empty() {
+                warn!(gone = ?outcome.gone, "the site deleted cached types or fields");
+                let note = format!("deleted on the site: {}", outcome.gone.join(", "));
+                ctx.event(cache, EventType::Warning, "SiteSchemaDrift", note)
+                    .await;
+            }
+            obs.gone_from_site = Some(outcome.gone);
             if !outcome.changes.is_empty() {
                 info!(changes = outcome.changes.len(), "schema changed");
                 let note = outcome.changes.join("; ");

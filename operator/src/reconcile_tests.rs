@@ -109,6 +109,7 @@ async fn reconcile_ok(cache: ShotgunCache, schema_changes: &[&str]) -> (Harness,
     let mut h = Harness::new();
     *h.db.migrate.lock().unwrap() = Ok(MigrationOutcome {
         changes: schema_changes.iter().map(|s| s.to_string()).collect(),
+        gone: vec![],
     });
     let mut calls = secrets_ok();
     if !schema_changes.is_empty() {

@@ -53,6 +53,7 @@ impl CacheDatabase for SqlCacheDatabase {
             let plan = result?;
             Ok(MigrationOutcome {
                 changes: plan.changes.iter().map(ToString::to_string).collect(),
+                gone: plan.gone,
             })
         })
     }

@@ -56,6 +56,8 @@ pub struct Observed {
     pub declared: Option<Declared>,
     /// Label selector of the proxy pods (`k=v,k=v`).
     pub proxy_selector: Option<String>,
+    /// Declared names the site deleted since they were cached; `None` when not checked.
+    pub gone_from_site: Option<Vec<String>>,
 }
 
 /// Builds the status; `previous` keeps each condition's `lastTransitionTime` while its status
@@ -81,7 +83,9 @@ pub fn build(
         .map(|t| t.pending + t.backfilling + t.ready + t.unservable)
         .sum();
     let conds = conditions(obs, &waiting);
-    let ready = conds.last().is_some_and(|c| c.1 == "True");
+    let ready = conds
+        .iter()
+        .any(|c| c.0 == condition::READY && c.1 == "True");
     let mut status = ShotgunCacheStatus {
         phase: phase(obs, !waiting.is_empty(), ready).into(),
         observed_generation: obs.generation,
@@ -234,7 +238,36 @@ fn conditions(obs: &Observed, waiting: &BTreeMap<String, i64>) -> Vec<Cond> {
             },
         ),
     };
-    vec![database, schema, backfilled, workers, ready]
+    vec![
+        database,
+        schema,
+        backfilled,
+        workers,
+        ready,
+        site_schema(obs),
+    ]
+}
+
+fn site_schema(obs: &Observed) -> Cond {
+    match &obs.gone_from_site {
+        None => from_step(condition::SITE_SCHEMA_IN_SYNC, &None, ""),
+        Some(gone) if gone.is_empty() => (
+            condition::SITE_SCHEMA_IN_SYNC,
+            "True",
+            "InSync".into(),
+            String::new(),
+        ),
+        Some(gone) => (
+            condition::SITE_SCHEMA_IN_SYNC,
+            "False",
+            "DeletedOnSite".into(),
+            format!(
+                "the site deleted {} since they were cached: dropped, reads of them go to the \
+                 site; remove them from the spec or revive them on the site",
+                gone.join(", ")
+            ),
+        ),
+    }
 }
 
 fn backfill_condition(obs: &Observed, by_type: &BTreeMap<String, i64>) -> Cond {

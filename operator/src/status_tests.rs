@@ -31,6 +31,7 @@ fn healthy(snapshot: DbSnapshot) -> Observed {
         config_hash: Some("abc".into()),
         declared: None,
         proxy_selector: Some("app=proxy".into()),
+        gone_from_site: Some(vec![]),
     }
 }
 
@@ -260,4 +261,25 @@ fn an_apply_error_is_a_workers_condition_and_degrades() {
     );
     assert!(r.message.contains("forbidden"), "{}", r.message);
     assert_eq!(s.phase, "Degraded");
+}
+
+#[test]
+fn fields_deleted_on_the_site_show_as_drift_without_making_the_cache_unready() {
+    let snap = DbSnapshot {
+        fields: vec![row("Shot", "code", "ready", 0, None)],
+        events: None,
+    };
+    let obs = Observed {
+        gone_from_site: Some(vec!["Shot.sg_cut_note".into()]),
+        ..healthy(snap)
+    };
+    let s = build(&obs, None, now());
+    let drift = cond(&s, condition::SITE_SCHEMA_IN_SYNC);
+    assert_eq!(
+        (drift.status.as_str(), drift.reason.as_str()),
+        ("False", "DeletedOnSite")
+    );
+    assert!(drift.message.contains("Shot.sg_cut_note"), "{drift:?}");
+    assert_eq!(cond(&s, condition::READY).status, "True");
+    assert_eq!(s.phase, "Ready");
 }

@@ -451,3 +451,77 @@ async fn two_caches_on_one_database_never_touch_each_other() {
     sim.shutdown().await;
     pg.drop().await;
 }
+
+/// A field the spec names is deleted on the site: the next reconcile drops it (reads of it go
+/// to the site), says so in `SiteSchemaInSync` and a `SiteSchemaDrift` Event, and the cache
+/// stays Ready; revived on the site, the next reconcile brings it back (pending, then ready).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_deleted_on_the_site_is_drift_not_a_failed_migration() {
+    let pg = PgDb::create("op_drift").await;
+    let sim = shotgun_sim::start(
+        shotgun_sim::SimConfig::default(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .expect("test site");
+    let site = sgcache::site::SiteClient::new(sgcache::spec::SiteConnection {
+        url: sim.url(),
+        script_name: "sgcache_test".into(),
+        api_key: "test_key".into(),
+        timeout: std::time::Duration::from_secs(10),
+    })
+    .unwrap();
+    let created = site
+        .call(
+            "schema_field_create",
+            serde_json::json!({"type": "Shot", "data_type": "text",
+                "properties": [{"property_name": "name", "value": "E2E Note"}]}),
+        )
+        .await
+        .expect("field created");
+    assert_eq!(created, "sg_e2e_note");
+    let (ctx, api) = context(Arc::new(SqlCacheDatabase));
+    {
+        let mut st = api.lock().unwrap();
+        let pairs = |k: &str, v: &str| [(k.to_string(), v.to_string())].into();
+        st.secrets.insert("db".into(), pairs("url", &pg.url));
+        st.secrets
+            .insert("site".into(), pairs("apiKey", "test_key"));
+    }
+    let c = cache(&sim.url(), "code, sg_e2e_note", 1);
+    let (s, _) = run(&ctx, &api, c.clone(), None).await;
+    full_scan(&c, &pg.url).await;
+    let (s, _) = run(&ctx, &api, c.clone(), Some(s)).await;
+    assert_eq!(cond(&s, condition::READY), ("True", "Ready"));
+    assert_eq!(cond(&s, condition::SITE_SCHEMA_IN_SYNC), ("True", "InSync"));
+
+    let field = serde_json::json!({"type": "Shot", "field_name": "sg_e2e_note"});
+    site.call("schema_field_delete", field.clone())
+        .await
+        .expect("field deleted");
+    let (s, _) = run(&ctx, &api, c.clone(), Some(s)).await;
+    assert_eq!(
+        cond(&s, condition::SITE_SCHEMA_IN_SYNC),
+        ("False", "DeletedOnSite")
+    );
+    assert_eq!(cond(&s, condition::SCHEMA_READY), ("True", "Migrated"));
+    assert_eq!(cond(&s, condition::READY), ("True", "Ready"));
+    assert_eq!(type_counts(&s, "Shot").2, 1, "the deleted field is dropped");
+    let drift = api.lock().unwrap().event_notes("SiteSchemaDrift");
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert!(drift[0].contains("Shot.sg_e2e_note"), "{drift:?}");
+
+    site.call("schema_field_revive", field)
+        .await
+        .expect("field revived");
+    let (s, _) = run(&ctx, &api, c.clone(), Some(s)).await;
+    assert_eq!(cond(&s, condition::SITE_SCHEMA_IN_SYNC), ("True", "InSync"));
+    assert_eq!(type_counts(&s, "Shot").0, 1, "revived: pending again");
+    full_scan(&c, &pg.url).await;
+    let (s, _) = run(&ctx, &api, c.clone(), Some(s)).await;
+    assert_eq!(cond(&s, condition::READY), ("True", "Ready"));
+    assert_eq!(type_counts(&s, "Shot"), (0, 2, 0));
+
+    sim.shutdown().await;
+    pg.drop().await;
+}

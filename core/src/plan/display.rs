@@ -87,6 +87,13 @@ impl fmt::Display for Plan {
                 p.entity_type, p.field_name, p.data_type, p.reason
             )?;
         }
+        for g in &self.gone {
+            writeln!(
+                f,
+                "! {g}: in the spec, deleted on the site since it was cached (dropped; reads of \
+                 it go to the site; remove it from the spec, or revive it on the site)"
+            )?;
+        }
         Ok(())
     }
 }

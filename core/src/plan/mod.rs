@@ -101,6 +101,10 @@ pub struct PassThrough {
 pub struct Plan {
     pub changes: Vec<Change>,
     pub passed_through: Vec<PassThrough>,
+    /// Declared types and fields the cache held that the site has deleted since
+    /// (`Shot.sg_cut`): planned as out of the spec, so they are dropped, not an error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gone: Vec<String>,
 }
 
 impl Plan {
@@ -148,8 +152,12 @@ pub fn plan(
     current: &DbState,
     options: PlanOptions,
 ) -> Result<Plan, PlanError> {
-    let desired = resolve::resolve(spec, site)?;
-    Ok(diff::diff(&desired, current, options))
+    let (narrowed, gone) = narrow_to_site(spec, site, current);
+    let desired = resolve::resolve(&narrowed, site)?;
+    Ok(Plan {
+        gone,
+        ..diff::diff(&desired, current, options)
+    })
 }
 
 impl DbState {

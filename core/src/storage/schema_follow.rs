@@ -1,7 +1,7 @@
 //! Following the site's schema while the cache runs (the scanner's timer and the follower's
-//! DisplayColumn events call this): the layout is planned against the spec narrowed to what
-//! the site still has ([`crate::plan::narrow_to_site`]) and applied like any migration, under
-//! the same lock. A field the site added to a `"*"` type is added and backfilled, a retyped
+//! DisplayColumn events call this): the layout is planned like any migration (fields the site
+//! deleted leave the plan's spec, [`crate::plan::narrow_to_site`]) and applied under the same
+//! lock. A field the site added to a `"*"` type is added and backfilled, a retyped
 //! one rebuilt, a deleted one dropped (reads of it pass through), a revived one revived.
 //!
 //! Left out on purpose: reviving fields that are `unservable` because a value could not be
@@ -31,21 +31,22 @@ pub async fn follow_site_schema(
     spec: &ShotgunCacheSpec,
     site: &SiteSchema,
 ) -> Result<SchemaFollow, StorageError> {
-    let (narrowed, gone) = plan::narrow_to_site(spec, site);
-    if site_plan(&narrowed, site, &read_state(db).await?)?.is_empty() {
+    let preview = site_plan(spec, site, &read_state(db).await?)?;
+    if preview.is_empty() {
         return Ok(SchemaFollow {
             plan: Plan::default(),
-            gone,
+            gone: preview.gone,
         });
     }
     let mut tx = begin_exclusive(db).await?;
     let current = read_state_tx(&mut tx).await?;
-    let plan = site_plan(&narrowed, site, &current)?;
+    let plan = site_plan(spec, site, &current)?;
     if !plan.is_empty() {
         apply_plan(&mut tx, &plan).await?;
         record_migration(&mut tx, &plan, &spec_hash(spec)).await?;
     }
     tx.commit().await?;
+    let gone = plan.gone.clone();
     Ok(SchemaFollow { plan, gone })
 }
 
