@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -21,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import pytest
 import shotgun_api3
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -212,3 +214,93 @@ def wait_for_events(
         if predicate(evs) or time.monotonic() >= deadline:
             return evs
         time.sleep(0.2)
+
+
+# scripts/run-local.sh, run on the already built debug binaries.
+RUN_LOCAL = REPO_ROOT / "scripts" / "run-local.sh"
+
+
+def bin_dir(config) -> Path:
+    """Where the built sgcache-worker and shotgun-sim are (SGCACHE_BIN_DIR, else beside the
+    shotgun-sim binary the suite uses)."""
+    explicit = os.environ.get("SGCACHE_BIN_DIR")
+    if explicit:
+        return Path(explicit)
+    sim = config.getoption("--sim-bin") or str(default_sim_bin())
+    return Path(sim).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class RunLocal:
+    """One run of scripts/run-local.sh in its own session (so every process it started is in
+    its process group)."""
+
+    def __init__(self, bin_dir: Path, work: Path, port: int, env: dict[str, str], spec_text: str):
+        for name in ("sgcache-worker", "shotgun-sim"):
+            if not (bin_dir / name).exists():
+                pytest.fail(f"{bin_dir / name} is missing: build it (cargo build -p sgcache-worker -p shotgun-sim)")
+        spec = work / "spec.yaml"
+        spec.write_text(spec_text)
+        self.log = work / "run-local.log"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOTGUN_", "DATABASE_URL", "SGCACHE_"))}
+        full_env.update(
+            SGCACHE_BIN_DIR=str(bin_dir),
+            SGCACHE_CONFIG=str(spec),
+            SGCACHE_CACHE_DIR=str(work),
+            SIM_SEED_SCALE="20",
+            RUST_LOG="info",
+            **env,
+        )
+        self.proc = subprocess.Popen(
+            [str(RUN_LOCAL), "--port", str(port)],
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "wb"),
+            start_new_session=True,
+        )
+        self.pgid = self.proc.pid
+        self.url = f"http://127.0.0.1:{port}"
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int) -> int:
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"run-local.sh still running 30 s after signal {sig}:\n{self.text()[-3000:]}")
+
+    def kill_leftovers(self) -> None:
+        if group_alive(self.pgid):
+            os.killpg(self.pgid, signal.SIGKILL)
+
+
+def query_until_answered(url: str, run: RunLocal, timeout: float = 90.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if run.proc.poll() is not None:
+            pytest.fail(f"run-local.sh exited early ({run.proc.returncode}):\n{run.text()[-3000:]}")
+        try:
+            # The client asks the server for `info` as it is made: made once the proxy listens.
+            sg = shotgun_api3.Shotgun(url, script_name="sgcache_test", api_key="test_key")
+            return sg.find("Shot", [], ["code", "sg_status_list"], order=[{"field_name": "id", "direction": "asc"}])
+        except Exception as e:  # not listening yet
+            last = e
+            time.sleep(0.3)
+    pytest.fail(f"the proxy at {url} never answered ({last}):\n{run.text()[-3000:]}")
