@@ -137,6 +137,12 @@ pids="$!"
 read -r line <"$storage/sim.fifo"
 site=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["listening"])' "$line")
 root=$(container worker)
+# The check can fail: a Dockerfile exposing one more port does not describe this image.
+sed 's/^EXPOSE .*/& 9999/' Dockerfile.worker >"$storage/Dockerfile.drifted"
+if "${config_py[@]}" check "$storage/Dockerfile.drifted" "$storage/worker.json" "$root" 2>/dev/null; then
+  echo "FAIL: the image check passed a Dockerfile that differs from the image" >&2
+  exit 1
+fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat >"$root/tmp/sgcache.yaml" <<EOF
 site:
