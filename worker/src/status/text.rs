@@ -42,10 +42,11 @@ pub fn state_word(t: &TypeStatus) -> &'static str {
     }
 }
 
-/// `done/total (pct%)`, `done/?`, or `-` when nothing is being backfilled.
+/// `done/total (pct%)`, `done/?`, `not started`, or `-` when nothing is to be backfilled.
 pub fn backfill_text(t: &TypeStatus) -> String {
     match t.backfill {
         None => "-".into(),
+        Some(b) if b.done == 0 && b.total.is_none() && t.backfilling == 0 => "not started".into(),
         Some(b) => match b.total {
             Some(total) if total > 0 => {
                 let pct = (b.done as f64 / total as f64 * 100.0).min(100.0);
