@@ -166,7 +166,10 @@ async fn the_status_command_shows_field_states_lag_and_the_proxys_hit_ratio() {
         (Some(0), Some(4))
     );
     let events = &status["events"];
-    assert!(events["site_newest_event_id"].as_i64() > Some(0), "{events}");
+    assert!(
+        events["site_newest_event_id"].as_i64() > Some(0),
+        "{events}"
+    );
     assert_eq!(
         events["applied_event_id"], events["site_newest_event_id"],
         "{events}"
