@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use tracing_subscriber::fmt::MakeWriter;
 
 /// The bars on screen; set once by [`enable`].
@@ -70,13 +70,20 @@ fn new_bar(
     let bar = ProgressBar::with_draw_target(length, target);
     let template = match total {
         Some(_) => {
-            "{prefix:>16} [{bar:32}] {human_pos}/{human_len} {percent:>3}% {per_sec:>10} eta {eta}"
+            "{prefix:>16} [{bar:32}] {human_pos}/{human_len} {percent:>3}% {rate:>8} eta {eta}"
         }
-        None => "{prefix:>16} {spinner} {human_pos} {per_sec:>10} {elapsed}",
+        None => "{prefix:>16} {spinner} {human_pos} {rate:>8} {elapsed}",
     };
     let style = ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+        .progress_chars("=> ")
+        // Whole entities per second (indicatif's `per_sec` prints every decimal).
+        .with_key(
+            "rate",
+            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", state.per_sec());
+            },
+        );
     bar.set_style(style);
     bar.set_prefix(entity_type.to_string());
     bar.set_position(done.max(0) as u64);

@@ -76,7 +76,7 @@ impl ProxyFigures {
             .get(&url)
             .send()
             .await
-            .map_err(|e| format!("cannot reach the proxy at {url}: {}", e.without_url()))?;
+            .map_err(|e| format!("cannot reach the proxy at {url}: {}", causes(&e)))?;
         if !response.status().is_success() {
             return Err(format!("the proxy at {url} answered {}", response.status()));
         }
@@ -86,6 +86,23 @@ impl ProxyFigures {
         }
         Ok(ProxyFigures::from_metrics(&text))
     }
+}
+
+/// An error and its causes on one line ("error sending request" alone does not say why).
+fn causes(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text.replace(
+        &format!(" for url ({})", e.url().map_or("", |u| u.as_str())),
+        "",
+    )
 }
 
 /// `name{labels} value` → (labels, value) for samples of `name`.
