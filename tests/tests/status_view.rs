@@ -340,3 +340,58 @@ async fn the_status_page_renders_the_same_facts_in_a_headless_browser() {
     stop.cancel();
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_has_no_external_assets_and_says_when_there_is_no_cache() {
+    // A proxy without a cache database: it passes everything through, and says so.
+    let harness = sgcache_tests::proxy::Harness::start(shotgun_sim::SimConfig::default(), None)
+        .await
+        .expect("proxy");
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = &harness.proxy_url;
+    let moved = no_redirects
+        .get(format!("{base}/_sgcache"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status().as_u16(), 308);
+    assert_eq!(moved.headers()["location"], "/_sgcache/");
+
+    let page = harness
+        .http
+        .get(format!("{base}/_sgcache/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    // Everything inline: no stylesheet, script or image fetched from anywhere.
+    for external in ["<link", "src=", "url(", "@import"] {
+        assert!(!html.contains(external), "{external} in the page");
+    }
+    assert!(html.contains("fetch(\"status.json\""));
+
+    let data = harness
+        .http
+        .get(format!("{base}/_sgcache/status.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(data.status().as_u16(), 503);
+    let body: Value = data.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no cache database"),
+        "{body}"
+    );
+    harness.stop().await;
+}

@@ -25,7 +25,7 @@ const PAGE: &str = include_str!("page.html");
 
 /// A gathered status is reused this long, so several open pages cost the database and the
 /// site one gathering between them.
-const REUSE_FOR: Duration = Duration::from_secs(2);
+const REUSE_FOR: Duration = Duration::from_secs(4);
 
 /// Longest wait for the site's event log while gathering.
 const SITE_TIMEOUT: Duration = Duration::from_secs(5);
