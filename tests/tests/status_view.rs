@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use freshness_common::*;
 use serde_json::{json, Value};
+use sgcache::plan::FieldState;
+use sgcache::storage;
 use sgcache_tests::proxy::{post, script_auth};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
@@ -187,6 +189,61 @@ async fn the_status_command_shows_field_states_lag_and_the_proxys_hit_ratio() {
         status["proxy"]["pass_through"][0]["reads"].as_u64(),
         Some(1)
     );
+
+    // A backfill of Asset under way, and a value of Shot the cache could not store, as the
+    // scanner and the write path record them.
+    let db = &env.db.db;
+    let asset_fields: Vec<String> = ["code", "description", "id", "updated_at"]
+        .map(String::from)
+        .to_vec();
+    let mut tx = db.begin().await.unwrap();
+    storage::set_field_state(&mut tx, "Asset", &asset_fields, FieldState::Backfilling)
+        .await
+        .unwrap();
+    storage::set_backfill_progress(&mut tx, "Asset", &asset_fields, Some(4), 4, Some(10))
+        .await
+        .unwrap();
+    storage::mark_unservable(&mut tx, "Shot", "sg_status_list", "a value too odd", 3)
+        .await
+        .unwrap();
+    let letter = storage::DeadLetter {
+        event_id: None,
+        entity_type: "Shot".into(),
+        entity_id: 3,
+        field_name: "sg_status_list".into(),
+        reason: "a value too odd".into(),
+    };
+    storage::write_dead_letter(&mut tx, &letter).await.unwrap();
+    tx.commit().await.unwrap();
+    let out = worker(&env.config, &["status", "--proxy", &proxy]).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let row = |ty: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(ty))
+            .unwrap_or_else(|| panic!("no {ty} row:\n{stdout}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        row("Asset")[..8],
+        ["Asset", "backfilling", "0", "0", "4", "0", "4/10", "(40%)"],
+        "{stdout}"
+    );
+    let shot = row("Shot");
+    assert_eq!(
+        shot[..6],
+        ["Shot", "unservable", "3", "0", "0", "1"],
+        "{stdout}"
+    );
+    assert_eq!(
+        shot.last().map(String::as_str),
+        Some("1"),
+        "dead letters: {stdout}"
+    );
+    assert!(!stdout.contains("a value too odd"), "{stdout}");
 
     // A change on the site that no follower applied: one event behind, and said so. The
     // proxy is gone: its figures are missing, which is not a failure.
