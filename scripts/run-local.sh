@@ -77,6 +77,7 @@ if [ -z "${DATABASE_URL:-}" ]; then
   echo "cache: $cache_file" >&2
 fi
 
+echo "status: $bin/sgcache-worker --config $config status, or /_sgcache/ on the proxy in a browser" >&2
 "$bin/sgcache-worker" --config "$config" all ${reset[@]+"${reset[@]}"} ${listen[@]+"${listen[@]}"} &
 children+=($!)
 # `wait` returns early when a trapped signal arrives, so the traps run at once.

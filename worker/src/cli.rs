@@ -111,6 +111,17 @@ pub enum Command {
         #[arg(long, value_delimiter = ',')]
         projects: Vec<i64>,
     },
+    /// Print the cache's state: field states and backfill progress per type, the event
+    /// follower's lag, the proxy's hit ratio and why reads pass through.
+    Status {
+        /// Print JSON (for scripts) instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// The proxy's base URL (default: where workers.proxy.bind/port, or SGCACHE_BIND /
+        /// SGCACHE_PORT, say it listens).
+        #[arg(long)]
+        proxy: Option<String>,
+    },
     /// Migrate, then run the proxy, event follower and scanner in one process (local use).
     All {
         #[command(flatten)]
@@ -145,6 +156,13 @@ pub async fn run(cli: Cli) -> ExitCode {
                 reset,
             };
             return crate::commands::migrate::run(&spec, args).await;
+        }
+        Command::Status { json, ref proxy } => {
+            let args = crate::status::command::StatusArgs {
+                json,
+                proxy: proxy.clone(),
+            };
+            return crate::status::command::run(&spec, args).await;
         }
         Command::Proxy(listen) => {
             listen.apply(&mut spec);

@@ -28,7 +28,9 @@ pub use state::{
     read_state, read_state_tx, record_follower_failures, set_backfill_progress, set_field_state,
     write_event_position, EventPosition, FieldStatus, Freshness, STATE_TABLES,
 };
-pub use unservable::{list_dead_letters, mark_unservable, write_dead_letter, DeadLetter};
+pub use unservable::{
+    count_dead_letters, list_dead_letters, mark_unservable, write_dead_letter, DeadLetter,
+};
 pub use write::{
     retire, retire_missing, revive, upsert_entities, UnstorableValue, WriteOutcome, WriteSource,
 };

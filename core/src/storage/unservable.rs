@@ -147,3 +147,20 @@ pub async fn list_dead_letters(db: &Db) -> Result<Vec<DeadLetter>, StorageError>
         })
         .collect())
 }
+
+/// Dead letters per entity type (for status displays, which need the counts, not the rows).
+pub async fn count_dead_letters(db: &Db) -> Result<BTreeMap<String, i64>, StorageError> {
+    let mut sql = db.sql();
+    sql.push(
+        "SELECT entity_type, count(*) FROM \"_sgcache_dead_letters\" GROUP BY entity_type \
+         ORDER BY entity_type",
+    );
+    let rows = db.fetch_all(&sql).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| match <[SqlValue; 2]>::try_from(row).ok()? {
+            [SqlValue::Text(t), SqlValue::Int(n)] => Some((t, n)),
+            _ => None,
+        })
+        .collect())
+}

@@ -141,7 +141,7 @@ async fn apply(
 }
 
 /// True for a SQLite URL whose file does not exist yet.
-fn sqlite_file_missing(url: &str) -> bool {
+pub(crate) fn sqlite_file_missing(url: &str) -> bool {
     url.starts_with("sqlite:")
         && SqliteConnectOptions::from_str(url)
             .is_ok_and(|o| o.get_filename() != Path::new(":memory:") && !o.get_filename().exists())

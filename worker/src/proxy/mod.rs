@@ -2,7 +2,8 @@
 //! to the site, and writes the results of writes into the cache.
 //!
 //! Routes: `POST /api3/json` and `POST /<prefix>/api3/json` (API3), `GET /healthz`,
-//! `GET /readyz`, `GET /metrics`; any other request is streamed to the site untouched.
+//! `GET /readyz`, `GET /metrics`, the status page under `/_sgcache/` ([`crate::status::page`]);
+//! any other request is streamed to the site untouched.
 
 pub mod answer;
 pub mod answer_cache;
@@ -125,6 +126,8 @@ pub struct AppState {
     pub results: answer_cache::ResultCache,
     /// See [`ProxyConfig::max_lag`].
     pub max_lag: Duration,
+    /// The status page's read rates and last gathered status (`/_sgcache/`).
+    pub status_page: crate::status::page::StatusPage,
 }
 
 impl AppState {
@@ -148,6 +151,7 @@ impl AppState {
                 config.result_cache_ttl,
             ),
             max_lag: config.max_lag,
+            status_page: Default::default(),
         }))
     }
 
@@ -258,6 +262,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
+        .merge(crate::status::page::routes())
         .fallback(dispatch)
         // Clients send `accept-encoding: gzip`; pages of 500 entities shrink several times.
         // Only JSON is compressed: file downloads pass through as the site sent them.
@@ -381,10 +386,15 @@ pub async fn serve(
     ));
     let changes = tokio::spawn(change_listener::listen(state.clone(), stop.clone()));
     let prober = tokio::spawn(probe_loop(state.clone(), stop.clone()));
+    let rates = tokio::spawn(crate::status::read_rates::sample_loop(
+        state.clone(),
+        stop.clone(),
+    ));
     tracing::info!(addr = %listener.local_addr()?, site = %state.site.base(), "proxy listening");
     listener::serve(app(state), listener, &config.listener, stop).await?;
     refresher.abort();
     changes.abort();
     prober.abort();
+    rates.abort();
     Ok(())
 }

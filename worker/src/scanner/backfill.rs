@@ -326,6 +326,7 @@ pub async fn scan_type(
         started_ms,
         progress_turn: tokio::sync::Mutex::new(()),
     });
+    let bar = crate::backfill_bar::BackfillBar::start(&ty, total, req.done_before);
     let mut stats = ScanStats::default();
     let t0 = Instant::now();
     let mut last_log = Instant::now();
@@ -347,6 +348,7 @@ pub async fn scan_type(
         stats.read += w.read;
         stats.pages += 1;
         *committed = (w.cursor, w.done);
+        bar.set(w.done);
         if last_log.elapsed() >= Duration::from_secs(5) {
             last_log = Instant::now();
             let rate = stats.read as f64 / t0.elapsed().as_secs_f64().max(1e-3);

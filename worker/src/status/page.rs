@@ -1,0 +1,153 @@
+//! The status page the proxy serves under `/_sgcache/` (a path no site route uses; every other
+//! path still goes to the site): one HTML file with its CSS and script inline, which fetches
+//! `/_sgcache/status.json` every few seconds and draws the same facts as
+//! `sgcache-worker status`, plus a sparkline of reads/s by path.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::Value;
+use sgcache::site::SiteClient;
+use sgcache::spec::SiteConnection;
+
+use super::read_rates::{RatePoint, ReadRates, SAMPLE_EVERY};
+use super::{gather, text, ProxyFigures, Status};
+use crate::proxy::AppState;
+
+/// The page: HTML, CSS and script in one file, no external assets.
+const PAGE: &str = include_str!("page.html");
+
+/// A gathered status is reused this long, so several open pages cost the database and the
+/// site one gathering between them.
+const REUSE_FOR: Duration = Duration::from_secs(4);
+
+/// Longest wait for the site's event log while gathering.
+const SITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the proxy keeps for its status page.
+#[derive(Default)]
+pub struct StatusPage {
+    pub read_rates: ReadRates,
+    /// The site client reading the event log as the cache's script (made on first use).
+    site: OnceLock<Option<SiteClient>>,
+    last: Mutex<Option<(Instant, Arc<Status>)>>,
+}
+
+/// The page's routes, merged into the proxy's router.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/_sgcache",
+            get(|| async { Redirect::permanent("/_sgcache/") }),
+        )
+        .route("/_sgcache/", get(page))
+        .route("/_sgcache/status.json", get(status_json))
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+/// What the page's script draws: the status, its sentences and cells as the command prints
+/// them, and the recent read rates.
+#[derive(Serialize)]
+struct PageData {
+    status: Arc<Status>,
+    text: PageText,
+    reads_per_second: Vec<RatePoint>,
+    sample_every_s: u64,
+}
+
+#[derive(Serialize)]
+struct PageText {
+    events: String,
+    proxy: String,
+    /// Per type, in the order of `status.types`: its state word and backfill progress.
+    types: Vec<TypeText>,
+}
+
+#[derive(Serialize)]
+struct TypeText {
+    state: &'static str,
+    backfill: String,
+}
+
+async fn status_json(State(state): State<Arc<AppState>>) -> Response {
+    match current(&state).await {
+        Ok(status) => {
+            let page_text = PageText {
+                events: text::events_line(&status.events),
+                proxy: match (&status.proxy, &status.proxy_error) {
+                    (Some(p), _) => text::proxy_line(p),
+                    (None, e) => e.clone().unwrap_or_default(),
+                },
+                types: status
+                    .types
+                    .iter()
+                    .map(|t| TypeText {
+                        state: text::state_word(t),
+                        backfill: text::backfill_text(t),
+                    })
+                    .collect(),
+            };
+            let data = PageData {
+                status,
+                text: page_text,
+                reads_per_second: state.status_page.read_rates.points(),
+                sample_every_s: SAMPLE_EVERY.as_secs(),
+            };
+            ([(header::CACHE_CONTROL, "no-store")], Json(data)).into_response()
+        }
+        Err(message) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(serde_json::json!({"error": message})),
+        )
+            .into_response(),
+    }
+}
+
+/// The status, gathered afresh unless a recent one can be reused.
+async fn current(state: &AppState) -> Result<Arc<Status>, String> {
+    let page = &state.status_page;
+    if let Some((at, status)) = &*page.last.lock().unwrap_or_else(|e| e.into_inner()) {
+        if at.elapsed() < REUSE_FOR {
+            return Ok(status.clone());
+        }
+    }
+    let db = state
+        .db()
+        .ok_or("the proxy has no cache database (it passes everything through)")?;
+    let site = page.site.get_or_init(|| site_client(state)).as_ref();
+    let mut status = gather(db, site).await.map_err(|e| e.to_string())?;
+    status.proxy = Some(ProxyFigures::from_metrics(&state.metrics.encode()));
+    let status = Arc::new(status);
+    *page.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), status.clone()));
+    Ok(status)
+}
+
+/// A client for the site as the cache's own script, when the proxy has its credentials.
+fn site_client(state: &AppState) -> Option<SiteClient> {
+    let auth = state.service_auth.as_ref()?;
+    let text = |k: &str| auth.get(k).and_then(Value::as_str).map(String::from);
+    SiteClient::new(SiteConnection {
+        url: state.site.base().to_string(),
+        script_name: text("script_name")?,
+        api_key: text("script_key")?,
+        timeout: SITE_TIMEOUT,
+    })
+    .ok()
+}
