@@ -63,8 +63,6 @@ async fn wait_unservable(env: &Env, ty: &str, field: &str) -> storage::FieldStat
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "fails: after the poison event the in-process follower's position stays at its start \
-            (no failure recorded); the write-through and scanner parts pass. Open (issue 10 item 4)."]
 async fn poison_values_make_fields_unservable_and_never_stop_the_followers() {
     let env = Env::start("sgcache_poison", 40, ENTITIES, WORKERS).await;
     let stop = CancellationToken::new();
@@ -139,11 +137,14 @@ async fn poison_values_make_fields_unservable_and_never_stop_the_followers() {
         .await
         .iter()
         .any(|l| l.field_name == "code" && l.entity_id == b));
-    // The position moved past it and later events apply.
-    update(&env.writer, "Shot", c, json!({"sg_status_list": "fin"})).await;
+    // The position moved past it and later events apply: a change the site logs (a status
+    // other than the current one: an update to the same value writes no event).
+    let before = cached(&env, "Shot", c).await.unwrap().1["sg_status_list"].clone();
+    let status = if before == json!("fin") { "ip" } else { "fin" };
+    update(&env.writer, "Shot", c, json!({"sg_status_list": status})).await;
     assert!(
         eventually(Duration::from_secs(20), || async {
-            cached(&env, "Shot", c).await.unwrap().1["sg_status_list"] == "fin"
+            cached(&env, "Shot", c).await.unwrap().1["sg_status_list"] == status
         })
         .await
         .is_some(),
@@ -184,6 +185,30 @@ async fn poison_values_make_fields_unservable_and_never_stop_the_followers() {
         .await
         .is_some(),
         "the proxy kept serving the stale description"
+    );
+    // The scanner goes on: a later write without events, to another row, reaches the cache,
+    // and the poisoned row's other fields are still served from it.
+    let other = *assets
+        .iter()
+        .find(|(id, (r, _))| !r && **id != asset)
+        .unwrap()
+        .0;
+    update(&env.silent, "Asset", other, json!({"code": "after_poison"})).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            cached(&env, "Asset", other).await.unwrap().1["code"] == "after_poison"
+        })
+        .await
+        .is_some(),
+        "the scanner stopped after the poisoned row"
+    );
+    assert_eq!(
+        read_field(&http, &proxy, "Asset", other, "code").await,
+        ("cache".to_string(), json!("after_poison"))
+    );
+    assert_eq!(
+        read_field(&http, &proxy, "Asset", asset, "code").await.0,
+        "cache"
     );
 
     // /readyz and the metrics tell.
