@@ -12,54 +12,13 @@ use std::time::Duration;
 
 use freshness_common::*;
 use serde_json::{json, Value};
-use sgcache::plan::FieldState;
 use sgcache::storage::{self, DeadLetter};
 use tokio_util::sync::CancellationToken;
 
 const WORKERS: &str = "  scanner:\n    interval: 1s\n    overlap: 2s\n    pageSize: 100";
 
-/// Reads one field of one entity through the proxy: the path taken and the value.
-async fn read_field(
-    http: &reqwest::Client,
-    proxy: &str,
-    ty: &str,
-    id: i64,
-    field: &str,
-) -> (String, Value) {
-    let payload = json!({"type": ty, "filters": {"logical_operator": "and", "conditions": [
-        {"path": "id", "relation": "is", "values": [id]}]}, "return_fields": [field],
-        "return_only": "active", "paging": {"current_page": 1, "entities_per_page": 10}});
-    let body = json!({"method_name": "read", "params": [
-        {"script_name": "sgcache_test", "script_key": "test_key"}, payload]});
-    let url = format!("{proxy}/api3/json");
-    let (_, path, answer) =
-        sgcache_tests::proxy::post(http, &url, "application/json", body.to_string()).await;
-    let value = answer["results"]["entities"][0][field].clone();
-    (path.unwrap_or_default(), value)
-}
-
-async fn field_state(env: &Env, ty: &str, field: &str) -> Option<storage::FieldStatus> {
-    storage::list_fields(&env.db.db)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|f| f.entity_type == ty && f.field_name == field)
-}
-
 async fn letters(env: &Env) -> Vec<DeadLetter> {
     storage::list_dead_letters(&env.db.db).await.unwrap()
-}
-
-/// Waits until `ty.field` is unservable with `id` as the first entity met.
-async fn wait_unservable(env: &Env, ty: &str, field: &str) -> storage::FieldStatus {
-    let ok = eventually(Duration::from_secs(20), || async {
-        field_state(env, ty, field)
-            .await
-            .is_some_and(|f| f.state == FieldState::Unservable)
-    })
-    .await;
-    assert!(ok.is_some(), "{ty}.{field} never became unservable");
-    field_state(env, ty, field).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

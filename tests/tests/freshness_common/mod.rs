@@ -559,3 +559,68 @@ pub async fn start_proxy_with(
     let task = tokio::spawn(serve(state.clone(), config, listener, stop.clone()));
     (state, proxy, task)
 }
+
+/// Reads one field of one entity through the proxy (as `sgcache_test`): the path taken and the
+/// value.
+pub async fn read_field(
+    http: &reqwest::Client,
+    proxy: &str,
+    ty: &str,
+    id: i64,
+    field: &str,
+) -> (String, Value) {
+    let payload = json!({"type": ty, "filters": {"logical_operator": "and", "conditions": [
+        {"path": "id", "relation": "is", "values": [id]}]}, "return_fields": [field],
+        "return_only": "active", "paging": {"current_page": 1, "entities_per_page": 10}});
+    let body = json!({"method_name": "read", "params": [
+        {"script_name": "sgcache_test", "script_key": "test_key"}, payload]});
+    let url = format!("{proxy}/api3/json");
+    let (_, path, answer) =
+        sgcache_tests::proxy::post(http, &url, "application/json", body.to_string()).await;
+    let value = answer["results"]["entities"][0][field].clone();
+    (path.unwrap_or_default(), value)
+}
+
+/// The state row of `ty.field`.
+pub async fn field_state(env: &Env, ty: &str, field: &str) -> Option<storage::FieldStatus> {
+    storage::list_fields(&env.db.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|f| f.entity_type == ty && f.field_name == field)
+}
+
+/// Waits (20 s at most) until `ty.field` is unservable; returns its state row.
+pub async fn wait_unservable(env: &Env, ty: &str, field: &str) -> storage::FieldStatus {
+    let ok = eventually(Duration::from_secs(20), || async {
+        field_state(env, ty, field)
+            .await
+            .is_some_and(|f| f.state == FieldState::Unservable)
+    })
+    .await;
+    assert!(ok.is_some(), "{ty}.{field} never became unservable");
+    field_state(env, ty, field).await.unwrap()
+}
+
+/// The id of the site's newest EventLogEntry (0 when none).
+pub async fn newest_event(c: &SiteClient) -> i64 {
+    let newest = call(
+        c,
+        "read",
+        json!({"type": "EventLogEntry", "filters": {"logical_operator": "and", "conditions": []},
+               "return_fields": ["id"],
+               "sorts": [{"field_name": "id", "direction": "desc"}],
+               "paging": {"current_page": 1, "entities_per_page": 1}}),
+    )
+    .await;
+    newest["entities"][0]["id"].as_i64().unwrap_or(0)
+}
+
+/// The event follower's saved position (0 when none).
+pub async fn follower_position(env: &Env) -> i64 {
+    storage::read_event_position(&env.db.db)
+        .await
+        .unwrap()
+        .and_then(|p| p.last_event_id)
+        .unwrap_or(0)
+}
