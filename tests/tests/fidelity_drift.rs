@@ -290,3 +290,34 @@ async fn a_field_deleted_on_the_site_is_never_served_stale_and_stalls_nothing() 
     }
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_event_follower_alone_sees_a_retyped_field_in_its_events() {
+    let env = Env::start("sgcache_retype_event", 40, ENTITIES, WORKERS).await;
+    let stop = CancellationToken::new();
+    let scan_stop = CancellationToken::new();
+    let follower = {
+        let (spec, stop) = (env.spec.clone(), stop.clone());
+        tokio::spawn(async move { sgcache_worker::events::run(&spec, stop).await.unwrap() })
+    };
+    let scanner = spawn_scanner(&env, &scan_stop);
+    assert_backfilled(&env).await;
+    // Only the follower runs from here: no schema check by the scanner.
+    scan_stop.cancel();
+    scanner.await.unwrap();
+    let a = live_shots(&env).await[0];
+    env.sim.retype_field("Shot", "sg_cut_in", "text").unwrap();
+    update(&env.writer, "Shot", a, json!({"sg_cut_in": "A-12"})).await;
+    let f = wait_unservable(&env, "Shot", "sg_cut_in").await;
+    let reason = f.unservable_reason.unwrap();
+    assert!(reason.contains("number -> text"), "{reason}");
+    assert_follower_at_head(&env).await;
+    // The row is stored with the event's other effects (updated_at moved with it).
+    let row = cached(&env, "Shot", a).await.unwrap().1;
+    let site =
+        site_rows(&env.writer, "Shot", &["updated_at".into()]).await[&a].1["updated_at"].clone();
+    assert_eq!(row["updated_at"], site);
+    stop.cancel();
+    follower.await.unwrap();
+    env.stop().await;
+}
