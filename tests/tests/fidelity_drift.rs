@@ -157,6 +157,19 @@ async fn a_field_retyped_on_the_site_passes_through_until_migrate_rebuilds_it() 
     // Still unservable: a value of the new type does not make the old column right.
     let f = field_state(&env, "Shot", "sg_cut_in").await.unwrap();
     assert_eq!(f.state, FieldState::Unservable);
+    let readyz: Value = http
+        .get(format!("{proxy}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        readyz["unservable_fields"],
+        json!(["Shot.sg_cut_in"]),
+        "{readyz}"
+    );
 
     // migrate rebuilds the field for text; the backfill brings it back with the site's values.
     env.migrate(&env.spec).await;
