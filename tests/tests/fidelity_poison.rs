@@ -79,16 +79,7 @@ async fn poison_values_make_fields_unservable_and_never_stop_the_followers() {
 
     // 2. Through an event: a script with events writes U+0000 into Shot.code on the site.
     update(&env.writer, "Shot", b, json!({"code": "sh\u{0}b"})).await;
-    let newest = call(
-        &env.writer,
-        "read",
-        json!({"type": "EventLogEntry", "filters": {"logical_operator": "and", "conditions": []},
-               "return_fields": ["id"],
-               "sorts": [{"field_name": "id", "direction": "desc"}],
-               "paging": {"current_page": 1, "entities_per_page": 1}}),
-    )
-    .await;
-    let event_id = newest["entities"][0]["id"].as_i64().unwrap();
+    let event_id = newest_event(&env.writer).await;
     let f = wait_unservable(&env, "Shot", "code").await;
     assert_eq!(f.unservable_id, Some(b));
     // The follower (or the scanner, when it met the row first) recorded it.
@@ -109,10 +100,14 @@ async fn poison_values_make_fields_unservable_and_never_stop_the_followers() {
         .is_some(),
         "the follower stopped after the poison event"
     );
+    let later = newest_event(&env.writer).await;
+    assert!(
+        later > event_id,
+        "the site logged no event for the later change"
+    );
     assert!(
         eventually(Duration::from_secs(20), || async {
-            let pos = storage::read_event_position(&env.db.db).await.unwrap();
-            pos.and_then(|p| p.last_event_id).unwrap_or(0) > event_id
+            follower_position(&env).await >= later
         })
         .await
         .is_some(),
