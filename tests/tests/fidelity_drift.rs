@@ -65,8 +65,17 @@ async fn assert_follower_at_head(env: &Env) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_field_retyped_on_the_site_passes_through_until_migrate_rebuilds_it() {
-    let env = Env::start("sgcache_retype", 40, ENTITIES, WORKERS).await;
+async fn a_field_retyped_on_the_site_passes_through_until_migrate_rebuilds_it_postgres() {
+    retyped_field(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_field_retyped_on_the_site_passes_through_until_migrate_rebuilds_it_sqlite() {
+    retyped_field(true).await;
+}
+
+async fn retyped_field(sqlite: bool) {
+    let env = Env::start_on("sgcache_retype", 40, ENTITIES, WORKERS, sqlite).await;
     let stop = CancellationToken::new();
     let workers = run_workers(&env, &stop);
     assert_backfilled(&env).await;

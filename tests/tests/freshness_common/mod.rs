@@ -70,12 +70,39 @@ impl Env {
         Env::start_site(prefix, config, entities, workers).await
     }
 
+    /// As [`Env::start`], with a SQLite cache (`prefix` unused) when `sqlite`.
+    pub async fn start_on(
+        prefix: &str,
+        scale: usize,
+        entities: &str,
+        workers: &str,
+        sqlite: bool,
+    ) -> Env {
+        let config = SimConfig {
+            seed: SeedConfig {
+                scale,
+                ..SeedConfig::default()
+            },
+            ..SimConfig::default()
+        };
+        let db = if sqlite {
+            TestDb::sqlite().await
+        } else {
+            TestDb::create(prefix).await
+        };
+        Env::start_with_db(db.expect("database"), config, entities, workers).await
+    }
+
     /// As [`Env::start`], with a site configured by the caller.
     pub async fn start_site(prefix: &str, config: SimConfig, entities: &str, workers: &str) -> Env {
+        let db = TestDb::create(prefix).await.expect("database");
+        Env::start_with_db(db, config, entities, workers).await
+    }
+
+    async fn start_with_db(db: TestDb, config: SimConfig, entities: &str, workers: &str) -> Env {
         let sim = shotgun_sim::start(config, "127.0.0.1:0".parse().unwrap())
             .await
             .expect("sim");
-        let db = TestDb::create(prefix).await.expect("database");
         let dir = tempfile::tempdir().expect("tempdir");
         let yaml = format!(
             "site:\n  url: {}\n  scriptName: {{value: sgcache_test}}\n  apiKey: {{value: test_key}}\n\
@@ -367,6 +394,23 @@ pub async fn cache_rows(
                     i += 2;
                 }
                 Storage::MultiEntity => {}
+                // SQLite keeps JSON as text and booleans as 0/1.
+                Storage::Json => {
+                    let v = match &row[i] {
+                        SqlValue::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
+                        other => api_value(other),
+                    };
+                    m.insert(n.clone(), v);
+                    i += 1;
+                }
+                Storage::Boolean => {
+                    let v = match &row[i] {
+                        SqlValue::Int(b) => json!(*b != 0),
+                        other => api_value(other),
+                    };
+                    m.insert(n.clone(), v);
+                    i += 1;
+                }
                 _ => {
                     m.insert(n.clone(), api_value(&row[i]));
                     i += 1;
