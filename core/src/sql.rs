@@ -96,6 +96,62 @@ impl Sql {
     }
 }
 
+/// PostgreSQL keeps the statements sqlx prepares per connection. When `migrate` rebuilds a
+/// column for another data type (a field the site retyped), a kept statement reading it fails
+/// for good on that connection ("cached plan must not change result type", SQLSTATE 0A000):
+/// sqlx does not prepare it again. The first such failure in this process marks every
+/// connection opened before it stale; the pool closes those instead of handing them out, and a
+/// statement run on the pool (not in a transaction) is tried once more on a fresh connection.
+/// A transaction that met it fails as any database error does; its caller's retry gets a fresh
+/// connection.
+mod stale_plans {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    /// Time base of [`STALE_BEFORE`].
+    fn base() -> Instant {
+        static BASE: OnceLock<Instant> = OnceLock::new();
+        *BASE.get_or_init(Instant::now)
+    }
+
+    /// Connections opened before this (nanoseconds after [`base`]) are stale; 0: none.
+    static STALE_BEFORE: AtomicU64 = AtomicU64::new(0);
+
+    fn since_base(at: Instant) -> u64 {
+        at.saturating_duration_since(base()).as_nanos() as u64
+    }
+
+    /// True for the error of a kept statement whose result columns changed type.
+    pub fn is_stale_plan(e: &sqlx::Error) -> bool {
+        matches!(e, sqlx::Error::Database(d)
+            if d.code().as_deref() == Some("0A000") && d.message().contains("cached plan"))
+    }
+
+    /// Marks the connections open now stale when `e` says a kept statement is; true if so.
+    pub fn noted(e: &sqlx::Error) -> bool {
+        if !is_stale_plan(e) {
+            return false;
+        }
+        // +1: a connection opened in this very nanosecond is stale too.
+        STALE_BEFORE.fetch_max(since_base(Instant::now()) + 1, Ordering::Relaxed);
+        tracing::info!(
+            "a column changed type under kept statements (a migrate rebuilt it): reconnecting"
+        );
+        true
+    }
+
+    /// False for a connection (opened `age` ago) that predates the last stale mark.
+    pub fn connected_after(age: Duration) -> bool {
+        let stale_before = STALE_BEFORE.load(Ordering::Relaxed);
+        if stale_before == 0 {
+            return true;
+        }
+        let opened = Instant::now().checked_sub(age).unwrap_or_else(base);
+        since_base(opened) >= stale_before
+    }
+}
+
 /// A pool on either database.
 #[derive(Clone, Debug)]
 pub enum Db {
@@ -148,6 +204,12 @@ impl Db {
                         Ok(())
                     })
                 })
+                // A connection whose prepared statements predate a column's change of type is
+                // closed instead of reused (see `stale_plans`).
+                .before_acquire(|_, meta| {
+                    let fresh = stale_plans::connected_after(meta.age);
+                    Box::pin(async move { Ok(fresh) })
+                })
                 .connect(url)
                 .await?;
             Ok(Db::Postgres(pool))
@@ -175,7 +237,14 @@ impl Db {
     /// Runs a statement, returning the number of rows affected.
     pub async fn execute(&self, sql: &Sql) -> Result<u64, sqlx::Error> {
         match self {
-            Db::Postgres(p) => Ok(pg_query(sql).execute(p).await?.rows_affected()),
+            Db::Postgres(p) => {
+                let first = pg_query(sql).execute(p).await;
+                let done = match first {
+                    Err(e) if stale_plans::noted(&e) => pg_query(sql).execute(p).await?,
+                    other => other?,
+                };
+                Ok(done.rows_affected())
+            }
             Db::Sqlite(p) => Ok(sqlite_query(sql).execute(p).await?.rows_affected()),
         }
     }
@@ -183,12 +252,15 @@ impl Db {
     /// Runs a query and decodes every column of every row.
     pub async fn fetch_all(&self, sql: &Sql) -> Result<Vec<Vec<SqlValue>>, sqlx::Error> {
         match self {
-            Db::Postgres(p) => pg_query(sql)
-                .fetch_all(p)
-                .await?
-                .iter()
-                .map(decode_pg)
-                .collect(),
+            Db::Postgres(p) => {
+                // Once more on a fresh connection when the statement was prepared before a
+                // migrate changed a column it reads.
+                let rows = match pg_query(sql).fetch_all(p).await {
+                    Err(e) if stale_plans::noted(&e) => pg_query(sql).fetch_all(p).await?,
+                    other => other?,
+                };
+                rows.iter().map(decode_pg).collect()
+            }
             Db::Sqlite(p) => sqlite_query(sql)
                 .fetch_all(p)
                 .await?
@@ -220,7 +292,13 @@ impl Tx {
 
     pub async fn execute(&mut self, sql: &Sql) -> Result<u64, sqlx::Error> {
         match self {
-            Tx::Postgres(t) => Ok(pg_query(sql).execute(&mut **t).await?.rows_affected()),
+            Tx::Postgres(t) => Ok(pg_query(sql)
+                .execute(&mut **t)
+                .await
+                .inspect_err(|e| {
+                    stale_plans::noted(e);
+                })?
+                .rows_affected()),
             Tx::Sqlite(t) => Ok(sqlite_query(sql).execute(&mut **t).await?.rows_affected()),
         }
     }
@@ -229,7 +307,10 @@ impl Tx {
         match self {
             Tx::Postgres(t) => pg_query(sql)
                 .fetch_all(&mut **t)
-                .await?
+                .await
+                .inspect_err(|e| {
+                    stale_plans::noted(e);
+                })?
                 .iter()
                 .map(decode_pg)
                 .collect(),

@@ -142,6 +142,18 @@ impl SimHandle {
         self.site.set_null_checkboxes(on);
     }
 
+    /// Gives `entity_type.field` the data type `data_type` (an API name such as `text`) with
+    /// every value cleared, as deleting the field for good and creating it again with another
+    /// type does on a real site. No event, no `updated_at`.
+    pub fn retype_field(
+        &self,
+        entity_type: &str,
+        field: &str,
+        data_type: &str,
+    ) -> Result<(), Api3Error> {
+        self.site.retype_field(entity_type, field, data_type)
+    }
+
     pub fn seed_counts(&self) -> SeedCounts {
         self.site.counts.clone()
     }

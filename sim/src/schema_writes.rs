@@ -334,6 +334,35 @@ pub fn delete(store: &mut Store, payload: &Value) -> Result<Value, Api3Error> {
     Ok(json!(true))
 }
 
+/// Gives a field another data type, as a site admin does by deleting a field for good and
+/// creating one of another type under the same name: the name stays, every value is cleared,
+/// no event is written and no `updated_at` moves. In-process only (tests of schema drift):
+/// the API has no method that changes a field's data type.
+pub fn retype(
+    store: &mut Store,
+    entity_type: &str,
+    field_name: &str,
+    data_type: &str,
+) -> Result<(), Api3Error> {
+    let ty = store.ty(entity_type)?;
+    let index = store.field(ty, field_name)?;
+    let mut raw = store
+        .schema
+        .field(entity_type, field_name)
+        .map(|f| f.raw.clone())
+        .ok_or_else(|| Api3Error::bad_request(format!("Field '{field_name}' does not exist")))?;
+    raw["data_type"]["value"] = json!(data_type);
+    let field = FieldSchema::from_api(entity_type, field_name, &raw)
+        .map_err(|e| Api3Error::bad_request(e.to_string()))?;
+    let table = store.table_mut(ty);
+    table.fields[index as usize].data_type = field.data_type.clone();
+    for row in table.rows.iter_mut().flatten() {
+        row.set(index, None);
+    }
+    insert_schema(store, ty, field);
+    Ok(())
+}
+
 pub fn revive(store: &mut Store, payload: &Value) -> Result<Value, Api3Error> {
     const M: &str = "schema_field_revive";
     let entity_type = text(payload, "type", M)?;

@@ -95,6 +95,17 @@ impl Site {
             .null_checkboxes = on;
     }
 
+    /// See [`crate::SimHandle::retype_field`].
+    pub fn retype_field(
+        &self,
+        entity_type: &str,
+        field: &str,
+        data_type: &str,
+    ) -> Result<(), Api3Error> {
+        let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
+        crate::schema_writes::retype(&mut store, entity_type, field, data_type)
+    }
+
     /// Counts a request before anything else happens to it.
     pub fn record(&self, req: Option<&Request>) {
         let (method, types) = match req {

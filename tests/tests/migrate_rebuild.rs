@@ -94,3 +94,38 @@ async fn retyped_field_is_rebuilt_on_sqlite() {
     rebuild(&db).await;
     db.close().await;
 }
+
+/// A statement a connection prepared before a migrate rebuilt a column it reads still runs
+/// after it (PostgreSQL refuses a kept plan whose result type changed: the pool reconnects).
+#[tokio::test]
+async fn a_statement_prepared_before_a_rebuild_still_runs_on_postgres() {
+    let t = TestDb::create("sgcache_rebuild_kept").await.unwrap();
+    let mut site = SiteSchema::load_dir(&sgcache::schema::fixture_dir()).unwrap();
+    let yaml = "entities:\n  - {type: Shot, fields: [code, sg_cut_in]}\n";
+    migrate(&t.db, yaml, &site, false).await;
+    let state = storage::read_state(&t.db).await.unwrap();
+    let mut tx = t.db.begin().await.unwrap();
+    let rec = json!({"type": "Shot", "id": 1, "code": "sh010", "sg_cut_in": 1001});
+    storage::upsert_entities(&mut tx, &state, "Shot", &[rec], WriteSource::Scan)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // One connection, so the second run meets the statement the first one kept.
+    let one = Db::connect(&t.url, 1).await.unwrap();
+    let mut select = one.sql();
+    select.push("SELECT code, sg_cut_in FROM shot");
+    let rows = one.fetch_all(&select).await.unwrap();
+    assert_eq!(format!("{rows:?}"), "[[Text(\"sh010\"), Int(1001)]]");
+    site.entities
+        .get_mut("Shot")
+        .unwrap()
+        .fields
+        .get_mut("sg_cut_in")
+        .unwrap()
+        .data_type = DataType::Text;
+    migrate(&t.db, yaml, &site, false).await;
+    let rows = one.fetch_all(&select).await.unwrap();
+    assert_eq!(format!("{rows:?}"), "[[Text(\"sh010\"), Null]]");
+    one.close().await;
+    t.drop().await;
+}

@@ -4,6 +4,7 @@
 mod checkbox;
 mod convert;
 pub mod ddl;
+mod drift;
 mod migrate;
 pub mod notify;
 mod scans;
@@ -17,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 pub use convert::{parse_date_time, Unstorable};
+pub use drift::{drifted_fields, mark_drifted, Drift};
 pub use migrate::{apply_plan, migrate, spec_hash};
 pub use scans::{last_scan_start, record_scan_start};
 pub use schema_follow::{follow_site_schema, SchemaFollow};

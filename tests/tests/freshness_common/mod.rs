@@ -70,12 +70,39 @@ impl Env {
         Env::start_site(prefix, config, entities, workers).await
     }
 
+    /// As [`Env::start`], with a SQLite cache (`prefix` unused) when `sqlite`.
+    pub async fn start_on(
+        prefix: &str,
+        scale: usize,
+        entities: &str,
+        workers: &str,
+        sqlite: bool,
+    ) -> Env {
+        let config = SimConfig {
+            seed: SeedConfig {
+                scale,
+                ..SeedConfig::default()
+            },
+            ..SimConfig::default()
+        };
+        let db = if sqlite {
+            TestDb::sqlite().await
+        } else {
+            TestDb::create(prefix).await
+        };
+        Env::start_with_db(db.expect("database"), config, entities, workers).await
+    }
+
     /// As [`Env::start`], with a site configured by the caller.
     pub async fn start_site(prefix: &str, config: SimConfig, entities: &str, workers: &str) -> Env {
+        let db = TestDb::create(prefix).await.expect("database");
+        Env::start_with_db(db, config, entities, workers).await
+    }
+
+    async fn start_with_db(db: TestDb, config: SimConfig, entities: &str, workers: &str) -> Env {
         let sim = shotgun_sim::start(config, "127.0.0.1:0".parse().unwrap())
             .await
             .expect("sim");
-        let db = TestDb::create(prefix).await.expect("database");
         let dir = tempfile::tempdir().expect("tempdir");
         let yaml = format!(
             "site:\n  url: {}\n  scriptName: {{value: sgcache_test}}\n  apiKey: {{value: test_key}}\n\
@@ -367,6 +394,23 @@ pub async fn cache_rows(
                     i += 2;
                 }
                 Storage::MultiEntity => {}
+                // SQLite keeps JSON as text and booleans as 0/1.
+                Storage::Json => {
+                    let v = match &row[i] {
+                        SqlValue::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
+                        other => api_value(other),
+                    };
+                    m.insert(n.clone(), v);
+                    i += 1;
+                }
+                Storage::Boolean => {
+                    let v = match &row[i] {
+                        SqlValue::Int(b) => json!(*b != 0),
+                        other => api_value(other),
+                    };
+                    m.insert(n.clone(), v);
+                    i += 1;
+                }
                 _ => {
                     m.insert(n.clone(), api_value(&row[i]));
                     i += 1;
@@ -558,4 +602,69 @@ pub async fn start_proxy_with(
     let proxy = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(serve(state.clone(), config, listener, stop.clone()));
     (state, proxy, task)
+}
+
+/// Reads one field of one entity through the proxy (as `sgcache_test`): the path taken and the
+/// value.
+pub async fn read_field(
+    http: &reqwest::Client,
+    proxy: &str,
+    ty: &str,
+    id: i64,
+    field: &str,
+) -> (String, Value) {
+    let payload = json!({"type": ty, "filters": {"logical_operator": "and", "conditions": [
+        {"path": "id", "relation": "is", "values": [id]}]}, "return_fields": [field],
+        "return_only": "active", "paging": {"current_page": 1, "entities_per_page": 10}});
+    let body = json!({"method_name": "read", "params": [
+        {"script_name": "sgcache_test", "script_key": "test_key"}, payload]});
+    let url = format!("{proxy}/api3/json");
+    let (_, path, answer) =
+        sgcache_tests::proxy::post(http, &url, "application/json", body.to_string()).await;
+    let value = answer["results"]["entities"][0][field].clone();
+    (path.unwrap_or_default(), value)
+}
+
+/// The state row of `ty.field`.
+pub async fn field_state(env: &Env, ty: &str, field: &str) -> Option<storage::FieldStatus> {
+    storage::list_fields(&env.db.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|f| f.entity_type == ty && f.field_name == field)
+}
+
+/// Waits (20 s at most) until `ty.field` is unservable; returns its state row.
+pub async fn wait_unservable(env: &Env, ty: &str, field: &str) -> storage::FieldStatus {
+    let ok = eventually(Duration::from_secs(20), || async {
+        field_state(env, ty, field)
+            .await
+            .is_some_and(|f| f.state == FieldState::Unservable)
+    })
+    .await;
+    assert!(ok.is_some(), "{ty}.{field} never became unservable");
+    field_state(env, ty, field).await.unwrap()
+}
+
+/// The id of the site's newest EventLogEntry (0 when none).
+pub async fn newest_event(c: &SiteClient) -> i64 {
+    let newest = call(
+        c,
+        "read",
+        json!({"type": "EventLogEntry", "filters": {"logical_operator": "and", "conditions": []},
+               "return_fields": ["id"],
+               "sorts": [{"field_name": "id", "direction": "desc"}],
+               "paging": {"current_page": 1, "entities_per_page": 1}}),
+    )
+    .await;
+    newest["entities"][0]["id"].as_i64().unwrap_or(0)
+}
+
+/// The event follower's saved position (0 when none).
+pub async fn follower_position(env: &Env) -> i64 {
+    storage::read_event_position(&env.db.db)
+        .await
+        .unwrap()
+        .and_then(|p| p.last_event_id)
+        .unwrap_or(0)
 }

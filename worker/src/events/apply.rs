@@ -11,9 +11,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use sgcache::ident;
 use sgcache::plan::{DbState, FieldState};
-use sgcache::schema::Storage;
+use sgcache::schema::{DataType, Storage};
 use sgcache::sql::{Db, SqlValue, Tx};
-use sgcache::storage::{self, StorageError, WriteSource};
+use sgcache::storage::{self, Drift, StorageError, WriteSource};
 
 use super::parse::{meta_date_time, Event, Kind};
 use super::position::{lock_position, Position};
@@ -45,6 +45,30 @@ pub struct BatchPlan {
     pub targets: BTreeMap<(String, i64), Target>,
     /// Events that touched a cached type and field.
     pub relevant: usize,
+    /// Cached fields whose events name another data type than their storage was built for:
+    /// the site retyped them since the last migrate (marked unservable with the batch).
+    pub drifts: Vec<Drift>,
+}
+
+/// The drift an event reveals: a change of a cached field whose `meta.field_data_type` is not
+/// the data type the field's storage was built for (back-references describe the other side).
+fn drift_of(state: &DbState, e: &Event) -> Option<Drift> {
+    if e.kind != Kind::Change || e.backref {
+        return None;
+    }
+    let field = e.attribute.as_deref()?;
+    let site_type = e.meta.get("field_data_type")?.as_str()?;
+    let record = state.field(&e.entity_type, field)?;
+    if matches!(record.state, FieldState::Dropped | FieldState::Unservable) {
+        return None;
+    }
+    let site_type = DataType::from_api(site_type).api_name().to_string();
+    (site_type != record.data_type).then(|| Drift {
+        entity_type: e.entity_type.clone(),
+        field: field.to_string(),
+        built_for: record.data_type.clone(),
+        site_type: Some(site_type),
+    })
 }
 
 fn storage_of(state: &DbState, entity_type: &str, field: &str) -> Option<Storage> {
@@ -109,6 +133,9 @@ pub fn plan(state: &DbState, events: &[Event], late: &BTreeSet<i64>) -> BatchPla
             continue; // uncached types cost one map lookup
         }
         let Some(id) = e.entity_id else { continue };
+        if let Some(d) = drift_of(state, e).filter(|d| !out.drifts.contains(d)) {
+            out.drifts.push(d);
+        }
         let key = (e.entity_type.clone(), id);
         let relevant = match e.kind {
             Kind::New | Kind::Revival => Some(Op::Fetch),
@@ -291,6 +318,13 @@ pub async fn apply_batch(
     if &storage::read_state_tx(&mut tx).await? != state {
         return Err(ApplyError::LayoutChanged);
     }
+    for d in &plan.drifts {
+        if storage::mark_drifted(&mut tx, d).await? {
+            tracing::warn!(entity_type = %d.entity_type, field = %d.field,
+                built_for = %d.built_for, site_type = d.site_type.as_deref().unwrap_or(""),
+                "an event shows the site retyped a cached field: it is unservable (reads pass through) until migrate rebuilds it");
+        }
+    }
     let mut written = 0;
     for (ty, (active, retired)) in &fetched {
         written += write_read(&mut tx, state, ty, active, retired)
@@ -427,4 +461,67 @@ async fn current_links(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sgcache::plan::{FieldRecord, TypeState};
+
+    fn event(id: i64, field: &str, data_type: &str, backref: bool) -> Event {
+        Event {
+            id,
+            kind: Kind::Change,
+            entity_type: "Shot".into(),
+            entity_id: Some(3),
+            attribute: Some(field.into()),
+            backref,
+            meta: json!({"field_data_type": data_type, "new_value": "x"}),
+            user: Value::Null,
+            created_at: None,
+        }
+    }
+
+    #[test]
+    fn an_event_of_another_data_type_reveals_a_retyped_field() {
+        let mut state = DbState::default();
+        state.types.insert(
+            "Shot".into(),
+            TypeState {
+                table_name: "shot".into(),
+                display_field: None,
+            },
+        );
+        for (name, data_type) in [("sg_cut_in", "number"), ("code", "text")] {
+            state.fields.entry("Shot".into()).or_default().insert(
+                name.into(),
+                FieldRecord {
+                    data_type: data_type.into(),
+                    state: FieldState::Ready,
+                    schema: Value::Null,
+                },
+            );
+        }
+        let events = [
+            event(1, "sg_cut_in", "text", false),
+            event(2, "sg_cut_in", "text", false),
+            event(3, "code", "text", false),
+            event(4, "code", "number", true),
+        ];
+        let plan = plan(&state, &events, &BTreeSet::new());
+        let drifts: Vec<(&str, &str, Option<&str>)> = plan
+            .drifts
+            .iter()
+            .map(|d| {
+                (
+                    d.field.as_str(),
+                    d.built_for.as_str(),
+                    d.site_type.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(drifts, vec![("sg_cut_in", "number", Some("text"))]);
+        // The events are still applied (the value is refetched: it does not fit the column).
+        assert_eq!(plan.relevant, 4);
+    }
 }

@@ -1,11 +1,14 @@
 //! `sgcache-worker scanner`: backfills pending fields and types with full scans, and scans
-//! every cached type for rows whose `updated_at` moved (writes that made no event).
+//! every cached type for rows whose `updated_at` moved (writes that made no event). Before
+//! each round of those scans it compares the cached fields with the site's schema
+//! ([`drift`]): a field the site retyped or deleted since the last migrate stops being served.
 //!
 //! Without flags it runs until stopped: it looks for pending fields every few seconds and
 //! runs an incremental scan of every type every `workers.scanner.interval`. `--full` runs one
 //! full scan (of `--types`, restricted to `--projects`) and exits.
 
 pub mod backfill;
+pub mod drift;
 pub mod incremental;
 
 use std::collections::BTreeMap;
@@ -201,7 +204,11 @@ async fn scan_loop(
             if Instant::now() >= next_incremental {
                 next_incremental = Instant::now() + interval;
                 let state = storage::read_state(db).await?;
-                for ty in selected(args, state.types.keys()) {
+                let types = selected(args, state.types.keys());
+                // Fields the site retyped or deleted stop being served before anything reads
+                // them again (their cached values may all be stale).
+                drift::check_schema(db, reader, &types).await?;
+                for ty in types {
                     incremental::scan_changed(db, reader, &ty, overlap_ms, &[]).await?;
                 }
             }

@@ -100,17 +100,13 @@ impl SiteReader {
 
     /// Marks `entity_type.field` unservable: the site answered that it does not have it.
     async fn field_gone(&self, entity_type: &str, field: &str) -> Result<(), ReadError> {
-        tracing::warn!(
-            entity_type,
-            field,
-            "the site no longer has a cached field; it is unservable until the next migrate"
-        );
         let Some(db) = self.db.get() else {
+            tracing::warn!(entity_type, field, "the site no longer has a cached field");
             return Ok(());
         };
         let mark = async {
             let mut tx = db.begin().await?;
-            storage::mark_unservable(
+            let marked = storage::mark_unservable(
                 &mut tx,
                 entity_type,
                 field,
@@ -119,11 +115,26 @@ impl SiteReader {
             )
             .await?;
             tx.commit().await?;
-            Ok::<_, storage::StorageError>(())
+            Ok::<_, storage::StorageError>(marked)
         };
-        mark.await.map_err(|e| {
+        let marked = mark.await.map_err(|e| {
             ReadError::BadAnswer(format!("marking {entity_type}.{field} unservable: {e}"))
-        })
+        })?;
+        // Every read of the type meets it until the next migrate: said once, not per read.
+        if marked {
+            tracing::warn!(
+                entity_type,
+                field,
+                "the site no longer has a cached field; it is unservable until the next migrate"
+            );
+        } else {
+            tracing::debug!(
+                entity_type,
+                field,
+                "read again without a field the site deleted"
+            );
+        }
+        Ok(())
     }
 
     /// The site's schema (no retry: the callers check again on their next round).
