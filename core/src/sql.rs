@@ -230,7 +230,11 @@ impl Db {
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
             Db::Postgres(p) => Tx::Postgres(p.begin().await?),
-            Db::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+            // IMMEDIATE: a deferred transaction that reads and then writes while another
+            // connection wrote meanwhile fails at once with "database is locked" (its WAL
+            // snapshot is stale; the busy timeout does not apply), which stopped a backfill
+            // 100 ms in. Taking the write lock up front makes writers wait their turn instead.
+            Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
         })
     }
 

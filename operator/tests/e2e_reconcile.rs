@@ -155,19 +155,10 @@ async fn delete(ctx: &Arc<Context>, api: &Api, mut c: ShotgunCache) {
     );
 }
 
-fn cond<'a>(s: &'a ShotgunCacheStatus, t: &str) -> (&'a str, &'a str) {
-    let c = s.condition(t).unwrap_or_else(|| panic!("no condition {t}"));
-    (c.status.as_str(), c.reason.as_str())
-}
-
-fn type_counts(s: &ShotgunCacheStatus, ty: &str) -> (i64, i64, i64) {
-    let t = s.types.iter().find(|t| t.entity_type == ty).expect("type");
-    (t.pending + t.backfilling, t.ready, t.dropped)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_field_added_to_the_spec_goes_pending_then_ready_after_the_scanner() {
-    let pg = PgDb::create("op_e2e").await;
+/// A fresh database, the test site, and the operator's context with the two Secrets the
+/// caches name (`db/url`, `site/apiKey`) on the mock API server.
+async fn setup(db_prefix: &str) -> (PgDb, shotgun_sim::SimHandle, Arc<Context>, Api) {
+    let pg = PgDb::create(db_prefix).await;
     let sim = shotgun_sim::start(
         shotgun_sim::SimConfig::default(),
         "127.0.0.1:0".parse().unwrap(),
@@ -182,6 +173,22 @@ async fn a_field_added_to_the_spec_goes_pending_then_ready_after_the_scanner() {
         st.secrets
             .insert("site".into(), pairs("apiKey", "test_key"));
     }
+    (pg, sim, ctx, api)
+}
+
+fn cond<'a>(s: &'a ShotgunCacheStatus, t: &str) -> (&'a str, &'a str) {
+    let c = s.condition(t).unwrap_or_else(|| panic!("no condition {t}"));
+    (c.status.as_str(), c.reason.as_str())
+}
+
+fn type_counts(s: &ShotgunCacheStatus, ty: &str) -> (i64, i64, i64) {
+    let t = s.types.iter().find(|t| t.entity_type == ty).expect("type");
+    (t.pending + t.backfilling, t.ready, t.dropped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_added_to_the_spec_goes_pending_then_ready_after_the_scanner() {
+    let (pg, sim, ctx, api) = setup("op_e2e").await;
 
     // 1. A new cache: migrated, every field pending until the first scan.
     let v1 = cache(&sim.url(), "code, sg_status_list", 1);
@@ -347,21 +354,7 @@ async fn a_field_added_to_the_spec_goes_pending_then_ready_after_the_scanner() {
 /// keeps everything, and neither marks the other's fields dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_caches_on_one_database_never_touch_each_other() {
-    let pg = PgDb::create("op_e2e_two").await;
-    let sim = shotgun_sim::start(
-        shotgun_sim::SimConfig::default(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .expect("test site");
-    let (ctx, api) = context(Arc::new(SqlCacheDatabase));
-    {
-        let mut st = api.lock().unwrap();
-        let pairs = |k: &str, v: &str| [(k.to_string(), v.to_string())].into();
-        st.secrets.insert("db".into(), pairs("url", &pg.url));
-        st.secrets
-            .insert("site".into(), pairs("apiKey", "test_key"));
-    }
+    let (pg, sim, ctx, api) = setup("op_e2e_two").await;
     // Different fields of the same type: each would mark the other's dropped if they shared.
     let a = named(
         "alpha",
@@ -457,13 +450,7 @@ async fn two_caches_on_one_database_never_touch_each_other() {
 /// stays Ready; revived on the site, the next reconcile brings it back (pending, then ready).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_deleted_on_the_site_is_drift_not_a_failed_migration() {
-    let pg = PgDb::create("op_drift").await;
-    let sim = shotgun_sim::start(
-        shotgun_sim::SimConfig::default(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .expect("test site");
+    let (pg, sim, ctx, api) = setup("op_drift").await;
     let site = sgcache::site::SiteClient::new(sgcache::spec::SiteConnection {
         url: sim.url(),
         script_name: "sgcache_test".into(),
@@ -480,14 +467,6 @@ async fn a_field_deleted_on_the_site_is_drift_not_a_failed_migration() {
         .await
         .expect("field created");
     assert_eq!(created, "sg_e2e_note");
-    let (ctx, api) = context(Arc::new(SqlCacheDatabase));
-    {
-        let mut st = api.lock().unwrap();
-        let pairs = |k: &str, v: &str| [(k.to_string(), v.to_string())].into();
-        st.secrets.insert("db".into(), pairs("url", &pg.url));
-        st.secrets
-            .insert("site".into(), pairs("apiKey", "test_key"));
-    }
     let c = cache(&sim.url(), "code, sg_e2e_note", 1);
     let (s, _) = run(&ctx, &api, c.clone(), None).await;
     full_scan(&c, &pg.url).await;

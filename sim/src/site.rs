@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use serde_json::{json, Map, Value};
 use sgcache::api3::{Api3Error, ReadRequest, Request};
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Principal};
 use crate::config::SimConfig;
 use crate::faults::Faults;
 use crate::read::{read, ReadEnv};
@@ -205,49 +205,48 @@ impl Site {
                 .unwrap_or("")
                 .to_string(),
         };
-        let mut rng = lock(&self.rng);
-        let mut w = Writer {
-            txn: Txn::new(&mut store),
-            principal: &principal,
-            now: self.now(),
-            instant: Instant::now(),
-            faults: self.faults(),
-            rng: &mut rng,
-        };
-        w.event_display_column(action, entity_type, &field);
-        w.txn.commit();
+        self.in_txn(&mut store, &principal, |w| {
+            w.event_display_column(action, entity_type, &field);
+            Ok(())
+        })?;
         Ok(result)
     }
 
     fn call_write(&self, req: &Request) -> Result<Value, Api3Error> {
         let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
         let principal = self.auth.authenticate(&req.auth, &store)?;
-        let mut rng = lock(&self.rng);
-        let mut w = Writer {
-            txn: Txn::new(&mut store),
-            principal: &principal,
-            now: self.now(),
-            instant: Instant::now(),
-            faults: self.faults(),
-            rng: &mut rng,
-        };
-        let r = match req.method_name.as_str() {
+        self.in_txn(&mut store, &principal, |w| match req.method_name.as_str() {
             "create" => w.create(&req.payload),
             "update" => w.update(&req.payload, None),
             "delete" => w.delete(&req.payload),
             "revive" => w.revive(&req.payload),
             _ => w.batch(&req.payload),
+        })
+    }
+
+    /// Runs `f` with a writer in one transaction: committed when it succeeds, rolled back
+    /// otherwise.
+    fn in_txn<R>(
+        &self,
+        store: &mut Store,
+        principal: &Principal,
+        f: impl FnOnce(&mut Writer) -> Result<R, Api3Error>,
+    ) -> Result<R, Api3Error> {
+        let mut rng = lock(&self.rng);
+        let mut w = Writer {
+            txn: Txn::new(store),
+            principal,
+            now: self.now(),
+            instant: Instant::now(),
+            faults: self.faults(),
+            rng: &mut rng,
         };
+        let r = f(&mut w);
         match r {
-            Ok(v) => {
-                w.txn.commit();
-                Ok(v)
-            }
-            Err(e) => {
-                w.txn.rollback();
-                Err(e)
-            }
+            Ok(_) => w.txn.commit(),
+            Err(_) => w.txn.rollback(),
         }
+        r
     }
 }
 

@@ -22,16 +22,6 @@ const ENTITIES: &str = r#"
     fields: [code, description, project]
 "#;
 
-/// Live Shot ids of the site, ascending.
-async fn live_shots(env: &Env) -> Vec<i64> {
-    site_rows(&env.writer, "Shot", &["code".into()])
-        .await
-        .into_iter()
-        .filter(|(_, (retired, _))| !retired)
-        .map(|(id, _)| id)
-        .collect()
-}
-
 /// Every Shot of the site is in the cache, live or retired as on the site, with the site's
 /// code: no record was skipped while a field of the type was unservable.
 async fn assert_no_row_lost(env: &Env) {
@@ -64,6 +54,26 @@ async fn assert_follower_at_head(env: &Env) {
     );
 }
 
+/// Waits until the cache holds each Shot's new `code` (written with and without events), then
+/// checks the follower is at the site's newest event and no row was lost: nothing stalled.
+async fn assert_codes_arrive(env: &Env, codes: &[(i64, &str)]) {
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            for (id, code) in codes {
+                if cached(env, "Shot", *id).await.unwrap().1["code"] != *code {
+                    return false;
+                }
+            }
+            true
+        })
+        .await
+        .is_some(),
+        "changes never reached the cache: {codes:?}"
+    );
+    assert_follower_at_head(env).await;
+    assert_no_row_lost(env).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_field_retyped_on_the_site_passes_through_until_migrate_rebuilds_it_postgres() {
     retyped_field(false).await;
@@ -79,13 +89,7 @@ async fn retyped_field(sqlite: bool) {
     let stop = CancellationToken::new();
     let workers = run_workers(&env, &stop);
     assert_backfilled(&env).await;
-    let (_state, proxy, _task) = start_proxy(
-        &env,
-        sgcache_tests::proxy::script_auth().as_object().cloned(),
-        0.0,
-        &stop,
-    )
-    .await;
+    let (_state, proxy, _task) = start_script_proxy(&env, &stop).await;
     let http = reqwest::Client::new();
     let shots = live_shots(&env).await;
     let (a, b, c) = (shots[0], shots[1], shots[2]);
@@ -133,17 +137,7 @@ async fn retyped_field(sqlite: bool) {
     )
     .await;
     update(&env.writer, "Shot", c, json!({"code": "c_after_retype"})).await;
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            cached(&env, "Shot", b).await.unwrap().1["code"] == "b_after_retype"
-                && cached(&env, "Shot", c).await.unwrap().1["code"] == "c_after_retype"
-        })
-        .await
-        .is_some(),
-        "changes after the retype never reached the cache"
-    );
-    assert_follower_at_head(&env).await;
-    assert_no_row_lost(&env).await;
+    assert_codes_arrive(&env, &[(b, "b_after_retype"), (c, "c_after_retype")]).await;
     // The other fields of those rows are still served from the cache, with the site's values.
     assert_eq!(
         read_field(&http, &proxy, "Shot", b, "code").await,
@@ -217,13 +211,7 @@ async fn a_field_deleted_on_the_site_is_never_served_stale_and_stalls_nothing() 
     let stop = CancellationToken::new();
     let workers = run_workers(&env, &stop);
     assert_backfilled(&env).await;
-    let (_state, proxy, _task) = start_proxy(
-        &env,
-        sgcache_tests::proxy::script_auth().as_object().cloned(),
-        0.0,
-        &stop,
-    )
-    .await;
+    let (_state, proxy, _task) = start_script_proxy(&env, &stop).await;
     let http = reqwest::Client::new();
     let shots = live_shots(&env).await;
     let (a, b) = (shots[0], shots[1]);
@@ -260,17 +248,7 @@ async fn a_field_deleted_on_the_site_is_never_served_stale_and_stalls_nothing() 
     // Neither worker stalls on the type: an evented change and a silent one both arrive.
     update(&env.writer, "Shot", a, json!({"code": "a_after_delete"})).await;
     update(&env.silent, "Shot", b, json!({"code": "b_after_delete"})).await;
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            cached(&env, "Shot", a).await.unwrap().1["code"] == "a_after_delete"
-                && cached(&env, "Shot", b).await.unwrap().1["code"] == "b_after_delete"
-        })
-        .await
-        .is_some(),
-        "changes after the deletion never reached the cache"
-    );
-    assert_follower_at_head(&env).await;
-    assert_no_row_lost(&env).await;
+    assert_codes_arrive(&env, &[(a, "a_after_delete"), (b, "b_after_delete")]).await;
     assert_eq!(
         read_field(&http, &proxy, "Shot", a, "code").await,
         ("cache".to_string(), json!("a_after_delete"))

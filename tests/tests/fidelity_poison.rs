@@ -38,15 +38,9 @@ async fn poison_values(sqlite: bool) {
     let stop = CancellationToken::new();
     let workers = run_workers(&env, &stop);
     assert_backfilled(&env).await;
-    let auth = sgcache_tests::proxy::script_auth().as_object().cloned();
-    let (state, proxy, _task) = start_proxy(&env, auth, 0.0, &stop).await;
+    let (state, proxy, _task) = start_script_proxy(&env, &stop).await;
     let http = reqwest::Client::new();
-    let shots = site_rows(&env.writer, "Shot", &["code".into()]).await;
-    let live: Vec<i64> = shots
-        .iter()
-        .filter(|(_, (retired, _))| !retired)
-        .map(|(id, _)| *id)
-        .collect();
+    let live = live_shots(&env).await;
     let (a, b, c) = (live[0], live[1], live[2]);
     assert!(
         eventually(Duration::from_secs(10), || async {

@@ -162,3 +162,23 @@ async fn a_site_page_cap_below_the_page_size_loses_no_rows() {
     );
     env.stop().await;
 }
+
+/// On SQLite (the local default) a full scan of several thousand rows of two types, its pages
+/// written while the next ones are read: every write transaction takes the write lock up front,
+/// so none fails with "database is locked" (a deferred one did, 100 ms in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_scan_on_sqlite_is_not_stopped_by_its_own_writes() {
+    let entities = "\n  - type: Shot\n    fields: [code, sg_status_list, project, description]\n  - type: Task\n    fields: [content, entity, sg_status_list, project]\n";
+    let env = Env::start_on("scan_sqlite", 3_000, entities, WORKERS, true).await;
+    let args = ScannerArgs {
+        full: true,
+        ..ScannerArgs::default()
+    };
+    sgcache_worker::scanner::run(&env.spec, args, CancellationToken::new())
+        .await
+        .expect("the full scan finishes");
+    assert!(env.all_ready().await, "every field ready after the scan");
+    let diffs = compare(&env).await;
+    assert!(diffs.is_empty(), "cache differs from the site: {diffs:?}");
+    env.stop().await;
+}

@@ -11,20 +11,10 @@ use std::time::{Duration, Instant};
 use freshness_common::*;
 use serde_json::{json, Value};
 use sgcache::plan::FieldState;
-use sgcache::storage;
 use sgcache_tests::proxy::post;
 use tokio_util::sync::CancellationToken;
 
 const STAR: &str = "\n  - type: Shot\n    fields: [\"*\"]\n";
-
-async fn field_state(env: &Env, ty: &str, field: &str) -> Option<FieldState> {
-    storage::list_fields(&env.db.db)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|f| f.entity_type == ty && f.field_name == field)
-        .map(|f| f.state)
-}
 
 /// Creates a text field on the site; returns its name.
 async fn create_field(env: &Env, ty: &str, display: &str) -> String {
@@ -132,7 +122,9 @@ async fn a_field_created_on_the_site_is_backfilled_and_served_without_a_restart(
         t0.elapsed()
     );
     assert_eq!(
-        field_state(&env, "Shot", "sg_cut_note").await,
+        field_state(&env, "Shot", "sg_cut_note")
+            .await
+            .map(|f| f.state),
         Some(FieldState::Ready)
     );
     stop.cancel();
@@ -179,8 +171,9 @@ async fn fields_deleted_on_the_site_stop_being_served_within_one_interval() {
     delete_field(&env, "Asset", &named).await;
     let t0 = Instant::now();
     let gone = eventually(Duration::from_secs(15), || async {
-        field_state(&env, "Shot", &starred).await == Some(FieldState::Dropped)
-            && field_state(&env, "Asset", &named).await == Some(FieldState::Dropped)
+        field_state(&env, "Shot", &starred).await.map(|f| f.state) == Some(FieldState::Dropped)
+            && field_state(&env, "Asset", &named).await.map(|f| f.state)
+                == Some(FieldState::Dropped)
     })
     .await;
     assert!(gone.is_some(), "the deleted fields are still served");

@@ -668,3 +668,26 @@ pub async fn follower_position(env: &Env) -> i64 {
         .and_then(|p| p.last_event_id)
         .unwrap_or(0)
 }
+
+/// The ids of the site's live Shots, ascending.
+pub async fn live_shots(env: &Env) -> Vec<i64> {
+    site_rows(&env.writer, "Shot", &["code".into()])
+        .await
+        .into_iter()
+        .filter(|(_, (retired, _))| !retired)
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// [`start_proxy`] with the spec's own script as the proxy's service credentials.
+pub async fn start_script_proxy(
+    env: &Env,
+    stop: &CancellationToken,
+) -> (
+    Arc<AppState>,
+    String,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let auth = sgcache_tests::proxy::script_auth().as_object().cloned();
+    start_proxy(env, auth, 0.0, stop).await
+}
