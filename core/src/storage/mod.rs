@@ -7,6 +7,7 @@ pub mod ddl;
 mod drift;
 mod migrate;
 pub mod notify;
+mod rows;
 mod scans;
 mod schema_follow;
 mod site_binding;
@@ -20,6 +21,9 @@ use serde_json::Value;
 pub use convert::{parse_date_time, Unstorable};
 pub use drift::{drifted_fields, mark_drifted, Drift};
 pub use migrate::{apply_plan, migrate, spec_hash};
+pub use rows::{
+    cached_links, existing_ids, multi_entity_links, retired_ids, seen_times, set_retired_if_current,
+};
 pub use scans::{last_scan_start, record_scan_start};
 pub use schema_follow::{follow_site_schema, SchemaFollow};
 pub use site_binding::{

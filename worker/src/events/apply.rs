@@ -12,14 +12,15 @@ use serde_json::{json, Map, Value};
 use sgcache::ident;
 use sgcache::plan::{DbState, FieldState};
 use sgcache::schema::{DataType, Storage};
-use sgcache::sql::{Db, SqlValue, Tx};
+use sgcache::sql::{Db, Tx};
 use sgcache::storage::{self, Drift, StorageError, WriteSource};
 
 use super::parse::{meta_date_time, Event, Kind};
 use super::position::{lock_position, Position};
 use crate::sync::site_reader::{ReadError, SiteReader};
-use crate::sync::write::{link_targets, seen_times, set_retired_if_current, write_read};
+use crate::sync::write::{link_targets, write_read};
 use sgcache::sql::format_datetime;
+use sgcache::storage::{seen_times, set_retired_if_current};
 
 /// What happens to one entity in a batch.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -443,21 +444,8 @@ async fn current_links(
     }
     let mut out = BTreeMap::new();
     for ((ty, f), ids) in wanted {
-        let assoc = ident::assoc_table_name(&ty, &f);
-        for chunk in ids.chunks(5_000) {
-            let mut sql = tx.sql();
-            sql.push("SELECT \"_entity_id\", \"_target_type\", \"_target_id\" FROM ")
-                .push_ident(&assoc)
-                .push(" WHERE \"_entity_id\" IN (");
-            sql.push_id_list(chunk);
-            sql.push(") ORDER BY \"_entity_id\", \"_position\"");
-            for row in tx.fetch_all(&sql).await? {
-                if let [SqlValue::Int(e), SqlValue::Text(t), SqlValue::Int(i)] = row.as_slice() {
-                    out.entry((ty.clone(), *e, f.clone()))
-                        .or_insert_with(Vec::new)
-                        .push((t.clone(), *i));
-                }
-            }
+        for (e, links) in storage::multi_entity_links(tx, &ty, &f, &ids).await? {
+            out.insert((ty.clone(), e, f.clone()), links);
         }
     }
     Ok(out)

@@ -19,7 +19,7 @@ use serde_json::Value;
 use sgcache::api3::{self, is_error_body};
 use sgcache::query::Catalog;
 use sgcache::schema::Storage;
-use sgcache::sql::{Db, SqlValue};
+use sgcache::sql::Db;
 use sgcache::storage::{self, WriteSource};
 
 use super::answer::{unreachable_response, Outcome, Path};
@@ -173,25 +173,9 @@ async fn link_targets(
             }
         }
         // Old values: the cached row has not been refreshed yet.
-        let mut sql = db.sql();
-        if cf.storage == Storage::EntityLink {
-            sql.push("SELECT ")
-                .push_ident(&format!("{}__type", cf.name))
-                .push(", ")
-                .push_ident(&format!("{}__id", cf.name))
-                .push(" FROM ")
-                .push_ident(&ct.table)
-                .push(" WHERE \"id\" = ");
-        } else {
-            sql.push("SELECT \"_target_type\", \"_target_id\" FROM ")
-                .push_ident(&sgcache::ident::assoc_table_name(ty, &cf.name))
-                .push(" WHERE \"_entity_id\" = ");
-        }
-        sql.push_bind(SqlValue::Int(id));
-        for row in db.fetch_all(&sql).await? {
-            if let [SqlValue::Text(t), SqlValue::Int(i)] = row.as_slice() {
-                add(t, *i);
-            }
+        let multi = cf.storage == Storage::MultiEntity;
+        for (t, i) in storage::cached_links(db, &ct.table, ty, &cf.name, multi, id).await? {
+            add(&t, i);
         }
     }
     Ok(())

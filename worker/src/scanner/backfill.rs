@@ -15,7 +15,8 @@ use sgcache::storage::{self, StorageError};
 use tokio::sync::mpsc;
 
 use crate::sync::site_reader::{Liveness, ReadError, SiteReader};
-use crate::sync::write::{existing_ids, write_read};
+use crate::sync::write::write_read;
+use sgcache::storage::existing_ids;
 use sgcache::storage::record_scan_start;
 
 /// What to scan.

@@ -10,7 +10,8 @@ use sgcache::storage::{self, last_scan_start, record_scan_start};
 
 use super::backfill::ScanError;
 use crate::sync::site_reader::{cond, Liveness, SiteReader};
-use crate::sync::write::{link_targets, retired_ids, write_read};
+use crate::sync::write::{link_targets, write_read};
+use sgcache::storage::retired_ids;
 
 /// Scans one type for rows changed since its last scan (minus `overlap_ms`); returns the rows
 /// read. A type never scanned is read whole once.

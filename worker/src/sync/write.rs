@@ -5,13 +5,11 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sgcache::ident;
 use sgcache::plan::DbState;
-use sgcache::sql::{SqlValue, Tx};
-use sgcache::storage::{self, parse_date_time, StorageError, WriteOutcome, WriteSource};
-
-/// Rows per guarded retire statement (two binds each).
-const FLAG_CHUNK: usize = 500;
+use sgcache::sql::Tx;
+use sgcache::storage::{
+    self, parse_date_time, set_retired_if_current, StorageError, WriteOutcome, WriteSource,
+};
 
 /// Writes what a read returned: `active` rows live, `retired` rows retired.
 pub async fn write_read(
@@ -45,94 +43,6 @@ pub async fn write_read(
         set_retired_if_current(tx, entity_type, &flags, true).await?;
     }
     Ok(out)
-}
-
-/// Sets `_retired` on rows whose data is not newer than `seen` (the `updated_at` of the data
-/// that says so; `None`: unconditionally). Returns the rows changed.
-pub async fn set_retired_if_current(
-    tx: &mut Tx,
-    entity_type: &str,
-    rows: &[(i64, Option<DateTime<Utc>>)],
-    retired: bool,
-) -> Result<u64, StorageError> {
-    let table = ident::table_name(entity_type);
-    let mut changed = 0;
-    for chunk in rows.chunks(FLAG_CHUNK) {
-        let mut sql = tx.sql();
-        sql.push("UPDATE ")
-            .push_ident(&table)
-            .push(" SET \"_retired\" = ")
-            .push_bind(SqlValue::Bool(retired))
-            .push(", \"_cached_at\" = ")
-            .push_bind(storage::now_value(tx.dialect()))
-            .push(" WHERE \"_retired\" <> ")
-            .push_bind(SqlValue::Bool(retired))
-            .push(" AND (");
-        for (i, (id, seen)) in chunk.iter().enumerate() {
-            sql.push(if i == 0 {
-                "(\"id\" = "
-            } else {
-                " OR (\"id\" = "
-            })
-            .push_bind(SqlValue::Int(*id));
-            if let Some(t) = seen {
-                sql.push(" AND (\"_updated_at_seen\" IS NULL OR \"_updated_at_seen\" <= ")
-                    .push_bind(SqlValue::DateTime(*t))
-                    .push(")");
-            }
-            sql.push(")");
-        }
-        sql.push(")");
-        changed += tx.execute(&sql).await?;
-    }
-    Ok(changed)
-}
-
-/// Which of `ids` have a row in the cache table of `entity_type`.
-pub async fn existing_ids(
-    tx: &mut Tx,
-    entity_type: &str,
-    ids: &[i64],
-) -> Result<std::collections::BTreeSet<i64>, StorageError> {
-    cached_ids(tx, entity_type, ids, false).await
-}
-
-/// Which of `ids` are cached as retired.
-pub async fn retired_ids(
-    tx: &mut Tx,
-    entity_type: &str,
-    ids: &[i64],
-) -> Result<std::collections::BTreeSet<i64>, StorageError> {
-    cached_ids(tx, entity_type, ids, true).await
-}
-
-/// Which of `ids` have a row (a retired one, with `retired_only`).
-async fn cached_ids(
-    tx: &mut Tx,
-    entity_type: &str,
-    ids: &[i64],
-    retired_only: bool,
-) -> Result<std::collections::BTreeSet<i64>, StorageError> {
-    let table = ident::table_name(entity_type);
-    let mut found = std::collections::BTreeSet::new();
-    for chunk in ids.chunks(5_000) {
-        let mut sql = tx.sql();
-        sql.push("SELECT \"id\" FROM ")
-            .push_ident(&table)
-            .push(" WHERE ");
-        if retired_only {
-            sql.push("\"_retired\" = ")
-                .push_bind(SqlValue::Bool(true))
-                .push(" AND ");
-        }
-        sql.push("\"id\" IN (").push_id_list(chunk).push(")");
-        for row in tx.fetch_all(&sql).await? {
-            if let Some(SqlValue::Int(id)) = row.first() {
-                found.insert(*id);
-            }
-        }
-    }
-    Ok(found)
 }
 
 /// The cached entities `records` link to, by type. The site hides links to retired entities
@@ -174,33 +84,4 @@ pub fn link_targets(
         ids.dedup();
     }
     out
-}
-
-/// `_updated_at_seen` of the cached rows among `ids` (rows absent are left out).
-pub async fn seen_times(
-    tx: &mut Tx,
-    entity_type: &str,
-    ids: &[i64],
-) -> Result<std::collections::BTreeMap<i64, Option<DateTime<Utc>>>, StorageError> {
-    let table = ident::table_name(entity_type);
-    let mut found = std::collections::BTreeMap::new();
-    for chunk in ids.chunks(5_000) {
-        let mut sql = tx.sql();
-        sql.push("SELECT \"id\", \"_updated_at_seen\" FROM ")
-            .push_ident(&table)
-            .push(" WHERE \"id\" IN (");
-        sql.push_id_list(chunk);
-        sql.push(")");
-        for row in tx.fetch_all(&sql).await? {
-            let seen = match row.get(1) {
-                Some(SqlValue::DateTime(t)) => Some(*t),
-                Some(SqlValue::Text(s)) => parse_date_time(s),
-                _ => None,
-            };
-            if let Some(SqlValue::Int(id)) = row.first() {
-                found.insert(*id, seen);
-            }
-        }
-    }
-    Ok(found)
 }
