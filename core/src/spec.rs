@@ -359,6 +359,11 @@ pub struct EventsSpec {
     /// How long a missing event id is waited for before it is given up on.
     #[serde(default = "defaults::gap_window")]
     pub gap_window: DurationString,
+    /// Port of the follower's `/metrics`, `/healthz` and `/readyz` (on `workers.proxy.bind`);
+    /// 0: none. `all` serves them on the proxy's port instead.
+    #[serde(default = "defaults::events_metrics_port")]
+    #[schemars(range(min = 0, max = 65535))]
+    pub metrics_port: u16,
 }
 
 impl Default for EventsSpec {
@@ -366,6 +371,7 @@ impl Default for EventsSpec {
         EventsSpec {
             poll_interval: defaults::poll_interval(),
             gap_window: defaults::gap_window(),
+            metrics_port: defaults::events_metrics_port(),
         }
     }
 }
@@ -385,6 +391,11 @@ pub struct ScannerSpec {
     #[serde(default = "defaults::page_size")]
     #[schemars(range(min = 1, max = 5000))]
     pub page_size: u32,
+    /// Port of the scanner's `/metrics`, `/healthz` and `/readyz` (on `workers.proxy.bind`);
+    /// 0: none. `all` serves them on the proxy's port instead.
+    #[serde(default = "defaults::scanner_metrics_port")]
+    #[schemars(range(min = 0, max = 65535))]
+    pub metrics_port: u16,
 }
 
 impl Default for ScannerSpec {
@@ -393,6 +404,7 @@ impl Default for ScannerSpec {
             interval: defaults::scan_interval(),
             overlap: defaults::scan_overlap(),
             page_size: defaults::page_size(),
+            metrics_port: defaults::scanner_metrics_port(),
         }
     }
 }
@@ -515,6 +527,12 @@ mod defaults {
     }
     pub fn max_lag() -> DurationString {
         "5m".into()
+    }
+    pub fn events_metrics_port() -> u16 {
+        9101
+    }
+    pub fn scanner_metrics_port() -> u16 {
+        9102
     }
     pub fn poll_interval() -> DurationString {
         "1s".into()

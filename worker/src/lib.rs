@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod commands;
 pub mod events;
+pub mod observe;
 pub mod proxy;
 pub mod ready_signal;
 pub mod scanner;

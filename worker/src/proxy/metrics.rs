@@ -222,9 +222,19 @@ impl Metrics {
     }
 
     pub fn encode(&self) -> String {
+        self.encode_with(None)
+    }
+
+    /// The proxy's metrics followed by those of the workers running in the same process.
+    pub fn encode_with(&self, workers: Option<&crate::observe::Probes>) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        if let Some(w) = workers {
+            w.encode_into(&mut out);
+        }
+        let _ = encode_eof(&mut out);
         out
     }
 }

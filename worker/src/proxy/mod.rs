@@ -125,6 +125,9 @@ pub struct AppState {
     pub results: answer_cache::ResultCache,
     /// See [`ProxyConfig::max_lag`].
     pub max_lag: Duration,
+    /// The event follower and scanner running in this process (`all`): their metrics,
+    /// heartbeats and roles are served with the proxy's.
+    pub workers: OnceLock<crate::observe::Probes>,
 }
 
 impl AppState {
@@ -148,6 +151,7 @@ impl AppState {
                 config.result_cache_ttl,
             ),
             max_lag: config.max_lag,
+            workers: OnceLock::new(),
         }))
     }
 
@@ -255,7 +259,7 @@ impl AppState {
 pub fn app(state: Arc<AppState>) -> Router {
     let body_timeout = state.intake.limits().body_read_timeout;
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
         .fallback(dispatch)
@@ -312,7 +316,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     };
     let catalog = state.catalog();
     let types_ready = catalog.types.values().filter(|t| t.ready).count();
-    let body = json!({
+    let mut body = json!({
         "database": match (state.db().is_some(), db, state.db_pending.load(Ordering::Relaxed)) {
             (_, true, _) => "ok",
             (false, _, false) => "disabled",
@@ -325,7 +329,21 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "stale_types": freshness::stale_types(&catalog),
         "unservable_fields": freshness::unservable_fields(&catalog),
     });
+    if let Some(workers) = state.workers.get() {
+        // Leader or standby of each worker in this process (`all`); they do not make the
+        // proxy unready: it answers from the site meanwhile.
+        body["workers"] = serde_json::Value::Object(workers.roles().1);
+    }
     (status, Json(body)).into_response()
+}
+
+/// Alive; in `all`, only while the follower's and the scanner's loops make progress too.
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.workers.get().map(|w| w.health()) {
+        Some((false, body)) => (StatusCode::SERVICE_UNAVAILABLE, body).into_response(),
+        Some((true, body)) => body.into_response(),
+        None => "ok".into_response(),
+    }
 }
 
 async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
@@ -334,7 +352,7 @@ async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        Body::from(state.metrics.encode()),
+        Body::from(state.metrics.encode_with(state.workers.get())),
     )
         .into_response()
 }

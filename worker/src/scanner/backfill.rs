@@ -14,6 +14,7 @@ use sgcache::sql::Db;
 use sgcache::storage::{self, StorageError};
 use tokio::sync::mpsc;
 
+use super::metrics::{ScanKind, ScannerMetrics};
 use crate::sync::site_reader::{Liveness, ReadError, SiteReader};
 use crate::sync::write::{existing_ids, write_read};
 use sgcache::storage::record_scan_start;
@@ -293,6 +294,7 @@ pub async fn scan_type(
     db: &Db,
     reader: Arc<SiteReader>,
     req: ScanRequest,
+    obs: &Arc<ScannerMetrics>,
 ) -> Result<ScanStats, ScanError> {
     let ty = req.entity_type.clone();
     let started_ms = chrono::Utc::now().timestamp_millis();
@@ -301,6 +303,9 @@ pub async fn scan_type(
         fields.push("updated_at".into());
     }
     let total = count(&reader, &ty, &req.extra).await;
+    if !req.finalize.is_empty() {
+        obs.backfill(&ty, req.done_before, total);
+    }
     if !req.finalize.is_empty() {
         let mut tx = db.begin().await?;
         storage::set_field_state(&mut tx, &ty, &req.finalize, FieldState::Backfilling).await?;
@@ -325,6 +330,7 @@ pub async fn scan_type(
         total,
         started_ms,
         progress_turn: tokio::sync::Mutex::new(()),
+        obs: obs.clone(),
     });
     let mut stats = ScanStats::default();
     let t0 = Instant::now();
@@ -415,6 +421,9 @@ pub async fn scan_type(
         retired_missing = stats.retired_missing, secs = round2(secs),
         ready = req.finalize.len(), "full scan finished");
     phases.log(&ty, t0.elapsed());
+    if !stopped && (req.record_scan || !req.finalize.is_empty()) {
+        obs.scanned(&ty, t0.elapsed());
+    }
     if !stopped && !req.finalize.is_empty() {
         crate::ready_signal::announce();
         tracing::info!(entity_type = %ty, fields = req.finalize.len(),
@@ -453,6 +462,7 @@ struct PageCtx {
     total: Option<i64>,
     started_ms: i64,
     progress_turn: tokio::sync::Mutex<()>,
+    obs: Arc<ScannerMetrics>,
 }
 
 impl PageCtx {
@@ -516,6 +526,13 @@ impl PageCtx {
             record_scan_start(&mut tx, ty, self.started_ms).await?;
         }
         tx.commit().await?;
+        self.obs.rows(ty, ScanKind::Full, n, written);
+        if !req.finalize.is_empty() {
+            let (_, d) = if is_last { (cursor, done) } else { committed };
+            self.obs.backfill(ty, d, self.total);
+        }
+        // A long backfill is progress: each page written keeps the scanner alive.
+        self.obs.heartbeat.beat();
         Ok(Some(Written {
             read: n,
             written,
