@@ -209,14 +209,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             // The follower's and the scanner's metrics and probes are served on the proxy's port.
             let events = Arc::new(crate::events::metrics::EventsMetrics::for_spec(&spec));
             let scanner = Arc::new(crate::scanner::metrics::ScannerMetrics::for_spec(&spec));
-            let probes = Probes::default()
-                .with(events.clone())
-                .with(scanner.clone());
+            let probes = Probes::default().with(events.clone()).with(scanner.clone());
             let (p, e, s) = tokio::join!(
                 async { fail(crate::proxy::run::run_with(&spec, probes, shutdown.clone()).await) },
-                async {
-                    fail(crate::events::run_observed(&spec, shutdown.clone(), events).await)
-                },
+                async { fail(crate::events::run_observed(&spec, shutdown.clone(), events).await) },
                 async {
                     let args = crate::scanner::ScannerArgs::default();
                     fail(crate::scanner::run_observed(&spec, args, shutdown.clone(), scanner).await)

@@ -158,14 +158,15 @@ fn events_and_scanner_run_one_replica_with_recreate() {
             _ => 9102,
         };
         assert_eq!(port.container_port, expected);
-        for (probe, path) in [(&c.readiness_probe, "/readyz"), (&c.liveness_probe, "/healthz")] {
+        for (probe, path) in [
+            (&c.readiness_probe, "/readyz"),
+            (&c.liveness_probe, "/healthz"),
+        ] {
             let get = probe.as_ref().expect("a probe").http_get.clone().unwrap();
             assert_eq!(get.path.as_deref(), Some(path));
             assert_eq!(
                 get.port,
-                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
-                    "metrics".into()
-                )
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("metrics".into())
             );
         }
     }

@@ -126,6 +126,18 @@ impl EventsMetrics {
             "Unix time the follower's loop last completed an iteration (liveness)",
             last_progress.clone(),
         );
+        // Every kind starts at 0, so the series exist before the first event of each.
+        for kind in [
+            Kind::New,
+            Kind::Change,
+            Kind::Retirement,
+            Kind::Revival,
+            Kind::Other,
+        ] {
+            let _ = applied.get_or_create(&KindLabels {
+                kind: kind_label(&kind).into(),
+            });
+        }
         EventsMetrics {
             registry: r,
             heartbeat: Heartbeat::new("events", allowed),

@@ -83,8 +83,7 @@ pub async fn run_observed(
         gap_window_s = config.gap_window.as_secs(),
         "event follower starting"
     );
-    while let Some(mut leader) =
-        Leader::acquire(&url, EVENTS_LOCK_KEY, &obs.heartbeat, &stop).await
+    while let Some(mut leader) = Leader::acquire(&url, EVENTS_LOCK_KEY, &obs.heartbeat, &stop).await
     {
         follow(&db, &reader, &mut leader, &config, &obs, &stop).await;
         leader.release().await;
@@ -286,7 +285,11 @@ pub async fn poll_once(
     }
     obs.position(next.last, next.backlog.len());
     // Past a full batch more events wait; the next one is no older than this batch's newest.
-    obs.pending_since((!at_head).then(|| events.iter().filter_map(created).max()).flatten());
+    obs.pending_since(
+        (!at_head)
+            .then(|| events.iter().filter_map(created).max())
+            .flatten(),
+    );
     for e in &events {
         obs.applied(&e.kind);
     }

@@ -64,7 +64,10 @@ impl Probes {
             let h = w.heartbeat();
             let quiet = h.quiet().as_secs_f64();
             if h.alive() {
-                body.push_str(&format!("{}: ok (last progress {quiet:.1} s ago)\n", h.name()));
+                body.push_str(&format!(
+                    "{}: ok (last progress {quiet:.1} s ago)\n",
+                    h.name()
+                ));
             } else {
                 ok = false;
                 body.push_str(&format!(
@@ -155,7 +158,9 @@ pub async fn spawn(
     }
     let addr = SocketAddr::new(bind.unwrap_or(Ipv4Addr::LOCALHOST.into()), port);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen on {addr} for metrics and probes: {e} (set the worker's metricsPort)")
+        anyhow::anyhow!(
+            "cannot listen on {addr} for metrics and probes: {e} (set the worker's metricsPort)"
+        )
     })?;
     Ok(Some(tokio::spawn(serve(listener, probes, stop))))
 }

@@ -159,6 +159,16 @@ impl Default for Metrics {
             "Consecutive failed polls of the event follower (it retries the same position)",
             events_failures.clone(),
         );
+        // Every known label value starts at 0, so the series exist (and rate() and alerts see
+        // them) before the first error or check.
+        for kind in ["unreachable", "status_5xx", "auth"] {
+            let _ = site_errors.get_or_create(&SiteErrorLabels { kind: kind.into() });
+        }
+        for outcome in ["match", "mismatch", "error"] {
+            let _ = verify.get_or_create(&VerifyLabels {
+                outcome: outcome.into(),
+            });
+        }
         Metrics {
             registry,
             read_statement_failures,
