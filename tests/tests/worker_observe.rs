@@ -520,3 +520,52 @@ async fn the_charts_dashboard_and_alerts_name_only_metrics_the_workers_export() 
     w.stop(&stop).await;
     env.stop().await;
 }
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_and_scanner_commands_serve_probes_on_their_metrics_ports() {
+    let (events_port, scanner_port) = (free_port(), free_port());
+    let workers = format!(
+        "{WORKERS}\n    metricsPort: {scanner_port}\n  proxy:\n    port: {}",
+        free_port()
+    )
+    .replace(
+        "gapWindow: 30s",
+        &format!("gapWindow: 30s\n    metricsPort: {events_port}"),
+    );
+    let env = Env::start("obs_binaries", 10, ENTITIES, &workers).await;
+    assert_eq!(env.spec.workers.events.metrics_port, events_port);
+    assert_eq!(env.spec.workers.scanner.metrics_port, scanner_port);
+    let mut children = vec![
+        spawn_worker(&env, "events", &env.dir.path().join("events.log")),
+        spawn_worker(&env, "scanner", &env.dir.path().join("scanner.log")),
+    ];
+    for (role, port) in [("events", events_port), ("scanner", scanner_port)] {
+        let url = format!("http://127.0.0.1:{port}");
+        let mut ready = None;
+        for _ in 0..200 {
+            if let Ok(r) = reqwest::get(format!("{url}/readyz")).await {
+                if r.status().as_u16() == 200 {
+                    ready = Some(r.json::<Value>().await.unwrap());
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(ready, Some(json!({role: "leader"})), "{role} never ready");
+        let m = metrics(&url).await;
+        assert_eq!(value(&m, &format!("sgcache_{role}_leader"), &[]), 1.0);
+        let (status, body) = get(&url, "/healthz").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with(&format!("{role}: ok")), "{body}");
+    }
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    env.stop().await;
+}

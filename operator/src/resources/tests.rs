@@ -149,6 +149,23 @@ fn events_and_scanner_run_one_replica_with_recreate() {
             c.args.as_ref().unwrap().last().map(String::as_str),
             Some(component.name())
         );
+        // The labels the chart's PodMonitor selects worker pods by (templates/monitoring.yaml).
+        let pod_labels = d
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap();
+        for (k, v) in [
+            ("app.kubernetes.io/name", "sgcache"),
+            ("app.kubernetes.io/managed-by", "sgcache-operator"),
+            ("app.kubernetes.io/component", component.name()),
+        ] {
+            assert_eq!(pod_labels.get(k).map(String::as_str), Some(v), "{k}");
+        }
         // Their metrics port, named `metrics` (the PodMonitor's endpoint), carries the probes:
         // /healthz fails when the worker's loop stops making progress.
         let port = &c.ports.as_ref().expect("a metrics port")[0];
