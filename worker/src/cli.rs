@@ -156,12 +156,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             let obs = Arc::new(crate::events::metrics::EventsMetrics::for_spec(&spec));
             let probes = Probes::default().with(obs.clone());
             let port = spec.workers.events.metrics_port;
-            match observe::server::spawn(spec.workers.proxy.bind, port, probes, shutdown.clone())
-                .await
-            {
-                Ok(_) => crate::events::run_observed(&spec, shutdown.clone(), obs).await,
-                Err(e) => Err(e),
-            }
+            observe::server::spawn(spec.workers.proxy.bind, port, probes, shutdown.clone()).await;
+            crate::events::run_observed(&spec, shutdown.clone(), obs).await
         }
         Command::Scanner {
             full,
@@ -181,12 +177,8 @@ pub async fn run(cli: Cli) -> ExitCode {
                 spec.workers.scanner.metrics_port
             };
             let probes = Probes::default().with(obs.clone());
-            match observe::server::spawn(spec.workers.proxy.bind, port, probes, shutdown.clone())
-                .await
-            {
-                Ok(_) => crate::scanner::run_observed(&spec, args, shutdown.clone(), obs).await,
-                Err(e) => Err(e),
-            }
+            observe::server::spawn(spec.workers.proxy.bind, port, probes, shutdown.clone()).await;
+            crate::scanner::run_observed(&spec, args, shutdown.clone(), obs).await
         }
         Command::All { listen, reset } => {
             listen.apply(&mut spec);

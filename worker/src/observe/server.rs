@@ -146,21 +146,25 @@ pub async fn serve(listener: tokio::net::TcpListener, probes: Probes, stop: Canc
 }
 
 /// Binds `bind` (127.0.0.1 when unset) and `port`, and serves `probes` there until `stop`.
-/// Port 0 serves nothing.
+/// Port 0 serves nothing. A port already taken (a second follower started by hand on the same
+/// machine, as a standby) is logged and the worker runs without them: its work matters more
+/// than its probes, and on Kubernetes the failing probes say so.
 pub async fn spawn(
     bind: Option<IpAddr>,
     port: u16,
     probes: Probes,
     stop: CancellationToken,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+) -> Option<tokio::task::JoinHandle<()>> {
     if port == 0 {
-        return Ok(None);
+        return None;
     }
     let addr = SocketAddr::new(bind.unwrap_or(Ipv4Addr::LOCALHOST.into()), port);
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot listen on {addr} for metrics and probes: {e} (set the worker's metricsPort)"
-        )
-    })?;
-    Ok(Some(tokio::spawn(serve(listener, probes, stop))))
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => Some(tokio::spawn(serve(listener, probes, stop))),
+        Err(e) => {
+            tracing::error!(%addr, error = %e,
+                "cannot listen for metrics and probes; running without them (set the worker's metricsPort)");
+            None
+        }
+    }
 }
