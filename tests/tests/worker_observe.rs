@@ -131,7 +131,9 @@ async fn first_shot(env: &Env) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_and_scanner_metrics_move_with_their_work() {
-    let env = Env::start("obs_families", 30, ENTITIES, WORKERS).await;
+    let mut env = Env::start("obs_families", 30, ENTITIES, WORKERS).await;
+    // Site calls time out after 1 s: the follower's loop may be quiet for 3 s.
+    env.spec.site.timeout = "1s".into();
     let stop = CancellationToken::new();
     let w = start_workers(&env.spec, &stop).await;
     assert_backfilled(&env).await;
@@ -265,6 +267,7 @@ async fn follower_and_scanner_metrics_move_with_their_work() {
     // the loop has made no progress for longer than its allowance; it all recovers once the
     // table is back.
     let allowed = w.events.heartbeat.allowed();
+    assert_eq!(allowed, Duration::from_secs(3));
     let db = &env.db.db;
     let mut rename = db.sql();
     rename.push("ALTER TABLE \"shot\" RENAME TO \"shot_away\"");
@@ -563,6 +566,38 @@ async fn the_events_and_scanner_commands_serve_probes_on_their_metrics_ports() {
         assert_eq!(status, 200, "{body}");
         assert!(body.starts_with(&format!("{role}: ok")), "{body}");
     }
+    // A second follower of the same cache waits as a standby: ready and alive, not leading.
+    let stop = CancellationToken::new();
+    let mut spec = env.spec.clone();
+    spec.site.timeout = "1s".into(); // a 3 s allowance
+    let standby = Arc::new(EventsMetrics::for_spec(&spec));
+    assert_eq!(standby.heartbeat.allowed(), Duration::from_secs(3));
+    let (url, server) = serve(Probes::default().with(standby.clone()), &stop).await;
+    let follower = {
+        let (spec, stop, obs) = (spec.clone(), stop.clone(), standby.clone());
+        tokio::spawn(async move { sgcache_worker::events::run_observed(&spec, stop, obs).await })
+    };
+    let mut body = String::new();
+    for _ in 0..100 {
+        let (status, b) = get(&url, "/readyz").await;
+        body = b;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(body, r#"{"events":"standby"}"#);
+    assert_eq!(
+        value(&metrics(&url).await, "sgcache_events_leader", &[]),
+        0.0
+    );
+    // Its loop is the lock attempt, once a second: alive past its 3 s allowance.
+    tokio::time::sleep(standby.heartbeat.allowed() + Duration::from_millis(500)).await;
+    let (status, health) = get(&url, "/healthz").await;
+    assert_eq!(status, 200, "{health}");
+    stop.cancel();
+    follower.await.unwrap().expect("standby follower");
+    let _ = server.await;
     for c in &mut children {
         let _ = c.kill();
         let _ = c.wait();
