@@ -172,11 +172,10 @@ impl EventsMetrics {
         self.update_backlog();
     }
 
-    /// The newest event id the site has shown.
+    /// The newest event id the site has shown (set as seen, not kept at its maximum: a
+    /// site restored from a backup goes back).
     pub fn site_newest(&self, id: i64) {
-        if id > self.newest_seen.get() {
-            self.newest_seen.set(id);
-        }
+        self.newest_seen.set(id);
         self.update_backlog();
     }
 
