@@ -307,6 +307,45 @@ async fn follower_and_scanner_metrics_move_with_their_work() {
     let (status, body) = get(&w.scanner_url, "/healthz").await;
     assert_eq!(status, 200, "{body}");
     assert!(compare(&env).await.is_empty());
+
+    // Schema checks: each incremental round compares the cached fields with the site's
+    // schema. A cached field deleted on the site is drift.
+    let checks = |m: &str, outcome: &str| {
+        sample(
+            m,
+            "sgcache_scanner_schema_checks_total",
+            &[("outcome", outcome)],
+        )
+        .unwrap_or(0.0)
+    };
+    let s = until_metrics(&w.scanner_url, "schema checked", |m| {
+        checks(m, "unchanged") > 0.0
+    })
+    .await;
+    assert_eq!(checks(&s, "changed"), 0.0);
+    assert_eq!(
+        value(
+            &s,
+            "sgcache_scanner_schema_drift_fields",
+            &[("entity_type", "Shot")]
+        ),
+        0.0
+    );
+    call(
+        &env.writer,
+        "schema_field_delete",
+        json!({"type": "Shot", "field_name": "sg_cut_in"}),
+    )
+    .await;
+    until_metrics(&w.scanner_url, "the deleted field seen as drift", |m| {
+        checks(m, "changed") > 0.0
+            && sample(
+                m,
+                "sgcache_scanner_schema_drift_fields",
+                &[("entity_type", "Shot")],
+            ) == Some(1.0)
+    })
+    .await;
     w.stop(&stop).await;
     env.stop().await;
 }
@@ -501,10 +540,21 @@ async fn the_charts_dashboard_and_alerts_name_only_metrics_the_workers_export() 
         )
         .await;
     }
+    // Per-type families appear with the first round that touches the type: wait for one
+    // incremental round with its schema checks.
+    let scanner = until_metrics(&w.scanner_url, "a schema check", |m| {
+        sample(
+            m,
+            "sgcache_scanner_schema_checks_total",
+            &[("outcome", "unchanged")],
+        )
+        .is_some_and(|v| v > 0.0)
+    })
+    .await;
     let exports = [
         sgcache_tests::proxy::metrics(&http, &proxy).await,
         metrics(&w.events_url).await,
-        metrics(&w.scanner_url).await,
+        scanner,
     ];
     let missing: Vec<&String> = names
         .iter()

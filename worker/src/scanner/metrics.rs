@@ -24,6 +24,11 @@ pub struct RowLabels {
     pub scan: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
 /// Which kind of scan rows were read by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScanKind {
@@ -50,6 +55,8 @@ pub struct ScannerMetrics {
     backfill_done: Family<TypeLabels, Gauge>,
     backfill_expected: Family<TypeLabels, Gauge>,
     pending_fields: Family<TypeLabels, Gauge>,
+    schema_checks: Family<OutcomeLabels, Counter>,
+    schema_drift: Family<TypeLabels, Gauge>,
     failures: Counter,
     leader: Gauge,
     last_progress: Gauge<f64, AtomicU64>,
@@ -101,6 +108,23 @@ impl ScannerMetrics {
             "Fields of the type waiting for or in their backfill (not served yet)",
             pending_fields.clone(),
         );
+        let schema_checks = Family::<OutcomeLabels, Counter>::default();
+        r.register(
+            "schema_checks",
+            "Checks of a cached type's fields against the site's schema, by outcome (unchanged, changed, failed)",
+            schema_checks.clone(),
+        );
+        for outcome in ["unchanged", "changed", "failed"] {
+            let _ = schema_checks.get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            });
+        }
+        let schema_drift = Family::<TypeLabels, Gauge>::default();
+        r.register(
+            "schema_drift_fields",
+            "Cached fields of the type the site no longer has or types differently (run migrate)",
+            schema_drift.clone(),
+        );
         let failures = Counter::default();
         r.register(
             "failures",
@@ -129,6 +153,8 @@ impl ScannerMetrics {
             backfill_done,
             backfill_expected,
             pending_fields,
+            schema_checks,
+            schema_drift,
             failures,
             leader,
             last_progress,
@@ -189,6 +215,26 @@ impl ScannerMetrics {
         self.pending_fields
             .get_or_create(&Self::ty(entity_type))
             .set(n as i64);
+    }
+
+    /// A schema check of the type: the fields that drifted, or None when the site did not
+    /// answer.
+    pub fn schema_checked(&self, entity_type: &str, drifted: Option<usize>) {
+        let outcome = match drifted {
+            None => "failed",
+            Some(0) => "unchanged",
+            Some(_) => "changed",
+        };
+        self.schema_checks
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+        if let Some(n) = drifted {
+            self.schema_drift
+                .get_or_create(&Self::ty(entity_type))
+                .set(n as i64);
+        }
     }
 
     pub fn failed(&self) {

@@ -8,6 +8,7 @@
 pub mod backfill;
 pub mod incremental;
 pub mod metrics;
+pub mod schema_check;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -213,8 +214,12 @@ async fn scan_loop(
             if Instant::now() >= next_incremental {
                 next_incremental = Instant::now() + interval;
                 let state = storage::read_state(db).await?;
+                let fields = storage::list_fields(db).await?;
                 for ty in selected(args, state.types.keys()) {
                     incremental::scan_changed(db, reader, &ty, overlap_ms, &[], obs).await?;
+                    schema_check::check_type(reader, &ty, &fields, obs)
+                        .await
+                        .map_err(ScanError::from)?;
                 }
             }
             Ok(())
