@@ -359,6 +359,11 @@ pub struct EventsSpec {
     /// How long a missing event id is waited for before it is given up on.
     #[serde(default = "defaults::gap_window")]
     pub gap_window: DurationString,
+    /// Port of the follower's `/metrics`, `/healthz` and `/readyz` (on `workers.proxy.bind`);
+    /// 0: none. `all` serves them on the proxy's port instead.
+    #[serde(default = "defaults::events_metrics_port")]
+    #[schemars(range(min = 0, max = 65535))]
+    pub metrics_port: u16,
 }
 
 impl Default for EventsSpec {
@@ -366,6 +371,7 @@ impl Default for EventsSpec {
         EventsSpec {
             poll_interval: defaults::poll_interval(),
             gap_window: defaults::gap_window(),
+            metrics_port: defaults::events_metrics_port(),
         }
     }
 }
@@ -390,6 +396,11 @@ pub struct ScannerSpec {
     /// checks at once when the site logs a field created or changed (DisplayColumn events).
     #[serde(default = "defaults::schema_interval")]
     pub schema_interval: DurationString,
+    /// Port of the scanner's `/metrics`, `/healthz` and `/readyz` (on `workers.proxy.bind`);
+    /// 0: none. `all` serves them on the proxy's port instead.
+    #[serde(default = "defaults::scanner_metrics_port")]
+    #[schemars(range(min = 0, max = 65535))]
+    pub metrics_port: u16,
 }
 
 impl Default for ScannerSpec {
@@ -399,6 +410,7 @@ impl Default for ScannerSpec {
             overlap: defaults::scan_overlap(),
             page_size: defaults::page_size(),
             schema_interval: defaults::schema_interval(),
+            metrics_port: defaults::scanner_metrics_port(),
         }
     }
 }
@@ -521,6 +533,12 @@ mod defaults {
     }
     pub fn max_lag() -> DurationString {
         "5m".into()
+    }
+    pub fn events_metrics_port() -> u16 {
+        9101
+    }
+    pub fn scanner_metrics_port() -> u16 {
+        9102
     }
     pub fn poll_interval() -> DurationString {
         "1s".into()

@@ -33,7 +33,9 @@ RESOURCES = {
     "apiextensions.k8s.io/v1": [
         ("customresourcedefinitions", "CustomResourceDefinition", False)
     ],
-    "monitoring.coreos.com/v1": [("servicemonitors", "ServiceMonitor", True)],
+    "monitoring.coreos.com/v1": [("servicemonitors", "ServiceMonitor", True),
+                                 ("podmonitors", "PodMonitor", True),
+                                 ("prometheusrules", "PrometheusRule", True)],
     "sgcache.io/v1alpha1": [("shotguncaches", "ShotgunCache", True)],
 }
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]

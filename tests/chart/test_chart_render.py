@@ -3,6 +3,7 @@
 and checked for consistency; the samples are validated against the CRD Helm installed."""
 
 import asyncio
+import json
 import pathlib
 import tempfile
 
@@ -19,7 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "sgcache-operator"
 K8S = "1.33.0"
 # Kinds kubernetes-validate has no schema for; checked by hand below.
-CUSTOM = {"ServiceMonitor"}
+CUSTOM = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 
 def install(values=None):
@@ -161,3 +162,61 @@ def test_options_render_valid_objects_too():
     for obj in sent:
         if obj["kind"] not in CUSTOM:
             kubernetes_validate.validate(obj, K8S, strict=True)
+
+
+def test_monitoring_ships_a_pod_monitor_the_dashboard_and_the_alerts():
+    values = {"monitoring": {
+        "podMonitor": {"enabled": True, "labels": {"release": "prom"}},
+        "dashboard": {"enabled": True},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
+    }}
+    _, sent = install(values)
+    k = by_kind(sent)
+    (pm,) = k["PodMonitor"]
+    assert pm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert pm["metadata"]["labels"]["release"] == "prom"
+    # The labels the operator gives every worker pod (operator/src/resources/mod.rs).
+    selector = pm["spec"]["selector"]
+    assert selector["matchLabels"] == {
+        "app.kubernetes.io/name": "sgcache",
+        "app.kubernetes.io/managed-by": "sgcache-operator",
+    }
+    (components,) = selector["matchExpressions"]
+    assert components["key"] == "app.kubernetes.io/component"
+    assert sorted(components["values"]) == ["events", "proxy", "scanner"]
+    assert pm["spec"]["namespaceSelector"] == {"any": True}
+    # The proxy's API port and the follower's and scanner's metrics port, as the operator
+    # names them in its Deployments.
+    assert sorted(e["port"] for e in pm["spec"]["podMetricsEndpoints"]) == ["http", "metrics"]
+    assert all(e["path"] == "/metrics" for e in pm["spec"]["podMetricsEndpoints"])
+
+    dashboards = [c for c in k["ConfigMap"] if c["metadata"]["name"].endswith("-dashboard")]
+    (cm,) = dashboards
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(cm["data"]["sgcache.json"])
+    assert dashboard == json.loads((CHART / "files" / "dashboard.json").read_text())
+    assert dashboard["uid"] == "sgcache" and len(dashboard["panels"]) >= 10
+
+    (rule,) = k["PrometheusRule"]
+    alerts = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    assert rule["spec"] == alerts
+    names = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {"SgcacheFollowerStuck", "SgcacheEventLagHigh", "SgcacheBackfillStalled",
+            "SgcacheVerificationMismatch", "SgcacheSiteUnreachable",
+            "SgcacheHitRatioCollapsed", "SgcacheNoLeader"} <= names
+    for obj in sent:
+        if obj["kind"] not in CUSTOM:
+            kubernetes_validate.validate(obj, K8S, strict=True)
+
+
+def test_monitoring_is_off_by_default(default_install):
+    _, sent = default_install
+    kinds = {o["kind"] for o in sent}
+    assert not kinds & {"PodMonitor", "PrometheusRule", "ConfigMap"}
+
+
+def test_pod_monitor_can_watch_only_some_namespaces():
+    _, sent = install({"monitoring": {"podMonitor": {"enabled": True,
+                                                     "namespaces": ["studio", "vfx"]}}})
+    (pm,) = by_kind(sent)["PodMonitor"]
+    assert pm["spec"]["namespaceSelector"] == {"matchNames": ["studio", "vfx"]}

@@ -131,6 +131,40 @@ async fn run_case(database_url: &str, dir: &std::path::Path, signal: &str) {
         log()
     );
 
+    // The follower's and the scanner's metrics and probes are served on the proxy's port.
+    let metrics = sgcache_tests::proxy::metrics(&http, &base).await;
+    for line in [
+        "sgcache_events_leader 1",
+        "sgcache_scanner_leader 1",
+        "sgcache_proxy_requests_total{",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    assert_eq!(
+        metrics.matches("# EOF").count(),
+        1,
+        "one OpenMetrics document"
+    );
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let health = health.text().await.unwrap();
+    assert!(
+        health.contains("events: ok") && health.contains("scanner: ok"),
+        "{health}"
+    );
+    let ready: Value = http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready["workers"],
+        json!({"events": "leader", "scanner": "leader"})
+    );
+
     // A pass-through read held 1.5 s by the site is in flight when the signal arrives.
     let assets = read("Asset", &["code"]);
     let (_, _, direct_assets) = post(&http, &sim.url(), &assets).await;

@@ -3,10 +3,12 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use sgcache::ShotgunCacheSpec;
 
+use crate::observe::{self, Probes};
 use crate::telemetry::LogFormat;
 
 /// Exit code for a bad spec or bad arguments, and for a cache filled from another site.
@@ -168,7 +170,13 @@ pub async fn run(cli: Cli) -> ExitCode {
             listen.apply(&mut spec);
             crate::proxy::run::run(&spec, shutdown.clone()).await
         }
-        Command::Events => crate::events::run(&spec, shutdown.clone()).await,
+        Command::Events => {
+            let obs = Arc::new(crate::events::metrics::EventsMetrics::for_spec(&spec));
+            let probes = Probes::default().with(obs.clone());
+            let port = spec.workers.events.metrics_port;
+            observe::server::spawn(spec.workers.proxy.bind, port, probes, shutdown.clone()).await;
+            crate::events::run_observed(&spec, shutdown.clone(), obs).await
+        }
         Command::Scanner {
             full,
             ref types,
@@ -179,7 +187,16 @@ pub async fn run(cli: Cli) -> ExitCode {
                 types: types.clone(),
                 projects: projects.clone(),
             };
-            crate::scanner::run(&spec, args, shutdown.clone()).await
+            let obs = Arc::new(crate::scanner::metrics::ScannerMetrics::for_spec(&spec));
+            // A one-off `--full` run is not a service: no probes.
+            let port = if full {
+                0
+            } else {
+                spec.workers.scanner.metrics_port
+            };
+            let probes = Probes::default().with(obs.clone());
+            observe::server::spawn(spec.workers.proxy.bind, port, probes, shutdown.clone()).await;
+            crate::scanner::run_observed(&spec, args, shutdown.clone(), obs).await
         }
         Command::All { listen, reset } => {
             listen.apply(&mut spec);
@@ -199,12 +216,16 @@ pub async fn run(cli: Cli) -> ExitCode {
                 }
                 r
             };
+            // The follower's and the scanner's metrics and probes are served on the proxy's port.
+            let events = Arc::new(crate::events::metrics::EventsMetrics::for_spec(&spec));
+            let scanner = Arc::new(crate::scanner::metrics::ScannerMetrics::for_spec(&spec));
+            let probes = Probes::default().with(events.clone()).with(scanner.clone());
             let (p, e, s) = tokio::join!(
-                async { fail(crate::proxy::run::run(&spec, shutdown.clone()).await) },
-                async { fail(crate::events::run(&spec, shutdown.clone()).await) },
+                async { fail(crate::proxy::run::run_with(&spec, probes, shutdown.clone()).await) },
+                async { fail(crate::events::run_observed(&spec, shutdown.clone(), events).await) },
                 async {
                     let args = crate::scanner::ScannerArgs::default();
-                    fail(crate::scanner::run(&spec, args, shutdown.clone()).await)
+                    fail(crate::scanner::run_observed(&spec, args, shutdown.clone(), scanner).await)
                 },
             );
             p.and(e).and(s)

@@ -4,6 +4,7 @@ pub mod backfill_bar;
 pub mod cli;
 pub mod commands;
 pub mod events;
+pub mod observe;
 pub mod proxy;
 pub mod ready_signal;
 pub mod scanner;

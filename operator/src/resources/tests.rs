@@ -149,8 +149,58 @@ fn events_and_scanner_run_one_replica_with_recreate() {
             c.args.as_ref().unwrap().last().map(String::as_str),
             Some(component.name())
         );
-        assert!(c.readiness_probe.is_none() && c.ports.is_none());
+        // The labels the chart's PodMonitor selects worker pods by (templates/monitoring.yaml).
+        let pod_labels = d
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap();
+        for (k, v) in [
+            ("app.kubernetes.io/name", "sgcache"),
+            ("app.kubernetes.io/managed-by", "sgcache-operator"),
+            ("app.kubernetes.io/component", component.name()),
+        ] {
+            assert_eq!(pod_labels.get(k).map(String::as_str), Some(v), "{k}");
+        }
+        // Their metrics port, named `metrics` (the PodMonitor's endpoint), carries the probes:
+        // /healthz fails when the worker's loop stops making progress.
+        let port = &c.ports.as_ref().expect("a metrics port")[0];
+        assert_eq!(port.name.as_deref(), Some("metrics"));
+        let expected = match component {
+            Component::Events => 9101,
+            _ => 9102,
+        };
+        assert_eq!(port.container_port, expected);
+        for (probe, path) in [
+            (&c.readiness_probe, "/readyz"),
+            (&c.liveness_probe, "/healthz"),
+        ] {
+            let get = probe.as_ref().expect("a probe").http_get.clone().unwrap();
+            assert_eq!(get.path.as_deref(), Some(path));
+            assert_eq!(
+                get.port,
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("metrics".into())
+            );
+        }
     }
+}
+
+#[test]
+fn worker_metrics_ports_follow_the_spec_and_zero_turns_them_off() {
+    let cache = ShotgunCache::test().with_spec(|s| {
+        s.workers.events.metrics_port = 9300;
+        s.workers.scanner.metrics_port = 0;
+    });
+    let events = deployment(&cache, Component::Events, &settings());
+    let c = only_container(&events);
+    assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 9300);
+    let scanner = deployment(&cache, Component::Scanner, &settings());
+    let c = only_container(&scanner);
+    assert!(c.ports.is_none() && c.liveness_probe.is_none() && c.readiness_probe.is_none());
 }
 
 #[test]

@@ -138,9 +138,21 @@ fn pod_spec(cache: &ShotgunCache, component: Component, settings: &WorkerSetting
     }
 }
 
+/// The container port serving `/metrics`, `/healthz` and `/readyz`, and its name: the API
+/// port (`http`) for the proxy, `metrics` for the follower and the scanner (None when the spec
+/// turns their port off with 0).
+pub fn probe_port(cache: &ShotgunCache, component: Component) -> Option<(&'static str, i32)> {
+    let workers = &cache.spec.workers;
+    let (name, port) = match component {
+        Component::Proxy => ("http", workers.proxy.port),
+        Component::Events => ("metrics", workers.events.metrics_port),
+        Component::Scanner => ("metrics", workers.scanner.metrics_port),
+    };
+    (port != 0).then_some((name, i32::from(port)))
+}
+
 fn container(cache: &ShotgunCache, component: Component, settings: &WorkerSettings) -> Container {
-    let proxy = component == Component::Proxy;
-    let port = i32::from(cache.spec.workers.proxy.port);
+    let probe_port = probe_port(cache, component);
     Container {
         name: component.name().into(),
         image: Some(settings.image.clone()),
@@ -153,16 +165,19 @@ fn container(cache: &ShotgunCache, component: Component, settings: &WorkerSettin
             component.name().into(),
         ]),
         env: Some(worker_env(&cache.spec)),
-        ports: proxy.then(|| {
+        ports: probe_port.map(|(name, port)| {
             vec![ContainerPort {
-                name: Some("http".into()),
+                name: Some(name.into()),
                 container_port: port,
                 protocol: Some("TCP".into()),
                 ..ContainerPort::default()
             }]
         }),
-        readiness_probe: proxy.then(|| http_probe("/readyz", 5)),
-        liveness_probe: proxy.then(|| http_probe("/healthz", 15)),
+        // The follower's and the scanner's `/readyz` answer 200 on standby too (it is where a
+        // second instance should be); their `/healthz` fails when their loop stops making
+        // progress for longer than its allowance (docs: "Metrics and probes").
+        readiness_probe: probe_port.map(|(name, _)| http_probe(name, "/readyz", 5)),
+        liveness_probe: probe_port.map(|(name, _)| http_probe(name, "/healthz", 15)),
         resources: Some(settings.resources.clone()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -191,11 +206,11 @@ fn container(cache: &ShotgunCache, component: Component, settings: &WorkerSettin
     }
 }
 
-fn http_probe(path: &str, period: i32) -> Probe {
+fn http_probe(port: &str, path: &str, period: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("http".into()),
+            port: IntOrString::String(port.into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),

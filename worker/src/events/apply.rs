@@ -226,6 +226,8 @@ pub struct Applied {
     pub entities: usize,
     pub fetched: usize,
     pub written: u64,
+    /// Values the cache could not store (each left a dead letter; its field is unservable).
+    pub unstorable: u64,
 }
 
 /// Applies `events` and saves `next` as the position, in one transaction, provided the saved
@@ -326,16 +328,11 @@ pub async fn apply_batch(
                 "an event shows the site retyped a cached field: it is unservable (reads pass through) until migrate rebuilds it");
         }
     }
-    let mut written = 0;
-    for (ty, (active, retired)) in &fetched {
-        written += write_read(&mut tx, state, ty, active, retired)
-            .await?
-            .written;
-    }
-    for (ty, (active, retired)) in &linked {
-        written += write_read(&mut tx, state, ty, active, retired)
-            .await?
-            .written;
+    let (mut written, mut unstorable) = (0, 0);
+    for (ty, (active, retired)) in fetched.iter().chain(linked.iter().map(|(t, r)| (t, r))) {
+        let out = write_read(&mut tx, state, ty, active, retired).await?;
+        written += out.written;
+        unstorable += out.unstorable;
     }
     let records = build_records(&mut tx, state, &plan).await?;
     for (ty, recs) in &records {
@@ -344,9 +341,9 @@ pub async fn apply_batch(
         };
         // A value the cache cannot store makes its field unservable and leaves a dead letter
         // with this event id (storage::upsert_entities); the batch and the position go on.
-        written += storage::upsert_entities(&mut tx, state, ty, recs, source)
-            .await?
-            .written;
+        let out = storage::upsert_entities(&mut tx, state, ty, recs, source).await?;
+        written += out.written;
+        unstorable += out.unstorable;
     }
     let mut flags: BTreeMap<&str, (Flags, Flags)> = BTreeMap::new();
     for ((ty, id), t) in &plan.targets {
@@ -367,6 +364,7 @@ pub async fn apply_batch(
         entities: plan.targets.len(),
         fetched: fetched_count,
         written,
+        unstorable,
     })
 }
 

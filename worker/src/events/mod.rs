@@ -6,6 +6,7 @@
 //! instance holding the leader lock polls; others wait as hot standbys.
 
 pub mod apply;
+pub mod metrics;
 pub mod parse;
 pub mod position;
 
@@ -22,8 +23,10 @@ use sgcache::ShotgunCacheSpec;
 use tokio_util::sync::CancellationToken;
 
 use self::apply::{apply_batch, ApplyError};
+use self::metrics::EventsMetrics;
 use self::parse::{parse, Event, EVENT_FIELDS};
 use self::position::{now_ms, Position};
+use crate::observe::Role;
 use crate::sync::backoff::{sleep_or_stop, Backoff};
 use crate::sync::connect_db;
 use crate::sync::leader::{Leader, EVENTS_LOCK_KEY};
@@ -60,6 +63,15 @@ impl FollowerConfig {
 
 /// Runs the follower until `stop`.
 pub async fn run(spec: &ShotgunCacheSpec, stop: CancellationToken) -> anyhow::Result<()> {
+    run_observed(spec, stop, Arc::new(EventsMetrics::for_spec(spec))).await
+}
+
+/// Runs the follower until `stop`, recording its progress in `obs` (served by the caller).
+pub async fn run_observed(
+    spec: &ShotgunCacheSpec,
+    stop: CancellationToken,
+    obs: Arc<EventsMetrics>,
+) -> anyhow::Result<()> {
     let url = spec.database_url(&process_env);
     let conn = spec.site_connection(&process_env)?;
     let site_url = conn.url.clone();
@@ -75,9 +87,11 @@ pub async fn run(spec: &ShotgunCacheSpec, stop: CancellationToken) -> anyhow::Re
         gap_window_s = config.gap_window.as_secs(),
         "event follower starting"
     );
-    while let Some(mut leader) = Leader::acquire(&url, EVENTS_LOCK_KEY, "events", &stop).await {
-        follow(&db, &reader, &mut leader, &config, &stop).await;
+    while let Some(mut leader) = Leader::acquire(&url, EVENTS_LOCK_KEY, &obs.heartbeat, &stop).await
+    {
+        follow(&db, &reader, &mut leader, &config, &obs, &stop).await;
         leader.release().await;
+        obs.set_role(Role::Standby);
         if stop.is_cancelled() {
             break;
         }
@@ -93,6 +107,7 @@ async fn follow(
     reader: &SiteReader,
     leader: &mut Leader,
     config: &FollowerConfig,
+    obs: &EventsMetrics,
     stop: &CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
@@ -114,8 +129,9 @@ async fn follow(
                 tracing::warn!(error = %e, "cannot compare the event position with the site");
             }
         }
-        match poll_once(db, reader, config).await {
+        match poll_once(db, reader, config, obs).await {
             Ok(n) => {
+                obs.heartbeat.beat();
                 if backoff.failures > 0 {
                     report_failures(db, 0, None).await;
                 }
@@ -129,6 +145,7 @@ async fn follow(
                 tracing::info!("cache layout changed during a batch; retrying with the new layout");
             }
             Err(e) => {
+                obs.failed();
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, failures = backoff.failures,
                     retry_in_ms = delay.as_millis() as u64, "event poll failed; backing off");
@@ -204,6 +221,7 @@ pub async fn poll_once(
     db: &Db,
     reader: &SiteReader,
     config: &FollowerConfig,
+    obs: &EventsMetrics,
 ) -> Result<usize, PollError> {
     if !ensure_position(db, reader).await? {
         return Ok(0); // not migrated yet
@@ -213,6 +231,7 @@ pub async fn poll_once(
         return Ok(0);
     };
     let current = Position::from_saved(&saved);
+    obs.position(current.last, current.backlog.len());
     let fields: Vec<String> = EVENT_FIELDS.iter().map(|s| s.to_string()).collect();
     // A read returning less than a batch saw the site's newest event: once applied, the cache
     // matched the site as of this instant (what bounded staleness measures).
@@ -227,6 +246,8 @@ pub async fn poll_once(
             BATCH,
         )
         .await?;
+    let at_head = newer.len() < BATCH as usize;
+    observe_site(reader, obs, &newer, current.last, at_head).await;
     let late = read_backlog(reader, &fields, &current).await?;
     let mut events: Vec<Event> = late.iter().chain(newer.iter()).filter_map(parse).collect();
     events.sort_by_key(|e| e.id);
@@ -264,18 +285,33 @@ pub async fn poll_once(
             "event id never appeared within the gap window; giving up on it"
         );
     }
-    let at_head = newer.len() < BATCH as usize;
     if next == current {
         if at_head {
             mark_caught_up(db, read_at).await?;
+            obs.pending_since(None);
         }
         return Ok(0);
     }
+    // The oldest change read and not committed yet: the lag until the batch commits.
+    let created = |e: &Event| e.created_at.map(|t| t.timestamp_millis());
+    obs.pending_since(events.iter().filter_map(created).min());
     let started = Instant::now();
     let applied = apply_batch(db, reader, &state, &events, &late_ids, &current, &next).await?;
     if at_head {
         mark_caught_up(db, read_at).await?;
     }
+    obs.position(next.last, next.backlog.len());
+    // Past a full batch more events wait; the next one is no older than this batch's newest.
+    obs.pending_since(
+        (!at_head)
+            .then(|| events.iter().filter_map(created).max())
+            .flatten(),
+    );
+    for e in &events {
+        obs.applied(&e.kind);
+    }
+    obs.dead_letters(applied.unstorable);
+    obs.gaps(advance.new_missing as u64, advance.given_up.len() as u64);
     tracing::info!(
         after = current.last,
         through = next.last,
@@ -290,6 +326,33 @@ pub async fn poll_once(
         "events committed"
     );
     Ok(newer.len())
+}
+
+/// Publishes the newest event id the site has: the last one read when the read reached the
+/// head of the log, else one more read (once per full batch) asks the site for it.
+async fn observe_site(
+    reader: &SiteReader,
+    obs: &EventsMetrics,
+    newer: &[Value],
+    last: i64,
+    at_head: bool,
+) {
+    let read_max = newer
+        .iter()
+        .filter_map(|r| r.get("id")?.as_i64())
+        .max()
+        .unwrap_or(last);
+    if at_head {
+        obs.site_newest(read_max.max(last));
+        return;
+    }
+    match reader.newest_event_id().await {
+        Ok(newest) => obs.site_newest(newest.unwrap_or(read_max).max(read_max)),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the site's newest event id");
+            obs.site_newest(read_max);
+        }
+    }
 }
 
 /// Saves the count of consecutive failed polls; a database that fails too is only logged.

@@ -159,6 +159,16 @@ impl Default for Metrics {
             "Consecutive failed polls of the event follower (it retries the same position)",
             events_failures.clone(),
         );
+        // Every known label value starts at 0, so the series exist (and rate() and alerts see
+        // them) before the first error or check.
+        for kind in ["unreachable", "status_5xx", "auth"] {
+            let _ = site_errors.get_or_create(&SiteErrorLabels { kind: kind.into() });
+        }
+        for outcome in ["match", "mismatch", "error"] {
+            let _ = verify.get_or_create(&VerifyLabels {
+                outcome: outcome.into(),
+            });
+        }
         Metrics {
             registry,
             read_statement_failures,
@@ -222,9 +232,19 @@ impl Metrics {
     }
 
     pub fn encode(&self) -> String {
+        self.encode_with(None)
+    }
+
+    /// The proxy's metrics followed by those of the workers running in the same process.
+    pub fn encode_with(&self, workers: Option<&crate::observe::Probes>) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        if let Some(w) = workers {
+            w.encode_into(&mut out);
+        }
+        let _ = encode_eof(&mut out);
         out
     }
 }

@@ -128,6 +128,9 @@ pub struct AppState {
     pub max_lag: Duration,
     /// The status page's read rates and last gathered status (`/_sgcache/`).
     pub status_page: crate::status::page::StatusPage,
+    /// The event follower and scanner running in this process (`all`): their metrics,
+    /// heartbeats and roles are served with the proxy's.
+    pub workers: OnceLock<crate::observe::Probes>,
 }
 
 impl AppState {
@@ -152,6 +155,7 @@ impl AppState {
             ),
             max_lag: config.max_lag,
             status_page: Default::default(),
+            workers: OnceLock::new(),
         }))
     }
 
@@ -259,7 +263,7 @@ impl AppState {
 pub fn app(state: Arc<AppState>) -> Router {
     let body_timeout = state.intake.limits().body_read_timeout;
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
         .merge(crate::status::page::routes())
@@ -317,7 +321,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     };
     let catalog = state.catalog();
     let types_ready = catalog.types.values().filter(|t| t.ready).count();
-    let body = json!({
+    let mut body = json!({
         "database": match (state.db().is_some(), db, state.db_pending.load(Ordering::Relaxed)) {
             (_, true, _) => "ok",
             (false, _, false) => "disabled",
@@ -330,7 +334,21 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "stale_types": freshness::stale_types(&catalog),
         "unservable_fields": freshness::unservable_fields(&catalog),
     });
+    if let Some(workers) = state.workers.get() {
+        // Leader or standby of each worker in this process (`all`); they do not make the
+        // proxy unready: it answers from the site meanwhile.
+        body["workers"] = serde_json::Value::Object(workers.roles().1);
+    }
     (status, Json(body)).into_response()
+}
+
+/// Alive; in `all`, only while the follower's and the scanner's loops make progress too.
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.workers.get().map(|w| w.health()) {
+        Some((false, body)) => (StatusCode::SERVICE_UNAVAILABLE, body).into_response(),
+        Some((true, body)) => body.into_response(),
+        None => "ok".into_response(),
+    }
 }
 
 async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
@@ -339,7 +357,7 @@ async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        Body::from(state.metrics.encode()),
+        Body::from(state.metrics.encode_with(state.workers.get())),
     )
         .into_response()
 }

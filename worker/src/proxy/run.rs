@@ -19,6 +19,16 @@ pub const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs the proxy on `spec.workers.proxy.bind`:`port` until `stop`.
 pub async fn run(spec: &ShotgunCacheSpec, stop: CancellationToken) -> anyhow::Result<()> {
+    run_with(spec, crate::observe::Probes::default(), stop).await
+}
+
+/// [`run`], also serving the metrics and probes of `workers` (the follower and the scanner
+/// of `all`, running in this process).
+pub async fn run_with(
+    spec: &ShotgunCacheSpec,
+    workers: crate::observe::Probes,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let site_url = process_env(sgcache::spec::env::SHOTGUN_URL)
         .or_else(|| spec.site.url.clone())
         .ok_or_else(|| anyhow::anyhow!("site url is not set (set SHOTGUN_URL or site.url)"))?;
@@ -43,6 +53,9 @@ pub async fn run(spec: &ShotgunCacheSpec, stop: CancellationToken) -> anyhow::Re
             state
         }
     };
+    if !workers.is_empty() {
+        let _ = state.workers.set(workers);
+    }
     if let Some(db) = state.db() {
         crate::site_binding::check(db, &config.site_url).await?;
     }

@@ -14,6 +14,7 @@ use sgcache::sql::Db;
 use sgcache::storage::{self, StorageError};
 use tokio::sync::mpsc;
 
+use super::metrics::{ScanKind, ScannerMetrics};
 use crate::sync::site_reader::{Liveness, ReadError, SiteReader};
 use crate::sync::write::write_read;
 use sgcache::storage::existing_ids;
@@ -294,6 +295,7 @@ pub async fn scan_type(
     db: &Db,
     reader: Arc<SiteReader>,
     req: ScanRequest,
+    obs: &Arc<ScannerMetrics>,
 ) -> Result<ScanStats, ScanError> {
     let ty = req.entity_type.clone();
     let started_ms = chrono::Utc::now().timestamp_millis();
@@ -302,6 +304,9 @@ pub async fn scan_type(
         fields.push("updated_at".into());
     }
     let total = count(&reader, &ty, &req.extra).await;
+    if !req.finalize.is_empty() {
+        obs.backfill(&ty, req.done_before, total);
+    }
     if !req.finalize.is_empty() {
         let mut tx = db.begin().await?;
         storage::set_field_state(&mut tx, &ty, &req.finalize, FieldState::Backfilling).await?;
@@ -326,6 +331,7 @@ pub async fn scan_type(
         total,
         started_ms,
         progress_turn: tokio::sync::Mutex::new(()),
+        obs: obs.clone(),
     });
     let bar = crate::backfill_bar::BackfillBar::start(&ty, total, req.done_before);
     let mut stats = ScanStats::default();
@@ -418,6 +424,9 @@ pub async fn scan_type(
         retired_missing = stats.retired_missing, secs = round2(secs),
         ready = req.finalize.len(), "full scan finished");
     phases.log(&ty, t0.elapsed());
+    if !stopped && (req.record_scan || !req.finalize.is_empty()) {
+        obs.scanned(&ty, t0.elapsed());
+    }
     if !stopped && !req.finalize.is_empty() {
         crate::ready_signal::announce();
         tracing::info!(entity_type = %ty, fields = req.finalize.len(),
@@ -456,6 +465,7 @@ struct PageCtx {
     total: Option<i64>,
     started_ms: i64,
     progress_turn: tokio::sync::Mutex<()>,
+    obs: Arc<ScannerMetrics>,
 }
 
 impl PageCtx {
@@ -519,6 +529,13 @@ impl PageCtx {
             record_scan_start(&mut tx, ty, self.started_ms).await?;
         }
         tx.commit().await?;
+        self.obs.rows(ty, ScanKind::Full, n, written);
+        if !req.finalize.is_empty() {
+            let (_, d) = if is_last { (cursor, done) } else { committed };
+            self.obs.backfill(ty, d, self.total);
+        }
+        // A long backfill is progress: each page written keeps the scanner alive.
+        self.obs.heartbeat.beat();
         Ok(Some(Written {
             read: n,
             written,

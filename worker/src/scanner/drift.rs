@@ -2,7 +2,10 @@
 //! fields are compared with what the site says now (`schema_field_read`, one call per type).
 //! A field the site retyped or deleted since the last migrate becomes unservable at once
 //! (`sgcache::storage::drifted_fields`): a retype clears or converts the site's values without
-//! events or `updated_at`, so no scan or event would ever correct the cached ones.
+//! events or `updated_at`, so no scan or event would ever correct the cached ones. Each check
+//! is counted (`sgcache_scanner_schema_checks_total{outcome}`) and the drifted fields of each
+//! type are a gauge (`sgcache_scanner_schema_drift_fields`) until the layout follows the site
+//! (`workers.scanner.schemaInterval`, `crate::sync::schema_follow`).
 
 use serde_json::{json, Value};
 use sgcache::schema::SiteSchema;
@@ -11,6 +14,7 @@ use sgcache::sql::Db;
 use sgcache::storage::{self, Drift};
 
 use super::backfill::ScanError;
+use super::metrics::ScannerMetrics;
 use crate::sync::site_reader::{ReadError, SiteReader};
 
 /// Checks `types` against the site's schema; returns the fields newly marked unservable.
@@ -18,6 +22,7 @@ pub async fn check_schema(
     db: &Db,
     reader: &SiteReader,
     types: &[String],
+    obs: &ScannerMetrics,
 ) -> Result<Vec<Drift>, ScanError> {
     let state = storage::read_state(db).await?;
     let mut marked = Vec::new();
@@ -28,15 +33,21 @@ pub async fn check_schema(
             Err(ReadError::Site(SiteError::Api { message, .. })) => {
                 tracing::warn!(entity_type = %ty, error = %message,
                     "the site refused the schema of a cached type");
+                obs.schema_checked(ty, None);
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                obs.schema_checked(ty, None);
+                return Err(e.into());
+            }
         };
         let Some(site) = entity_schema(ty, answer) else {
             tracing::warn!(entity_type = %ty, "unreadable schema_field_read answer; not checked");
+            obs.schema_checked(ty, None);
             continue;
         };
         let drifts = storage::drifted_fields(&state, ty, &site);
+        obs.schema_checked(ty, Some(drifts.len()));
         if drifts.is_empty() {
             continue;
         }

@@ -9,6 +9,7 @@ use sgcache::sql::{format_datetime, Db};
 use sgcache::storage::{self, last_scan_start, record_scan_start};
 
 use super::backfill::ScanError;
+use super::metrics::{ScanKind, ScannerMetrics};
 use crate::sync::site_reader::{cond, Liveness, SiteReader};
 use crate::sync::write::{link_targets, write_read};
 use sgcache::storage::retired_ids;
@@ -21,7 +22,9 @@ pub async fn scan_changed(
     entity_type: &str,
     overlap_ms: i64,
     extra: &[serde_json::Value],
+    obs: &ScannerMetrics,
 ) -> Result<u64, ScanError> {
+    let started = std::time::Instant::now();
     let started_ms = chrono::Utc::now().timestamp_millis();
     let since_ms = last_scan_start(db, entity_type)
         .await?
@@ -69,11 +72,18 @@ pub async fn scan_changed(
                 }
                 Liveness::Retired => Default::default(),
             };
-            match liveness {
+            let out = match liveness {
                 Liveness::Active => write_read(&mut tx, &state, entity_type, &rows, &[]).await?,
                 Liveness::Retired => write_read(&mut tx, &state, entity_type, &[], &rows).await?,
             };
             tx.commit().await?;
+            obs.rows(
+                entity_type,
+                ScanKind::Incremental,
+                rows.len() as u64,
+                out.written,
+            );
+            obs.heartbeat.beat();
             if !revived.is_empty() {
                 let back: Vec<&serde_json::Value> = rows
                     .iter()
@@ -95,6 +105,7 @@ pub async fn scan_changed(
         let mut tx = db.begin().await?;
         record_scan_start(&mut tx, entity_type, started_ms).await?;
         tx.commit().await?;
+        obs.scanned(entity_type, started.elapsed());
     }
     if read > 0 {
         tracing::info!(entity_type, read, since = %format_datetime(&since), "incremental scan");

@@ -10,6 +10,7 @@
 pub mod backfill;
 pub mod drift;
 pub mod incremental;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ use sgcache::ShotgunCacheSpec;
 use tokio_util::sync::CancellationToken;
 
 use self::backfill::{scan_type, ScanError, ScanRequest};
+use self::metrics::ScannerMetrics;
+use crate::observe::Role;
 use crate::sync::backoff::{sleep_or_stop, Backoff};
 use crate::sync::connect_db;
 use crate::sync::leader::{Leader, SCANNER_LOCK_KEY};
@@ -45,7 +48,7 @@ pub struct ScannerArgs {
 
 /// How often the loop looks for pending fields: a newly declared field starts filling within
 /// seconds of its migration, not a whole scan interval later.
-const PENDING_CHECK: Duration = Duration::from_secs(2);
+pub(crate) const PENDING_CHECK: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScannerError {
@@ -62,6 +65,16 @@ pub async fn run(
     spec: &ShotgunCacheSpec,
     args: ScannerArgs,
     stop: CancellationToken,
+) -> anyhow::Result<()> {
+    run_observed(spec, args, stop, Arc::new(ScannerMetrics::for_spec(spec))).await
+}
+
+/// [`run`], recording progress in `obs` (served by the caller).
+pub async fn run_observed(
+    spec: &ShotgunCacheSpec,
+    args: ScannerArgs,
+    stop: CancellationToken,
+    obs: Arc<ScannerMetrics>,
 ) -> anyhow::Result<()> {
     let url = spec.database_url(&process_env);
     let conn = spec.site_connection(&process_env)?;
@@ -83,14 +96,16 @@ pub async fn run(
     crate::site_binding::check(&db, &site_url).await?;
     reader.attach_db(db.clone());
     let result = if args.full {
-        full_run(&db, &reader, &args)
+        full_run(&db, &reader, &args, &obs)
             .await
             .map_err(anyhow::Error::from)
     } else {
-        while let Some(mut leader) = Leader::acquire(&url, SCANNER_LOCK_KEY, "scanner", &stop).await
+        while let Some(mut leader) =
+            Leader::acquire(&url, SCANNER_LOCK_KEY, &obs.heartbeat, &stop).await
         {
-            scan_loop(&db, &reader, spec, &args, &mut leader, &stop).await;
+            scan_loop(&db, &reader, spec, &args, &mut leader, &obs, &stop).await;
             leader.release().await;
+            obs.set_role(Role::Standby);
             if stop.is_cancelled() {
                 break;
             }
@@ -140,6 +155,7 @@ async fn full_run(
     db: &Db,
     reader: &Arc<SiteReader>,
     args: &ScannerArgs,
+    obs: &Arc<ScannerMetrics>,
 ) -> Result<(), ScannerError> {
     ensure_position(db, reader).await?;
     let state = storage::read_state(db).await?;
@@ -163,7 +179,7 @@ async fn full_run(
             extra,
             ..ScanRequest::default()
         };
-        scan_type(db, reader.clone(), req).await?;
+        scan_type(db, reader.clone(), req, obs).await?;
     }
     Ok(())
 }
@@ -182,6 +198,7 @@ async fn scan_loop(
     spec: &ShotgunCacheSpec,
     args: &ScannerArgs,
     leader: &mut Leader,
+    obs: &Arc<ScannerMetrics>,
     stop: &CancellationToken,
 ) {
     let interval = spec.workers.scanner.interval.duration();
@@ -200,24 +217,28 @@ async fn scan_loop(
             if Instant::now() >= next_schema {
                 next_schema = Instant::now() + follow_schema(db, reader, spec).await;
             }
-            backfill_pending(db, reader, args).await?;
+            backfill_pending(db, reader, args, obs).await?;
             if Instant::now() >= next_incremental {
                 next_incremental = Instant::now() + interval;
                 let state = storage::read_state(db).await?;
                 let types = selected(args, state.types.keys());
                 // Fields the site retyped or deleted stop being served before anything reads
                 // them again (their cached values may all be stale).
-                drift::check_schema(db, reader, &types).await?;
+                drift::check_schema(db, reader, &types, obs).await?;
                 for ty in types {
-                    incremental::scan_changed(db, reader, &ty, overlap_ms, &[]).await?;
+                    incremental::scan_changed(db, reader, &ty, overlap_ms, &[], obs).await?;
                 }
             }
             Ok(())
         };
         match round.await {
-            Ok(()) => backoff.reset(),
+            Ok(()) => {
+                obs.heartbeat.beat();
+                backoff.reset();
+            }
             Err(ScannerError::Scan(ScanError::Read(ReadError::Stopped))) => return,
             Err(e) => {
+                obs.failed();
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, failures = backoff.failures,
                     retry_in_ms = delay.as_millis() as u64, "scan failed; backing off");
@@ -256,8 +277,10 @@ async fn backfill_pending(
     db: &Db,
     reader: &Arc<SiteReader>,
     args: &ScannerArgs,
+    obs: &Arc<ScannerMetrics>,
 ) -> Result<(), ScannerError> {
     let fields = storage::list_fields(db).await?;
+    publish_backfills(&fields, obs);
     let mut by_type: BTreeMap<&str, Vec<&FieldStatus>> = BTreeMap::new();
     for f in fields.iter().filter(|f| f.state != FieldState::Dropped) {
         by_type.entry(f.entity_type.as_str()).or_default().push(f);
@@ -306,9 +329,34 @@ async fn backfill_pending(
             record_scan: whole_type && resume.0 == 0,
             extra: vec![],
         };
-        scan_type(db, reader.clone(), req).await?;
+        scan_type(db, reader.clone(), req, obs).await?;
     }
     Ok(())
+}
+
+/// Publishes each type's fields still to backfill and the progress saved for its backfill.
+fn publish_backfills(fields: &[FieldStatus], obs: &ScannerMetrics) {
+    let mut by_type: BTreeMap<&str, Vec<&FieldStatus>> = BTreeMap::new();
+    for f in fields.iter().filter(|f| f.state != FieldState::Dropped) {
+        by_type.entry(f.entity_type.as_str()).or_default().push(f);
+    }
+    for (ty, live) in by_type {
+        let pending: Vec<&FieldStatus> = live
+            .iter()
+            .copied()
+            .filter(|f| matches!(f.state, FieldState::Pending | FieldState::Backfilling))
+            .collect();
+        obs.pending_fields(ty, pending.len());
+        // The backfill in progress (the least advanced pending field), else the last one.
+        let progress = if pending.is_empty() { &live } else { &pending };
+        if let Some(f) = progress
+            .iter()
+            .filter(|f| f.backfill_total.is_some() || f.backfill_cursor.is_some())
+            .min_by_key(|f| f.backfill_done)
+        {
+            obs.backfill(ty, f.backfill_done, f.backfill_total);
+        }
+    }
 }
 
 /// Milliseconds of a spec duration.

@@ -8,6 +8,7 @@ use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::sleep_or_stop;
+use crate::observe::{Heartbeat, Role};
 
 /// Lock keys ("sgevents", "sgscannr" in ASCII): distinct from the migration lock.
 pub const EVENTS_LOCK_KEY: i64 = 0x7367_6576_656e_7473;
@@ -19,14 +20,18 @@ pub struct Leader {
 }
 
 impl Leader {
-    /// Waits until this process holds the lock `key`, or `stop` fires (None).
+    /// Waits until this process holds the lock `key`, or `stop` fires (None). Each attempt the
+    /// database answers beats `beat` (a standby is alive) and sets its role.
     pub async fn acquire(
         url: &str,
         key: i64,
-        role: &str,
+        beat: &Heartbeat,
         stop: &CancellationToken,
     ) -> Option<Leader> {
+        let role = beat.name();
         if url.starts_with("sqlite:") {
+            beat.beat();
+            beat.set_role(Role::Leader);
             return Some(Leader { conn: None });
         }
         let mut standby_logged = false;
@@ -36,10 +41,14 @@ impl Leader {
             }
             match try_lock(url, key).await {
                 Ok(Some(conn)) => {
+                    beat.beat();
+                    beat.set_role(Role::Leader);
                     tracing::info!(role, "holding the leader lock; active");
                     return Some(Leader { conn: Some(conn) });
                 }
                 Ok(None) => {
+                    beat.beat();
+                    beat.set_role(Role::Standby);
                     if !standby_logged {
                         tracing::info!(role, "another instance is active; waiting as standby");
                         standby_logged = true;
