@@ -131,6 +131,11 @@ pub struct AppState {
     /// The event follower and scanner running in this process (`all`): their metrics,
     /// heartbeats and roles are served with the proxy's.
     pub workers: OnceLock<crate::observe::Probes>,
+    /// Held across each catalog load and store, so a load that began before a change can
+    /// never replace the catalog a later load stored (under load, the periodic refresh and
+    /// one asked for after a backfill overlapped and the older one won: a ready type read as
+    /// not cached until the next refresh).
+    catalog_load: tokio::sync::Mutex<()>,
 }
 
 impl AppState {
@@ -156,6 +161,7 @@ impl AppState {
             max_lag: config.max_lag,
             status_page: Default::default(),
             workers: OnceLock::new(),
+            catalog_load: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -241,6 +247,7 @@ impl AppState {
     /// Re-reads the catalog; a failure marks the database unavailable (reads pass through).
     pub async fn refresh_catalog(&self) {
         let Some(db) = self.db() else { return };
+        let _one_at_a_time = self.catalog_load.lock().await;
         match freshness::load(db, self.max_lag).await {
             Ok(loaded) => {
                 self.metrics.set_fidelity(&loaded.catalog);
