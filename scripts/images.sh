@@ -173,7 +173,10 @@ for _ in $(seq 1 120); do
   kill -0 "$worker" 2>/dev/null || fail "the worker exited"
   sleep 0.5
 done
-[ "$(curl -fsS "$proxy/healthz" || true)" = ok ] || fail "no /healthz answer"
+# `all` answers 200 with one line per worker loop it runs, each "ok" while it makes progress.
+health=$(curl -fsS "$proxy/healthz" || true)
+grep -q '^events: ok' <<<"$health" && grep -q '^scanner: ok' <<<"$health" \
+  || fail "no healthy /healthz answer: $health"
 # The entrypoint runs from the image's own root, as nonroot, listening where the image's ENV
 # says (SGCACHE_BIND=0.0.0.0).
 [ "$(readlink "/proc/$worker/root")" = "$root" ] || fail "not running from the image's root filesystem"
