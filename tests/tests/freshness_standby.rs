@@ -207,7 +207,15 @@ async fn the_standby_takes_over_after_sigkill_and_nothing_is_lost_or_applied_twi
         caught_up(&env, Duration::from_secs(20)).await,
         "A never caught up"
     );
-    assert!(!committed(&read_log(&log_a)).is_empty());
+    // The position is committed before the follower logs the batch: wait for its line.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            !committed(&read_log(&log_a)).is_empty()
+        })
+        .await
+        .is_some(),
+        "no batch logged by A"
+    );
     assert!(
         committed(&read_log(&log_b)).is_empty(),
         "the standby applied events while the other held the lock"
@@ -235,7 +243,15 @@ async fn the_standby_takes_over_after_sigkill_and_nothing_is_lost_or_applied_twi
         caught_up(&env, Duration::from_secs(20)).await,
         "B never caught up"
     );
-    assert!(!committed(&read_log(&log_b)).is_empty());
+    // The position is committed before the follower logs the batch: wait for its line.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            !committed(&read_log(&log_b)).is_empty()
+        })
+        .await
+        .is_some(),
+        "no batch logged by B"
+    );
     assert_applied_once(&[read_log(&log_a), read_log(&log_b)]);
     let diffs = compare(&env).await;
     assert!(diffs.is_empty(), "cache differs from the site: {diffs:#?}");
