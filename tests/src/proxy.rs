@@ -108,14 +108,7 @@ impl Harness {
 
     /// GETs `path` from the proxy and reads its JSON answer.
     pub async fn get_json(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.proxy_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(&self.http, &format!("{}{path}", self.proxy_url)).await
     }
 
     /// Through the proxy.
@@ -227,4 +220,15 @@ pub async fn metrics(http: &reqwest::Client, proxy_url: &str) -> String {
         .text()
         .await
         .expect("metrics text")
+}
+
+/// GETs `url` and parses its JSON body (`/readyz`, `/_sgcache/status.json`).
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("GET answered")
+        .json()
+        .await
+        .expect("a JSON body")
 }

@@ -160,14 +160,7 @@ async fn retyped_field(sqlite: bool) {
     // Still unservable: a value of the new type does not make the old column right.
     let f = field_state(&env, "Shot", "sg_cut_in").await.unwrap();
     assert_eq!(f.state, FieldState::Unservable);
-    let readyz: Value = http
-        .get(format!("{proxy}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let readyz: Value = sgcache_tests::proxy::get_json(&http, &format!("{proxy}/readyz")).await;
     assert_eq!(
         readyz["unservable_fields"],
         json!(["Shot.sg_cut_in"]),

@@ -172,14 +172,7 @@ async fn poison_values(sqlite: bool) {
 
     // /readyz and the metrics tell.
     state.refresh_catalog().await;
-    let readyz: Value = http
-        .get(format!("{proxy}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let readyz: Value = sgcache_tests::proxy::get_json(&http, &format!("{proxy}/readyz")).await;
     let listed = readyz["unservable_fields"].as_array().unwrap().clone();
     for f in ["Shot.description", "Shot.code", "Asset.description"] {
         assert!(listed.contains(&json!(f)), "{readyz}");

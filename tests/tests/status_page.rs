@@ -42,14 +42,8 @@ async fn the_status_page_renders_the_same_facts_in_a_headless_browser() {
     let http = reqwest::Client::new();
     // The sparkline needs two samples of the read counters after the reads.
     let rates = eventually(Duration::from_secs(15), || async {
-        let data: Value = http
-            .get(format!("{proxy}/_sgcache/status.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let data: Value =
+            sgcache_tests::proxy::get_json(&http, &format!("{proxy}/_sgcache/status.json")).await;
         data["reads_per_second"]
             .as_array()
             .is_some_and(|p| p.iter().any(|p| p["cache_per_s"].as_f64() > Some(0.0)))

@@ -152,14 +152,7 @@ async fn run_case(database_url: &str, dir: &std::path::Path, signal: &str) {
         health.contains("events: ok") && health.contains("scanner: ok"),
         "{health}"
     );
-    let ready: Value = http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = sgcache_tests::proxy::get_json(&http, &format!("{base}/readyz")).await;
     assert_eq!(
         ready["workers"],
         json!({"events": "leader", "scanner": "leader"})

@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 use sgcache::ShotgunCacheSpec;
 
 use super::parse::Kind;
-use crate::observe::{allowed_quiet, Heartbeat, Observed, Role};
+use crate::observe::{allowed_quiet, Heartbeat, LoopGauges, Observed, Role};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -46,8 +46,7 @@ pub struct EventsMetrics {
     dead_letters: Counter,
     gap_waits: Counter,
     gap_given_up: Counter,
-    leader: Gauge,
-    last_progress: Gauge<f64, AtomicU64>,
+    loop_gauges: LoopGauges,
 }
 
 impl EventsMetrics {
@@ -114,17 +113,10 @@ impl EventsMetrics {
             "Missing event ids given up on after the gap window",
             gap_given_up.clone(),
         );
-        let leader = Gauge::default();
-        r.register(
-            "leader",
-            "1 when this instance holds the leader lock and follows, 0 on standby",
-            leader.clone(),
-        );
-        let last_progress = Gauge::<f64, AtomicU64>::default();
-        r.register(
-            "last_progress_timestamp_seconds",
-            "Unix time the follower's loop last completed an iteration (liveness)",
-            last_progress.clone(),
+        let loop_gauges = LoopGauges::register(
+            &mut r,
+            "follows",
+            "the follower's loop last completed an iteration",
         );
         // Every kind starts at 0, so the series exist before the first event of each.
         for kind in [
@@ -152,8 +144,7 @@ impl EventsMetrics {
             dead_letters,
             gap_waits,
             gap_given_up,
-            leader,
-            last_progress,
+            loop_gauges,
         }
     }
 
@@ -227,10 +218,7 @@ impl Observed for EventsMetrics {
             0.0
         };
         self.lag.set(lag);
-        self.leader
-            .set(i64::from(self.heartbeat.role() == Role::Leader));
-        self.last_progress
-            .set(self.heartbeat.last_beat_unix_seconds());
+        self.loop_gauges.publish(&self.heartbeat);
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode_registry(out, &self.registry);
     }

@@ -3,7 +3,9 @@
 //! (leader or standby), and a small HTTP server for `/metrics`, `/healthz` and `/readyz`.
 
 pub mod heartbeat;
+pub mod loop_gauges;
 pub mod server;
 
 pub use heartbeat::{allowed_quiet, Heartbeat, Role};
+pub use loop_gauges::LoopGauges;
 pub use server::{Observed, Probes};

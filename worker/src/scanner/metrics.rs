@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use sgcache::ShotgunCacheSpec;
 
-use crate::observe::{allowed_quiet, Heartbeat, Observed, Role};
+use crate::observe::{allowed_quiet, Heartbeat, LoopGauges, Observed, Role};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabels {
@@ -58,8 +58,7 @@ pub struct ScannerMetrics {
     schema_checks: Family<OutcomeLabels, Counter>,
     schema_drift: Family<TypeLabels, Gauge>,
     failures: Counter,
-    leader: Gauge,
-    last_progress: Gauge<f64, AtomicU64>,
+    loop_gauges: LoopGauges,
 }
 
 impl ScannerMetrics {
@@ -131,17 +130,10 @@ impl ScannerMetrics {
             "Scan rounds that failed (retried with backoff)",
             failures.clone(),
         );
-        let leader = Gauge::default();
-        r.register(
-            "leader",
-            "1 when this instance holds the leader lock and scans, 0 on standby",
-            leader.clone(),
-        );
-        let last_progress = Gauge::<f64, AtomicU64>::default();
-        r.register(
-            "last_progress_timestamp_seconds",
-            "Unix time the scanner last completed a round or wrote a page (liveness)",
-            last_progress.clone(),
+        let loop_gauges = LoopGauges::register(
+            &mut r,
+            "scans",
+            "the scanner last completed a round or wrote a page",
         );
         ScannerMetrics {
             registry: r,
@@ -156,8 +148,7 @@ impl ScannerMetrics {
             schema_checks,
             schema_drift,
             failures,
-            leader,
-            last_progress,
+            loop_gauges,
         }
     }
 
@@ -248,10 +239,7 @@ impl ScannerMetrics {
 
 impl Observed for ScannerMetrics {
     fn encode_into(&self, out: &mut String) {
-        self.leader
-            .set(i64::from(self.heartbeat.role() == Role::Leader));
-        self.last_progress
-            .set(self.heartbeat.last_beat_unix_seconds());
+        self.loop_gauges.publish(&self.heartbeat);
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode_registry(out, &self.registry);
     }
