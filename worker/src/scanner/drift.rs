@@ -47,7 +47,15 @@ pub async fn check_schema(
             continue;
         };
         let drifts = storage::drifted_fields(&state, ty, &site);
-        obs.schema_checked(ty, Some(drifts.len()));
+        // The gauge counts every cached field the site has moved away from, those already
+        // unservable (by an earlier check, an event or a failed read) included.
+        let moved = state
+            .live_fields(ty)
+            .filter(|(name, r)| {
+                site.fields.get(*name).map(|f| f.data_type.api_name()) != Some(r.data_type.as_str())
+            })
+            .count();
+        obs.schema_checked(ty, Some(moved));
         if drifts.is_empty() {
             continue;
         }
