@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use super::{now_value, parse_date_time, StorageError};
+use super::{parse_date_time, StorageError};
 use crate::ident;
 use crate::sql::{Db, SqlValue, Tx};
 
@@ -24,14 +24,8 @@ pub async fn set_retired_if_current(
     let table = ident::table_name(entity_type);
     let mut changed = 0;
     for chunk in rows.chunks(FLAG_CHUNK) {
-        let mut sql = tx.sql();
-        sql.push("UPDATE ")
-            .push_ident(&table)
-            .push(" SET \"_retired\" = ")
-            .push_bind(SqlValue::Bool(retired))
-            .push(", \"_cached_at\" = ")
-            .push_bind(now_value(tx.dialect()))
-            .push(" WHERE \"_retired\" <> ")
+        let mut sql = super::write::retired_flag_update(tx, &table, retired);
+        sql.push(" WHERE \"_retired\" <> ")
             .push_bind(SqlValue::Bool(retired))
             .push(" AND (");
         for (i, (id, seen)) in chunk.iter().enumerate() {

@@ -420,13 +420,7 @@ async fn set_retired(
     let table = cached_table(state, entity_type)?;
     let mut changed = 0;
     for chunk in ids.chunks(MAX_BINDS) {
-        let mut sql = tx.sql();
-        sql.push("UPDATE ")
-            .push_ident(&table)
-            .push(" SET \"_retired\" = ")
-            .push_bind(SqlValue::Bool(retired))
-            .push(", \"_cached_at\" = ")
-            .push_bind(now_value(tx.dialect()));
+        let mut sql = retired_flag_update(tx, &table, retired);
         if let WriteSource::Event { event_id } = source {
             sql.push(", \"_last_event_id\" = ")
                 .push_bind(SqlValue::Int(event_id));
@@ -462,14 +456,8 @@ pub async fn retire_missing(
             message: format!("retire_missing takes one page of at most {MAX_BINDS} ids"),
         });
     }
-    let mut sql = tx.sql();
-    sql.push("UPDATE ")
-        .push_ident(&table)
-        .push(" SET \"_retired\" = ")
-        .push_bind(SqlValue::Bool(true))
-        .push(", \"_cached_at\" = ")
-        .push_bind(now_value(tx.dialect()))
-        .push(" WHERE \"_retired\" = ")
+    let mut sql = retired_flag_update(tx, &table, true);
+    sql.push(" WHERE \"_retired\" = ")
         .push_bind(SqlValue::Bool(false))
         .push(" AND \"id\" > ")
         .push_bind(SqlValue::Int(after_id));
@@ -483,6 +471,19 @@ pub async fn retire_missing(
         sql.push(")");
     }
     Ok(tx.execute(&sql).await?)
+}
+
+/// `UPDATE table SET "_retired" = retired, "_cached_at" = now`: how every statement that flips
+/// the flag starts (the caller adds which rows).
+pub(super) fn retired_flag_update(tx: &Tx, table: &str, retired: bool) -> Sql {
+    let mut sql = tx.sql();
+    sql.push("UPDATE ")
+        .push_ident(table)
+        .push(" SET \"_retired\" = ")
+        .push_bind(SqlValue::Bool(retired))
+        .push(", \"_cached_at\" = ")
+        .push_bind(now_value(tx.dialect()));
+    sql
 }
 
 fn cached_table(state: &DbState, entity_type: &str) -> Result<String, StorageError> {
