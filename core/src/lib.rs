@@ -10,6 +10,7 @@ pub mod site;
 pub mod spec;
 pub mod sql;
 pub mod storage;
+pub mod trust;
 pub mod unknown_names;
 
 pub use spec::ShotgunCacheSpec;

@@ -45,6 +45,84 @@ pub struct ShotgunCacheSpec {
     /// What deleting the resource does to the cache tables.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// How read shapes whose semantics on the site are inferred earn the right to be answered
+    /// from the cache.
+    #[serde(default)]
+    pub trust: TrustSpec,
+}
+
+/// Earned trust: a read shape whose semantics are inferred (a *class*, such as `sort:text`)
+/// is answered from the cache only after `samples` of its reads were compared with the site's
+/// answers and every one was identical, order included. One difference turns the class off
+/// until a person resets it (`sgcache-worker trust reset`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrustSpec {
+    /// Identical answers a class needs before the cache answers it.
+    #[serde(default = "defaults::trust_samples")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub samples: u32,
+    /// Most requests per second (per proxy replica) the checks may add to the site.
+    #[serde(default = "defaults::trust_max_site_rate")]
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub max_site_rate: f64,
+    /// Fraction (0–1) of a trusted class's cached reads re-checked against the site.
+    #[serde(default = "defaults::trust_recheck_rate")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub recheck_rate: f64,
+    /// Classes pinned by a person: `on` (answered without proof) or `off` (always passed
+    /// through). Keys are class names, e.g. `sort:text`, `relation:in_last`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub classes: std::collections::BTreeMap<String, TrustPin>,
+}
+
+/// A class pinned in the spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TrustPin {
+    On,
+    Off,
+}
+
+impl Default for TrustSpec {
+    fn default() -> Self {
+        TrustSpec {
+            samples: defaults::trust_samples(),
+            max_site_rate: defaults::trust_max_site_rate(),
+            recheck_rate: defaults::trust_recheck_rate(),
+            classes: Default::default(),
+        }
+    }
+}
+
+impl TrustSpec {
+    /// The pin of a class, if any.
+    pub fn pin(&self, class: crate::trust::TrustClass) -> Option<TrustPin> {
+        self.classes.get(class.name()).copied()
+    }
+
+    fn validate(&self) -> Result<(), SpecError> {
+        for name in self.classes.keys() {
+            name.parse::<crate::trust::TrustClass>()
+                .map_err(|m| SpecError::Invalid(format!("trust.classes: {m}")))?;
+        }
+        if !(0.0..=1.0).contains(&self.recheck_rate) {
+            return Err(SpecError::Invalid(
+                "trust.recheckRate must be between 0 and 1".into(),
+            ));
+        }
+        if !(self.max_site_rate >= 0.0 && self.max_site_rate.is_finite()) {
+            return Err(SpecError::Invalid(
+                "trust.maxSiteRate must be a number of requests per second, 0 or more".into(),
+            ));
+        }
+        if self.samples == 0 {
+            return Err(SpecError::Invalid(
+                "trust.samples must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The Shotgun site and the script credentials the workers use.
@@ -504,6 +582,15 @@ mod defaults {
     pub fn auth_grace() -> DurationString {
         "1h".into()
     }
+    pub fn trust_samples() -> u32 {
+        20
+    }
+    pub fn trust_max_site_rate() -> f64 {
+        1.0
+    }
+    pub fn trust_recheck_rate() -> f64 {
+        0.02
+    }
 
     pub fn result_cache_mb() -> u32 {
         64
@@ -666,7 +753,7 @@ impl ShotgunCacheSpec {
                 "workers.proxy.verifySampleRate must be between 0 and 1".into(),
             ));
         }
-        Ok(())
+        self.trust.validate()
     }
 
     /// The entity spec for a type, if declared.

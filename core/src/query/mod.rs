@@ -11,6 +11,9 @@ mod frag;
 mod output;
 mod values;
 
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 pub use catalog::{Catalog, CatalogField, CatalogType};
@@ -20,6 +23,7 @@ use output::Out;
 use crate::api3::{PagingStyle, ReadRequest, ReturnOnly, SortDirection};
 use crate::schema::Storage;
 use crate::sql::{Db, Dialect, Sql, SqlValue};
+use crate::trust::TrustClass;
 
 /// The largest page the cache serves; the site caps pages at `api_max_entities_per_page`
 /// (500 by default), so larger pages go to the site, which knows its own cap.
@@ -96,6 +100,10 @@ pub fn pass(reason: Reason, detail: impl Into<String>) -> PassThrough {
 pub struct Ctx<'a> {
     pub cat: &'a Catalog,
     pub dialect: Dialect,
+    /// The site's current time (relative-date relations are evaluated on the site's clock).
+    pub now: DateTime<Utc>,
+    /// The inferred shapes the plan relies on (see [`crate::trust`]).
+    classes: BTreeSet<TrustClass>,
     next_alias: usize,
     /// Joins needed by the filter (deep paths), inside the row-selecting subquery.
     filter_joins: Vec<Frag>,
@@ -106,16 +114,24 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    fn new(cat: &'a Catalog, dialect: Dialect) -> Self {
+    fn new(cat: &'a Catalog, dialect: Dialect, now: DateTime<Utc>) -> Self {
         Ctx {
             cat,
             dialect,
+            now,
+            classes: BTreeSet::new(),
             next_alias: 0,
             filter_joins: Vec::new(),
             filter_hops: Vec::new(),
             output_joins: Vec::new(),
             select: Vec::new(),
         }
+    }
+
+    /// Records that the plan relies on an inferred shape: the proxy answers it from the
+    /// cache only while that class is trusted.
+    pub fn needs(&mut self, class: TrustClass) {
+        self.classes.insert(class);
     }
 
     /// A fresh alias: `j1`, `j2`, ...
@@ -172,13 +188,27 @@ pub struct ReadPlan {
     counted: bool,
     per_page: Option<u64>,
     style: PagingStyle,
+    /// The inferred shapes this plan relies on; empty when every shape is exact.
+    pub classes: BTreeSet<TrustClass>,
 }
 
-/// Translates a read, or says why it must go to the site.
+/// Translates a read, or says why it must go to the site, with this machine's clock as the
+/// site's (see [`plan_read_at`]).
 pub fn plan_read(
     req: &ReadRequest,
     cat: &Catalog,
     dialect: Dialect,
+) -> Result<ReadPlan, PassThrough> {
+    plan_read_at(req, cat, dialect, Utc::now())
+}
+
+/// Translates a read, or says why it must go to the site; `now` is the site's current time,
+/// for relative-date relations.
+pub fn plan_read_at(
+    req: &ReadRequest,
+    cat: &Catalog,
+    dialect: Dialect,
+    now: DateTime<Utc>,
 ) -> Result<ReadPlan, PassThrough> {
     if !req.unknown_keys.is_empty() {
         return Err(pass(
@@ -208,7 +238,7 @@ pub fn plan_read(
             format!("{} is not cached and ready", req.entity_type),
         )
     })?;
-    let mut ctx = Ctx::new(cat, dialect);
+    let mut ctx = Ctx::new(cat, dialect, now);
 
     // Which rows: retired or not, archived projects, the filter.
     let mut conds = Vec::new();
@@ -349,6 +379,7 @@ pub fn plan_read(
         counted,
         per_page: limit,
         style: req.paging_style,
+        classes: std::mem::take(&mut ctx.classes),
     })
 }
 
