@@ -584,4 +584,4 @@ impl ReadPlan {
 #[cfg(test)]
 mod fuzz;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

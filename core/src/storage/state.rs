@@ -28,6 +28,7 @@ const PG_TABLES: &[&str] = &[
      reason text NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now(), \
      PRIMARY KEY (event_id, entity_type, entity_id, field_name))",
     super::scans::CREATE_SCANS,
+    super::trust::CREATE_TRUST,
 ];
 
 const SQLITE_TABLES: &[&str] = &[
@@ -48,6 +49,7 @@ const SQLITE_TABLES: &[&str] = &[
      reason TEXT NOT NULL, recorded_at TEXT NOT NULL, \
      PRIMARY KEY (event_id, entity_type, entity_id, field_name))",
     super::scans::CREATE_SCANS,
+    super::trust::CREATE_TRUST,
 ];
 
 /// The state tables, in creation order: what `migrate` creates and what deleting a cache
@@ -62,6 +64,7 @@ pub const STATE_TABLES: &[&str] = &[
     "_sgcache_migrations",
     "_sgcache_dead_letters",
     "_sgcache_scans",
+    "_sgcache_trust",
 ];
 
 /// Columns added to state tables after the first release: (table, column, PostgreSQL type,
