@@ -9,6 +9,29 @@ use sgcache_worker::proxy::{serve, AppState, ProxyConfig};
 use shotgun_sim::{SimConfig, SimHandle};
 use tokio_util::sync::CancellationToken;
 
+/// The proxy's settings in tests: short refreshes, the test site's script as the cache's own
+/// credentials, every trust class pinned on.
+pub fn test_config(site_url: String) -> ProxyConfig {
+    ProxyConfig {
+        site_url,
+        site_timeout: Duration::from_secs(5),
+        auth_ttl: Duration::from_secs(300),
+        auth_grace: Duration::from_secs(3600),
+        catalog_refresh: Duration::from_millis(200),
+        service_auth: script_auth().as_object().cloned(),
+        verify_sample_rate: 0.0,
+        cache_for: None,
+        result_cache_bytes: 16 << 20,
+        result_cache_ttl: Duration::from_secs(60),
+        intake: Default::default(),
+        listener: Default::default(),
+        max_lag: Duration::from_secs(300),
+        // The answers themselves are what these tests compare with the site's; how a
+        // class earns trust is tests/trust.rs's subject.
+        trust: sgcache_worker::proxy::trust::TrustConfig::all_on(),
+    }
+}
+
 /// The default script of the test site.
 pub fn script_auth() -> Value {
     json!({"script_name": "sgcache_test", "script_key": "test_key"})
@@ -36,21 +59,7 @@ impl Harness {
         tweak: impl FnOnce(&mut ProxyConfig),
     ) -> anyhow::Result<Harness> {
         let sim = shotgun_sim::start(sim, "127.0.0.1:0".parse()?).await?;
-        let mut config = ProxyConfig {
-            site_url: sim.url(),
-            site_timeout: Duration::from_secs(5),
-            auth_ttl: Duration::from_secs(300),
-            auth_grace: Duration::from_secs(3600),
-            catalog_refresh: Duration::from_millis(200),
-            service_auth: script_auth().as_object().cloned(),
-            verify_sample_rate: 0.0,
-            cache_for: None,
-            result_cache_bytes: 16 << 20,
-            result_cache_ttl: Duration::from_secs(60),
-            intake: Default::default(),
-            listener: Default::default(),
-            max_lag: Duration::from_secs(300),
-        };
+        let mut config = test_config(sim.url());
         tweak(&mut config);
         let state = AppState::new(&config, db)?;
         state.refresh_catalog().await;

@@ -124,6 +124,12 @@ pub enum Command {
         #[arg(long)]
         proxy: Option<String>,
     },
+    /// The trust classes: read shapes whose semantics on the site are inferred, answered from
+    /// the cache once proven (`list`), and a person's `reset` of one a difference turned off.
+    Trust {
+        #[command(subcommand)]
+        action: crate::commands::trust::TrustAction,
+    },
     /// Migrate, then run the proxy, event follower and scanner in one process (local use).
     All {
         #[command(flatten)]
@@ -165,6 +171,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                 proxy: proxy.clone(),
             };
             return crate::status::command::run(&spec, args).await;
+        }
+        Command::Trust { action } => {
+            return crate::commands::trust::run(&spec, action).await;
         }
         Command::Proxy(listen) => {
             listen.apply(&mut spec);

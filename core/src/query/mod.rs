@@ -476,6 +476,11 @@ fn archived(cat: &Catalog, root: &CatalogType) -> Result<Frag, PassThrough> {
 }
 
 impl ReadPlan {
+    /// The entity type read.
+    pub fn entity_type(&self) -> &str {
+        &self.entity_type
+    }
+
     /// Turns the statement's rows into the `read` result (`{"entities", "paging_info"}`),
     /// or a pass-through when a row cannot be rendered exactly.
     pub fn render(&self, rows: &[Vec<SqlValue>]) -> Result<Value, PassThrough> {

@@ -1,3 +1,4 @@
 //! The worker's one-shot commands.
 
 pub mod migrate;
+pub mod trust;

@@ -36,8 +36,129 @@ pub struct VerifyLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    /// A trust class (`sort:text`, `relation:in_last`, ...).
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassStateLabels {
+    pub class: String,
+    /// `learning`, `trusted` or `off`.
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassCheckLabels {
+    pub class: String,
+    /// `match`, `difference`, `inconclusive` (the site or the cache did not answer, or the
+    /// answers agreed once the cache caught up) or `skipped` (too many checks running).
+    pub outcome: String,
+}
+
+/// Per trust class: its state, its samples, the reads it served and the checks run.
+pub struct TrustMetrics {
+    state: Family<ClassStateLabels, Gauge>,
+    samples: Family<ClassLabels, Gauge>,
+    served: Family<ClassLabels, Counter>,
+    checks: Family<ClassCheckLabels, Counter>,
+    /// Requests to the site the checks added (re-checks and confirmations).
+    pub site_requests: Counter,
+}
+
+impl TrustMetrics {
+    fn register(registry: &mut Registry) -> TrustMetrics {
+        let m = TrustMetrics {
+            state: Family::default(),
+            samples: Family::default(),
+            served: Family::default(),
+            checks: Family::default(),
+            site_requests: Counter::default(),
+        };
+        registry.register(
+            "trust_class_state",
+            "1 for the state each trust class is in (learning, trusted, off)",
+            m.state.clone(),
+        );
+        registry.register(
+            "trust_class_samples",
+            "Checks of each trust class that found the cache's answer identical to the site's",
+            m.samples.clone(),
+        );
+        registry.register(
+            "trust_class_served",
+            "Reads of each trust class answered from the cache by this replica",
+            m.served.clone(),
+        );
+        registry.register(
+            "trust_checks",
+            "Background comparisons of a read's answers, per trust class and outcome",
+            m.checks.clone(),
+        );
+        registry.register(
+            "trust_site_requests",
+            "Requests the trust checks added to the site",
+            m.site_requests.clone(),
+        );
+        for c in sgcache::trust::TrustClass::ALL {
+            m.set(c, sgcache::storage::TrustState::Learning, 0);
+            let _ = m.served.get_or_create(&ClassLabels {
+                class: c.name().into(),
+            });
+        }
+        m
+    }
+
+    pub fn set(
+        &self,
+        class: sgcache::trust::TrustClass,
+        state: sgcache::storage::TrustState,
+        samples: i64,
+    ) {
+        use sgcache::storage::TrustState;
+        for s in [TrustState::Learning, TrustState::Trusted, TrustState::Off] {
+            self.state
+                .get_or_create(&ClassStateLabels {
+                    class: class.name().into(),
+                    state: s.name().into(),
+                })
+                .set((s == state) as i64);
+        }
+        self.samples
+            .get_or_create(&ClassLabels {
+                class: class.name().into(),
+            })
+            .set(samples);
+    }
+
+    pub fn served(&self, class: sgcache::trust::TrustClass) {
+        self.served
+            .get_or_create(&ClassLabels {
+                class: class.name().into(),
+            })
+            .inc();
+    }
+
+    pub fn checked<'a>(
+        &self,
+        classes: impl IntoIterator<Item = &'a sgcache::trust::TrustClass>,
+        outcome: &str,
+    ) {
+        for c in classes {
+            self.checks
+                .get_or_create(&ClassCheckLabels {
+                    class: c.name().into(),
+                    outcome: outcome.into(),
+                })
+                .inc();
+        }
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    pub trust: TrustMetrics,
     /// Sampled cached reads re-run against the site (`verifySampleRate`).
     pub verify: Family<VerifyLabels, Counter>,
     /// Entities re-read from the site and rewritten after a verification mismatch.
@@ -169,8 +290,10 @@ impl Default for Metrics {
                 outcome: outcome.into(),
             });
         }
+        let trust = TrustMetrics::register(&mut registry);
         Metrics {
             registry,
+            trust,
             read_statement_failures,
             result_hits,
             events_failures,

@@ -19,7 +19,9 @@ mod read;
 mod refresh;
 pub mod run;
 pub mod site;
+pub mod site_clock;
 pub mod site_health;
+pub mod trust;
 pub mod verify;
 mod write;
 
@@ -78,6 +80,8 @@ pub struct ProxyConfig {
     pub listener: ListenerLimits,
     /// How far behind the site a type may be and still be answered (`ZERO`: unchecked).
     pub max_lag: Duration,
+    /// Earned trust of inferred read shapes (`spec.trust`).
+    pub trust: trust::TrustConfig,
 }
 
 impl ProxyConfig {
@@ -96,6 +100,7 @@ impl ProxyConfig {
             intake: IntakeLimits::from_spec(&spec.workers.proxy.limits),
             listener: ListenerLimits::from_spec(&spec.workers.proxy.limits),
             max_lag: spec.workers.proxy.max_lag.duration(),
+            trust: trust::TrustConfig::from_spec(&spec.trust),
         }
     }
 }
@@ -136,6 +141,10 @@ pub struct AppState {
     /// one asked for after a backfill overlapped and the older one won: a ready type read as
     /// not cached until the next refresh).
     catalog_load: tokio::sync::Mutex<()>,
+    /// Which inferred read shapes have earned answers from the cache.
+    pub trust: trust::Trust,
+    /// The site's time, from its answers' `Date` headers.
+    pub site_clock: site_clock::SiteClock,
 }
 
 impl AppState {
@@ -162,6 +171,8 @@ impl AppState {
             status_page: Default::default(),
             workers: OnceLock::new(),
             catalog_load: tokio::sync::Mutex::new(()),
+            trust: trust::Trust::new(config.trust.clone()),
+            site_clock: Default::default(),
         }))
     }
 
@@ -228,6 +239,7 @@ impl AppState {
             return;
         }
         self.health.answered();
+        self.site_clock.observe(&resp.headers, chrono::Utc::now());
         let (Some(key), true) = (key, resp.status.is_success()) else {
             return;
         };
@@ -256,6 +268,7 @@ impl AppState {
                 if !self.db_ok.swap(true, Ordering::Relaxed) {
                     tracing::info!("cache database available again");
                 }
+                self.trust.refresh(db, &self.metrics).await;
             }
             Err(e) => {
                 if self.db_ok.swap(false, Ordering::Relaxed) {

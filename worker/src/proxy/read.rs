@@ -16,7 +16,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use serde_json::Value;
 use sgcache::api3::ReadRequest;
-use sgcache::query::{plan_read, PassThrough, ReadPlan, Reason};
+use sgcache::query::{plan_read_at, PassThrough, ReadPlan, Reason};
 use sgcache::sql::Db;
 use tracing::Instrument;
 
@@ -25,6 +25,7 @@ use super::answer_cache::{self, Kept};
 use super::api3::{forward, Call};
 use super::auth::{CredentialKey, Verdict};
 use super::envelope::{Envelope, MAX_READ_PAYLOAD};
+use super::trust::{self, Check, Gate};
 use super::AppState;
 
 /// Longest wait for the cache database on a read before it goes to the site.
@@ -44,11 +45,17 @@ pub async fn read(state: &Arc<AppState>, call: &Call, env: &Envelope<'_>) -> Out
             return forward(state, call, Some(&key), pt.reason.label()).await;
         }
     };
+    let recheck = match state.trust.gate(&plan.classes) {
+        Gate::Off => return forward(state, call, Some(&key), "trust_off").await,
+        Gate::Learn => return learn(state, call, &key, plan).await,
+        Gate::Serve { recheck } => recheck,
+    };
+    let plan = Served { plan, recheck };
     let db = state.db().expect("a plan implies a database");
     let verdict = state.auth.verdict(&key);
     let grace = verdict == Verdict::Grace;
     if verdict == Verdict::Fresh || (grace && !state.health.is_up()) {
-        return cached(state, call, env, &key, db, &plan).await;
+        return cached(state, call, env, &key, db, plan).await;
     }
     // Not verified (recently enough): the request itself verifies the credentials.
     let sent = Instant::now();
@@ -71,7 +78,7 @@ pub async fn read(state: &Arc<AppState>, call: &Call, env: &Envelope<'_>) -> Out
         Err(_) => state.recheck_site().await,
     };
     if grace && !site_up {
-        return cached(state, call, env, &key, db, &plan).await;
+        return cached(state, call, env, &key, db, plan).await;
     }
     match answer {
         Ok(resp) => Outcome::new(resp.into_response(), Path::Site, "verify_auth"),
@@ -101,7 +108,59 @@ fn plan(state: &AppState, env: &Envelope<'_>) -> Result<ReadPlan, PassThrough> {
         .ok_or_else(|| sgcache::query::pass(Reason::Payload, "payload nested too deeply"))?;
     let read = ReadRequest::parse(&payload)
         .map_err(|e| sgcache::query::pass(Reason::Payload, e.message))?;
-    plan_read(&read, &state.catalog(), db.dialect())
+    plan_read_at(
+        &read,
+        &state.catalog(),
+        db.dialect(),
+        state.site_clock.now(),
+    )
+}
+
+/// A plan the cache may answer, and whether its answer is also to be re-checked.
+struct Served {
+    plan: ReadPlan,
+    recheck: bool,
+}
+
+/// A read of a learning class: the site answers it, and the cache's answer is compared with
+/// the site's in the background (see [`super::trust`]).
+async fn learn(state: &Arc<AppState>, call: &Call, key: &CredentialKey, plan: ReadPlan) -> Outcome {
+    let sent = Instant::now();
+    match state
+        .site
+        .post(&call.path, &call.headers, call.body.clone())
+        .await
+    {
+        Ok(resp) => {
+            state.note_site_answer(Some(key), sent, &resp).await;
+            let site = resp
+                .status
+                .is_success()
+                .then(|| resp.json())
+                .flatten()
+                .and_then(trust::results_of);
+            if let Some(site) = site {
+                trust::spawn_check(state, check(call, plan, Some(site), None));
+            }
+            Outcome::new(resp.into_response(), Path::Site, "trust_learning")
+        }
+        Err(e) => {
+            state.metrics.site_error("unreachable");
+            state.recheck_site().await;
+            Outcome::new(unreachable_response(&e.0), Path::Error, "trust_learning")
+        }
+    }
+}
+
+fn check(call: &Call, plan: ReadPlan, site: Option<Value>, cache: Option<Value>) -> Check {
+    Check {
+        plan,
+        path: call.path.clone(),
+        headers: call.headers.clone(),
+        body: call.body.clone(),
+        site,
+        cache,
+    }
 }
 
 async fn cached(
@@ -110,8 +169,9 @@ async fn cached(
     env: &Envelope<'_>,
     key: &CredentialKey,
     db: &Db,
-    plan: &ReadPlan,
+    served: Served,
 ) -> Outcome {
+    let plan = &served.plan;
     // Keyed by the payload only: every principal allowed here gets the same answer.
     let kept_key = state
         .results
@@ -129,6 +189,13 @@ async fn cached(
     match answer {
         Ok(kept) => {
             maybe_verify(state, call, &kept.body);
+            state.trust.served(&plan.classes, &state.metrics);
+            if served.recheck {
+                let cache = serde_json::from_slice(&kept.body)
+                    .ok()
+                    .and_then(trust::results_of);
+                trust::spawn_check(state, check(call, served.plan, None, cache));
+            }
             Outcome::new(kept_response(kept, wants_gzip), Path::Cache, "none")
         }
         Err(pt) => {

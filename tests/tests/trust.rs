@@ -1,0 +1,203 @@
+//! Earned trust through the real proxy, the test site and PostgreSQL: a read shape whose
+//! semantics are inferred (here `sort:text`) goes to the site while its class learns, is
+//! answered from the cache once trusted, and is turned off for good by a site that answers
+//! differently. The state is shared by two proxies and survives a restart.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sgcache::sql::Db;
+use sgcache::storage::{self, TrustState};
+use sgcache::trust::TrustClass;
+use sgcache_tests::proxy::{script_auth, test_config, Harness};
+use sgcache_worker::proxy::trust::TrustConfig;
+use sgcache_worker::proxy::{serve, AppState};
+use tokio_util::sync::CancellationToken;
+
+const SPEC: &str = "
+entities:
+  - type: Project
+    fields: [name, archived]
+  - type: Shot
+    fields: [code, project, sg_status_list]
+";
+
+const SAMPLES: u32 = 3;
+
+fn learning(recheck_rate: f64) -> TrustConfig {
+    TrustConfig {
+        samples: SAMPLES,
+        max_site_rate: 100.0,
+        recheck_rate,
+        pins: BTreeMap::new(),
+        confirm_delay: Duration::from_millis(100),
+    }
+}
+
+/// Shots sorted by code: relies on `sort:text` only.
+fn by_code() -> Value {
+    json!({
+        "type": "Shot",
+        "filters": {"logical_operator": "and", "conditions": []},
+        "return_fields": ["code"],
+        "sorts": [{"field_name": "code", "direction": "asc"}],
+        "paging": {"entities_per_page": 50, "current_page": 1},
+        "return_paging_info_without_counts": true,
+    })
+}
+
+async fn class_state(db: &Db, class: TrustClass) -> (TrustState, i64) {
+    let r = storage::read_trust(db)
+        .await
+        .unwrap()
+        .remove(&class)
+        .unwrap_or_default();
+    (r.state, r.samples)
+}
+
+/// Waits (10 s at most) for `class` to reach `state` in the database.
+async fn wait_for_state(db: &Db, class: TrustClass, state: TrustState) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = class_state(db, class).await;
+        if now.0 == state {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{class} stayed {now:?}, wanted {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A read through `proxy_url` (path header and body) and the site's answer to it.
+async fn read_both(h: &Harness, proxy_url: &str) -> (Option<String>, Value, Value) {
+    let (_, path, via) = h.call_at(proxy_url, "read", script_auth(), by_code()).await;
+    let (_, _, site) = h.direct("read", script_auth(), by_code()).await;
+    (path, via, site)
+}
+
+/// A second proxy on the same site and cache (another replica, or the first one restarted).
+struct Replica {
+    url: String,
+    stop: CancellationToken,
+}
+
+async fn replica(h: &Harness, db: &Db, trust: TrustConfig) -> Replica {
+    let mut config = test_config(h.sim.url());
+    config.trust = trust;
+    let state = AppState::new(&config, Some(db.clone())).unwrap();
+    state.refresh_catalog().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(state, config, listener, stop.clone()));
+    Replica { url, stop }
+}
+
+#[tokio::test]
+async fn a_class_learns_then_answers_from_the_cache_on_every_replica() {
+    let (h, db) = Harness::with_cache("sgcache_trust", SPEC, |c| c.trust = learning(0.0))
+        .await
+        .unwrap();
+    let class = TrustClass::SortText;
+    let proxy = h.proxy_url.clone();
+
+    // Learning: every read goes to the site and its answer is the site's.
+    for i in 0..SAMPLES {
+        let (path, via, site) = read_both(&h, &proxy).await;
+        assert_eq!(path.as_deref(), Some("site"), "read {i} while learning");
+        assert_eq!(via, site);
+        assert!(via["results"]["entities"].as_array().unwrap().len() > 5);
+        // The check runs in the background; the next read is another sample.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while class_state(&db.db, class).await.1 < i as i64 + 1 {
+            assert!(Instant::now() < deadline, "sample {i} was never counted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    wait_for_state(&db.db, class, TrustState::Trusted).await;
+
+    // Trusted: answered from the cache, identical, without asking the site.
+    tokio::time::sleep(Duration::from_millis(300)).await; // a catalog refresh
+    let before = h.site_requests();
+    let (_, path, via) = h.proxy("read", script_auth(), by_code()).await;
+    assert_eq!(path.as_deref(), Some("cache"));
+    assert_eq!(h.site_requests(), before, "a trusted read reached the site");
+    let (_, _, site) = h.direct("read", script_auth(), by_code()).await;
+    assert_eq!(via, site);
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains(r#"sgcache_proxy_trust_class_state{class="sort:text",state="trusted"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"sgcache_proxy_trust_class_samples{class="sort:text"} 3"#));
+    assert!(metrics
+        .contains(r#"sgcache_proxy_trust_checks_total{class="sort:text",outcome="match"} 3"#));
+
+    // Another replica (or this one restarted): the state comes from the database.
+    let other = replica(&h, &db.db, learning(0.0)).await;
+    let (path, via, site) = read_both(&h, &other.url).await;
+    assert_eq!(
+        path.as_deref(),
+        Some("cache"),
+        "the other replica did not share the state"
+    );
+    assert_eq!(via, site);
+
+    // A reset by a person sends both back to learning at their next refresh.
+    storage::reset_trust(&db.db, Some(class)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for url in [&proxy, &other.url] {
+        let (path, via, site) = read_both(&h, url).await;
+        assert_eq!(
+            path.as_deref(),
+            Some("site"),
+            "{url} still trusted after a reset"
+        );
+        assert_eq!(via, site);
+    }
+    // The served reads were counted in the database.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let served = storage::read_trust(&db.db).await.unwrap()[&class].served;
+    assert!(served >= 2, "served {served}");
+    other.stop.cancel();
+    h.stop().await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_pinned_class_is_answered_without_proof_or_never() {
+    let mut pins = learning(0.0);
+    pins.pins
+        .insert(class_of_sort(), sgcache::spec::TrustPin::On);
+    let (h, db) = Harness::with_cache("sgcache_trust", SPEC, |c| c.trust = pins)
+        .await
+        .unwrap();
+    let (path, via, site) = read_both(&h, &h.proxy_url.clone()).await;
+    assert_eq!(path.as_deref(), Some("cache"));
+    assert_eq!(via, site);
+    let mut off = learning(0.0);
+    off.pins
+        .insert(class_of_sort(), sgcache::spec::TrustPin::Off);
+    let other = replica(&h, &db.db, off).await;
+    for _ in 0..3 {
+        let (path, via, site) = read_both(&h, &other.url).await;
+        assert_eq!(path.as_deref(), Some("site"));
+        assert_eq!(via, site);
+    }
+    // Pinned classes need no samples: none were taken.
+    assert_eq!(
+        class_state(&db.db, class_of_sort()).await,
+        (TrustState::Learning, 0)
+    );
+    other.stop.cancel();
+    h.stop().await;
+    db.drop().await;
+}
+
+fn class_of_sort() -> TrustClass {
+    TrustClass::SortText
+}

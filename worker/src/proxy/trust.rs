@@ -1,0 +1,463 @@
+//! Earned trust: reads whose shape relies on an inferred semantic (a [`TrustClass`]) are
+//! answered from the cache only once the class has proven itself against the site.
+//!
+//! * **learning**: the read goes to the site, as it would without a cache; in the background
+//!   the cache answers the same read and the two answers are compared (no extra site request).
+//!   `trust.samples` identical answers, order included, make the class trusted.
+//! * **trusted**: the read is answered from the cache; `trust.recheckRate` of them are re-run
+//!   against the site in the background, since a difference may show only with some data.
+//! * **off**: a difference was confirmed; the reads go to the site until a person resets the
+//!   class (`sgcache-worker trust reset`).
+//!
+//! A difference may come from the cache being a moment behind the site rather than from the
+//! semantics, so it is confirmed before it counts: after `confirm_delay` (time for the event
+//! follower to catch up) both answers are taken again, twice; only a difference every time
+//! turns the class off. Requests to the site that checks add (re-checks, confirmations) are
+//! limited to `trust.maxSiteRate` per second; a check without budget is dropped.
+//! The states live in the cache database (`_sgcache_trust`), so replicas share them and a
+//! restart keeps them; pins in the spec override them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use serde_json::Value;
+use sgcache::api3::is_error_body;
+use sgcache::query::ReadPlan;
+use sgcache::spec::{TrustPin, TrustSpec};
+use sgcache::sql::Db;
+use sgcache::storage::{self, TrustRecord, TrustState};
+use sgcache::trust::TrustClass;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use super::AppState;
+
+/// Checks running at once (each runs one cache query, some a site request); past it a
+/// learning read is not sampled.
+const MAX_RUNNING_CHECKS: usize = 4;
+
+/// Comparisons a difference must survive before it turns a class off.
+const CONFIRMATIONS: u32 = 2;
+
+/// The proxy's trust settings (`spec.trust`).
+#[derive(Clone, Debug)]
+pub struct TrustConfig {
+    pub samples: u32,
+    pub max_site_rate: f64,
+    pub recheck_rate: f64,
+    pub pins: BTreeMap<TrustClass, TrustPin>,
+    /// Wait before a difference is compared again.
+    pub confirm_delay: Duration,
+}
+
+impl TrustConfig {
+    pub fn from_spec(spec: &TrustSpec) -> Self {
+        TrustConfig {
+            samples: spec.samples,
+            max_site_rate: spec.max_site_rate,
+            recheck_rate: spec.recheck_rate,
+            // The spec was validated: every key names a class.
+            pins: spec
+                .classes
+                .iter()
+                .filter_map(|(k, p)| Some((k.parse().ok()?, *p)))
+                .collect(),
+            confirm_delay: Duration::from_secs(3),
+        }
+    }
+
+    /// Every class pinned `on`: reads are answered as if every class were proven (tests of
+    /// the answers themselves, which compare with the site on their own).
+    pub fn all_on() -> Self {
+        TrustConfig {
+            pins: TrustClass::ALL.iter().map(|c| (*c, TrustPin::On)).collect(),
+            ..TrustConfig::from_spec(&TrustSpec::default())
+        }
+    }
+}
+
+/// What the proxy does with a read that relies on some classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Answer from the cache; `recheck`: also compare with the site in the background.
+    Serve { recheck: bool },
+    /// Send to the site and compare its answer with the cache's.
+    Learn,
+    /// Send to the site.
+    Off,
+}
+
+/// Requests per second the checks may add to the site.
+struct Budget {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Budget {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let burst = self.rate.max(1.0);
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(burst);
+        self.at = now;
+        if self.rate > 0.0 && self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub struct Trust {
+    config: TrustConfig,
+    records: RwLock<BTreeMap<TrustClass, TrustRecord>>,
+    /// Reads answered from the cache per class since the last flush to the database.
+    unflushed: BTreeMap<TrustClass, AtomicU64>,
+    budget: Mutex<Budget>,
+    running: Arc<Semaphore>,
+}
+
+impl Trust {
+    pub fn new(config: TrustConfig) -> Trust {
+        Trust {
+            budget: Mutex::new(Budget {
+                rate: config.max_site_rate,
+                tokens: config.max_site_rate.min(1.0),
+                at: Instant::now(),
+            }),
+            config,
+            records: RwLock::new(BTreeMap::new()),
+            unflushed: TrustClass::ALL
+                .iter()
+                .map(|c| (*c, AtomicU64::new(0)))
+                .collect(),
+            running: Arc::new(Semaphore::new(MAX_RUNNING_CHECKS)),
+        }
+    }
+
+    /// A class's state as the proxy acts on it (pins first).
+    pub fn state(&self, class: TrustClass) -> (TrustState, Option<TrustPin>) {
+        let pin = self.config.pins.get(&class).copied();
+        let state = match pin {
+            Some(TrustPin::On) => TrustState::Trusted,
+            Some(TrustPin::Off) => TrustState::Off,
+            None => self.record(class).state,
+        };
+        (state, pin)
+    }
+
+    fn record(&self, class: TrustClass) -> TrustRecord {
+        self.records
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&class)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// How to answer a read relying on `classes`.
+    pub fn gate<'a>(&self, classes: impl IntoIterator<Item = &'a TrustClass>) -> Gate {
+        let (mut learning, mut proven) = (false, false);
+        for c in classes {
+            match self.state(*c) {
+                (TrustState::Off, _) => return Gate::Off,
+                (TrustState::Learning, _) => learning = true,
+                (TrustState::Trusted, None) => proven = true,
+                (TrustState::Trusted, Some(_)) => {}
+            }
+        }
+        if learning {
+            return Gate::Learn;
+        }
+        let recheck = proven
+            && self.config.recheck_rate > 0.0
+            && rand::random::<f64>() < self.config.recheck_rate
+            && self.take_site_request();
+        Gate::Serve { recheck }
+    }
+
+    fn take_site_request(&self) -> bool {
+        self.budget.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Counts a read answered from the cache for each of its classes.
+    pub fn served<'a>(
+        &self,
+        classes: impl IntoIterator<Item = &'a TrustClass>,
+        metrics: &super::metrics::Metrics,
+    ) {
+        for c in classes {
+            self.unflushed[c].fetch_add(1, Ordering::Relaxed);
+            metrics.trust.served(*c);
+        }
+    }
+
+    fn set_state(&self, class: TrustClass, state: TrustState) {
+        let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
+        records.entry(class).or_default().state = state;
+    }
+
+    /// Flushes the served counts and re-reads every class's state (other replicas' checks
+    /// and a person's resets show here).
+    pub async fn refresh(&self, db: &Db, metrics: &super::metrics::Metrics) {
+        let served: Vec<(TrustClass, u64)> = self
+            .unflushed
+            .iter()
+            .map(|(c, n)| (*c, n.swap(0, Ordering::Relaxed)))
+            .collect();
+        if let Err(e) = storage::add_served(db, &served).await {
+            tracing::warn!(error = %e, "could not record the reads served per trust class");
+            for (c, n) in served {
+                self.unflushed[&c].fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        match storage::read_trust(db).await {
+            Ok(records) => {
+                *self.records.write().unwrap_or_else(|e| e.into_inner()) = records;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the trust classes"),
+        }
+        for c in TrustClass::ALL {
+            let (state, _) = self.state(c);
+            let r = self.record(c);
+            metrics.trust.set(c, state, r.samples);
+        }
+    }
+}
+
+/// One comparison of a read's answers, run in the background.
+pub struct Check {
+    pub plan: ReadPlan,
+    /// The request as the client sent it (re-sent for re-checks and confirmations).
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The site's `results`, when the read went to the site.
+    pub site: Option<Value>,
+    /// The cache's `results`, when the read was answered from the cache.
+    pub cache: Option<Value>,
+}
+
+/// Starts a check in the background, unless too many run already.
+pub fn spawn_check(state: &Arc<AppState>, check: Check) {
+    let Ok(permit) = state.trust.running.clone().try_acquire_owned() else {
+        state.metrics.trust.checked(&check.plan.classes, "skipped");
+        return;
+    };
+    let state = state.clone();
+    let task = async move {
+        run_check(&state, check).await;
+        drop(permit);
+    };
+    tokio::spawn(task.instrument(tracing::Span::current()));
+}
+
+/// The classes a check speaks for: pinned ones need no proof and are never turned off.
+fn unpinned(state: &AppState, plan: &ReadPlan) -> Vec<TrustClass> {
+    plan.classes
+        .iter()
+        .copied()
+        .filter(|c| !state.trust.config.pins.contains_key(c))
+        .collect()
+}
+
+async fn run_check(state: &Arc<AppState>, check: Check) {
+    let classes = unpinned(state, &check.plan);
+    let Some(db) = state.db() else { return };
+    if classes.is_empty() {
+        return;
+    }
+    let (mut site, mut cache) = (check.site.clone(), check.cache.clone());
+    let mut differences = 0;
+    loop {
+        let site_results = match site.take() {
+            Some(v) => Some(v),
+            None => site_results(state, &check).await,
+        };
+        let cache_results = match cache.take() {
+            Some(v) => Some(v),
+            None => cache_results(db, &check.plan).await,
+        };
+        let (Some(s), Some(c)) = (site_results, cache_results) else {
+            state
+                .metrics
+                .trust
+                .checked(&check.plan.classes, "inconclusive");
+            return;
+        };
+        if s == c {
+            if differences > 0 {
+                // It differed, then agreed: the cache was behind, not wrong.
+                state
+                    .metrics
+                    .trust
+                    .checked(&check.plan.classes, "inconclusive");
+                return;
+            }
+            matched(state, db, &classes).await;
+            state.metrics.trust.checked(&check.plan.classes, "match");
+            return;
+        }
+        differences += 1;
+        if differences > CONFIRMATIONS {
+            turn_off(state, db, &classes, &check.plan, &c, &s).await;
+            state
+                .metrics
+                .trust
+                .checked(&check.plan.classes, "difference");
+            return;
+        }
+        tokio::time::sleep(state.trust.config.confirm_delay).await;
+        if !state.trust.take_site_request() {
+            state
+                .metrics
+                .trust
+                .checked(&check.plan.classes, "inconclusive");
+            return;
+        }
+    }
+}
+
+async fn matched(state: &AppState, db: &Db, classes: &[TrustClass]) {
+    for c in classes {
+        match storage::record_match(db, *c, state.trust.config.samples).await {
+            Ok(now) => {
+                if now == TrustState::Trusted
+                    && state.trust.record(*c).state == TrustState::Learning
+                {
+                    tracing::info!(class = %c, "trust class earned: its reads are now answered from the cache");
+                }
+                state.trust.set_state(*c, now);
+            }
+            Err(e) => tracing::warn!(class = %c, error = %e, "could not record a trust check"),
+        }
+    }
+}
+
+async fn turn_off(
+    state: &AppState,
+    db: &Db,
+    classes: &[TrustClass],
+    plan: &ReadPlan,
+    cache: &Value,
+    site: &Value,
+) {
+    let diff = super::verify::difference(cache, site);
+    let mut detail = format!("{}: ", plan.entity_type());
+    if diff.fields.is_empty() {
+        detail.push_str(if diff.ids.is_empty() {
+            "order or paging"
+        } else {
+            "which entities match"
+        });
+    } else {
+        detail.push_str(&diff.fields.iter().cloned().collect::<Vec<_>>().join(", "));
+    }
+    for c in classes {
+        tracing::warn!(
+            class = %c,
+            entity_type = plan.entity_type(),
+            differs = %detail,
+            "trust class turned off: the cache's answer differed from the site's; its reads go to the site until it is reset"
+        );
+        state.trust.set_state(*c, TrustState::Off);
+        if let Err(e) = storage::record_difference(db, *c, &detail).await {
+            tracing::warn!(class = %c, error = %e, "could not record a trust difference");
+        }
+    }
+}
+
+/// The read re-run against the site: with the cache's own credentials when it has them (the
+/// cache holds what its script sees), else with the client's.
+async fn site_results(state: &AppState, check: &Check) -> Option<Value> {
+    let body = match &state.service_auth {
+        Some(auth) => {
+            let mut req: Value = serde_json::from_slice(&check.body).ok()?;
+            *req.get_mut("params")?.get_mut(0)? = Value::Object(auth.clone());
+            Bytes::from(req.to_string())
+        }
+        None => check.body.clone(),
+    };
+    state.metrics.trust.site_requests.inc();
+    let resp = state
+        .site
+        .post(&check.path, &check.headers, body)
+        .await
+        .ok()?;
+    if !resp.status.is_success() {
+        return None;
+    }
+    results_of(resp.json()?)
+}
+
+/// The `results` of a successful API3 answer.
+pub fn results_of(mut answer: Value) -> Option<Value> {
+    if is_error_body(&answer) {
+        return None;
+    }
+    answer.get_mut("results").map(Value::take)
+}
+
+async fn cache_results(db: &Db, plan: &ReadPlan) -> Option<Value> {
+    let body = plan.run_response(db).await.ok()?;
+    results_of(serde_json::from_slice(&body).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_refills_at_its_rate() {
+        let mut b = Budget {
+            rate: 2.0,
+            tokens: 1.0,
+            at: Instant::now(),
+        };
+        assert!(b.take());
+        assert!(!b.take(), "one request, then the budget is spent");
+        b.at -= Duration::from_secs(1);
+        assert!(b.take() && b.take());
+        assert!(!b.take(), "two per second, no more");
+        let mut none = Budget {
+            rate: 0.0,
+            tokens: 0.0,
+            at: Instant::now() - Duration::from_secs(100),
+        };
+        assert!(!none.take());
+    }
+
+    #[test]
+    fn pins_override_the_recorded_state() {
+        let mut config = TrustConfig::from_spec(&TrustSpec::default());
+        config.pins.insert(TrustClass::SortText, TrustPin::On);
+        config.pins.insert(TrustClass::InLast, TrustPin::Off);
+        let trust = Trust::new(config);
+        assert_eq!(trust.gate(&[]), Gate::Serve { recheck: false });
+        assert_eq!(
+            trust.gate(&[TrustClass::SortText]),
+            Gate::Serve { recheck: false }
+        );
+        assert_eq!(trust.gate(&[TrustClass::SortList]), Gate::Learn);
+        assert_eq!(
+            trust.gate(&[TrustClass::SortText, TrustClass::InLast]),
+            Gate::Off
+        );
+        trust.set_state(TrustClass::SortList, TrustState::Trusted);
+        assert!(matches!(
+            trust.gate(&[TrustClass::SortList]),
+            Gate::Serve { .. }
+        ));
+        trust.set_state(TrustClass::SortList, TrustState::Off);
+        assert_eq!(
+            trust.gate(&[TrustClass::SortList, TrustClass::SortText]),
+            Gate::Off
+        );
+    }
+}
