@@ -84,14 +84,19 @@ pub mod condition {
     /// some since they were cached; they are dropped and reads of them go to the site). Not
     /// part of `Ready`: the rest of the cache keeps serving.
     pub const SITE_SCHEMA_IN_SYNC: &str = "SiteSchemaInSync";
+    /// No trust class is off (`False`: a proxy found the cache's answer to an inferred read
+    /// shape different from the site's; those reads go to the site until a person resets the
+    /// class with `sgcache-worker trust reset`). Not part of `Ready`.
+    pub const TRUST_CLASSES_ON: &str = "TrustClassesOn";
     /// All condition types, in the order they are reported.
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 7] = [
         DATABASE_READY,
         SCHEMA_READY,
         BACKFILLED,
         WORKERS_AVAILABLE,
         READY,
         SITE_SCHEMA_IN_SYNC,
+        TRUST_CLASSES_ON,
     ];
 }
 
@@ -135,6 +140,29 @@ pub struct ShotgunCacheStatus {
     /// Label selector of the proxy pods (the `scale` subresource's, for an autoscaler).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_selector: Option<String>,
+    /// Trust classes (read shapes whose semantics on the site are inferred) that have been
+    /// checked: their state, samples, reads served from the cache and differences found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust: Vec<TrustClassStatus>,
+}
+
+/// What one trust class has earned.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustClassStatus {
+    /// The class, e.g. `sort:text`.
+    pub class: String,
+    /// `learning`, `trusted` or `off`.
+    pub state: String,
+    /// Checks that found the cache's answer identical to the site's.
+    pub samples: i64,
+    /// Reads answered from the cache, over all proxies.
+    pub served: i64,
+    /// Checks that found a difference.
+    pub differences: i64,
+    /// What the last difference touched (type and field names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// A condition, as in `metav1.Condition`.

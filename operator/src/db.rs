@@ -64,6 +64,8 @@ pub struct EventsRow {
 pub struct DbSnapshot {
     pub fields: Vec<FieldRow>,
     pub events: Option<EventsRow>,
+    /// The trust classes that have a row (learning with no samples otherwise).
+    pub trust: Vec<crate::crd::TrustClassStatus>,
 }
 
 /// The outcome of a migration, in words for Events.

@@ -233,7 +233,15 @@ async fn steps(
         }
     }
     match ctx.db.snapshot(&conn).await {
-        Ok(s) => obs.snapshot = Some(s),
+        Ok(s) => {
+            obs.snapshot = Some(s);
+            let off = crate::status::classes_off(obs);
+            if !off.is_empty() {
+                let note = format!("answered from the site until reset: {}", off.join(", "));
+                ctx.event(cache, EventType::Warning, "TrustClassOff", note)
+                    .await;
+            }
+        }
         Err(e) => {
             obs.database = Some(Err((e.reason().into(), e.to_string())));
             return Err(Failure::backoff(

@@ -240,6 +240,7 @@ async fn adding_a_field_migrates_first_then_rolls_the_pods() {
 async fn backfill_progress_is_reported_and_announced() {
     let mut h = Harness::new();
     *h.db.snapshot.lock().unwrap() = DbSnapshot {
+        trust: Vec::new(),
         fields: vec![FieldRow {
             entity_type: "Shot".into(),
             field_name: "sg_status_list".into(),
@@ -548,6 +549,7 @@ async fn a_repeated_failure_aggregates_into_one_event() {
 async fn backfill_started_is_announced_after_an_unknown_backfilled() {
     let mut h = Harness::new();
     *h.db.snapshot.lock().unwrap() = DbSnapshot {
+        trust: Vec::new(),
         fields: vec![FieldRow {
             entity_type: "Shot".into(),
             field_name: "code".into(),

@@ -96,10 +96,12 @@ async fn snapshot(db: &Db, site: &SiteClient) -> Result<DbSnapshot, DbError> {
             backfill_total: f.backfill_total,
         })
         .collect();
+    let trust = trust_rows(db).await?;
     let Some(position) = storage::read_event_position(db).await.map_err(query)? else {
         return Ok(DbSnapshot {
             fields,
             events: None,
+            trust,
         });
     };
     let backlog = match &position.backlog {
@@ -118,7 +120,24 @@ async fn snapshot(db: &Db, site: &SiteClient) -> Result<DbSnapshot, DbError> {
     Ok(DbSnapshot {
         fields,
         events: Some(events),
+        trust,
     })
+}
+
+/// What each trust class has earned (`_sgcache_trust`, written by the proxies).
+async fn trust_rows(db: &Db) -> Result<Vec<crate::crd::TrustClassStatus>, DbError> {
+    let records = storage::read_trust(db).await.map_err(query)?;
+    Ok(records
+        .into_iter()
+        .map(|(class, r)| crate::crd::TrustClassStatus {
+            class: class.name().into(),
+            state: r.state.name().into(),
+            samples: r.samples,
+            served: r.served,
+            differences: r.differences,
+            detail: r.detail,
+        })
+        .collect())
 }
 
 /// Reads the two oldest site events after `last` (the follower's position): none means the

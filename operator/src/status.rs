@@ -99,6 +99,11 @@ pub fn build(
         config_hash: obs.config_hash.clone(),
         proxy_replicas: proxy_available(obs),
         proxy_selector: obs.proxy_selector.clone(),
+        trust: obs
+            .snapshot
+            .as_ref()
+            .map(|s| s.trust.clone())
+            .unwrap_or_default(),
     };
     status.conditions = conds
         .into_iter()
@@ -245,7 +250,45 @@ fn conditions(obs: &Observed, waiting: &BTreeMap<String, i64>) -> Vec<Cond> {
         workers,
         ready,
         site_schema(obs),
+        trust_classes(obs),
     ]
+}
+
+/// The classes a difference turned off, if any.
+pub fn classes_off(obs: &Observed) -> Vec<String> {
+    obs.snapshot
+        .iter()
+        .flat_map(|s| &s.trust)
+        .filter(|t| t.state == "off")
+        .map(|t| match &t.detail {
+            Some(d) => format!("{} ({d})", t.class),
+            None => t.class.clone(),
+        })
+        .collect()
+}
+
+fn trust_classes(obs: &Observed) -> Cond {
+    if obs.snapshot.is_none() {
+        return from_step(condition::TRUST_CLASSES_ON, &None, "");
+    }
+    let off = classes_off(obs);
+    if off.is_empty() {
+        return (
+            condition::TRUST_CLASSES_ON,
+            "True",
+            "NoneOff".into(),
+            String::new(),
+        );
+    }
+    (
+        condition::TRUST_CLASSES_ON,
+        "False",
+        "DifferenceFound".into(),
+        format!(
+            "the cache answered differently from the site; these classes go to the site until reset: {}",
+            off.join(", ")
+        ),
+    )
 }
 
 fn site_schema(obs: &Observed) -> Cond {

@@ -42,6 +42,7 @@ fn cond<'a>(s: &'a ShotgunCacheStatus, t: &str) -> &'a Condition {
 #[test]
 fn counts_fields_per_type_and_backfill_progress() {
     let snap = DbSnapshot {
+        trust: Vec::new(),
         fields: vec![
             row("Shot", "code", "ready", 0, None),
             row("Shot", "description", "backfilling", 40, Some(100)),
@@ -103,6 +104,7 @@ fn counts_fields_per_type_and_backfill_progress() {
 #[test]
 fn all_ready_means_ready_with_observed_generation() {
     let snap = DbSnapshot {
+        trust: Vec::new(),
         fields: vec![row("Shot", "code", "ready", 0, None)],
         events: None,
     };
@@ -186,6 +188,7 @@ fn transition_time_is_kept_while_status_holds() {
 #[test]
 fn a_caught_up_cache_has_no_lag_however_quiet_the_site() {
     let snap = |lag| DbSnapshot {
+        trust: Vec::new(),
         fields: vec![row("Shot", "code", "ready", 0, None)],
         events: Some(EventsRow {
             last_event_id: Some(7),
@@ -211,6 +214,7 @@ fn a_caught_up_cache_has_no_lag_however_quiet_the_site() {
 #[test]
 fn fields_count_what_the_spec_declares_not_the_cache_own_fields() {
     let snap = DbSnapshot {
+        trust: Vec::new(),
         fields: vec![
             row("Shot", "id", "ready", 0, None),
             row("Shot", "updated_at", "ready", 0, None),
@@ -266,6 +270,7 @@ fn an_apply_error_is_a_workers_condition_and_degrades() {
 #[test]
 fn fields_deleted_on_the_site_show_as_drift_without_making_the_cache_unready() {
     let snap = DbSnapshot {
+        trust: Vec::new(),
         fields: vec![row("Shot", "code", "ready", 0, None)],
         events: None,
     };

@@ -41,6 +41,7 @@ impl CacheDatabase for ReadyDb {
         };
         Box::pin(async move {
             Ok(DbSnapshot {
+                trust: Vec::new(),
                 fields: vec![field],
                 events: None,
             })
