@@ -580,3 +580,5 @@ impl ReadPlan {
 mod fuzz;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trust_tests;

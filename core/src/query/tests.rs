@@ -14,11 +14,11 @@ entities:
   - type: Shot
     fields: [code, sg_sequence, sg_cut_in, sg_cut_out, sg_status_list, assets, description, project, sg_cut_duration, created_at, image]
   - type: Sequence
-    fields: [code]
+    fields: [code, project]
   - type: Asset
-    fields: [code]
+    fields: [code, project, shots]
   - type: Project
-    fields: [name, archived]
+    fields: [name, archived, created_at]
   - type: Version
     fields: [code, sg_uploaded_movie]
 ";
