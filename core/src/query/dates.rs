@@ -11,9 +11,10 @@
 //!   one; weeks start on Monday.
 //! * `date` fields compare with the calendar dates of the window's ends.
 //!
-//! The same arithmetic lives in the test site, which core must not depend on (and the site
-//! must not be changed to depend on a translator module); both are small and tested against
-//! each other by tests/tests/translator_shapes.rs.
+//! The same arithmetic lives in the test site. The site already depends on core, so it could
+//! call this module instead; it keeps its own on purpose: it is the reference the translator
+//! is compared with (tests/tests/translator_shapes.rs), and a shared window would make that
+//! comparison blind to a mistake in it.
 //!
 //! Anything the site would refuse, or that leaves the range both databases store (years 1 to
 //! 9999), passes through: the site answers (or refuses) it.
