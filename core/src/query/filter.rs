@@ -3,12 +3,15 @@
 //! Semantics follow the protocol doc and the test site: every negative relation is the exact
 //! negation of its positive twin, so nulls match `is_not`, `not_in`, `not_contains` ...; text
 //! compares case-insensitively and a null text is the empty string; an entity hop follows the
-//! link only to an active row of the named type (otherwise the far value is null); through a
-//! multi-entity hop the positive relation is existential and the negation applies after it.
+//! link only to an active row of the named type (otherwise the far value is null, whatever
+//! hops follow); through a multi-entity hop the positive relation is existential and the
+//! negation applies after it. Paths take any number of hops. Shapes whose semantics the doc
+//! only infers tag the plan with their trust class ([`tag`]).
 
 use serde_json::Value;
 
 use super::catalog::{CatalogField, CatalogType};
+use super::dates;
 use super::frag::Frag;
 use super::values::{self, folded_text, like_pattern};
 use super::{pass, Ctx, PassThrough, Reason};
@@ -16,6 +19,7 @@ use crate::api3::{Condition, Filter, LogicalOperator};
 use crate::ident;
 use crate::schema::{DataType, Storage};
 use crate::sql::SqlValue;
+use crate::trust::TrustClass;
 
 /// A field reached from a query alias.
 #[derive(Clone, Copy)]
@@ -79,22 +83,219 @@ fn condition(ctx: &mut Ctx<'_>, root: &CatalogType, c: &Condition) -> Result<Fra
     if c.path.starts_with("$FROM$") {
         return Err(pass(Reason::Path, "$FROM$ paths are answered by the site"));
     }
-    let parts: Vec<&str> = c.path.split('.').collect();
-    match parts.as_slice() {
-        [name] => {
-            let f = field(root, name)?;
-            let col = ColRef {
-                alias: "r",
-                ty: root,
-                field: f,
-            };
-            relation(ctx, col, &c.relation, &c.values)
+    let cat = ctx.cat;
+    let root = cat
+        .types
+        .get(&root.entity_type)
+        .expect("root is in the catalog");
+    let path = resolve(ctx, root, &c.path)?;
+    if path.hops.len() > 1 {
+        ctx.needs(TrustClass::MultiHop);
+    }
+    if !path.hops.iter().any(|h| h.multi()) {
+        // Entity hops only: the far row is joined once per hop (a null link, one of another
+        // type or to a retired row leaves it null) and the relation applies to its column as
+        // to a field of the root, negations included.
+        let mut alias = "r".to_string();
+        for h in &path.hops {
+            alias = ctx.filter_hop(&alias, h.field, h.target);
         }
-        [hop, target, far] => deep(ctx, root, hop, target, far, c),
-        _ => Err(pass(
+        let col = ColRef {
+            alias: &alias,
+            ty: path.far_ty,
+            field: path.far,
+        };
+        return relation(ctx, col, &c.relation, &c.values);
+    }
+    // Through a multi_entity hop the positive relation is existential and a negation applies
+    // after it, to the whole path (doc 5.4): "no linked entity satisfies it". That absorbs
+    // rows with no linked entity at all, which the doc reports as observed, not documented.
+    let (positive, negate) = positive(&c.relation);
+    let inner = along(ctx, None, "r", &path.hops, &path, positive, &c.values)?;
+    if !negate {
+        return Ok(inner);
+    }
+    ctx.needs(TrustClass::NegationMultiEntity);
+    let mut out = Frag::new();
+    out.lit("NOT (").frag(inner).lit(")");
+    Ok(out)
+}
+
+/// One hop of a deep path: `field.Target` from the type `field` belongs to.
+#[derive(Clone, Copy)]
+pub struct PathHop<'a> {
+    pub from: &'a CatalogType,
+    pub field: &'a CatalogField,
+    pub target: &'a CatalogType,
+}
+
+impl PathHop<'_> {
+    pub fn multi(&self) -> bool {
+        self.field.storage == Storage::MultiEntity
+    }
+}
+
+/// A path resolved against the catalog: its hops, then the far field on the far type.
+pub struct ResolvedPath<'a> {
+    pub hops: Vec<PathHop<'a>>,
+    pub far_ty: &'a CatalogType,
+    pub far: &'a CatalogField,
+}
+
+/// Resolves `field` or `field.Type.field2[.Type2.field3 ...]` from `root`; every hop must be
+/// an entity or multi_entity field (not addressing) that can link to a cached, ready type.
+pub fn resolve<'a>(
+    ctx: &Ctx<'a>,
+    root: &'a CatalogType,
+    path: &str,
+) -> Result<ResolvedPath<'a>, PassThrough> {
+    let parts: Vec<&str> = path.split('.').collect();
+    if parts.len() % 2 == 0 {
+        return Err(pass(
             Reason::Path,
-            format!("path {:?} has more than one hop", c.path),
-        )),
+            format!("path {path:?} is not field.Type.field"),
+        ));
+    }
+    let mut cur = root;
+    let mut hops = Vec::new();
+    for pair in parts[..parts.len() - 1].chunks(2) {
+        let (f, t) = hop(ctx, cur, pair[0], pair[1])?;
+        if f.storage == Storage::MultiEntity && f.data_type != DataType::MultiEntity {
+            return Err(pass(Reason::Path, "deep paths through addressing fields"));
+        }
+        hops.push(PathHop {
+            from: cur,
+            field: f,
+            target: t,
+        });
+        cur = t;
+    }
+    let far = field(cur, parts[parts.len() - 1])?;
+    Ok(ResolvedPath {
+        hops,
+        far_ty: cur,
+        far,
+    })
+}
+
+/// The positive relation `rel` along `hops` from the row `alias`, as a condition that is never
+/// SQL NULL (so that a caller may negate it). `local` collects the joins of entity hops inside
+/// an existential subquery; `None` is the statement's own filter joins.
+fn along(
+    ctx: &mut Ctx<'_>,
+    mut local: Option<&mut Vec<Frag>>,
+    alias: &str,
+    hops: &[PathHop<'_>],
+    path: &ResolvedPath<'_>,
+    rel: &str,
+    values: &[Value],
+) -> Result<Frag, PassThrough> {
+    let Some((h, rest)) = hops.split_first() else {
+        let col = ColRef {
+            alias,
+            ty: path.far_ty,
+            field: path.far,
+        };
+        let inner = relation(ctx, col, rel, values)?;
+        let mut out = Frag::new();
+        out.lit("COALESCE((").frag(inner).lit("), 1=0)");
+        return Ok(out);
+    };
+    if !h.multi() {
+        let next = match local.as_deref_mut() {
+            None => ctx.filter_hop(alias, h.field, h.target),
+            Some(joins) => {
+                let a = ctx.alias();
+                joins.push(hop_join(alias, h.field, h.target, &a));
+                a
+            }
+        };
+        let inner = along(ctx, local, &next, rest, path, rel, values)?;
+        if !rest.iter().any(PathHop::multi) {
+            return Ok(inner);
+        }
+        // The site stops at a null link (or one of another type, or to a retired row): the
+        // far value is null, whatever hops follow. Joins alone would make a later
+        // multi_entity hop find nothing instead.
+        let mut out = Frag::new();
+        out.lit("((").col(&next, "id");
+        if matches_null(rel, values) {
+            out.lit(" IS NULL) OR ");
+        } else {
+            out.lit(" IS NOT NULL) AND ");
+        }
+        out.frag(inner).lit(")");
+        return Ok(out);
+    }
+    let (a, t) = (ctx.alias(), ctx.alias());
+    let mut joins = Vec::new();
+    let inner = along(ctx, Some(&mut joins), &t, rest, path, rel, values)?;
+    let mut out = Frag::new();
+    out.lit("EXISTS (SELECT 1 FROM ")
+        .ident(&ident::assoc_table_name(&h.from.entity_type, &h.field.name))
+        .lit(" ")
+        .alias(&a)
+        .lit(" JOIN ")
+        .ident(&h.target.table)
+        .lit(" ")
+        .alias(&t)
+        .lit(" ON ")
+        .col(&t, "id")
+        .lit(" = ")
+        .col(&a, "_target_id")
+        .lit(" AND NOT ")
+        .col(&t, "_retired");
+    for j in joins {
+        out.frag(j);
+    }
+    out.lit(" WHERE ")
+        .col(&a, "_entity_id")
+        .lit(" = ")
+        .col(alias, "id")
+        .lit(" AND ")
+        .col(&a, "_target_type")
+        .lit(" = ")
+        .bind(SqlValue::Text(h.target.entity_type.clone()))
+        .lit(" AND ")
+        .frag(inner)
+        .lit(")");
+    Ok(out)
+}
+
+/// `LEFT JOIN target a ON` the active row of type `target` that `from.field` links to.
+pub fn hop_join(from: &str, field: &CatalogField, target: &CatalogType, a: &str) -> Frag {
+    let mut j = Frag::new();
+    j.lit(" LEFT JOIN ")
+        .ident(&target.table)
+        .lit(" ")
+        .alias(a)
+        .lit(" ON ")
+        .col(from, &format!("{}__type", field.name))
+        .lit(" = ")
+        .bind(SqlValue::Text(target.entity_type.clone()))
+        .lit(" AND ")
+        .col(a, "id")
+        .lit(" = ")
+        .col(from, &format!("{}__id", field.name))
+        .lit(" AND NOT ")
+        .col(a, "_retired");
+    j
+}
+
+/// Whether a positive relation holds for a null value (an empty list for multi_entity
+/// fields): `is null`, `in` listing null, `type_is null`, and text relations with an empty
+/// needle (null text is the empty string).
+fn matches_null(rel: &str, values: &[Value]) -> bool {
+    let empty_text = || match values {
+        [Value::Null] => true,
+        [Value::String(s)] => s.is_empty(),
+        _ => false,
+    };
+    match rel {
+        "is" | "type_is" => matches!(values, [Value::Null]),
+        "in" => values.iter().any(Value::is_null),
+        "contains" | "starts_with" | "ends_with" => empty_text(),
+        _ => false,
     }
 }
 
@@ -120,99 +321,68 @@ pub fn hop<'a>(
     Ok((f, t))
 }
 
-fn deep(
-    ctx: &mut Ctx<'_>,
-    root: &CatalogType,
-    hop_name: &str,
-    target: &str,
-    far: &str,
-    c: &Condition,
-) -> Result<Frag, PassThrough> {
-    let cat = ctx.cat;
-    let root = cat
-        .types
-        .get(&root.entity_type)
-        .expect("root is in the catalog");
-    let (hop_field, target_ty) = hop(ctx, root, hop_name, target)?;
-    let far_field = field(target_ty, far)?;
-    if hop_field.storage == Storage::EntityLink {
-        let alias = ctx.filter_hop(hop_field, target_ty);
-        let col = ColRef {
-            alias: &alias,
-            ty: target_ty,
-            field: far_field,
-        };
-        return relation(ctx, col, &c.relation, &c.values);
-    }
-    if hop_field.data_type != DataType::MultiEntity {
-        return Err(pass(Reason::Path, "deep paths through addressing fields"));
-    }
-    // Existential through the association table; the negation applies after the hop.
-    let (positive, negate) = positive(&c.relation);
-    let a = ctx.alias();
-    let t = ctx.alias();
-    let inner = relation(
-        ctx,
-        ColRef {
-            alias: &t,
-            ty: target_ty,
-            field: far_field,
-        },
-        positive,
-        &c.values,
-    )?;
-    let mut out = Frag::new();
-    out.lit(if negate {
-        "NOT EXISTS (SELECT 1 FROM "
-    } else {
-        "EXISTS (SELECT 1 FROM "
-    })
-    .ident(&ident::assoc_table_name(&root.entity_type, &hop_field.name))
-    .lit(" ")
-    .alias(&a)
-    .lit(" JOIN ")
-    .ident(&target_ty.table)
-    .lit(" ")
-    .alias(&t)
-    .lit(" ON ")
-    .col(&t, "id")
-    .lit(" = ")
-    .col(&a, "_target_id")
-    .lit(" AND NOT ")
-    .col(&t, "_retired")
-    .lit(" WHERE ")
-    .col(&a, "_entity_id")
-    .lit(" = ")
-    .col("r", "id")
-    .lit(" AND ")
-    .col(&a, "_target_type")
-    .lit(" = ")
-    .bind(SqlValue::Text(target_ty.entity_type.clone()))
-    .lit(" AND ")
-    .frag(inner)
-    .lit(")");
-    Ok(out)
-}
-
 fn positive(rel: &str) -> (&str, bool) {
     match rel {
         "is_not" => ("is", true),
         "not_in" => ("in", true),
         "not_contains" => ("contains", true),
         "not_between" => ("between", true),
+        "not_in_last" => ("in_last", true),
+        "not_in_next" => ("in_next", true),
         "type_is_not" => ("type_is", true),
         "name_not_contains" => ("name_contains", true),
         other => (other, false),
     }
 }
 
+/// Tags the trust classes one relation on one column relies on.
+///
+/// Negations (doc 5.3, 5.4, section 9): every negation here is the exact negation of its
+/// positive twin, so it matches a null value (an empty list) whenever the positive relation
+/// does not. The doc documents that rule for `not_contains` (null text is "") and for `is_not`
+/// on an entity field (it matches null links); for every other negation that can match a
+/// null (`is_not` on a scalar, `not_in`, `not_between`, relative-date negations,
+/// `type_is_not` and `name_not_contains` on an entity link) it is inferred: those plans need
+/// [`TrustClass::NegationNull`]. `id` of the row itself is never null. On a multi_entity field
+/// a negation that can match an empty list needs [`TrustClass::NegationMultiEntity`]
+/// (`is_not null` and `type_is_not null` mean "not empty" and cannot).
+fn tag(ctx: &mut Ctx<'_>, col: ColRef<'_>, rel: &str, values: &[Value]) {
+    if let Some(class) = TrustClass::of_relative_date(rel) {
+        ctx.needs(class);
+    }
+    let (pos, negate) = positive(rel);
+    if !negate || matches_null(pos, values) {
+        return;
+    }
+    let f = col.field;
+    let documented = rel == "not_contains" || (f.storage == Storage::EntityLink && rel == "is_not");
+    let never_null = col.alias == "r" && f.name == "id";
+    if f.storage == Storage::MultiEntity {
+        ctx.needs(TrustClass::NegationMultiEntity);
+    } else if !documented && !never_null {
+        ctx.needs(TrustClass::NegationNull);
+    }
+}
+
 /// Relations the cache answers, per data type: the documented ones (doc 5.2) minus those whose
-/// exact meaning is unknown (relative dates, `addressing` text search, tag lists).
+/// exact meaning is unknown (`addressing` text search, tag lists).
 fn allowed(dt: &DataType, rel: &str) -> bool {
     use DataType::*;
     const EQ: &[&str] = &["is", "is_not", "in", "not_in"];
     const TEXT: &[&str] = &["contains", "not_contains", "starts_with", "ends_with"];
     const ORD: &[&str] = &["less_than", "greater_than", "between", "not_between"];
+    // Relative dates on the site's clock (its arithmetic in [`super::dates`]); the site takes
+    // no negation of the calendar relations.
+    const DATES: &[&str] = &[
+        "in_last",
+        "not_in_last",
+        "in_next",
+        "not_in_next",
+        "in_calendar_day",
+        "in_calendar_week",
+        "in_calendar_month",
+        "in_calendar_year",
+    ];
     const LINK: &[&str] = &["type_is", "type_is_not"];
     const NAME: &[&str] = &[
         "name_is",
@@ -224,9 +394,8 @@ fn allowed(dt: &DataType, rel: &str) -> bool {
     let any = |sets: &[&[&str]]| sets.iter().any(|s| s.contains(&rel));
     match dt {
         Text => any(&[EQ, TEXT]),
-        Number | Float | Currency | Percent | Duration | Timecode | Date | DateTime => {
-            any(&[EQ, ORD])
-        }
+        Number | Float | Currency | Percent | Duration | Timecode => any(&[EQ, ORD]),
+        Date | DateTime => any(&[EQ, ORD, DATES]),
         Checkbox => rel == "is" || rel == "is_not",
         List | StatusList | EntityType | Uuid | Color | Footage | SystemTaskType => any(&[EQ]),
         Entity | MultiEntity => any(&[EQ, LINK, NAME]),
@@ -251,6 +420,10 @@ pub fn relation(
                 f.name
             ),
         ));
+    }
+    tag(ctx, col, rel, values);
+    if TrustClass::of_relative_date(rel).is_some() {
+        return relative_date(ctx, col, rel, values);
     }
     match f.storage {
         Storage::EntityLink => entity(ctx, col, rel, values),
@@ -427,6 +600,52 @@ fn scalar(col: ColRef<'_>, rel: &str, values: &[Value]) -> Result<Frag, PassThro
         _ => {
             return Err(pass(Reason::Relation, format!("relation {rel:?}")));
         }
+    }
+    Ok(out)
+}
+
+/// A relative-date relation: the window is computed from the site's clock and bound; the
+/// negation is exact (a null date matches it).
+fn relative_date(
+    ctx: &Ctx<'_>,
+    col: ColRef<'_>,
+    rel: &str,
+    values: &[Value],
+) -> Result<Frag, PassThrough> {
+    let (pos, negate) = positive(rel);
+    let w = dates::window(pos, values, ctx.now)?;
+    let (lo, hi) = match col.field.storage {
+        Storage::Date => {
+            let (lo, hi) = w.days();
+            (SqlValue::Date(lo), SqlValue::Date(hi))
+        }
+        Storage::DateTime => (SqlValue::DateTime(w.lo), SqlValue::DateTime(w.hi)),
+        _ => return Err(pass(Reason::Relation, format!("{rel} on a non-date field"))),
+    };
+    let (a, name) = (col.alias, &col.field.name);
+    let mut out = Frag::new();
+    if negate {
+        out.lit("(")
+            .col(a, name)
+            .lit(" IS NULL OR ")
+            .col(a, name)
+            .lit(" < ")
+            .bind(lo)
+            .lit(" OR ")
+            .col(a, name)
+            .lit(" > ")
+            .bind(hi)
+            .lit(")");
+    } else {
+        out.lit("(")
+            .col(a, name)
+            .lit(" >= ")
+            .bind(lo)
+            .lit(" AND ")
+            .col(a, name)
+            .lit(" <= ")
+            .bind(hi)
+            .lit(")");
     }
     Ok(out)
 }

@@ -33,6 +33,14 @@ const PATHS: &[&str] = &[
     "assets.Asset.id",
     "project.Project.archived",
     "project.Project.name",
+    "sg_sequence.Sequence.project.Project.name",
+    "sg_sequence.Sequence.project.Project.archived",
+    "assets.Asset.project.Project.name",
+    "assets.Asset.shots.Shot.code",
+    "assets.Asset.shots.Shot.sg_sequence.Sequence.code",
+    "assets.Asset.project",
+    "assets.Asset.shots.Shot.assets",
+    "sg_sequence.Sequence.project.Project",
     "a.b",
     "$FROM$EventLogEntry.entity.id",
 ];
@@ -58,6 +66,14 @@ const RELATIONS: &[&str] = &[
     "name_starts_with",
     "name_ends_with",
     "in_last",
+    "not_in_last",
+    "in_next",
+    "not_in_next",
+    "in_calendar_day",
+    "in_calendar_week",
+    "in_calendar_month",
+    "in_calendar_year",
+    "not_in_calendar_day",
     "bogus",
 ];
 
@@ -142,6 +158,16 @@ fn sane_condition() -> impl Strategy<Value = Value> {
         "name_contains",
         "name_not_contains",
     ];
+    const DATES: &[&str] = &[
+        "in_last",
+        "not_in_last",
+        "in_next",
+        "not_in_next",
+        "in_calendar_day",
+        "in_calendar_week",
+        "in_calendar_month",
+        "in_calendar_year",
+    ];
     let num = prop_oneof![4 => (-5i64..40).prop_map(Value::from), 1 => Just(Value::Null)];
     let link = prop_oneof![
         4 => (prop::sample::select(vec!["Sequence", "Asset", "Shot"]), 0i64..25).prop_map(|(t, id)| json!({"type": t, "id": id})),
@@ -161,7 +187,11 @@ fn sane_condition() -> impl Strategy<Value = Value> {
                 "sg_status_list",
                 "sg_sequence.Sequence.code",
                 "assets.Asset.code",
-                "project.Project.name"
+                "project.Project.name",
+                "sg_sequence.Sequence.project.Project.name",
+                "assets.Asset.project.Project.name",
+                "assets.Asset.shots.Shot.code",
+                "assets.Asset.shots.Shot.sg_sequence.Sequence.code"
             ]),
             prop::sample::select(TEXT),
             prop::collection::vec(prop_oneof![4 => ascii(), 1 => Just(Value::Null)], 1..3)
@@ -177,9 +207,25 @@ fn sane_condition() -> impl Strategy<Value = Value> {
             prop::collection::vec(num, 1..3)
         ),
         (
-            prop::sample::select(vec!["created_at"]),
+            prop::sample::select(vec!["created_at", "assets.Asset.shots.Shot.created_at"]),
             prop::sample::select(NUM),
             prop::collection::vec(dt, 1..3)
+        ),
+        (
+            prop::sample::select(vec![
+                "created_at",
+                "sg_sequence.Sequence.project.Project.created_at",
+                "assets.Asset.shots.Shot.created_at"
+            ]),
+            prop::sample::select(DATES),
+            prop_oneof![
+                (
+                    -3i64..4,
+                    prop::sample::select(vec!["HOUR", "day", "WEEK", "MONTH", "YEAR", "EON"])
+                )
+                    .prop_map(|(n, u)| vec![json!(n), json!(u)]),
+                (-3i64..4).prop_map(|k| vec![json!(k)]),
+            ]
         ),
         (
             prop::sample::select(vec!["sg_sequence", "project"]),
@@ -187,7 +233,20 @@ fn sane_condition() -> impl Strategy<Value = Value> {
             prop::collection::vec(link.clone(), 1..3)
         ),
         (
-            prop::sample::select(vec!["assets"]),
+            prop::sample::select(vec![
+                "assets",
+                "sg_sequence.Sequence.project",
+                "assets.Asset.project"
+            ]),
+            prop::sample::select(LINK),
+            prop::collection::vec(link.clone(), 1..3)
+        ),
+        (
+            prop::sample::select(vec![
+                "assets",
+                "assets.Asset.shots",
+                "assets.Asset.shots.Shot.assets"
+            ]),
             prop::sample::select(MULTI),
             prop::collection::vec(link, 1..3)
         ),
@@ -201,6 +260,7 @@ fn sane_condition() -> impl Strategy<Value = Value> {
         // Most relations take one value; between takes two.
         match r {
             "in" | "not_in" => {}
+            "in_last" | "not_in_last" | "in_next" | "not_in_next" => {}
             "between" | "not_between" => v.resize(2, json!(3)),
             _ => v.truncate(1),
         }
@@ -228,7 +288,9 @@ fn payload() -> impl Strategy<Value = Value> {
         filter(),
         prop::collection::vec(
             prop_oneof![
-                12 => prop::sample::select(vec!["code", "sg_cut_in", "sg_sequence", "assets", "project", "created_at", "description", "sg_sequence.Sequence.code", "project.Project.archived", "id"]),
+                12 => prop::sample::select(vec!["code", "sg_cut_in", "sg_sequence", "assets", "project", "created_at", "description", "sg_sequence.Sequence.code", "project.Project.archived", "id",
+                    "sg_sequence.Sequence.project.Project.name", "assets.Asset.code", "assets.Asset.project",
+                    "assets.Asset.shots.Shot.code", "assets.Asset.project.Project.created_at", "sg_sequence.Sequence.project"]),
                 1 => prop::sample::select(PATHS),
             ],
             0..5,

@@ -6,6 +6,7 @@
 //! Identifiers reach SQL only from the catalog (validated names), values only as binds.
 
 pub mod catalog;
+mod dates;
 mod filter;
 mod frag;
 mod output;
@@ -107,7 +108,8 @@ pub struct Ctx<'a> {
     next_alias: usize,
     /// Joins needed by the filter (deep paths), inside the row-selecting subquery.
     filter_joins: Vec<Frag>,
-    filter_hops: Vec<(String, String, String)>,
+    /// Entity hops already joined: (from alias, hop field, target type) and the alias.
+    filter_hops: Vec<((String, String, String), String)>,
     /// Joins needed by the returned columns (link names, deep return fields).
     output_joins: Vec<Frag>,
     select: Vec<Frag>,
@@ -140,34 +142,21 @@ impl<'a> Ctx<'a> {
         format!("j{}", self.next_alias)
     }
 
-    /// The alias of the active row an entity hop of the filter leads to, joined once.
-    fn filter_hop(&mut self, hop: &CatalogField, target: &CatalogType) -> String {
-        if let Some((_, _, a)) = self
-            .filter_hops
-            .iter()
-            .find(|(h, t, _)| *h == hop.name && *t == target.entity_type)
-        {
+    /// The alias of the active row an entity hop of the filter leads to from the row `from`,
+    /// joined once.
+    fn filter_hop(&mut self, from: &str, hop: &CatalogField, target: &CatalogType) -> String {
+        let key = (
+            from.to_string(),
+            hop.name.clone(),
+            target.entity_type.clone(),
+        );
+        if let Some((_, a)) = self.filter_hops.iter().find(|(k, _)| *k == key) {
             return a.clone();
         }
         let a = self.alias();
-        let mut j = Frag::new();
-        j.lit(" LEFT JOIN ")
-            .ident(&target.table)
-            .lit(" ")
-            .alias(&a)
-            .lit(" ON ")
-            .col("r", &format!("{}__type", hop.name))
-            .lit(" = ")
-            .bind(SqlValue::Text(target.entity_type.clone()))
-            .lit(" AND ")
-            .col(&a, "id")
-            .lit(" = ")
-            .col("r", &format!("{}__id", hop.name))
-            .lit(" AND NOT ")
-            .col(&a, "_retired");
-        self.filter_joins.push(j);
-        self.filter_hops
-            .push((hop.name.clone(), target.entity_type.clone(), a.clone()));
+        self.filter_joins
+            .push(filter::hop_join(from, hop, target, &a));
+        self.filter_hops.push((key, a.clone()));
         a
     }
 
@@ -430,6 +419,12 @@ fn shift_out(o: Out, by: usize) -> Out {
             ok: ok + by,
             inner: Box::new(shift_out(*inner, by)),
         },
+        // The item's columns are numbered within the item.
+        Out::List { col, ok, inner } => Out::List {
+            col: col + by,
+            ok,
+            inner,
+        },
     }
 }
 
@@ -590,3 +585,5 @@ impl ReadPlan {
 mod fuzz;
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod trust_tests;

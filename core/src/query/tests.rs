@@ -14,11 +14,11 @@ entities:
   - type: Shot
     fields: [code, sg_sequence, sg_cut_in, sg_cut_out, sg_status_list, assets, description, project, sg_cut_duration, created_at, image]
   - type: Sequence
-    fields: [code]
+    fields: [code, project]
   - type: Asset
-    fields: [code]
+    fields: [code, project, shots]
   - type: Project
-    fields: [name, archived]
+    fields: [name, archived, created_at]
   - type: Version
     fields: [code, sg_uploaded_movie]
 ";
@@ -63,8 +63,12 @@ fn passes_through_what_it_cannot_answer_exactly() {
             Reason::Sort,
         ),
         (
-            json!({"type": "Shot", "filters": cond("created_at", "in_last", json!([7, "DAY"]))}),
+            json!({"type": "Shot", "filters": cond("created_at", "not_in_calendar_day", json!([0]))}),
             Reason::Relation,
+        ),
+        (
+            json!({"type": "Shot", "filters": cond("created_at", "in_last", json!([7, "FORTNIGHT"]))}),
+            Reason::Value,
         ),
         (
             json!({"type": "Shot", "filters": cond("code", "is", json!(["Ünïcode"]))}),
@@ -83,11 +87,11 @@ fn passes_through_what_it_cannot_answer_exactly() {
             Reason::Path,
         ),
         (
-            json!({"type": "Shot", "filters": cond("sg_sequence.Sequence.project.Project.name", "is", json!(["x"]))}),
+            json!({"type": "Shot", "filters": cond("sg_sequence.Sequence.code.x", "is", json!(["x"]))}),
             Reason::Path,
         ),
         (
-            json!({"type": "Shot", "return_fields": ["assets.Asset.code"]}),
+            json!({"type": "Shot", "return_fields": ["sg_sequence.Sequence"]}),
             Reason::Path,
         ),
         (
