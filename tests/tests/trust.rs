@@ -201,3 +201,109 @@ async fn a_pinned_class_is_answered_without_proof_or_never() {
 fn class_of_sort() -> TrustClass {
     TrustClass::SortText
 }
+
+/// Adds shots whose codes sort differently by code point than case-insensitively ("alpha"
+/// after every upper-case "SH…" by code point, before them folded).
+async fn mixed_case_codes(h: &Harness, db: &Db) {
+    for code in ["alpha", "Beta", "gamma"] {
+        let (_, _, r) = h
+            .direct(
+                "create",
+                script_auth(),
+                json!({"type": "Shot", "fields": [{"field_name": "code", "value": code}],
+                       "return_fields": ["code"]}),
+            )
+            .await;
+        assert!(r["results"]["id"].is_i64(), "{r}");
+    }
+    let site = sgcache::site::SiteClient::new(sgcache::spec::SiteConnection {
+        url: h.sim.url(),
+        script_name: "sgcache_test".into(),
+        api_key: "test_key".into(),
+        timeout: Duration::from_secs(30),
+    })
+    .unwrap();
+    sgcache_tests::loader::load_all(db, &site).await.unwrap();
+    h.state.refresh_catalog().await;
+}
+
+fn byte_order(h: &Harness) {
+    h.sim.set_semantics(shotgun_sim::Semantics {
+        sort_collation: shotgun_sim::SortCollation::Byte,
+        ..h.sim.semantics()
+    });
+}
+
+#[tokio::test]
+async fn a_site_that_answers_differently_turns_a_learning_class_off_before_it_serves() {
+    let (h, db) = Harness::with_cache("sgcache_trust", SPEC, |c| c.trust = learning(0.0))
+        .await
+        .unwrap();
+    mixed_case_codes(&h, &db.db).await;
+    byte_order(&h);
+    let class = TrustClass::SortText;
+    // Every read is the site's; the background checks find the cache's order different.
+    for _ in 0..5 {
+        let (path, via, site) = read_both(&h, &h.proxy_url.clone()).await;
+        assert_ne!(path.as_deref(), Some("cache"));
+        assert_eq!(via, site);
+    }
+    wait_for_state(&db.db, class, TrustState::Off).await;
+    let record = storage::read_trust(&db.db).await.unwrap()[&class].clone();
+    assert_eq!(record.samples, 0, "a differing answer counted as a sample");
+    assert_eq!(record.detail.as_deref(), Some("Shot: order or paging"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"sgcache_proxy_trust_checks_total{class="sort:text",outcome="difference"}"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"sgcache_proxy_trust_class_state{class="sort:text",state="off"} 1"#));
+    // Off: the site answers, whatever the site does next.
+    for _ in 0..5 {
+        let (path, via, site) = read_both(&h, &h.proxy_url.clone()).await;
+        assert_eq!(path.as_deref(), Some("site"));
+        assert_eq!(via, site);
+    }
+    h.stop().await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_trusted_class_is_turned_off_by_its_rechecks_and_never_serves_after() {
+    let (h, db) = Harness::with_cache("sgcache_trust", SPEC, |c| c.trust = learning(1.0))
+        .await
+        .unwrap();
+    mixed_case_codes(&h, &db.db).await;
+    let class = TrustClass::SortText;
+    for _ in 0..SAMPLES {
+        read_both(&h, &h.proxy_url.clone()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for_state(&db.db, class, TrustState::Trusted).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (path, via, site) = read_both(&h, &h.proxy_url.clone()).await;
+    assert_eq!(path.as_deref(), Some("cache"));
+    assert_eq!(via, site);
+
+    // The site changes its collation: the next cached answer is re-checked (recheckRate 1),
+    // the difference confirmed, and the class turned off.
+    byte_order(&h);
+    let (path, _, _) = read_both(&h, &h.proxy_url.clone()).await;
+    assert_eq!(
+        path.as_deref(),
+        Some("cache"),
+        "served before the site's change was seen"
+    );
+    wait_for_state(&db.db, class, TrustState::Off).await;
+    // From the moment it is off, no answer comes from the cache, and each is the site's.
+    for _ in 0..10 {
+        let (path, via, site) = read_both(&h, &h.proxy_url.clone()).await;
+        assert_eq!(path.as_deref(), Some("site"));
+        assert_eq!(via, site);
+    }
+    h.stop().await;
+    db.drop().await;
+}

@@ -179,7 +179,7 @@ async fn own_tables(tx: &mut Tx) -> Result<Vec<String>, StorageError> {
         .collect())
 }
 
-async fn table_exists(tx: &mut Tx, table: &str) -> Result<bool, StorageError> {
+pub(super) async fn table_exists(tx: &mut Tx, table: &str) -> Result<bool, StorageError> {
     let mut sql = tx.sql();
     sql.push(match tx.dialect() {
         Dialect::Postgres => {

@@ -90,7 +90,10 @@ fn text(c: TrustClass) -> SqlValue {
 /// left out.
 pub async fn read_trust(db: &Db) -> Result<BTreeMap<TrustClass, TrustRecord>, StorageError> {
     let mut tx = db.begin().await?;
-    ensure_table(&mut tx).await?;
+    // Read-only: a cache never migrated (or a reader without DDL rights) has no classes yet.
+    if !super::site_binding::table_exists(&mut tx, TRUST_TABLE).await? {
+        return Ok(BTreeMap::new());
+    }
     let mut sql = tx.sql();
     sql.push(
         "SELECT class, state, samples, checks, differences, served, detail, changed_ms \
