@@ -269,6 +269,9 @@ fn allowed_identifiers(cat: &Catalog) -> BTreeSet<String> {
         "_position",
         "_target_type",
         "_target_id",
+        // Collations of case-insensitive text on PostgreSQL (`super::text`).
+        "und-x-icu",
+        "C",
     ]
     .iter()
     .map(|s| s.to_string())

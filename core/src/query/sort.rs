@@ -1,0 +1,217 @@
+//! The order of a read, as the test site sorts (sim/README.md "Semantic choices"): each key
+//! ascending with nulls last or descending with nulls first, then `id asc`.
+//!
+//! * number, float, date, date_time, checkbox: the stored value.
+//! * text and the other text-stored types (list, status_list, ...): the Unicode lower case,
+//!   code point order (see `super::text`). A list sorts alphabetically like text, not in its
+//!   configured order.
+//! * entity: the linked entity's display name, lower-cased (a target with no name sorts as "").
+//! * multi_entity: the display name of its first member (in the site's order).
+//!
+//! A link whose target the cache cannot name as links render (type not cached or without a
+//! display field, row missing or retired) has an unknown place in the order, wherever it is
+//! among the matching rows: the page then carries a flag, the minimum over every matching row
+//! (a window over the filtered rows, before LIMIT), and a page with a 0 flag passes through.
+
+use super::catalog::CatalogType;
+use super::filter::field;
+use super::frag::Frag;
+use super::text;
+use super::{pass, Ctx, PassThrough, Reason};
+use crate::api3::{Sort, SortDirection};
+use crate::ident;
+use crate::schema::{DataType, Storage};
+use crate::sql::SqlValue;
+use crate::trust::TrustClass;
+
+/// The planned order.
+pub struct Order {
+    /// `ORDER BY` terms over alias `r` (the page and the outer query both use them).
+    pub terms: Frag,
+    /// A 0/1 expression per row of `r`: its sort keys are known. `None`: always known.
+    pub known: Option<Frag>,
+}
+
+pub fn order(ctx: &mut Ctx<'_>, root: &CatalogType, sorts: &[Sort]) -> Result<Order, PassThrough> {
+    let mut terms = Vec::new();
+    let mut known = Vec::new();
+    for s in sorts {
+        let f = field(root, &s.field).map_err(|e| pass(Reason::Sort, e.detail))?;
+        let key = match f.storage {
+            Storage::Integer
+            | Storage::Float
+            | Storage::Date
+            | Storage::DateTime
+            | Storage::Boolean => {
+                let mut k = Frag::new();
+                k.col("r", &f.name);
+                k
+            }
+            Storage::Text => {
+                ctx.needs(match f.data_type {
+                    DataType::List | DataType::StatusList => TrustClass::SortList,
+                    _ => TrustClass::SortText,
+                });
+                let mut k = Frag::new();
+                k.col("r", &f.name);
+                text::sort_operand(ctx.dialect, k)
+            }
+            Storage::EntityLink => {
+                ctx.needs(TrustClass::SortEntity);
+                let tcol = format!("{}__type", f.name);
+                let icol = format!("{}__id", f.name);
+                let arms = name_arms(ctx, ("r", &tcol), ("r", &icol), &f.valid_types);
+                let mut k = Frag::new();
+                k.lit("CASE WHEN ")
+                    .col("r", &icol)
+                    .lit(" IS NULL THEN NULL ELSE ")
+                    .frag(arms.name)
+                    .lit(" END");
+                let mut ok = Frag::new();
+                ok.lit("CASE WHEN ")
+                    .col("r", &icol)
+                    .lit(" IS NULL OR ")
+                    .frag(arms.ok)
+                    .lit(" THEN 1 ELSE 0 END");
+                known.push(ok);
+                text::sort_operand(ctx.dialect, k)
+            }
+            Storage::MultiEntity => {
+                ctx.needs(TrustClass::SortMultiEntity);
+                let a = ctx.alias();
+                let arms = name_arms(
+                    ctx,
+                    (&a, "_target_type"),
+                    (&a, "_target_id"),
+                    &f.valid_types,
+                );
+                let first = |what: Frag| {
+                    let mut x = Frag::new();
+                    x.lit("(SELECT ")
+                        .frag(what)
+                        .lit(" FROM ")
+                        .ident(&ident::assoc_table_name(&root.entity_type, &f.name))
+                        .lit(" ")
+                        .alias(&a)
+                        .lit(" WHERE ")
+                        .col(&a, "_entity_id")
+                        .lit(" = ")
+                        .col("r", "id")
+                        .lit(" ORDER BY ")
+                        .col(&a, "_position")
+                        .lit(" LIMIT 1)");
+                    x
+                };
+                let mut ok = Frag::new();
+                ok.lit("CASE WHEN ").frag(arms.ok).lit(" THEN 1 ELSE 0 END");
+                let mut ok_or_empty = Frag::new();
+                ok_or_empty.lit("COALESCE(").frag(first(ok)).lit(", 1)");
+                known.push(ok_or_empty);
+                text::sort_operand(ctx.dialect, first(arms.name))
+            }
+            _ => {
+                return Err(pass(
+                    Reason::Sort,
+                    format!("sorting on {} field {}", f.data_type.api_name(), f.name),
+                ))
+            }
+        };
+        let dir = match s.direction {
+            SortDirection::Asc => " ASC",
+            SortDirection::Desc => " DESC",
+        };
+        let mut o = Frag::new();
+        o.lit("(").frag(key.clone()).lit(" IS NULL)").lit(dir);
+        o.lit(", ").frag(key).lit(dir);
+        terms.push(o);
+    }
+    let mut id_order = Frag::new();
+    id_order.col("r", "id").lit(" ASC");
+    terms.push(id_order);
+    let known = (!known.is_empty()).then(|| {
+        let mut k = Frag::new();
+        k.lit("(").frag(Frag::join(known, " * ")).lit(")");
+        k
+    });
+    Ok(Order {
+        terms: Frag::join(terms, ", "),
+        known,
+    })
+}
+
+/// The sort name of a link and whether it is known, per nameable target type.
+struct NameArms {
+    /// The lower-casable name: the display field, "" when null; NULL for unknown targets.
+    name: Frag,
+    /// True when the target is cached, nameable and active (as rendered links require).
+    ok: Frag,
+}
+
+fn name_arms(
+    ctx: &mut Ctx<'_>,
+    type_col: (&str, &str),
+    id_col: (&str, &str),
+    valid_types: &[String],
+) -> NameArms {
+    let mut names = Vec::new();
+    let mut oks = Vec::new();
+    for t in valid_types {
+        let Some(ty) = ctx.cat.ready_type(t) else {
+            continue;
+        };
+        let Some(nf) = ty.name_field() else {
+            continue;
+        };
+        let (n, o) = (ctx.alias(), ctx.alias());
+        let mut name = Frag::new();
+        name.lit(" WHEN ")
+            .col(type_col.0, type_col.1)
+            .lit(" = ")
+            .bind(SqlValue::Text(t.clone()))
+            .lit(" THEN COALESCE((SELECT ")
+            .col(&n, &nf.name)
+            .lit(" FROM ")
+            .ident(&ty.table)
+            .lit(" ")
+            .alias(&n)
+            .lit(" WHERE ")
+            .col(&n, "id")
+            .lit(" = ")
+            .col(id_col.0, id_col.1)
+            .lit("), '')");
+        names.push(name);
+        let mut ok = Frag::new();
+        ok.lit("(")
+            .col(type_col.0, type_col.1)
+            .lit(" = ")
+            .bind(SqlValue::Text(t.clone()))
+            .lit(" AND EXISTS (SELECT 1 FROM ")
+            .ident(&ty.table)
+            .lit(" ")
+            .alias(&o)
+            .lit(" WHERE ")
+            .col(&o, "id")
+            .lit(" = ")
+            .col(id_col.0, id_col.1)
+            .lit(" AND NOT ")
+            .col(&o, "_retired")
+            .lit("))");
+        oks.push(ok);
+    }
+    if names.is_empty() {
+        let mut name = Frag::new();
+        name.lit("NULL");
+        let mut ok = Frag::new();
+        ok.lit("1=0");
+        return NameArms { name, ok };
+    }
+    let mut name = Frag::new();
+    name.lit("CASE");
+    for n in names {
+        name.frag(n);
+    }
+    name.lit(" END");
+    let mut ok = Frag::new();
+    ok.lit("(").frag(Frag::join(oks, " OR ")).lit(")");
+    NameArms { name, ok }
+}
