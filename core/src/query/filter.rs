@@ -473,7 +473,7 @@ fn link_eq(
 
 /// `name_*` on the display name of the linked row, for whichever valid target type it has.
 /// Every valid target type must be cached with a ready display field.
-pub fn name_test(
+fn name_test(
     ctx: &mut Ctx<'_>,
     type_col: (&str, &str),
     id_col: (&str, &str),

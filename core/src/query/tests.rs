@@ -14,9 +14,9 @@ entities:
   - type: Shot
     fields: [code, sg_sequence, sg_cut_in, sg_cut_out, sg_status_list, assets, description, project, sg_cut_duration, created_at, image, tag_list]
   - type: Sequence
-    fields: [code]
+    fields: [code, tag_list]
   - type: Asset
-    fields: [code]
+    fields: [code, tag_list]
   - type: Project
     fields: [name, archived]
   - type: Version
