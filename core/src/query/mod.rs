@@ -262,7 +262,10 @@ pub fn plan_read_at(
 
     // Order: the requested keys, nulls last ascending (first descending), then id.
     let sort::Order {
-        terms: order,
+        page_terms,
+        outer_terms,
+        select: sort_select,
+        joins: sort_joins,
         known: sort_known,
     } = sort::order(&mut ctx, root, &req.sorts)?;
 
@@ -312,16 +315,17 @@ pub fn plan_read_at(
     // The page selects whole rows, and the outer query joins link targets to those rows only:
     // re-joining the entity table by id lets PostgreSQL hash-join every row before paging.
     let mut page = Frag::new();
-    page.lit("SELECT r.*");
+    page.lit("SELECT r.*").frag(sort_select);
     if let Some(k) = sort_known {
         page.lit(", MIN(").frag(k).lit(") OVER () AS _sort_known");
     }
     page.lit(" FROM ")
         .frag(from.clone())
+        .frag(sort_joins)
         .lit(" WHERE ")
         .frag(where_.clone())
         .lit(" ORDER BY ")
-        .frag(order.clone());
+        .frag(page_terms);
     if let Some(per) = limit {
         page.lit(" LIMIT ")
             .bind(SqlValue::Int(per as i64 + 1))
@@ -352,7 +356,7 @@ pub fn plan_read_at(
     for j in std::mem::take(&mut ctx.output_joins) {
         stmt.frag(j);
     }
-    stmt.lit(" ORDER BY ").frag(order);
+    stmt.lit(" ORDER BY ").frag(outer_terms);
 
     let mut sql = Sql::new(dialect);
     stmt.emit(&mut sql);
