@@ -618,6 +618,56 @@ async fn filters_follow_the_documented_semantics(dialect: Dialect) {
 }
 
 #[tokio::test]
+async fn text_sorts_fold_case_and_order_by_code_point_sqlite() {
+    text_sorts_fold_case_and_order_by_code_point(Dialect::Sqlite).await;
+}
+
+#[tokio::test]
+async fn text_sorts_fold_case_and_order_by_code_point_postgres() {
+    text_sorts_fold_case_and_order_by_code_point(Dialect::Postgres).await;
+}
+
+/// Byte order or a locale would put "SQ01" before "Sq00" and "Éa" anywhere but after "sq…".
+async fn text_sorts_fold_case_and_order_by_code_point(dialect: Dialect) {
+    let (scratch, db, cat) = fixture_db(dialect).await;
+    for (id, code) in [
+        (12, json!("Sq00")),
+        (13, json!("sQ03")),
+        (14, json!("Éa")),
+        (15, json!("eb")),
+        (16, Value::Null),
+    ] {
+        insert(
+            &db,
+            &cat,
+            json!({"type": "Sequence", "id": id, "code": code}),
+        )
+        .await;
+    }
+    let sorted = |d: &str, paging: Value| json!({"type": "Sequence", "sorts": [{"field_name": "code", "direction": d}], "paging": paging});
+    let all = json!({"entities_per_page": 50, "current_page": 1});
+    let second = json!({"entities_per_page": 2, "current_page": 2});
+    assert_eq!(
+        ids(&db, &cat, sorted("asc", all.clone())).await,
+        vec![15, 12, 10, 13, 14, 16]
+    );
+    assert_eq!(
+        ids(&db, &cat, sorted("desc", all)).await,
+        vec![16, 14, 13, 10, 12, 15]
+    );
+    assert_eq!(
+        ids(&db, &cat, sorted("asc", second.clone())).await,
+        vec![10, 13]
+    );
+    assert_eq!(ids(&db, &cat, sorted("desc", second)).await, vec![13, 10]);
+    // Equal folded names tie on id; `is` and `in` fold the same way.
+    let q = |rel: &str, v: Value| json!({"type": "Sequence", "filters": cond("code", rel, v)});
+    assert_eq!(ids(&db, &cat, q("is", json!(["SQ00"]))).await, vec![12]);
+    assert_eq!(ids(&db, &cat, q("in", json!(["éA", "x"]))).await, vec![14]);
+    scratch.drop().await;
+}
+
+#[tokio::test]
 async fn renders_fields_links_and_paging_like_the_site_sqlite() {
     renders_fields_links_and_paging_like_the_site(Dialect::Sqlite).await;
 }
