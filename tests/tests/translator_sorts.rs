@@ -214,6 +214,8 @@ fn read() -> impl Strategy<Value = Value> {
             "assets",
             "sg_cut_in",
             "id",
+            "sg_sequence.Sequence.code",
+            "sg_sequence.Sequence.id",
         ]),
         prop::sample::select(vec!["asc", "desc"]),
     )

@@ -19,7 +19,7 @@
 //! as much on 100 000 rows).
 
 use super::catalog::CatalogType;
-use super::filter::field;
+use super::filter::{field, hop};
 use super::frag::Frag;
 use super::text;
 use super::{pass, Ctx, PassThrough, Reason};
@@ -50,92 +50,96 @@ pub fn order(ctx: &mut Ctx<'_>, root: &CatalogType, sorts: &[Sort]) -> Result<Or
     let mut joins = Frag::new();
     let mut known = Vec::new();
     for (i, s) in sorts.iter().enumerate() {
-        let f = field(root, &s.field).map_err(|e| pass(Reason::Sort, e.detail))?;
-        let key = match f.storage {
-            Storage::Integer
-            | Storage::Float
-            | Storage::Date
-            | Storage::DateTime
-            | Storage::Boolean => {
-                // A stored column: both queries order by it directly.
-                let dir = match s.direction {
-                    SortDirection::Asc => " ASC",
-                    SortDirection::Desc => " DESC",
-                };
-                let mut o = Frag::new();
-                o.lit("(").col("r", &f.name).lit(" IS NULL)").lit(dir);
-                o.lit(", ").col("r", &f.name).lit(dir);
-                page_terms.push(o.clone());
-                outer_terms.push(o);
-                continue;
-            }
-            Storage::Text => {
-                ctx.needs(match f.data_type {
-                    DataType::List | DataType::StatusList => TrustClass::SortList,
-                    _ => TrustClass::SortText,
-                });
-                let mut k = Frag::new();
-                k.col("r", &f.name);
-                text::sort_operand(ctx.dialect, k)
-            }
-            Storage::EntityLink => {
-                ctx.needs(TrustClass::SortEntity);
-                let tcol = format!("{}__type", f.name);
-                let icol = format!("{}__id", f.name);
-                let arms = name_joins(ctx, &mut joins, &tcol, &icol, &f.valid_types);
-                let mut k = Frag::new();
-                k.lit("CASE WHEN ")
-                    .col("r", &icol)
-                    .lit(" IS NULL THEN NULL ELSE ")
-                    .frag(arms.name)
-                    .lit(" END");
-                let mut ok = Frag::new();
-                ok.lit("CASE WHEN ")
-                    .col("r", &icol)
-                    .lit(" IS NULL OR ")
-                    .frag(arms.ok)
-                    .lit(" THEN 1 ELSE 0 END");
-                known.push(ok);
-                text::sort_operand(ctx.dialect, k)
-            }
-            Storage::MultiEntity => {
-                ctx.needs(TrustClass::SortMultiEntity);
-                let a = ctx.alias();
-                let arms = name_arms(
-                    ctx,
-                    (&a, "_target_type"),
-                    (&a, "_target_id"),
-                    &f.valid_types,
-                );
-                let first = |what: Frag| {
-                    let mut x = Frag::new();
-                    x.lit("(SELECT ")
-                        .frag(what)
-                        .lit(" FROM ")
-                        .ident(&ident::assoc_table_name(&root.entity_type, &f.name))
-                        .lit(" ")
-                        .alias(&a)
-                        .lit(" WHERE ")
-                        .col(&a, "_entity_id")
-                        .lit(" = ")
-                        .col("r", "id")
-                        .lit(" ORDER BY ")
-                        .col(&a, "_position")
-                        .lit(" LIMIT 1)");
-                    x
-                };
-                let mut ok = Frag::new();
-                ok.lit("CASE WHEN ").frag(arms.ok).lit(" THEN 1 ELSE 0 END");
-                let mut ok_or_empty = Frag::new();
-                ok_or_empty.lit("COALESCE(").frag(first(ok)).lit(", 1)");
-                known.push(ok_or_empty);
-                text::sort_operand(ctx.dialect, first(arms.name))
-            }
-            _ => {
-                return Err(pass(
-                    Reason::Sort,
-                    format!("sorting on {} field {}", f.data_type.api_name(), f.name),
-                ))
+        let key = if s.field.contains('.') {
+            deep_key(ctx, root, &s.field, &mut joins, &mut known)?
+        } else {
+            let f = field(root, &s.field).map_err(|e| pass(Reason::Sort, e.detail))?;
+            match f.storage {
+                Storage::Integer
+                | Storage::Float
+                | Storage::Date
+                | Storage::DateTime
+                | Storage::Boolean => {
+                    // A stored column: both queries order by it directly.
+                    let dir = match s.direction {
+                        SortDirection::Asc => " ASC",
+                        SortDirection::Desc => " DESC",
+                    };
+                    let mut o = Frag::new();
+                    o.lit("(").col("r", &f.name).lit(" IS NULL)").lit(dir);
+                    o.lit(", ").col("r", &f.name).lit(dir);
+                    page_terms.push(o.clone());
+                    outer_terms.push(o);
+                    continue;
+                }
+                Storage::Text => {
+                    ctx.needs(match f.data_type {
+                        DataType::List | DataType::StatusList => TrustClass::SortList,
+                        _ => TrustClass::SortText,
+                    });
+                    let mut k = Frag::new();
+                    k.col("r", &f.name);
+                    text::sort_operand(ctx.dialect, k)
+                }
+                Storage::EntityLink => {
+                    ctx.needs(TrustClass::SortEntity);
+                    let tcol = format!("{}__type", f.name);
+                    let icol = format!("{}__id", f.name);
+                    let arms = name_joins(ctx, &mut joins, &tcol, &icol, &f.valid_types);
+                    let mut k = Frag::new();
+                    k.lit("CASE WHEN ")
+                        .col("r", &icol)
+                        .lit(" IS NULL THEN NULL ELSE ")
+                        .frag(arms.name)
+                        .lit(" END");
+                    let mut ok = Frag::new();
+                    ok.lit("CASE WHEN ")
+                        .col("r", &icol)
+                        .lit(" IS NULL OR ")
+                        .frag(arms.ok)
+                        .lit(" THEN 1 ELSE 0 END");
+                    known.push(ok);
+                    text::sort_operand(ctx.dialect, k)
+                }
+                Storage::MultiEntity => {
+                    ctx.needs(TrustClass::SortMultiEntity);
+                    let a = ctx.alias();
+                    let arms = name_arms(
+                        ctx,
+                        (&a, "_target_type"),
+                        (&a, "_target_id"),
+                        &f.valid_types,
+                    );
+                    let first = |what: Frag| {
+                        let mut x = Frag::new();
+                        x.lit("(SELECT ")
+                            .frag(what)
+                            .lit(" FROM ")
+                            .ident(&ident::assoc_table_name(&root.entity_type, &f.name))
+                            .lit(" ")
+                            .alias(&a)
+                            .lit(" WHERE ")
+                            .col(&a, "_entity_id")
+                            .lit(" = ")
+                            .col("r", "id")
+                            .lit(" ORDER BY ")
+                            .col(&a, "_position")
+                            .lit(" LIMIT 1)");
+                        x
+                    };
+                    let mut ok = Frag::new();
+                    ok.lit("CASE WHEN ").frag(arms.ok).lit(" THEN 1 ELSE 0 END");
+                    let mut ok_or_empty = Frag::new();
+                    ok_or_empty.lit("COALESCE(").frag(first(ok)).lit(", 1)");
+                    known.push(ok_or_empty);
+                    text::sort_operand(ctx.dialect, first(arms.name))
+                }
+                _ => {
+                    return Err(pass(
+                        Reason::Sort,
+                        format!("sorting on {} field {}", f.data_type.api_name(), f.name),
+                    ))
+                }
             }
         };
         let name = format!("_sk{i}");
@@ -167,6 +171,92 @@ pub fn order(ctx: &mut Ctx<'_>, root: &CatalogType, sorts: &[Sort]) -> Result<Or
         select,
         joins,
         known,
+    })
+}
+
+/// The key of a deep sort `hop.Target.far` through an entity field: the far value of the
+/// active target of that type, null when the link is null or of another type (as the site
+/// follows links). A target the cache lacks or holds retired makes the order unknown. The far
+/// field must be a stored column (number, date, text, ...).
+fn deep_key(
+    ctx: &mut Ctx<'_>,
+    root: &CatalogType,
+    path: &str,
+    joins: &mut Frag,
+    known: &mut Vec<Frag>,
+) -> Result<Frag, PassThrough> {
+    let parts: Vec<&str> = path.split('.').collect();
+    let [hop_name, target, far] = parts.as_slice() else {
+        return Err(pass(
+            Reason::Sort,
+            format!("sorting on {path:?}: more than one hop"),
+        ));
+    };
+    let cat = ctx.cat;
+    let root = cat
+        .types
+        .get(&root.entity_type)
+        .expect("root is in the catalog");
+    let (h, t) = hop(ctx, root, hop_name, target).map_err(|e| pass(Reason::Sort, e.detail))?;
+    if h.storage != Storage::EntityLink {
+        return Err(pass(Reason::Sort, "sorting through a multi-entity field"));
+    }
+    let f = field(t, far).map_err(|e| pass(Reason::Sort, e.detail))?;
+    ctx.needs(TrustClass::SortEntity);
+    let j = ctx.alias();
+    let (tcol, icol) = (format!("{}__type", h.name), format!("{}__id", h.name));
+    joins
+        .lit(" LEFT JOIN ")
+        .ident(&t.table)
+        .lit(" ")
+        .alias(&j)
+        .lit(" ON ")
+        .col("r", &tcol)
+        .lit(" = ")
+        .bind(SqlValue::Text(t.entity_type.clone()))
+        .lit(" AND ")
+        .col(&j, "id")
+        .lit(" = ")
+        .col("r", &icol);
+    let mut ok = Frag::new();
+    ok.lit("CASE WHEN ")
+        .col("r", &icol)
+        .lit(" IS NULL OR ")
+        .col("r", &tcol)
+        .lit(" <> ")
+        .bind(SqlValue::Text(t.entity_type.clone()))
+        .lit(" OR (")
+        .col(&j, "id")
+        .lit(" IS NOT NULL AND NOT ")
+        .col(&j, "_retired")
+        .lit(") THEN 1 ELSE 0 END");
+    known.push(ok);
+    let mut value = Frag::new();
+    value
+        .lit("CASE WHEN NOT ")
+        .col(&j, "_retired")
+        .lit(" THEN ")
+        .col(&j, &f.name)
+        .lit(" END");
+    Ok(match f.storage {
+        Storage::Integer
+        | Storage::Float
+        | Storage::Date
+        | Storage::DateTime
+        | Storage::Boolean => value,
+        Storage::Text => {
+            ctx.needs(match f.data_type {
+                DataType::List | DataType::StatusList => TrustClass::SortList,
+                _ => TrustClass::SortText,
+            });
+            text::sort_operand(ctx.dialect, value)
+        }
+        _ => {
+            return Err(pass(
+                Reason::Sort,
+                format!("sorting on {} field {path}", f.data_type.api_name()),
+            ))
+        }
     })
 }
 

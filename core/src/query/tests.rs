@@ -63,7 +63,11 @@ fn passes_through_what_it_cannot_answer_exactly() {
             Reason::Sort,
         ),
         (
-            json!({"type": "Shot", "sorts": [{"field_name": "sg_sequence.Sequence.code", "direction": "asc"}]}),
+            json!({"type": "Shot", "sorts": [{"field_name": "assets.Asset.code", "direction": "asc"}]}),
+            Reason::Sort,
+        ),
+        (
+            json!({"type": "Shot", "sorts": [{"field_name": "sg_sequence.Sequence.project.Project.name", "direction": "asc"}]}),
             Reason::Sort,
         ),
         (
@@ -155,6 +159,11 @@ fn plans_name_the_inferred_shapes_they_rely_on() {
         (sorted("sg_status_list"), vec!["sort:list"]),
         (sorted("sg_sequence"), vec!["sort:entity"]),
         (sorted("assets"), vec!["sort:multi_entity"]),
+        (
+            sorted("sg_sequence.Sequence.code"),
+            vec!["sort:text", "sort:entity"],
+        ),
+        (sorted("sg_sequence.Sequence.id"), vec!["sort:entity"]),
         (
             json!({"type": "Shot", "sorts": [{"field_name": "code", "direction": "desc"}, {"field_name": "project", "direction": "asc"}]}),
             vec!["sort:text", "sort:entity"],
@@ -737,10 +746,14 @@ async fn links_to_retired_or_uncached_rows_fall_back_to_the_site() {
     let (scratch, db, cat) = fixture_db(Dialect::Postgres).await;
     // Shot 3 links to a retired sequence: the site's rendering of that is not reproduced, nor
     // its place when sorting on that link, on any page.
-    for page in [1, 2] {
+    for (page, key) in [
+        (1, "sg_sequence"),
+        (2, "sg_sequence"),
+        (1, "sg_sequence.Sequence.code"),
+    ] {
         let p = plan_read(
             &read(
-                json!({"type": "Shot", "sorts": [{"field_name": "sg_sequence", "direction": "asc"}],
+                json!({"type": "Shot", "sorts": [{"field_name": key, "direction": "asc"}],
                 "paging": {"entities_per_page": 1, "current_page": page}}),
             ),
             &cat,
