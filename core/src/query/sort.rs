@@ -7,6 +7,8 @@
 //!   configured order.
 //! * entity: the linked entity's display name, lower-cased (a target with no name sorts as "").
 //! * multi_entity: the display name of its first member (in the site's order).
+//! * `link.Type.field` through an entity field: the far column of the active target, null
+//!   through a null link or one of another type.
 //!
 //! A link whose target the cache cannot name as links render (type not cached or without a
 //! display field, row missing or retired) has an unknown place in the order, wherever it is
