@@ -186,7 +186,12 @@ impl Db {
                 .create_if_missing(true)
                 .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                 .busy_timeout(std::time::Duration::from_secs(30))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // Case-insensitive text as the site compares it (`crate::query::text`).
+                .collation(
+                    crate::query::text::COLLATION,
+                    crate::query::text::cmp_folded,
+                );
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .connect_with(options)

@@ -134,7 +134,12 @@ fn sort_key(store: &Store, path: &Path, id: u32, row: &Row) -> Key {
         Some(Val::DateTime(t)) => Key::Num(*t as f64),
         Some(Val::Str(s)) => Key::Text(lower(s).into_owned()),
         Some(Val::Link(l)) if store.active(*l).is_some() => name(l),
-        Some(Val::Multi(ls)) => ls.first().map(name).unwrap_or(Key::Null),
+        // The first member a read returns: retired members are not in the list (README).
+        Some(Val::Multi(ls)) => ls
+            .iter()
+            .find(|l| store.active(**l).is_some())
+            .map(name)
+            .unwrap_or(Key::Null),
         Some(Val::Tags(t)) => t
             .first()
             .map(|t| Key::Text(lower(t).into_owned()))

@@ -13,7 +13,8 @@ use serde_json::Value;
 use super::catalog::{CatalogField, CatalogType};
 use super::dates;
 use super::frag::Frag;
-use super::values::{self, folded_text, like_pattern};
+use super::text::{self, like_pattern};
+use super::values;
 use super::{pass, Ctx, PassThrough, Reason};
 use crate::api3::{Condition, Filter, LogicalOperator};
 use crate::ident;
@@ -399,6 +400,7 @@ fn allowed(dt: &DataType, rel: &str) -> bool {
         Checkbox => rel == "is" || rel == "is_not",
         List | StatusList | EntityType | Uuid | Color | Footage | SystemTaskType => any(&[EQ]),
         Entity | MultiEntity => any(&[EQ, LINK, NAME]),
+        TagList => super::tags::allowed(rel),
         _ => false,
     }
 }
@@ -428,11 +430,16 @@ pub fn relation(
     match f.storage {
         Storage::EntityLink => entity(ctx, col, rel, values),
         Storage::MultiEntity => multi(ctx, col, rel, values),
-        _ => scalar(col, rel, values),
+        Storage::Json if f.data_type == DataType::TagList => {
+            super::tags::relation(ctx, col, rel, values)
+        }
+        _ => scalar(ctx, col, rel, values),
     }
 }
 
-fn one<'v>(values: &'v [Value], rel: &str) -> Result<&'v Value, PassThrough> {
+/// The one value of a relation. `is` with several values passes through too: the site rejects
+/// it (doc 5.3), and its error is the site's to give.
+pub fn one<'v>(values: &'v [Value], rel: &str) -> Result<&'v Value, PassThrough> {
     match values {
         [v] => Ok(v),
         _ => Err(pass(
@@ -453,17 +460,29 @@ fn split_nulls(values: &[Value]) -> Result<(Vec<&Value>, bool), PassThrough> {
     ))
 }
 
-fn scalar(col: ColRef<'_>, rel: &str, values: &[Value]) -> Result<Frag, PassThrough> {
+fn scalar(
+    ctx: &mut Ctx<'_>,
+    col: ColRef<'_>,
+    rel: &str,
+    values: &[Value],
+) -> Result<Frag, PassThrough> {
     let f = col.field;
     let ci = f.storage == Storage::Text;
     let a = col.alias;
-    // The compared expression: lower(column) for text.
+    let dialect = ctx.dialect;
+    if ci
+        && values
+            .iter()
+            .any(|v| v.as_str().is_some_and(|s| !s.is_ascii()))
+    {
+        ctx.needs(crate::trust::TrustClass::TextNonAscii);
+    }
+    // The compared expression: the column folded as the site folds text.
     let lhs = || {
         let mut x = Frag::new();
+        x.col(a, &f.name);
         if ci {
-            x.lit("lower(").col(a, &f.name).lit(")");
-        } else {
-            x.col(a, &f.name);
+            x = text::eq_operand(dialect, x);
         }
         x
     };
@@ -584,18 +603,18 @@ fn scalar(col: ColRef<'_>, rel: &str, values: &[Value]) -> Result<Frag, PassThro
                 Value::Null => "",
                 _ => return Err(pass(Reason::Value, format!("{rel} needs a string"))),
             };
+            let needle = text::fold(ctx, needle);
             let pattern = match rel {
-                "starts_with" => like_pattern(needle, false, true, &f.name)?,
-                "ends_with" => like_pattern(needle, true, false, &f.name)?,
-                _ => like_pattern(needle, true, true, &f.name)?,
+                "starts_with" => like_pattern(&needle, false, true),
+                "ends_with" => like_pattern(&needle, true, false),
+                _ => like_pattern(&needle, true, true),
             };
             // A null text is the empty string for text relations.
+            let mut text = Frag::new();
+            text.lit("COALESCE(").col(a, &f.name).lit(", '')");
             out.lit(if rel == "not_contains" { "NOT (" } else { "(" })
-                .lit("lower(COALESCE(")
-                .col(a, &f.name)
-                .lit(", '')) LIKE ")
-                .bind(SqlValue::Text(pattern))
-                .lit(" ESCAPE '\\')");
+                .frag(text::like(dialect, text, pattern)?)
+                .lit(")");
         }
         _ => {
             return Err(pass(Reason::Relation, format!("relation {rel:?}")));
@@ -674,7 +693,7 @@ fn link_eq(
 /// `name_*` on the display name of the linked row, for whichever valid target type it has.
 /// Every valid target type must be cached with a ready display field.
 fn name_test(
-    ctx: &Ctx<'_>,
+    ctx: &mut Ctx<'_>,
     type_col: (&str, &str),
     id_col: (&str, &str),
     valid_types: &[String],
@@ -686,11 +705,12 @@ fn name_test(
         Value::Null => "",
         _ => return Err(pass(Reason::Value, format!("{rel} needs a string"))),
     };
-    let (op, pattern) = match rel {
-        "name_is" => (" = ", folded_text(needle, "name")?),
-        "name_starts_with" => (" LIKE ", like_pattern(needle, false, true, "name")?),
-        "name_ends_with" => (" LIKE ", like_pattern(needle, true, false, "name")?),
-        _ => (" LIKE ", like_pattern(needle, true, true, "name")?),
+    let needle = text::fold(ctx, needle);
+    let pattern = match rel {
+        "name_is" => None,
+        "name_starts_with" => Some(like_pattern(&needle, false, true)),
+        "name_ends_with" => Some(like_pattern(&needle, true, false)),
+        _ => Some(like_pattern(&needle, true, true)),
     };
     let mut arms = Vec::new();
     for t in valid_types {
@@ -717,13 +737,18 @@ fn name_test(
             .col(&n, "id")
             .lit(" = ")
             .col(id_col.0, id_col.1)
-            .lit(" AND lower(")
-            .col(&n, &name.name)
-            .lit(")")
-            .lit(op)
-            .bind(SqlValue::Text(pattern.clone()));
-        if op == " LIKE " {
-            arm.lit(" ESCAPE '\\'");
+            .lit(" AND ");
+        let mut name_col = Frag::new();
+        name_col.col(&n, &name.name);
+        match &pattern {
+            None => {
+                arm.frag(text::eq_operand(ctx.dialect, name_col))
+                    .lit(" = ")
+                    .bind(SqlValue::Text(needle.clone()));
+            }
+            Some(p) => {
+                arm.frag(text::like(ctx.dialect, name_col, p.clone())?);
+            }
         }
         arm.lit("))");
         arms.push(arm);

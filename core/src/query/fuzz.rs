@@ -41,6 +41,8 @@ const PATHS: &[&str] = &[
     "assets.Asset.project",
     "assets.Asset.shots.Shot.assets",
     "sg_sequence.Sequence.project.Project",
+    "tag_list",
+    "sg_sequence.Sequence.tag_list",
     "a.b",
     "$FROM$EventLogEntry.entity.id",
 ];
@@ -251,6 +253,16 @@ fn sane_condition() -> impl Strategy<Value = Value> {
             prop::collection::vec(link, 1..3)
         ),
         (
+            prop::sample::select(vec!["tag_list", "assets.Asset.tag_list"]),
+            prop::sample::select(vec!["is", "is_not", "name_contains", "name_not_contains", "in"]),
+            prop::collection::vec(prop_oneof![4 => ascii(), 1 => Just(Value::Null), 1 => Just(json!({"type": "Tag", "name": "Hé"}))], 1..3)
+        ),
+        (
+            prop::sample::select(vec!["code", "sg_sequence", "assets"]),
+            prop::sample::select(vec!["is", "in", "contains", "name_is", "name_contains"]),
+            prop::collection::vec(prop::sample::select(vec!["Éclair", "ΟΔΟΣ", "İ", "\u{212A}"]).prop_map(Value::from), 1..3)
+        ),
+        (
             Just("project.Project.archived"),
             prop::sample::select(vec!["is", "is_not"]),
             prop::collection::vec(any::<bool>().prop_map(Value::from), 1..2)
@@ -297,7 +309,7 @@ fn payload() -> impl Strategy<Value = Value> {
         ),
         prop::collection::vec(
             (
-                prop_oneof![12 => prop::sample::select(vec!["sg_cut_in", "id", "created_at"]), 1 => prop::sample::select(PATHS)],
+                prop_oneof![12 => prop::sample::select(vec!["sg_cut_in", "id", "created_at", "code", "sg_status_list", "sg_sequence", "assets", "project", "description"]), 1 => prop::sample::select(PATHS)],
                 prop::sample::select(vec!["asc", "desc"]),
             ),
             0..3,
@@ -331,6 +343,9 @@ fn allowed_identifiers(cat: &Catalog) -> BTreeSet<String> {
         "_position",
         "_target_type",
         "_target_id",
+        // Collations of case-insensitive text on PostgreSQL (`super::text`).
+        "und-x-icu",
+        "C",
     ]
     .iter()
     .map(|s| s.to_string())

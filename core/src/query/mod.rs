@@ -10,6 +10,9 @@ mod dates;
 mod filter;
 mod frag;
 mod output;
+mod sort;
+mod tags;
+pub mod text;
 mod values;
 
 use std::collections::BTreeSet;
@@ -21,7 +24,7 @@ pub use catalog::{Catalog, CatalogField, CatalogType};
 pub use frag::Frag;
 use output::Out;
 
-use crate::api3::{PagingStyle, ReadRequest, ReturnOnly, SortDirection};
+use crate::api3::{PagingStyle, ReadRequest, ReturnOnly};
 use crate::schema::Storage;
 use crate::sql::{Db, Dialect, Sql, SqlValue};
 use crate::trust::TrustClass;
@@ -177,6 +180,8 @@ pub struct ReadPlan {
     counted: bool,
     per_page: Option<u64>,
     style: PagingStyle,
+    /// The column saying every matching row's sort keys are known (see `sort`).
+    sort_known: Option<usize>,
     /// The inferred shapes this plan relies on; empty when every shape is exact.
     pub classes: BTreeSet<TrustClass>,
 }
@@ -245,35 +250,13 @@ pub fn plan_read_at(
     let where_ = Frag::join(conds, " AND ");
 
     // Order: the requested keys, nulls last ascending (first descending), then id.
-    let mut order = Vec::new();
-    for s in &req.sorts {
-        let f = filter::field(root, &s.field).map_err(|e| pass(Reason::Sort, e.detail))?;
-        if !matches!(
-            f.storage,
-            Storage::Integer
-                | Storage::Float
-                | Storage::Date
-                | Storage::DateTime
-                | Storage::Boolean
-        ) {
-            return Err(pass(
-                Reason::Sort,
-                format!("sorting on {} field {}", f.data_type.api_name(), f.name),
-            ));
-        }
-        let dir = match s.direction {
-            SortDirection::Asc => " ASC",
-            SortDirection::Desc => " DESC",
-        };
-        let mut o = Frag::new();
-        o.lit("(").col("r", &f.name).lit(" IS NULL)").lit(dir);
-        o.lit(", ").col("r", &f.name).lit(dir);
-        order.push(o);
-    }
-    let mut id_order = Frag::new();
-    id_order.col("r", "id").lit(" ASC");
-    order.push(id_order);
-    let order = Frag::join(order, ", ");
+    let sort::Order {
+        page_terms,
+        outer_terms,
+        select: sort_select,
+        joins: sort_joins,
+        known: sort_known,
+    } = sort::order(&mut ctx, root, &req.sorts)?;
 
     // Paging: one extra row tells whether there is a next page.
     let (limit, offset) = match req.paging {
@@ -303,6 +286,13 @@ pub fn plan_read_at(
         fields.push((rf.clone(), out));
     }
 
+    // Whether every matching row's sort keys are known (see `sort`), on every returned row.
+    let sort_known_col = sort_known.as_ref().map(|_| {
+        let mut c = Frag::new();
+        c.lit("r._sort_known");
+        ctx.push_col(c)
+    });
+
     let counted = req.paging_style == PagingStyle::EntityCount;
     let mut filter_joins = Frag::new();
     for j in std::mem::take(&mut ctx.filter_joins) {
@@ -314,12 +304,17 @@ pub fn plan_read_at(
     // The page selects whole rows, and the outer query joins link targets to those rows only:
     // re-joining the entity table by id lets PostgreSQL hash-join every row before paging.
     let mut page = Frag::new();
-    page.lit("SELECT r.* FROM ")
+    page.lit("SELECT r.*").frag(sort_select);
+    if let Some(k) = sort_known {
+        page.lit(", MIN(").frag(k).lit(") OVER () AS _sort_known");
+    }
+    page.lit(" FROM ")
         .frag(from.clone())
+        .frag(sort_joins)
         .lit(" WHERE ")
         .frag(where_.clone())
         .lit(" ORDER BY ")
-        .frag(order.clone());
+        .frag(page_terms);
     if let Some(per) = limit {
         page.lit(" LIMIT ")
             .bind(SqlValue::Int(per as i64 + 1))
@@ -350,7 +345,7 @@ pub fn plan_read_at(
     for j in std::mem::take(&mut ctx.output_joins) {
         stmt.frag(j);
     }
-    stmt.lit(" ORDER BY ").frag(order);
+    stmt.lit(" ORDER BY ").frag(outer_terms);
 
     let mut sql = Sql::new(dialect);
     stmt.emit(&mut sql);
@@ -368,6 +363,7 @@ pub fn plan_read_at(
         counted,
         per_page: limit,
         style: req.paging_style,
+        sort_known: sort_known_col.map(|c| c + shift),
         classes: std::mem::take(&mut ctx.classes),
     })
 }
@@ -476,9 +472,28 @@ impl ReadPlan {
         &self.entity_type
     }
 
+    /// A pass-through when some matching row sorts on a link the cache cannot name: every row
+    /// carries the same flag (a window over all matching rows).
+    fn order_known(&self, rows: &[Vec<SqlValue>]) -> Result<(), PassThrough> {
+        let Some(col) = self.sort_known else {
+            return Ok(());
+        };
+        let unknown = rows
+            .iter()
+            .any(|r| matches!(r[col], SqlValue::Int(0) | SqlValue::Bool(false)));
+        if unknown {
+            return Err(pass(
+                Reason::LinkName,
+                "a sort key links to a target the cache cannot name",
+            ));
+        }
+        Ok(())
+    }
+
     /// Turns the statement's rows into the `read` result (`{"entities", "paging_info"}`),
     /// or a pass-through when a row cannot be rendered exactly.
     pub fn render(&self, rows: &[Vec<SqlValue>]) -> Result<Value, PassThrough> {
+        self.order_known(rows)?;
         let id_col = self.counted as usize;
         let total = if self.counted {
             match rows.first().map(|r| &r[0]) {
@@ -510,6 +525,7 @@ impl ReadPlan {
     /// Like [`ReadPlan::render`], as the JSON text of the whole API3 answer
     /// (`{"results": {...}}`), written directly: the same JSON, without building it as a value.
     pub fn render_response(&self, rows: &[Vec<SqlValue>]) -> Result<Vec<u8>, PassThrough> {
+        self.order_known(rows)?;
         let id_col = self.counted as usize;
         let total = match (self.counted, rows.first().map(|r| &r[0])) {
             (true, Some(SqlValue::Int(n))) => *n,

@@ -12,11 +12,11 @@ use crate::spec::ShotgunCacheSpec;
 const SPEC: &str = "
 entities:
   - type: Shot
-    fields: [code, sg_sequence, sg_cut_in, sg_cut_out, sg_status_list, assets, description, project, sg_cut_duration, created_at, image]
+    fields: [code, sg_sequence, sg_cut_in, sg_cut_out, sg_status_list, assets, description, project, sg_cut_duration, created_at, image, tag_list]
   - type: Sequence
-    fields: [code, project]
+    fields: [code, project, tag_list]
   - type: Asset
-    fields: [code, project, shots]
+    fields: [code, project, shots, tag_list]
   - type: Project
     fields: [name, archived, created_at]
   - type: Version
@@ -59,19 +59,36 @@ fn passes_through_what_it_cannot_answer_exactly() {
             Reason::FieldNotCached,
         ),
         (
-            json!({"type": "Shot", "sorts": [{"field_name": "code", "direction": "asc"}]}),
+            json!({"type": "Shot", "sorts": [{"field_name": "tag_list", "direction": "asc"}]}),
+            Reason::Sort,
+        ),
+        (
+            json!({"type": "Shot", "sorts": [{"field_name": "assets.Asset.code", "direction": "asc"}]}),
+            Reason::Sort,
+        ),
+        (
+            json!({"type": "Shot", "sorts": [{"field_name": "sg_sequence.Sequence.project.Project.name", "direction": "asc"}]}),
             Reason::Sort,
         ),
         (
             json!({"type": "Shot", "filters": cond("created_at", "not_in_calendar_day", json!([0]))}),
             Reason::Relation,
         ),
+        // SQLite's LIKE cannot fold non-ASCII text.
         (
             json!({"type": "Shot", "filters": cond("created_at", "in_last", json!([7, "FORTNIGHT"]))}),
             Reason::Value,
         ),
         (
-            json!({"type": "Shot", "filters": cond("code", "is", json!(["Ünïcode"]))}),
+            json!({"type": "Shot", "filters": cond("code", "contains", json!(["Ünï"]))}),
+            Reason::Value,
+        ),
+        (
+            json!({"type": "Shot", "filters": cond("tag_list", "in", json!(["a"]))}),
+            Reason::Relation,
+        ),
+        (
+            json!({"type": "Shot", "filters": cond("tag_list", "is", json!([3]))}),
             Reason::Value,
         ),
         (
@@ -122,6 +139,98 @@ fn identifiers_come_from_the_catalog_and_values_are_bound() {
         .sql
         .binds
         .contains(&SqlValue::Text("%x'); drop table shot; --%".into())));
+}
+
+/// The classes a read relies on, planned for `dialect`.
+fn classes(payload: Value, dialect: Dialect) -> Vec<&'static str> {
+    let p = plan_read(&read(payload.clone()), &catalog(), dialect)
+        .unwrap_or_else(|e| panic!("{payload}: {e}"));
+    p.classes.iter().map(|c| c.name()).collect()
+}
+
+#[test]
+fn plans_name_the_inferred_shapes_they_rely_on() {
+    let sorted =
+        |f: &str| json!({"type": "Shot", "sorts": [{"field_name": f, "direction": "asc"}]});
+    let filtered =
+        |path: &str, rel: &str, v: Value| json!({"type": "Shot", "filters": cond(path, rel, v)});
+    let cases: Vec<(Value, Vec<&str>)> = vec![
+        (sorted("id"), vec![]),
+        (sorted("sg_cut_in"), vec![]),
+        (sorted("created_at"), vec![]),
+        (sorted("code"), vec!["sort:text"]),
+        (sorted("description"), vec!["sort:text"]),
+        (sorted("sg_status_list"), vec!["sort:list"]),
+        (sorted("sg_sequence"), vec!["sort:entity"]),
+        (sorted("assets"), vec!["sort:multi_entity"]),
+        (
+            sorted("sg_sequence.Sequence.code"),
+            vec!["sort:text", "sort:entity"],
+        ),
+        (sorted("sg_sequence.Sequence.id"), vec!["sort:entity"]),
+        (
+            json!({"type": "Shot", "sorts": [{"field_name": "code", "direction": "desc"}, {"field_name": "project", "direction": "asc"}]}),
+            vec!["sort:text", "sort:entity"],
+        ),
+        (filtered("code", "is", json!(["sh010"])), vec![]),
+        (
+            filtered("code", "is", json!(["Ünïcode"])),
+            vec!["text:non_ascii"],
+        ),
+        (
+            filtered("code", "in", json!(["a", "É"])),
+            vec!["text:non_ascii"],
+        ),
+        (filtered("code", "contains", json!(["sh"])), vec![]),
+        (
+            filtered("sg_sequence", "name_is", json!(["Séq"])),
+            vec!["text:non_ascii"],
+        ),
+        (
+            filtered("sg_sequence", "name_contains", json!(["sq"])),
+            vec![],
+        ),
+        (
+            filtered("tag_list", "is", json!(["hero"])),
+            vec!["relation:tag_list"],
+        ),
+        (
+            filtered("tag_list", "name_not_contains", json!(["HE"])),
+            vec!["relation:tag_list"],
+        ),
+        (
+            filtered(
+                "tag_list",
+                "is",
+                json!([{"type": "Tag", "id": 1, "name": "Hé"}]),
+            ),
+            vec!["text:non_ascii", "relation:tag_list"],
+        ),
+    ];
+    for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+        for (payload, want) in &cases {
+            assert_eq!(
+                &classes(payload.clone(), dialect),
+                want,
+                "{payload} on {dialect:?}"
+            );
+        }
+    }
+    // PostgreSQL folds non-ASCII text in LIKE too.
+    assert_eq!(
+        classes(
+            filtered("code", "contains", json!(["Ünï"])),
+            Dialect::Postgres
+        ),
+        vec!["text:non_ascii"]
+    );
+    assert_eq!(
+        classes(
+            filtered("tag_list", "name_contains", json!(["Hé"])),
+            Dialect::Postgres
+        ),
+        vec!["text:non_ascii", "relation:tag_list"]
+    );
 }
 
 // ---- answers from a real SQLite database -------------------------------------------------
@@ -337,9 +446,9 @@ pub(crate) async fn fixture_db(dialect: Dialect) -> (Scratch, Db, Catalog) {
         json!({"type": "Asset", "id": 21, "code": "prop_a"}),
         json!({"type": "Shot", "id": 1, "code": "SH010", "sg_cut_in": 10, "sg_status_list": "ip",
                "sg_sequence": {"type": "Sequence", "id": 10}, "assets": [{"type": "Asset", "id": 21}, {"type": "Asset", "id": 20}],
-               "project": {"type": "Project", "id": 1}, "created_at": "2024-03-05T17:04:09Z"}),
+               "project": {"type": "Project", "id": 1}, "created_at": "2024-03-05T17:04:09Z", "tag_list": ["Hero", "fx"]}),
         json!({"type": "Shot", "id": 2, "code": "sh020", "sg_cut_in": null, "sg_status_list": "fin",
-               "project": {"type": "Project", "id": 2}, "description": "50% done_"}),
+               "project": {"type": "Project", "id": 2}, "description": "50% done_", "tag_list": []}),
         json!({"type": "Shot", "id": 3, "code": "sh030", "sg_cut_in": 30,
                "sg_sequence": {"type": "Sequence", "id": 11}, "project": {"type": "Project", "id": 1}}),
         json!({"type": "Shot", "id": 4, "code": "gone", "sg_cut_in": 5, "_retired": true}),
@@ -378,6 +487,8 @@ async fn filters_follow_the_documented_semantics_postgres() {
 async fn filters_follow_the_documented_semantics(dialect: Dialect) {
     let (scratch, db, cat) = fixture_db(dialect).await;
     let q = |path: &str, rel: &str, values: Value| json!({"type": "Shot", "filters": cond(path, rel, values)});
+    let sorted =
+        |f: &str, d: &str| json!({"type": "Shot", "sorts": [{"field_name": f, "direction": d}]});
     let cases: Vec<(Value, Vec<i64>)> = vec![
         (json!({"type": "Shot"}), vec![1, 2, 3]),
         (q("code", "is", json!(["sh010"])), vec![1]),
@@ -492,10 +603,80 @@ async fn filters_follow_the_documented_semantics(dialect: Dialect) {
             json!({"type": "Shot", "sorts": [{"field_name": "sg_cut_in", "direction": "asc"}]}),
             vec![1, 3, 2],
         ),
+        (sorted("code", "desc"), vec![3, 2, 1]),
+        (sorted("sg_status_list", "asc"), vec![2, 1, 3]),
+        (sorted("sg_status_list", "desc"), vec![3, 1, 2]),
+        (sorted("project", "asc"), vec![1, 3, 2]),
+        (sorted("project", "desc"), vec![2, 1, 3]),
+        (sorted("assets", "asc"), vec![1, 2, 3]),
+        (sorted("assets", "desc"), vec![2, 3, 1]),
+        (q("tag_list", "is", json!(["HERO"])), vec![1]),
+        (
+            q("tag_list", "is", json!([{"type": "Tag", "name": "fx"}])),
+            vec![1],
+        ),
+        (q("tag_list", "is_not", json!(["hero"])), vec![2, 3]),
+        (q("tag_list", "is", json!([null])), vec![2, 3]),
+        (q("tag_list", "is_not", json!([null])), vec![1]),
+        (q("tag_list", "name_contains", json!(["F"])), vec![1]),
+        (
+            q("tag_list", "name_not_contains", json!(["er"])),
+            vec![2, 3],
+        ),
     ];
     for (payload, want) in cases {
         assert_eq!(ids(&db, &cat, payload.clone()).await, want, "{payload}");
     }
+    scratch.drop().await;
+}
+
+#[tokio::test]
+async fn text_sorts_fold_case_and_order_by_code_point_sqlite() {
+    text_sorts_fold_case_and_order_by_code_point(Dialect::Sqlite).await;
+}
+
+#[tokio::test]
+async fn text_sorts_fold_case_and_order_by_code_point_postgres() {
+    text_sorts_fold_case_and_order_by_code_point(Dialect::Postgres).await;
+}
+
+/// Byte order or a locale would put "SQ01" before "Sq00" and "Éa" anywhere but after "sq…".
+async fn text_sorts_fold_case_and_order_by_code_point(dialect: Dialect) {
+    let (scratch, db, cat) = fixture_db(dialect).await;
+    for (id, code) in [
+        (12, json!("Sq00")),
+        (13, json!("sQ03")),
+        (14, json!("Éa")),
+        (15, json!("eb")),
+        (16, Value::Null),
+    ] {
+        insert(
+            &db,
+            &cat,
+            json!({"type": "Sequence", "id": id, "code": code}),
+        )
+        .await;
+    }
+    let sorted = |d: &str, paging: Value| json!({"type": "Sequence", "sorts": [{"field_name": "code", "direction": d}], "paging": paging});
+    let all = json!({"entities_per_page": 50, "current_page": 1});
+    let second = json!({"entities_per_page": 2, "current_page": 2});
+    assert_eq!(
+        ids(&db, &cat, sorted("asc", all.clone())).await,
+        vec![15, 12, 10, 13, 14, 16]
+    );
+    assert_eq!(
+        ids(&db, &cat, sorted("desc", all)).await,
+        vec![16, 14, 13, 10, 12, 15]
+    );
+    assert_eq!(
+        ids(&db, &cat, sorted("asc", second.clone())).await,
+        vec![10, 13]
+    );
+    assert_eq!(ids(&db, &cat, sorted("desc", second)).await, vec![13, 10]);
+    // Equal folded names tie on id; `is` and `in` fold the same way.
+    let q = |rel: &str, v: Value| json!({"type": "Sequence", "filters": cond("code", rel, v)});
+    assert_eq!(ids(&db, &cat, q("is", json!(["SQ00"]))).await, vec![12]);
+    assert_eq!(ids(&db, &cat, q("in", json!(["éA", "x"]))).await, vec![14]);
     scratch.drop().await;
 }
 
@@ -567,7 +748,24 @@ async fn renders_fields_links_and_paging_like_the_site(dialect: Dialect) {
 #[tokio::test]
 async fn links_to_retired_or_uncached_rows_fall_back_to_the_site() {
     let (scratch, db, cat) = fixture_db(Dialect::Postgres).await;
-    // Shot 3 links to a retired sequence: the site's rendering of that is not reproduced.
+    // Shot 3 links to a retired sequence: the site's rendering of that is not reproduced, nor
+    // its place when sorting on that link, on any page.
+    for (page, key) in [
+        (1, "sg_sequence"),
+        (2, "sg_sequence"),
+        (1, "sg_sequence.Sequence.code"),
+    ] {
+        let p = plan_read(
+            &read(
+                json!({"type": "Shot", "sorts": [{"field_name": key, "direction": "asc"}],
+                "paging": {"entities_per_page": 1, "current_page": page}}),
+            ),
+            &cat,
+            db.dialect(),
+        )
+        .unwrap();
+        assert_eq!(p.run(&db).await.unwrap_err().reason, Reason::LinkName);
+    }
     for rf in ["sg_sequence", "sg_sequence.Sequence.code"] {
         let p = plan_read(
             &read(json!({"type": "Shot", "filters": cond("id", "is", json!([3])), "return_fields": [rf]})),
