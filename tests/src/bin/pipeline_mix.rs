@@ -753,7 +753,7 @@ impl Phase {
         self.reads.values().sum()
     }
 
-    fn from_cache(&self) -> u64 {
+    fn cached(&self) -> u64 {
         self.reads
             .iter()
             .filter(|((p, _), _)| p == "cache")
@@ -896,7 +896,7 @@ fn print_tables(shapes: &[Shape], reasons: &[String], phases: &[Phase]) {
             p.clients,
             p.total(),
             p.total() as f64 / p.secs,
-            pct(p.from_cache(), p.total()),
+            pct(p.cached(), p.total()),
             p.passed_through(),
             errors,
             p.site_reads,
