@@ -325,6 +325,10 @@ async fn binary_prints_its_url_and_stops_on_sigterm() {
             "20",
             "--site-version",
             "7.3.1",
+            "--sort-collation",
+            "byte",
+            "--week-start",
+            "sunday",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -350,6 +354,17 @@ async fn binary_prints_its_url_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(info["version"], json!([7, 3, 1]));
+    let quirks: Value = reqwest::get(format!("{url}/control/quirks"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        quirks,
+        json!({"null_checkboxes": false, "text_case": "insensitive",
+               "sort_collation": "byte", "week_start": "sunday"})
+    );
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -514,4 +529,15 @@ async fn quirks_switch_semantics_over_http() {
         shotgun_sim::SortCollation::Byte
     );
     h.shutdown().await;
+}
+
+#[test]
+fn binary_refuses_an_unknown_semantic_switch() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shotgun-sim"))
+        .args(["--seed-scale", "1", "--text-case", "upper"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--text-case \"upper\""), "{stderr}");
 }
