@@ -1,5 +1,5 @@
 //! `cargo run --release -p sgcache-tests --bin pipeline-mix [-- --scale N --seconds N
-//!  --warmup N --clients 1,16]`
+//!  --warmup N --clients 1,16 --result-cache-mb N --site-latency-ms N]`
 //!
 //! The "pipeline mix" benchmark of issue #14: the reads pipeline tools send all day, through
 //! the proxy, over a seeded test site and the cache of `examples/studio.yaml`.
@@ -505,7 +505,12 @@ impl Drop for Worker {
     }
 }
 
-fn start_worker(sim: &SimHandle, db_url: &str, entities: &str) -> anyhow::Result<Worker> {
+fn start_worker(
+    sim: &SimHandle,
+    db_url: &str,
+    entities: &str,
+    result_cache_mb: usize,
+) -> anyhow::Result<Worker> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -516,7 +521,7 @@ fn start_worker(sim: &SimHandle, db_url: &str, entities: &str) -> anyhow::Result
         "site:\n  url: {}\n  scriptName: {{value: sgcache_test}}\n  apiKey: {{value: test_key}}\n  timeout: 30s\n\
          database:\n  url: {{value: \"{db_url}\"}}\n  maxConnections: 10\n\
          {entities}\n\
-         workers:\n  proxy:\n    port: {port}\n  events:\n    pollInterval: 1s\n  scanner:\n    interval: 3600s\n    pageSize: 500\n",
+         workers:\n  proxy:\n    port: {port}\n    resultCacheMb: {result_cache_mb}\n  events:\n    pollInterval: 1s\n  scanner:\n    interval: 3600s\n    pageSize: 500\n",
         sim.url()
     );
     let config = dir.path().join("sgcache.yaml");
@@ -662,6 +667,11 @@ fn trust_delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) ->
     }
 }
 
+fn counter_delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, name: &str) -> u64 {
+    let at = |m: &BTreeMap<String, f64>| m.get(name).copied().unwrap_or(0.0);
+    (at(after) - at(before)).max(0.0) as u64
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -745,6 +755,8 @@ struct Phase {
     reads: BTreeMap<(String, String), u64>,
     site_reads: u64,
     follower_reads: u64,
+    /// Cached reads answered from the answers the proxy keeps in memory (no query).
+    kept_hits: u64,
     trust: String,
 }
 
@@ -812,6 +824,7 @@ async fn measure(
         reads: read_counts(&before, &after),
         site_reads: reads1 - reads0,
         follower_reads: events1 - events0,
+        kept_hits: counter_delta(&before, &after, "sgcache_proxy_result_cache_hits_total"),
         trust: trust_delta(&before, &after),
     }
 }
@@ -882,9 +895,9 @@ fn print_tables(shapes: &[Shape], reasons: &[String], phases: &[Phase]) {
     }
     println!("\n### Per phase\n");
     println!(
-        "| clients | reads | reads/s | from cache | passed through | errors | site reads | of which follower polls | other site reads (trust checks, auth) | `sgcache_proxy_trust_*` |"
+        "| clients | reads | reads/s | from cache | of which kept answers | passed through | errors | site reads | of which follower polls | other site reads (trust checks, auth) | `sgcache_proxy_trust_*` |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for p in phases {
         let errors: u64 = p.runs.iter().map(|r| r.errors).sum();
         let other = p
@@ -892,11 +905,12 @@ fn print_tables(shapes: &[Shape], reasons: &[String], phases: &[Phase]) {
             .saturating_sub(p.follower_reads)
             .saturating_sub(p.passed_through());
         println!(
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
             p.clients,
             p.total(),
             p.total() as f64 / p.secs,
             pct(p.cached(), p.total()),
+            p.kept_hits,
             p.passed_through(),
             errors,
             p.site_reads,
@@ -919,6 +933,12 @@ async fn main() -> anyhow::Result<()> {
     let scale = num("--scale", 2000);
     let secs = num("--seconds", 20) as f64;
     let warmup = num("--warmup", 10) as f64;
+    // Answers kept in memory by the proxy (`workers.proxy.resultCacheMb`; 64 is the product's
+    // default, 0 makes every cached read run its query).
+    let result_cache_mb = num("--result-cache-mb", 64);
+    // Latency the site adds to every answer once the cache is backfilled (the test site runs
+    // in this process and answers in well under a millisecond; a real site takes 50-300 ms).
+    let site_latency_ms = num("--site-latency-ms", 0) as u64;
     let ready_timeout = Duration::from_secs(num("--ready-timeout", 900) as u64);
     let clients: Vec<usize> = arg("--clients")
         .unwrap_or_else(|| "1,16".into())
@@ -942,9 +962,14 @@ async fn main() -> anyhow::Result<()> {
     let shapes = shapes(&sim)?;
     let db = TestDb::create("sgcache_pipeline_mix").await?;
     let entities = studio_entities()?;
-    let mut worker = start_worker(&sim, &db.url, entities)?;
+    let mut worker = start_worker(&sim, &db.url, entities, result_cache_mb)?;
     let http = reqwest::Client::new();
     wait_backfilled(&mut worker, &http, entity_count(entities), ready_timeout).await?;
+    let faults = sim
+        .faults()
+        .merged(&json!({ "latency_ms": site_latency_ms }))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    sim.set_faults(faults);
     println!(
         "setup: test site at scale {scale} ({:?}), {} types of examples/studio.yaml backfilled, {:.1} s",
         sim.seed_counts(),
@@ -990,7 +1015,8 @@ async fn main() -> anyhow::Result<()> {
         phases.push(measure(&sim, &http, &worker.url, &bodies, *c, secs).await);
     }
     println!(
-        "\nwarm-up {warmup} s then {secs} s measured per client count; worker: {}",
+        "\nwarm-up {warmup} s then {secs} s measured per client count; site latency {site_latency_ms} ms; \
+         answers kept {result_cache_mb} MiB; worker: {}",
         worker_bin().display()
     );
     print_tables(&shapes, &reasons, &phases);
