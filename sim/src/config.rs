@@ -8,6 +8,7 @@ use sgcache::schema::SiteSchema;
 
 use crate::faults::Faults;
 use crate::seed::SeedConfig;
+use crate::semantics::Semantics;
 
 /// A script (API key) principal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,12 +52,16 @@ pub struct SimConfig {
     pub version: Vec<u32>,
     pub max_entities_per_page: u64,
     /// A fixed site clock `YYYY-MM-DDTHH:MM:SSZ` (relative-date tests); `None`: real time.
+    /// Either way `PUT /control/clock` can set or advance it later.
     pub clock: Option<String>,
     /// How many recent requests `/control/requests` keeps.
     pub request_log_size: usize,
     /// Unset checkbox fields read as `null` (and match neither `is true` nor `is false`), as
     /// on real sites whose checkbox columns have no default. Also `PUT /control/quirks`.
     pub null_checkboxes: bool,
+    /// Text case, sort collation and week start; the defaults are the documented choices
+    /// (sim/README.md, "Semantic choices"). Also `PUT /control/quirks`.
+    pub semantics: Semantics,
 }
 
 impl Default for SimConfig {
@@ -88,6 +93,7 @@ impl Default for SimConfig {
             clock: None,
             request_log_size: 10_000,
             null_checkboxes: false,
+            semantics: Semantics::default(),
         }
     }
 }

@@ -5,11 +5,12 @@
 //!   calendar months (day clamped to the month's end). `date` fields compare with the
 //!   calendar dates of the window's ends.
 //! * `in_calendar_day|week|month|year k`: the whole UTC calendar period `k` periods from the
-//!   current one; weeks start on Monday (ISO).
+//!   current one; weeks start on Monday (ISO) unless the site's `week_start` says Sunday.
 
 use chrono::{Datelike, Duration, Months, NaiveDate};
 use serde_json::Value;
 
+use crate::semantics::WeekStart;
 use crate::value::{days_from_date, to_utc};
 
 pub fn day_of(secs: i64) -> i32 {
@@ -45,7 +46,12 @@ fn shift(now: i64, n: i64, unit: &str) -> Result<i64, String> {
 }
 
 /// The inclusive `[lo, hi]` window in seconds for a relative-date relation (positive form).
-pub fn window(rel: &str, values: &[Value], now: i64) -> Result<(i64, i64), String> {
+pub fn window(
+    rel: &str,
+    values: &[Value],
+    now: i64,
+    week_start: WeekStart,
+) -> Result<(i64, i64), String> {
     match rel {
         "in_last" | "in_next" => {
             let (n, unit) = match values {
@@ -67,13 +73,13 @@ pub fn window(rel: &str, values: &[Value], now: i64) -> Result<(i64, i64), Strin
                 [k] => k.as_i64().ok_or("needs an integer offset")?,
                 _ => return Err("needs one integer offset".into()),
             };
-            calendar(rel, k, now)
+            calendar(rel, k, now, week_start)
         }
         _ => Err(format!("unknown relation '{rel}'")),
     }
 }
 
-fn calendar(rel: &str, k: i64, now: i64) -> Result<(i64, i64), String> {
+fn calendar(rel: &str, k: i64, now: i64, week_start: WeekStart) -> Result<(i64, i64), String> {
     let today = to_utc(now).date_naive();
     let range = |start: Option<NaiveDate>, end: Option<NaiveDate>| match (start, end) {
         (Some(s), Some(e)) => Ok((midnight(s), midnight(e) - 1)),
@@ -93,8 +99,12 @@ fn calendar(rel: &str, k: i64, now: i64) -> Result<(i64, i64), String> {
             range(d, d.and_then(|d| d.succ_opt()))
         }
         "in_calendar_week" => {
-            let monday = today - Duration::days(today.weekday().num_days_from_monday() as i64);
-            let s = monday.checked_add_signed(Duration::weeks(k));
+            let into_week = match week_start {
+                WeekStart::Monday => today.weekday().num_days_from_monday(),
+                WeekStart::Sunday => today.weekday().num_days_from_sunday(),
+            };
+            let first = today - Duration::days(into_week as i64);
+            let s = first.checked_add_signed(Duration::weeks(k));
             range(s, s.and_then(|s| s.checked_add_signed(Duration::weeks(1))))
         }
         "in_calendar_month" => {
@@ -122,24 +132,61 @@ mod tests {
     fn windows_are_utc_and_monday_based() {
         // A Wednesday.
         let now = parse_date_time("2024-05-15T10:30:00Z").unwrap();
-        let (lo, hi) = window("in_last", &[json!(2), json!("DAY")], now).unwrap();
+        let (lo, hi) =
+            window("in_last", &[json!(2), json!("DAY")], now, WeekStart::Monday).unwrap();
         assert_eq!(format_date_time(lo), "2024-05-13T10:30:00Z");
         assert_eq!(hi, now);
-        let (lo, hi) = window("in_next", &[json!(1), json!("MONTH")], now).unwrap();
+        let (lo, hi) = window(
+            "in_next",
+            &[json!(1), json!("MONTH")],
+            now,
+            WeekStart::Monday,
+        )
+        .unwrap();
         assert_eq!(
             (lo, format_date_time(hi).as_str()),
             (now, "2024-06-15T10:30:00Z")
         );
-        let (lo, hi) = window("in_calendar_week", &[json!(-1)], now).unwrap();
+        let (lo, hi) = window("in_calendar_week", &[json!(-1)], now, WeekStart::Monday).unwrap();
         assert_eq!(format_date_time(lo), "2024-05-06T00:00:00Z");
         assert_eq!(format_date_time(hi), "2024-05-12T23:59:59Z");
-        let (lo, hi) = window("in_calendar_month", &[json!(1)], now).unwrap();
+        let (lo, hi) = window("in_calendar_month", &[json!(1)], now, WeekStart::Monday).unwrap();
         assert_eq!(format_date_time(lo), "2024-06-01T00:00:00Z");
         assert_eq!(format_date_time(hi), "2024-06-30T23:59:59Z");
-        let (lo, _) = window("in_calendar_year", &[json!(0)], now).unwrap();
+        let (lo, _) = window("in_calendar_year", &[json!(0)], now, WeekStart::Monday).unwrap();
         assert_eq!(format_date_time(lo), "2024-01-01T00:00:00Z");
-        let (lo, hi) = window("in_calendar_day", &[json!(0)], now).unwrap();
+        let (lo, hi) = window("in_calendar_day", &[json!(0)], now, WeekStart::Monday).unwrap();
         assert_eq!(hi - lo, 86_399);
-        assert!(window("in_last", &[json!(2), json!("FORTNIGHT")], now).is_err());
+        assert!(window(
+            "in_last",
+            &[json!(2), json!("FORTNIGHT")],
+            now,
+            WeekStart::Monday
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn sunday_weeks_start_a_day_earlier() {
+        let week = |day: &str, start| {
+            let now = parse_date_time(day).unwrap();
+            let (lo, hi) = window("in_calendar_week", &[json!(0)], now, start).unwrap();
+            (format_date_time(lo), format_date_time(hi))
+        };
+        let span = |a: &str, b: &str| (a.to_string(), b.to_string());
+        // A Wednesday: the Sunday week starts the day before the Monday week.
+        assert_eq!(
+            week("2024-05-15T10:30:00Z", WeekStart::Sunday),
+            span("2024-05-12T00:00:00Z", "2024-05-18T23:59:59Z")
+        );
+        // A Sunday ends the Monday week and starts the Sunday week.
+        assert_eq!(
+            week("2024-05-19T08:00:00Z", WeekStart::Monday),
+            span("2024-05-13T00:00:00Z", "2024-05-19T23:59:59Z")
+        );
+        assert_eq!(
+            week("2024-05-19T08:00:00Z", WeekStart::Sunday),
+            span("2024-05-19T00:00:00Z", "2024-05-25T23:59:59Z")
+        );
     }
 }

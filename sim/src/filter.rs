@@ -5,7 +5,6 @@
 //! Through a multi_entity hop the positive relation is existential and the negation is
 //! applied after the hop ("no linked entity satisfies it", doc 5.4).
 
-use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use serde_json::Value;
@@ -35,7 +34,8 @@ pub struct Hop {
     pub target: Ty,
 }
 
-/// A filter value, normalised for comparison (text lower-cased).
+/// A filter value, normalised for comparison (text folded as the site's
+/// [`crate::semantics::TextCase`] says).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Sc {
     Text(String),
@@ -229,9 +229,9 @@ fn one(c: &Condition) -> Result<&Value, Api3Error> {
     }
 }
 
-fn text_arg(c: &Condition) -> Result<String, Api3Error> {
+fn text_arg(store: &Store, c: &Condition) -> Result<String, Api3Error> {
     match one(c)? {
-        Value::String(s) => Ok(s.to_lowercase()),
+        Value::String(s) => Ok(store.semantics.fold(s).into_owned()),
         Value::Null => Ok(String::new()),
         v => Err(invalid(c, format!("{v} is not a string"))),
     }
@@ -284,20 +284,21 @@ fn build_pred(
             _ => return Err(invalid(c, "needs two values")),
         },
         "contains" if matches!(dt, DataType::Addressing) => Pred::Eq(scalar(one(c)?)?),
-        "contains" => Pred::Contains(text_arg(c)?),
-        "starts_with" => Pred::StartsWith(text_arg(c)?),
-        "ends_with" => Pred::EndsWith(text_arg(c)?),
-        "name_is" => Pred::NameIs(text_arg(c)?),
-        "name_contains" => Pred::NameContains(text_arg(c)?),
-        "name_starts_with" => Pred::NameStartsWith(text_arg(c)?),
-        "name_ends_with" => Pred::NameEndsWith(text_arg(c)?),
+        "contains" => Pred::Contains(text_arg(store, c)?),
+        "starts_with" => Pred::StartsWith(text_arg(store, c)?),
+        "ends_with" => Pred::EndsWith(text_arg(store, c)?),
+        "name_is" => Pred::NameIs(text_arg(store, c)?),
+        "name_contains" => Pred::NameContains(text_arg(store, c)?),
+        "name_starts_with" => Pred::NameStartsWith(text_arg(store, c)?),
+        "name_ends_with" => Pred::NameEndsWith(text_arg(store, c)?),
         "type_is" => match one(c)? {
             Value::Null => Pred::TypeIs(None),
             Value::String(t) => Pred::TypeIs(Some(store.by_name.get(t).copied())),
             v => return Err(invalid(c, format!("{v} is not an entity type name"))),
         },
         _ => {
-            let (lo, hi) = dates::window(rel, &c.values, now).map_err(|e| invalid(c, e))?;
+            let (lo, hi) = dates::window(rel, &c.values, now, store.semantics.week_start)
+                .map_err(|e| invalid(c, e))?;
             match dt {
                 DataType::Date => Pred::Between(
                     Some(Sc::Day(dates::day_of(lo))),
@@ -315,7 +316,8 @@ fn scalar(store: &Store, dt: &DataType, c: &Condition, v: &Value) -> Result<Sc, 
     let wrong = |what: &str| invalid(c, format!("{v} is not {what}"));
     Ok(match dt {
         Text | Footage | Color | EntityType | Uuid | SystemTaskType | List | StatusList => {
-            Sc::Text(v.as_str().ok_or_else(|| wrong("a string"))?.to_lowercase())
+            let text = v.as_str().ok_or_else(|| wrong("a string"))?;
+            Sc::Text(store.semantics.fold(text).into_owned())
         }
         Number | Float | Currency | Percent | Duration | Timecode => {
             Sc::Num(v.as_f64().ok_or_else(|| wrong("a number"))?)
@@ -345,42 +347,34 @@ fn scalar(store: &Store, dt: &DataType, c: &Condition, v: &Value) -> Result<Sc, 
             })
         }
         TagList => Sc::Text(
-            tag_name(v)
-                .ok_or_else(|| wrong("a tag name"))?
-                .to_lowercase(),
+            store
+                .semantics
+                .fold(tag_name(v).ok_or_else(|| wrong("a tag name"))?)
+                .into_owned(),
         ),
         _ => return Err(wrong("filterable")),
     })
 }
 
-/// Lower-cases only when needed.
-pub fn lower(s: &str) -> Cow<'_, str> {
-    if s.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
-        Cow::Owned(s.to_lowercase())
-    } else {
-        Cow::Borrowed(s)
-    }
-}
-
-fn cmp(v: &Val, s: &Sc) -> Option<Ordering> {
+fn cmp(store: &Store, v: &Val, s: &Sc) -> Option<Ordering> {
     match (v, s) {
         (Val::Int(i), Sc::Num(x)) => (*i as f64).partial_cmp(x),
         (Val::Float(f), Sc::Num(x)) => f.partial_cmp(x),
         (Val::Date(d), Sc::Day(x)) => Some(d.cmp(x)),
         (Val::DateTime(t), Sc::Secs(x)) => Some(t.cmp(x)),
-        (Val::Str(a), Sc::Text(b)) => Some(lower(a).as_ref().cmp(b.as_str())),
+        (Val::Str(a), Sc::Text(b)) => Some(store.semantics.fold(a).as_ref().cmp(b.as_str())),
         (Val::Bool(a), Sc::Bool(b)) => Some(a.cmp(b)),
         (Val::Link(a), Sc::Link(b)) => (a == b).then_some(Ordering::Equal),
         _ => None,
     }
 }
 
-fn eq(v: &Val, s: &Sc) -> bool {
-    cmp(v, s) == Some(Ordering::Equal)
+fn eq(store: &Store, v: &Val, s: &Sc) -> bool {
+    cmp(store, v, s) == Some(Ordering::Equal)
 }
 
-fn text_test(pred: &Pred, s: &str) -> bool {
-    let s = lower(s);
+fn text_test(store: &Store, pred: &Pred, s: &str) -> bool {
+    let s = store.semantics.fold(s);
     match pred {
         Pred::Contains(n) | Pred::NameContains(n) => s.contains(n.as_str()),
         Pred::StartsWith(n) | Pred::NameStartsWith(n) => s.starts_with(n.as_str()),
@@ -394,23 +388,23 @@ fn text_test(pred: &Pred, s: &str) -> bool {
 fn test_scalar(store: &Store, pred: &Pred, v: Option<&Val>) -> bool {
     match pred {
         Pred::IsNull => v.is_none(),
-        Pred::Eq(s) => v.is_some_and(|v| eq(v, s)),
+        Pred::Eq(s) => v.is_some_and(|v| eq(store, v, s)),
         Pred::In(list, has_null) => match v {
             None => *has_null,
-            Some(v) => list.iter().any(|s| eq(v, s)),
+            Some(v) => list.iter().any(|s| eq(store, v, s)),
         },
-        Pred::Lt(s) => v.and_then(|v| cmp(v, s)) == Some(Ordering::Less),
-        Pred::Gt(s) => v.and_then(|v| cmp(v, s)) == Some(Ordering::Greater),
+        Pred::Lt(s) => v.and_then(|v| cmp(store, v, s)) == Some(Ordering::Less),
+        Pred::Gt(s) => v.and_then(|v| cmp(store, v, s)) == Some(Ordering::Greater),
         Pred::Between(lo, hi) => v.is_some_and(|v| {
             lo.as_ref()
-                .is_none_or(|lo| cmp(v, lo).is_some_and(|o| o != Ordering::Less))
+                .is_none_or(|lo| cmp(store, v, lo).is_some_and(|o| o != Ordering::Less))
                 && hi
                     .as_ref()
-                    .is_none_or(|hi| cmp(v, hi).is_some_and(|o| o != Ordering::Greater))
+                    .is_none_or(|hi| cmp(store, v, hi).is_some_and(|o| o != Ordering::Greater))
         }),
         // Null text is the empty string for text relations (doc 5.3).
         Pred::Contains(_) | Pred::StartsWith(_) | Pred::EndsWith(_) => {
-            text_test(pred, v.and_then(Val::as_str).unwrap_or(""))
+            text_test(store, pred, v.and_then(Val::as_str).unwrap_or(""))
         }
         Pred::TypeIs(t) => match (v, t) {
             (None, None) => true,
@@ -423,7 +417,7 @@ fn test_scalar(store: &Store, pred: &Pred, v: Option<&Val>) -> bool {
         | Pred::NameEndsWith(_) => v
             .and_then(Val::as_link)
             .and_then(|l| store.display_name(l))
-            .is_some_and(|n| text_test(pred, n)),
+            .is_some_and(|n| text_test(store, pred, n)),
     }
 }
 
@@ -435,8 +429,8 @@ fn test_list(store: &Store, pred: &Pred, links: &[Link], tags: &[Box<str>]) -> b
     match pred {
         Pred::IsNull | Pred::TypeIs(None) => empty,
         Pred::In(_, has_null) if empty => *has_null,
-        Pred::Eq(Sc::Text(x)) => any_tag(&|t| lower(t) == x.as_str()),
-        Pred::NameContains(_) if !tags.is_empty() => any_tag(&|t| text_test(pred, t)),
+        Pred::Eq(Sc::Text(x)) => any_tag(&|t| store.semantics.fold(t) == x.as_str()),
+        Pred::NameContains(_) if !tags.is_empty() => any_tag(&|t| text_test(store, pred, t)),
         _ => any_link(&|v| test_scalar(store, pred, v)),
     }
 }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sgcache::api3::Request;
 
+use crate::semantics::{SortCollation, TextCase, WeekStart};
 use crate::site::Site;
 
 pub fn router(site: Arc<Site>) -> Router {
@@ -25,8 +26,77 @@ pub fn router(site: Arc<Site>) -> Router {
         .route("/control/quirks", get(get_quirks).put(put_quirks))
         .route("/control/requests", get(requests))
         .route("/control/credentials", axum::routing::put(put_credentials))
+        .route("/control/clock", get(get_clock).put(put_clock))
         .fallback(api3)
+        .layer(axum::middleware::map_response_with_state(
+            site.clone(),
+            site_date,
+        ))
         .with_state(site)
+}
+
+/// Every answer carries the site's own time in `Date` (RFC 7231 IMF-fixdate), as a real
+/// site's front end does: a client that needs "now" as the site sees it (relative dates) reads
+/// it there. With a fixed or advanced clock this is not the machine's time, which is the point.
+async fn site_date(State(site): State<Arc<Site>>, mut response: Response) -> Response {
+    let date = crate::value::to_utc(site.now())
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    if let Ok(v) = header::HeaderValue::from_str(&date) {
+        response.headers_mut().insert(header::DATE, v);
+    }
+    response
+}
+
+fn clock_json(site: &Site) -> Value {
+    json!({
+        "now": crate::value::format_date_time(site.now()),
+        "fixed": matches!(site.clock(), crate::site::Clock::Fixed(_)),
+    })
+}
+
+async fn get_clock(State(site): State<Arc<Site>>) -> Json<Value> {
+    Json(clock_json(&site))
+}
+
+/// `{"clock": "YYYY-MM-DDTHH:MM:SSZ" | null, "advance_seconds": n}`, both optional: `clock`
+/// fixes the clock (null: back to real time), then `advance_seconds` moves it (fixed or real).
+async fn put_clock(State(site): State<Arc<Site>>, body: Bytes) -> Response {
+    let bad = |e: String| json_response(StatusCode::BAD_REQUEST, &json!({"error": e}));
+    let change: serde_json::Map<String, Value> = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => return bad(e.to_string()),
+    };
+    if let Some(k) = change
+        .keys()
+        .find(|k| *k != "clock" && *k != "advance_seconds")
+    {
+        return bad(format!("unknown key {k:?} (clock, advance_seconds)"));
+    }
+    let at = match change.get("clock") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::String(t)) => match crate::value::parse_date_time(t) {
+            Some(secs) => Some(Some(secs)),
+            None => return bad(format!("invalid clock {t:?}")),
+        },
+        Some(v) => return bad(format!("clock {v} is not a date_time string or null")),
+    };
+    let advance = match change.get("advance_seconds") {
+        None => None,
+        Some(v) => match v.as_i64() {
+            Some(n) => Some(n),
+            None => return bad(format!("advance_seconds {v} is not an integer")),
+        },
+    };
+    if let Some(at) = at {
+        site.set_clock(at);
+    }
+    if let Some(n) = advance {
+        site.advance_clock(n);
+    }
+    tracing::info!(clock = ?site.clock(), "clock changed");
+    json_response(StatusCode::OK, &clock_json(&site))
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -79,10 +149,21 @@ async fn put_faults(State(site): State<Arc<Site>>, body: Bytes) -> Response {
 #[serde(deny_unknown_fields)]
 struct Quirks {
     null_checkboxes: Option<bool>,
+    text_case: Option<TextCase>,
+    sort_collation: Option<SortCollation>,
+    week_start: Option<WeekStart>,
+}
+
+fn quirks_json(site: &Site) -> Value {
+    let mut v = serde_json::to_value(site.semantics()).unwrap_or_else(|_| json!({}));
+    if let Value::Object(m) = &mut v {
+        m.insert("null_checkboxes".into(), json!(site.null_checkboxes()));
+    }
+    v
 }
 
 async fn get_quirks(State(site): State<Arc<Site>>) -> Json<Value> {
-    Json(json!({"null_checkboxes": site.null_checkboxes()}))
+    Json(quirks_json(&site))
 }
 
 async fn put_quirks(State(site): State<Arc<Site>>, body: Bytes) -> Response {
@@ -94,10 +175,15 @@ async fn put_quirks(State(site): State<Arc<Site>>, body: Bytes) -> Response {
         tracing::info!(null_checkboxes = on, "quirks changed");
         site.set_null_checkboxes(on);
     }
-    json_response(
-        StatusCode::OK,
-        &json!({"null_checkboxes": site.null_checkboxes()}),
-    )
+    if q.text_case.is_some() || q.sort_collation.is_some() || q.week_start.is_some() {
+        let mut sem = site.semantics();
+        sem.text_case = q.text_case.unwrap_or(sem.text_case);
+        sem.sort_collation = q.sort_collation.unwrap_or(sem.sort_collation);
+        sem.week_start = q.week_start.unwrap_or(sem.week_start);
+        tracing::info!(semantics = ?sem, "quirks changed");
+        site.set_semantics(sem);
+    }
+    json_response(StatusCode::OK, &quirks_json(&site))
 }
 
 #[derive(Deserialize)]

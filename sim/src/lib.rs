@@ -17,6 +17,7 @@ mod read;
 mod schema_methods;
 mod schema_writes;
 pub mod seed;
+pub mod semantics;
 mod site;
 pub mod stats;
 mod store;
@@ -39,6 +40,7 @@ use tokio::task::JoinHandle;
 pub use config::{ScriptCredential, SimConfig, UserCredential};
 pub use faults::Faults;
 pub use seed::{SeedConfig, SeedCounts};
+pub use semantics::{Semantics, SortCollation, TextCase, WeekStart};
 pub use stats::{RequestLogEntry, Stats};
 
 /// A running test site.
@@ -140,6 +142,32 @@ impl SimHandle {
 
     pub fn set_null_checkboxes(&self, on: bool) {
         self.site.set_null_checkboxes(on);
+    }
+
+    /// Text case, sort collation and week start (`SimConfig::semantics`).
+    pub fn semantics(&self) -> Semantics {
+        self.site.semantics()
+    }
+
+    /// Makes the site compare text, sort or count weeks differently from now on, without
+    /// events (`PUT /control/quirks`).
+    pub fn set_semantics(&self, semantics: Semantics) {
+        self.site.set_semantics(semantics);
+    }
+
+    /// The site's time in seconds (fixed, real or advanced), as its `Date` header says.
+    pub fn now(&self) -> i64 {
+        self.site.now()
+    }
+
+    /// Fixes the site clock at `at` (seconds since the epoch), or back to real time (`None`).
+    pub fn set_clock(&self, at: Option<i64>) {
+        self.site.set_clock(at);
+    }
+
+    /// Moves the site clock by `secs` (negative goes back).
+    pub fn advance_clock(&self, secs: i64) {
+        self.site.advance_clock(secs);
     }
 
     /// Gives `entity_type.field` the data type `data_type` (an API name such as `text`) with

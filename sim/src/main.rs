@@ -62,6 +62,27 @@ struct Args {
     /// Unset checkbox fields read as null (see sim/README.md, "Ugly data").
     #[arg(long)]
     null_checkboxes: bool,
+    /// `insensitive` (default) or `sensitive` (sim/README.md, "Semantic choices").
+    #[arg(long)]
+    text_case: Option<String>,
+    /// `folded` (default) or `byte`.
+    #[arg(long)]
+    sort_collation: Option<String>,
+    /// `monday` (default) or `sunday`.
+    #[arg(long)]
+    week_start: Option<String>,
+}
+
+/// A semantic switch given on the command line, read with its config-file names.
+fn switch<T: serde::de::DeserializeOwned>(
+    flag: &str,
+    v: Option<String>,
+) -> anyhow::Result<Option<T>> {
+    v.map(|v| {
+        serde_json::from_value(serde_json::Value::String(v.clone()))
+            .map_err(|e| anyhow::anyhow!("--{flag} {v:?}: {e}"))
+    })
+    .transpose()
 }
 
 fn set<T>(slot: &mut T, v: Option<T>) {
@@ -93,6 +114,18 @@ fn config(a: Args) -> anyhow::Result<SimConfig> {
     }
     c.clock = a.clock.or(c.clock);
     c.null_checkboxes |= a.null_checkboxes;
+    set(
+        &mut c.semantics.text_case,
+        switch("text-case", a.text_case)?,
+    );
+    set(
+        &mut c.semantics.sort_collation,
+        switch("sort-collation", a.sort_collation)?,
+    );
+    set(
+        &mut c.semantics.week_start,
+        switch("week-start", a.week_start)?,
+    );
     let f = &mut c.faults;
     set(&mut f.latency_ms, a.latency_ms);
     set(&mut f.jitter_ms, a.jitter_ms);

@@ -1,7 +1,7 @@
 //! `read`: filter, sort, page and project (doc 3.2).
 //!
 //! Choices where the doc is silent: default order is id ascending and `id asc` is always the
-//! final tiebreak; text sorts case-insensitively; nulls sort last ascending and first
+//! final tiebreak; text sorts case-insensitively (unless [`crate::semantics`] says otherwise); nulls sort last ascending and first
 //! descending (PostgreSQL's default); links sort by display name; `entities_per_page` is
 //! capped at the site's `api_max_entities_per_page`. A deep return field through a
 //! multi_entity hop returns the list of far values of the active linked entities.
@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use sgcache::api3::{Api3Error, PagingStyle, ReadRequest, ReturnOnly, SortDirection};
 
 use crate::codec::{render, LinkStyle};
-use crate::filter::{checkbox_value, compile, lower, resolve_path, Compiled, Path};
+use crate::filter::{checkbox_value, compile, resolve_path, Compiled, Path};
 use crate::store::{Row, Store};
 use crate::value::{Link, Ty, Val};
 
@@ -100,7 +100,8 @@ pub fn scan<'a>(
 #[derive(Clone, Debug, PartialEq, PartialOrd)]
 enum Key {
     Num(f64),
-    Text(String),
+    /// The primary and secondary keys of [`crate::semantics::Semantics::sort_key`].
+    Text(String, String),
     Null,
 }
 
@@ -123,7 +124,11 @@ fn sort_key(store: &Store, path: &Path, id: u32, row: &Row) -> Key {
     let Some(f) = path.field else {
         return Key::Num(id as f64);
     };
-    let name = |l: &Link| Key::Text(lower(store.display_name(*l).unwrap_or("")).into_owned());
+    let text = |s: &str| {
+        let (primary, secondary) = store.semantics.sort_key(s);
+        Key::Text(primary, secondary)
+    };
+    let name = |l: &Link| text(store.display_name(*l).unwrap_or(""));
     let data_type = &store.table(table_of(path)).fields[f as usize].data_type;
     match checkbox_value(store, data_type, row.get(f)) {
         None => Key::Null,
@@ -132,7 +137,7 @@ fn sort_key(store: &Store, path: &Path, id: u32, row: &Row) -> Key {
         Some(Val::Bool(b)) => Key::Num(*b as u8 as f64),
         Some(Val::Date(d)) => Key::Num(*d as f64),
         Some(Val::DateTime(t)) => Key::Num(*t as f64),
-        Some(Val::Str(s)) => Key::Text(lower(s).into_owned()),
+        Some(Val::Str(s)) => text(s),
         Some(Val::Link(l)) if store.active(*l).is_some() => name(l),
         // The first member a read returns: retired members are not in the list (README).
         Some(Val::Multi(ls)) => ls
@@ -140,10 +145,7 @@ fn sort_key(store: &Store, path: &Path, id: u32, row: &Row) -> Key {
             .find(|l| store.active(**l).is_some())
             .map(name)
             .unwrap_or(Key::Null),
-        Some(Val::Tags(t)) => t
-            .first()
-            .map(|t| Key::Text(lower(t).into_owned()))
-            .unwrap_or(Key::Null),
+        Some(Val::Tags(t)) => t.first().map(|t| text(t)).unwrap_or(Key::Null),
         Some(_) => Key::Null,
     }
 }

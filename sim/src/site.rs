@@ -13,11 +13,20 @@ use crate::config::SimConfig;
 use crate::faults::Faults;
 use crate::read::{read, ReadEnv};
 use crate::seed::{seed, SeedCounts};
+use crate::semantics::Semantics;
 use crate::stats::Recorder;
 use crate::store::Store;
 use crate::txn::Txn;
 use crate::value::parse_date_time;
 use crate::write::Writer;
+
+/// The site's clock: a fixed instant (relative-date tests), or real time shifted by an offset
+/// (what `PUT /control/clock` with `advance_seconds` makes of the real clock).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Clock {
+    Fixed(i64),
+    Real { offset: i64 },
+}
 
 pub struct Site {
     pub store: RwLock<Store>,
@@ -27,8 +36,7 @@ pub struct Site {
     pub counts: SeedCounts,
     version: Vec<u32>,
     max_per_page: u64,
-    /// A fixed clock (seconds) or the real one.
-    clock: Option<i64>,
+    clock: Mutex<Clock>,
     rng: Mutex<StdRng>,
 }
 
@@ -41,14 +49,15 @@ impl Site {
         let schema = config.load_schema()?;
         let mut store = Store::new(&schema);
         store.null_checkboxes = config.null_checkboxes;
+        store.semantics = config.semantics;
         let started = Instant::now();
         let seeded = seed(&mut store, &config.seed, &config.scripts, &config.users);
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, counts = ?seeded.counts, "seeded");
         let clock = match &config.clock {
-            Some(c) => {
-                Some(parse_date_time(c).ok_or_else(|| anyhow::anyhow!("invalid clock {c:?}"))?)
-            }
-            None => None,
+            Some(c) => Clock::Fixed(
+                parse_date_time(c).ok_or_else(|| anyhow::anyhow!("invalid clock {c:?}"))?,
+            ),
+            None => Clock::Real { offset: 0 },
         };
         Ok(Site {
             store: RwLock::new(store),
@@ -58,13 +67,57 @@ impl Site {
             counts: seeded.counts,
             version: config.version.clone(),
             max_per_page: config.max_entities_per_page,
-            clock,
+            clock: Mutex::new(clock),
             rng: Mutex::new(StdRng::seed_from_u64(config.seed.rng_seed ^ 0x5eed)),
         })
     }
 
+    /// The site's time in seconds: what its relative dates, `created_at`/`updated_at` and the
+    /// `Date` header of its answers use.
     pub fn now(&self) -> i64 {
-        self.clock.unwrap_or_else(|| chrono::Utc::now().timestamp())
+        match *lock(&self.clock) {
+            Clock::Fixed(t) => t,
+            Clock::Real { offset } => chrono::Utc::now().timestamp() + offset,
+        }
+    }
+
+    pub fn clock(&self) -> Clock {
+        *lock(&self.clock)
+    }
+
+    /// Fixes the clock at `at` (seconds), or back to real time (`None`).
+    pub fn set_clock(&self, at: Option<i64>) {
+        *lock(&self.clock) = match at {
+            Some(t) => Clock::Fixed(t),
+            None => Clock::Real { offset: 0 },
+        };
+    }
+
+    /// Moves the clock by `secs` (negative goes back), fixed or real.
+    pub fn advance_clock(&self, secs: i64) {
+        let mut c = lock(&self.clock);
+        *c = match *c {
+            Clock::Fixed(t) => Clock::Fixed(t.saturating_add(secs)),
+            Clock::Real { offset } => Clock::Real {
+                offset: offset.saturating_add(secs),
+            },
+        };
+    }
+
+    pub fn semantics(&self) -> Semantics {
+        self.store
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .semantics
+    }
+
+    /// Switches text case, sort collation or week start. Like [`Site::set_null_checkboxes`],
+    /// existing data reads differently at once, without events.
+    pub fn set_semantics(&self, semantics: Semantics) {
+        self.store
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .semantics = semantics;
     }
 
     pub fn faults(&self) -> Faults {

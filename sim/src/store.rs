@@ -7,6 +7,7 @@ use sgcache::api3::Api3Error;
 use sgcache::schema::{DataType, SiteSchema};
 
 use crate::schema_writes::SchemaEdits;
+use crate::semantics::Semantics;
 use crate::value::{Link, Ty, Val};
 
 /// One field of a table, with link targets resolved to table indices.
@@ -106,6 +107,8 @@ pub struct Store {
     /// Unset checkboxes read as `null` (reads, filters and sorts) instead of `false`, as on
     /// sites whose checkbox columns were added without a default (`SimConfig::null_checkboxes`).
     pub null_checkboxes: bool,
+    /// Text case, sort collation and week start (`SimConfig::semantics`).
+    pub semantics: Semantics,
 }
 
 impl Store {
@@ -159,6 +162,7 @@ impl Store {
             schema: schema.clone(),
             edits: SchemaEdits::default(),
             null_checkboxes: false,
+            semantics: Semantics::default(),
         };
         crate::inverse::pair_fields(&mut store);
         store.load_defaults(schema);

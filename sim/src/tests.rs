@@ -5,6 +5,7 @@ mod events;
 mod filters;
 mod quirks;
 mod reference;
+mod semantics;
 mod writes;
 
 use serde_json::{json, Map, Value};

@@ -325,6 +325,10 @@ async fn binary_prints_its_url_and_stops_on_sigterm() {
             "20",
             "--site-version",
             "7.3.1",
+            "--sort-collation",
+            "byte",
+            "--week-start",
+            "sunday",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -350,6 +354,17 @@ async fn binary_prints_its_url_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(info["version"], json!([7, 3, 1]));
+    let quirks: Value = reqwest::get(format!("{url}/control/quirks"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        quirks,
+        json!({"null_checkboxes": false, "text_case": "insensitive",
+               "sort_collation": "byte", "week_start": "sunday"})
+    );
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -361,4 +376,168 @@ async fn binary_prints_its_url_and_stops_on_sigterm() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+async fn put_control(h: &SimHandle, path: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .put(format!("{}/control/{path}", h.url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn date_header(r: &reqwest::Response) -> String {
+    let dates: Vec<_> = r.headers().get_all("date").iter().collect();
+    assert_eq!(dates.len(), 1, "one Date header");
+    dates[0].to_str().unwrap().to_string()
+}
+
+async fn info_date(h: &SimHandle) -> String {
+    let r = post(
+        h,
+        "/api3/json",
+        json!({"method_name": "info", "params": []}),
+    )
+    .await;
+    date_header(&r)
+}
+
+/// Shots with this id created in the last day, as the site's clock sees it.
+async fn created_today(h: &SimHandle, id: u64) -> usize {
+    let filters = json!({"logical_operator": "and", "conditions": [
+        {"path": "id", "relation": "is", "values": [id]},
+        {"path": "created_at", "relation": "in_last", "values": [1, "DAY"]}]});
+    let r = rpc(
+        h,
+        "read",
+        json!([auth(), {"type": "Shot", "filters": filters, "return_fields": ["code"]}]),
+    )
+    .await;
+    r["results"]["entities"].as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn date_header_and_relative_dates_follow_the_site_clock() {
+    let h = start(|c| c.clock = Some("2024-11-20T12:00:00Z".into())).await;
+    assert_eq!(info_date(&h).await, "Wed, 20 Nov 2024 12:00:00 GMT");
+    let r = reqwest::get(format!("{}/control/health", h.url()))
+        .await
+        .unwrap();
+    assert_eq!(date_header(&r), "Wed, 20 Nov 2024 12:00:00 GMT");
+    assert_eq!(
+        control(&h, "clock").await,
+        json!({"now": "2024-11-20T12:00:00Z", "fixed": true})
+    );
+    let created = rpc(
+        &h,
+        "create",
+        json!([auth(), {"type": "Shot", "fields": [{"field_name": "code", "value": "clocked"}],
+                        "return_fields": ["created_at"]}]),
+    )
+    .await;
+    assert_eq!(created["results"]["created_at"], "2024-11-20T12:00:00Z");
+    let id = created["results"]["id"].as_u64().unwrap();
+    assert_eq!(created_today(&h, id).await, 1);
+    // Two days later the shot is no longer "created in the last day", and the header says so.
+    let r = put_control(&h, "clock", json!({"advance_seconds": 2 * 86_400})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"now": "2024-11-22T12:00:00Z", "fixed": true})
+    );
+    assert_eq!(info_date(&h).await, "Fri, 22 Nov 2024 12:00:00 GMT");
+    assert_eq!(created_today(&h, id).await, 0);
+    assert_eq!(h.now(), 1_732_276_800);
+    // Set, then bad input is refused without changing the clock.
+    let r = put_control(&h, "clock", json!({"clock": "2024-11-21T00:00:00Z"})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(created_today(&h, id).await, 1);
+    for bad in [
+        json!({"clock": "yesterday"}),
+        json!({"advance_seconds": "1"}),
+        json!({"tick": 1}),
+    ] {
+        assert_eq!(put_control(&h, "clock", bad).await.status(), 400);
+    }
+    assert_eq!(info_date(&h).await, "Thu, 21 Nov 2024 00:00:00 GMT");
+    // Back to real time, shifted a year ahead: the header follows the site, not the machine.
+    let r = put_control(
+        &h,
+        "clock",
+        json!({"clock": null, "advance_seconds": 366 * 86_400}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(control(&h, "clock").await["fixed"], false);
+    let header = info_date(&h).await;
+    let site_now = chrono::DateTime::parse_from_rfc2822(&header)
+        .unwrap()
+        .timestamp();
+    assert!(site_now > chrono::Utc::now().timestamp() + 365 * 86_400);
+    h.shutdown().await;
+}
+
+async fn codes_sorted(h: &SimHandle, prefix: &str) -> Vec<String> {
+    let filters = json!({"logical_operator": "and", "conditions": [
+        {"path": "code", "relation": "starts_with", "values": [prefix]}]});
+    let r = rpc(
+        h,
+        "read",
+        json!([auth(), {"type": "Asset", "filters": filters, "return_fields": ["code"],
+                        "sorts": [{"field_name": "code", "direction": "asc"}]}]),
+    )
+    .await;
+    r["results"]["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn quirks_switch_semantics_over_http() {
+    let h = start(|_| {}).await;
+    for code in ["hqB", "hqa"] {
+        rpc(
+            &h,
+            "create",
+            json!([auth(), {"type": "Asset", "fields": [{"field_name": "code", "value": code}]}]),
+        )
+        .await;
+    }
+    assert_eq!(
+        control(&h, "quirks").await,
+        json!({"null_checkboxes": false, "text_case": "insensitive",
+               "sort_collation": "folded", "week_start": "monday"})
+    );
+    assert_eq!(codes_sorted(&h, "HQ").await, ["hqa", "hqB"]);
+    let r = put_control(&h, "quirks", json!({"sort_collation": "byte"})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["sort_collation"], "byte");
+    assert_eq!(codes_sorted(&h, "HQ").await, ["hqB", "hqa"]);
+    let r = put_control(&h, "quirks", json!({"text_case": "sensitive"})).await;
+    assert_eq!(r.status(), 200);
+    assert!(codes_sorted(&h, "HQ").await.is_empty());
+    assert_eq!(codes_sorted(&h, "hq").await, ["hqB", "hqa"]);
+    for bad in [json!({"text_case": "upper"}), json!({"collation": "byte"})] {
+        assert_eq!(put_control(&h, "quirks", bad).await.status(), 400);
+    }
+    assert_eq!(
+        h.semantics().sort_collation,
+        shotgun_sim::SortCollation::Byte
+    );
+    h.shutdown().await;
+}
+
+#[test]
+fn binary_refuses_an_unknown_semantic_switch() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shotgun-sim"))
+        .args(["--seed-scale", "1", "--text-case", "upper"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--text-case \"upper\""), "{stderr}");
 }

@@ -585,10 +585,18 @@ def check_case(case: ReadCase, ctx: Ctx, rows: list[dict]) -> None:
             assert _norm(got) == _norm(want), f"{case.name}: {name}.{f} = {got!r}, expected {want!r}"
 
 
-def diff_targets(sg_a, sg_b, ctx: Ctx | None, cases: list[ReadCase] | None = None) -> list[tuple[str, Any, Any]]:
+def diff_targets(
+    sg_a,
+    sg_b,
+    ctx: Ctx | None,
+    cases: list[ReadCase] | None = None,
+    after_case: Callable[[ReadCase], None] | None = None,
+) -> list[tuple[str, Any, Any]]:
     """Run every case through two clients (e.g. the site directly and through the proxy) and
     return ``(case name, rows_a, rows_b)`` for each case whose results differ. A case that
-    raises on one side must raise on the other too (the exception text is compared)."""
+    raises on one side must raise on the other too (the exception text is compared).
+    ``after_case`` is called once each case has run on both sides (the proxy test reads the
+    proxy's metrics there to tell which case passed through and why)."""
     if cases is None:
         cases = (DATASET_CASES if ctx is not None else []) + SEEDED_CASES
     out = []
@@ -599,6 +607,8 @@ def diff_targets(sg_a, sg_b, ctx: Ctx | None, cases: list[ReadCase] | None = Non
                 results.append(run_case(sg, case, ctx))
             except Exception as exc:  # compare failures too
                 results.append(f"{type(exc).__name__}: {exc}")
+        if after_case is not None:
+            after_case(case)
         if results[0] != results[1]:
             out.append((case.name, results[0], results[1]))
     return out
