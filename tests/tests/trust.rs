@@ -94,7 +94,17 @@ async fn replica(h: &Harness, db: &Db, trust: TrustConfig) -> Replica {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
     tokio::spawn(serve(state, config, listener, stop.clone()));
+    verify_credentials(h, &url).await;
     Replica { url, stop }
+}
+
+/// A first read through a proxy goes to the site whatever its shape: the site must accept the
+/// credentials before anything cached is served to them.
+async fn verify_credentials(h: &Harness, proxy_url: &str) {
+    let payload = json!({"type": "Project",
+        "filters": {"logical_operator": "and", "conditions": []}, "return_fields": ["name"]});
+    let (_, path, _) = h.call_at(proxy_url, "read", script_auth(), payload).await;
+    assert_eq!(path.as_deref(), Some("site"));
 }
 
 #[tokio::test]
@@ -176,6 +186,7 @@ async fn a_pinned_class_is_answered_without_proof_or_never() {
     let (h, db) = Harness::with_cache("sgcache_trust", SPEC, |c| c.trust = pins)
         .await
         .unwrap();
+    verify_credentials(&h, &h.proxy_url.clone()).await;
     let (path, via, site) = read_both(&h, &h.proxy_url.clone()).await;
     assert_eq!(path.as_deref(), Some("cache"));
     assert_eq!(via, site);
