@@ -163,6 +163,9 @@ pub struct Metrics {
     pub verify: Family<VerifyLabels, Counter>,
     /// Entities re-read from the site and rewritten after a verification mismatch.
     pub verify_refreshed: Counter,
+    /// Refreshes from the site (after a write or a verification mismatch) not done because the
+    /// cache has no credentials of its own.
+    pub refreshes_skipped: Counter,
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<LatencyLabels, Histogram>,
     pub site_errors: Family<SiteErrorLabels, Counter>,
@@ -250,6 +253,12 @@ impl Default for Metrics {
             "Entities re-read from the site and rewritten after a verification mismatch",
             verify_refreshed.clone(),
         );
+        let refreshes_skipped = Counter::default();
+        registry.register(
+            "refreshes_skipped",
+            "Refreshes from the site after a write or a verification mismatch not done: the cache has no credentials of its own",
+            refreshes_skipped.clone(),
+        );
         let result_hits = Counter::default();
         registry.register(
             "result_cache_hits",
@@ -301,6 +310,7 @@ impl Default for Metrics {
             stale_types,
             verify,
             verify_refreshed,
+            refreshes_skipped,
             requests,
             latency,
             site_errors,
