@@ -195,8 +195,9 @@ fn plans_name_the_inferred_shapes_they_rely_on() {
             vec!["relation:tag_list"],
         ),
         (
+            // It matches a shot with no tags: an inferred null rule too.
             filtered("tag_list", "name_not_contains", json!(["HE"])),
-            vec!["relation:tag_list"],
+            vec!["relation:tag_list", "negation:null"],
         ),
         (
             filtered(

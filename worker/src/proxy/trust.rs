@@ -117,6 +117,10 @@ impl Budget {
 pub struct Trust {
     config: TrustConfig,
     records: RwLock<BTreeMap<TrustClass, TrustRecord>>,
+    /// When this replica turned a class off (unix ms). A refresh that read the database just
+    /// before the difference was recorded must not turn it back on; a reset recorded after
+    /// it (a later `changed_ms`) does.
+    turned_off: Mutex<BTreeMap<TrustClass, i64>>,
     /// Reads answered from the cache per class since the last flush to the database.
     unflushed: BTreeMap<TrustClass, AtomicU64>,
     budget: Mutex<Budget>,
@@ -133,6 +137,7 @@ impl Trust {
             }),
             config,
             records: RwLock::new(BTreeMap::new()),
+            turned_off: Mutex::new(BTreeMap::new()),
             unflushed: TrustClass::ALL
                 .iter()
                 .map(|c| (*c, AtomicU64::new(0)))
@@ -153,12 +158,23 @@ impl Trust {
     }
 
     fn record(&self, class: TrustClass) -> TrustRecord {
-        self.records
+        let mut r = self
+            .records
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&class)
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let off_at = self
+            .turned_off
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&class)
+            .copied();
+        if off_at.is_some_and(|at| r.changed_ms.unwrap_or(0) < at) {
+            r.state = TrustState::Off;
+        }
+        r
     }
 
     /// How to answer a read relying on `classes`.
@@ -199,6 +215,11 @@ impl Trust {
     }
 
     fn set_state(&self, class: TrustClass, state: TrustState) {
+        if state == TrustState::Off {
+            let now = chrono::Utc::now().timestamp_millis();
+            let mut off = self.turned_off.lock().unwrap_or_else(|e| e.into_inner());
+            off.insert(class, now);
+        }
         let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
         records.entry(class).or_default().state = state;
     }
@@ -459,5 +480,25 @@ mod tests {
             trust.gate(&[TrustClass::SortList, TrustClass::SortText]),
             Gate::Off
         );
+    }
+
+    #[test]
+    fn a_refresh_older_than_a_local_difference_does_not_turn_the_class_back_on() {
+        let trust = Trust::new(TrustConfig::from_spec(&TrustSpec::default()));
+        let c = TrustClass::SortText;
+        let stale = |state, changed_ms| TrustRecord {
+            state,
+            changed_ms: Some(changed_ms),
+            ..Default::default()
+        };
+        let before = chrono::Utc::now().timestamp_millis() - 1_000;
+        trust.set_state(c, TrustState::Off);
+        // A refresh that read the database before the difference was written.
+        *trust.records.write().unwrap() = BTreeMap::from([(c, stale(TrustState::Trusted, before))]);
+        assert_eq!(trust.gate(&[c]), Gate::Off);
+        // A person's reset, written after the difference, is taken.
+        let after = chrono::Utc::now().timestamp_millis() + 1_000;
+        *trust.records.write().unwrap() = BTreeMap::from([(c, stale(TrustState::Learning, after))]);
+        assert_eq!(trust.gate(&[c]), Gate::Learn);
     }
 }
