@@ -296,8 +296,22 @@ fn link_name(
     id_col: (&str, &str),
     valid_types: &[String],
 ) -> (Frag, Frag) {
-    let mut names = Vec::new();
-    let mut oks = Vec::new();
+    let (joins, names, oks) = join_arms(ctx, type_col, id_col, valid_types, false);
+    ctx.output_joins.extend(joins);
+    case_of(names, oks)
+}
+
+/// Per valid target type that the cache can name: a `LEFT JOIN` of the target table, the
+/// `WHEN` arm of its name (`''` for a null name when `null_as_empty`, as sorting needs) and
+/// the condition that the link resolves to an active row of it.
+pub(super) fn join_arms(
+    ctx: &mut Ctx<'_>,
+    type_col: (&str, &str),
+    id_col: (&str, &str),
+    valid_types: &[String],
+    null_as_empty: bool,
+) -> (Vec<Frag>, Vec<Frag>, Vec<Frag>) {
+    let (mut joins, mut names, mut oks) = (Vec::new(), Vec::new(), Vec::new());
     for t in valid_types {
         let Some(ty) = ctx.cat.ready_type(t) else {
             continue;
@@ -319,12 +333,14 @@ fn link_name(
             .col(&j, "id")
             .lit(" = ")
             .col(id_col.0, id_col.1);
-        ctx.output_joins.push(join);
+        joins.push(join);
         let mut n = Frag::new();
-        n.lit(" WHEN ")
-            .col(&j, "id")
-            .lit(" IS NOT NULL THEN ")
-            .col(&j, &nf.name);
+        n.lit(" WHEN ").col(&j, "id").lit(" IS NOT NULL THEN ");
+        if null_as_empty {
+            n.lit("COALESCE(").col(&j, &nf.name).lit(", '')");
+        } else {
+            n.col(&j, &nf.name);
+        }
         names.push(n);
         let mut o = Frag::new();
         o.lit("(")
@@ -334,7 +350,7 @@ fn link_name(
             .lit(")");
         oks.push(o);
     }
-    case_of(names, oks)
+    (joins, names, oks)
 }
 
 /// Like [`link_name`], for the targets of a multi-entity list: each name and flag is a probe of
@@ -347,6 +363,20 @@ fn link_name_probe(
     id_col: (&str, &str),
     valid_types: &[String],
 ) -> (Frag, Frag) {
+    let (names, oks) = probe_arms(ctx, type_col, id_col, valid_types, false);
+    case_of(names, oks)
+}
+
+/// Per valid target type that the cache can name: the `WHEN` arm of its name (a key probe
+/// of the target table; `''` for a null name when `null_as_empty`, as sorting needs) and the
+/// condition that the link resolves to an active row of it.
+pub(super) fn probe_arms(
+    ctx: &mut Ctx<'_>,
+    type_col: (&str, &str),
+    id_col: (&str, &str),
+    valid_types: &[String],
+    null_as_empty: bool,
+) -> (Vec<Frag>, Vec<Frag>) {
     let mut names = Vec::new();
     let mut oks = Vec::new();
     for t in valid_types {
@@ -357,29 +387,34 @@ fn link_name_probe(
             continue;
         };
         let (n, o) = (ctx.alias(), ctx.alias());
+        let is_type = |f: &mut Frag| {
+            f.col(type_col.0, type_col.1)
+                .lit(" = ")
+                .bind(SqlValue::Text(t.clone()));
+        };
         let mut name = Frag::new();
-        name.lit(" WHEN ")
-            .col(type_col.0, type_col.1)
-            .lit(" = ")
-            .bind(SqlValue::Text(t.clone()))
-            .lit(" THEN (SELECT ")
-            .col(&n, &nf.name)
-            .lit(" FROM ")
-            .ident(&ty.table)
-            .lit(" ")
-            .alias(&n)
-            .lit(" WHERE ")
-            .col(&n, "id")
-            .lit(" = ")
-            .col(id_col.0, id_col.1)
-            .lit(")");
+        name.lit(" WHEN ");
+        is_type(&mut name);
+        name.lit(if null_as_empty {
+            " THEN COALESCE((SELECT "
+        } else {
+            " THEN (SELECT "
+        })
+        .col(&n, &nf.name)
+        .lit(" FROM ")
+        .ident(&ty.table)
+        .lit(" ")
+        .alias(&n)
+        .lit(" WHERE ")
+        .col(&n, "id")
+        .lit(" = ")
+        .col(id_col.0, id_col.1)
+        .lit(if null_as_empty { "), '')" } else { ")" });
         names.push(name);
         let mut ok = Frag::new();
-        ok.lit("(")
-            .col(type_col.0, type_col.1)
-            .lit(" = ")
-            .bind(SqlValue::Text(t.clone()))
-            .lit(" AND EXISTS (SELECT 1 FROM ")
+        ok.lit("(");
+        is_type(&mut ok);
+        ok.lit(" AND EXISTS (SELECT 1 FROM ")
             .ident(&ty.table)
             .lit(" ")
             .alias(&o)
@@ -392,7 +427,7 @@ fn link_name_probe(
             .lit("))");
         oks.push(ok);
     }
-    case_of(names, oks)
+    (names, oks)
 }
 
 /// The name expression (`CASE` over the `WHEN` arms in `names`, or `NULL` without any) and

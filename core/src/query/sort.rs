@@ -279,43 +279,10 @@ fn name_joins(
     icol: &str,
     valid_types: &[String],
 ) -> NameArms {
-    let mut names = Vec::new();
-    let mut oks = Vec::new();
-    for t in valid_types {
-        let Some(ty) = ctx.cat.ready_type(t) else {
-            continue;
-        };
-        let Some(nf) = ty.name_field() else {
-            continue;
-        };
-        let j = ctx.alias();
-        joins
-            .lit(" LEFT JOIN ")
-            .ident(&ty.table)
-            .lit(" ")
-            .alias(&j)
-            .lit(" ON ")
-            .col("r", tcol)
-            .lit(" = ")
-            .bind(SqlValue::Text(t.clone()))
-            .lit(" AND ")
-            .col(&j, "id")
-            .lit(" = ")
-            .col("r", icol);
-        let mut name = Frag::new();
-        name.lit(" WHEN ")
-            .col(&j, "id")
-            .lit(" IS NOT NULL THEN COALESCE(")
-            .col(&j, &nf.name)
-            .lit(", '')");
-        names.push(name);
-        let mut ok = Frag::new();
-        ok.lit("(")
-            .col(&j, "id")
-            .lit(" IS NOT NULL AND NOT ")
-            .col(&j, "_retired")
-            .lit(")");
-        oks.push(ok);
+    let (js, names, oks) =
+        super::output::join_arms(ctx, ("r", tcol), ("r", icol), valid_types, true);
+    for j in js {
+        joins.frag(j);
     }
     arms_of(names, oks)
 }
@@ -326,51 +293,7 @@ fn name_arms(
     id_col: (&str, &str),
     valid_types: &[String],
 ) -> NameArms {
-    let mut names = Vec::new();
-    let mut oks = Vec::new();
-    for t in valid_types {
-        let Some(ty) = ctx.cat.ready_type(t) else {
-            continue;
-        };
-        let Some(nf) = ty.name_field() else {
-            continue;
-        };
-        let (n, o) = (ctx.alias(), ctx.alias());
-        let mut name = Frag::new();
-        name.lit(" WHEN ")
-            .col(type_col.0, type_col.1)
-            .lit(" = ")
-            .bind(SqlValue::Text(t.clone()))
-            .lit(" THEN COALESCE((SELECT ")
-            .col(&n, &nf.name)
-            .lit(" FROM ")
-            .ident(&ty.table)
-            .lit(" ")
-            .alias(&n)
-            .lit(" WHERE ")
-            .col(&n, "id")
-            .lit(" = ")
-            .col(id_col.0, id_col.1)
-            .lit("), '')");
-        names.push(name);
-        let mut ok = Frag::new();
-        ok.lit("(")
-            .col(type_col.0, type_col.1)
-            .lit(" = ")
-            .bind(SqlValue::Text(t.clone()))
-            .lit(" AND EXISTS (SELECT 1 FROM ")
-            .ident(&ty.table)
-            .lit(" ")
-            .alias(&o)
-            .lit(" WHERE ")
-            .col(&o, "id")
-            .lit(" = ")
-            .col(id_col.0, id_col.1)
-            .lit(" AND NOT ")
-            .col(&o, "_retired")
-            .lit("))");
-        oks.push(ok);
-    }
+    let (names, oks) = super::output::probe_arms(ctx, type_col, id_col, valid_types, true);
     arms_of(names, oks)
 }
 
