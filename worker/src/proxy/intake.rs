@@ -126,7 +126,8 @@ impl Intake {
         let budget = limits
             .buffered_bodies
             .min(u32::MAX as usize)
-            .max(limits.max_body);
+            // A body of the largest size read in several chunks is briefly held twice (joined).
+            .max(2 * limits.max_body);
         Intake {
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
             budget: Arc::new(Semaphore::new(budget.min(u32::MAX as usize))),
@@ -210,7 +211,13 @@ impl Intake {
             Ok(Err(e)) => return Err(e),
             Ok(Ok(())) => {}
         }
+        // Joining several chunks copies the body once more: counted while both exist.
+        let copy = if chunks.len() > 1 { len } else { 0 };
+        self.reserve(&mut held, copy)?;
         let bytes = join(chunks, len);
+        if let Some(p) = held.as_mut().filter(|_| copy > 0) {
+            drop(p.split(copy));
+        }
         if !encoding {
             return Ok(Buffered {
                 bytes,
@@ -339,22 +346,37 @@ mod tests {
 
     #[tokio::test]
     async fn the_budget_and_the_in_flight_limit_refuse_when_spent_and_recover() {
+        // The budget is at least twice the largest body (a streamed one is joined).
         let i = intake(1000, 1500);
-        let a = i
-            .read(&HeaderMap::new(), Body::from(vec![b' '; 1000]))
-            .await
-            .unwrap();
+        let body = || Body::from(vec![b' '; 1000]);
+        let (a, b) = (
+            i.read(&HeaderMap::new(), body()).await.unwrap(),
+            i.read(&HeaderMap::new(), body()).await.unwrap(),
+        );
         assert_eq!(
-            i.read(&HeaderMap::new(), Body::from(vec![b' '; 1000]))
-                .await
-                .err(),
+            i.read(&HeaderMap::new(), body()).await.err(),
+            Some(Refusal::Busy)
+        );
+        drop(b);
+        // Two chunks: joining them holds the body twice, which the budget must count.
+        let chunked = || {
+            let chunks = vec![
+                Ok::<_, std::io::Error>(Bytes::from(vec![b'a'; 500])),
+                Ok(Bytes::from(vec![b'b'; 500])),
+            ];
+            Body::from_stream(futures::stream::iter(chunks))
+        };
+        assert_eq!(
+            i.read(&HeaderMap::new(), chunked()).await.err(),
             Some(Refusal::Busy)
         );
         drop(a);
-        assert!(i
-            .read(&HeaderMap::new(), Body::from(vec![b' '; 1000]))
-            .await
-            .is_ok());
+        let joined = i.read(&HeaderMap::new(), chunked()).await.unwrap();
+        assert_eq!(joined.bytes.len(), 1000);
+        // The copy's share was given back: another body of 1000 fits beside it.
+        assert!(i.read(&HeaderMap::new(), body()).await.is_ok());
+        drop(joined);
+        assert!(i.read(&HeaderMap::new(), body()).await.is_ok());
         let (p1, p2) = (i.admit().unwrap(), i.admit().unwrap());
         assert_eq!(i.admit().err(), Some(Refusal::Busy));
         drop((p1, p2));
