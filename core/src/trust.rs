@@ -87,6 +87,19 @@ impl TrustClass {
         }
     }
 
+    /// Whether reads of the class depend on the time they are answered at.
+    pub fn is_relative_date(self) -> bool {
+        matches!(
+            self,
+            TrustClass::InLast
+                | TrustClass::InNext
+                | TrustClass::InCalendarDay
+                | TrustClass::InCalendarWeek
+                | TrustClass::InCalendarMonth
+                | TrustClass::InCalendarYear
+        )
+    }
+
     /// The class of a relative-date relation (either sign), if it is one.
     pub fn of_relative_date(relation: &str) -> Option<TrustClass> {
         let positive = relation.strip_prefix("not_").unwrap_or(relation);

@@ -318,3 +318,42 @@ async fn a_trusted_class_is_turned_off_by_its_rechecks_and_never_serves_after() 
     h.stop().await;
     db.drop().await;
 }
+
+/// The hits on kept answers, from the proxy's metrics.
+async fn kept_hits(h: &Harness) -> u64 {
+    let m = h.metrics().await;
+    m.lines()
+        .find_map(|l| l.strip_prefix("sgcache_proxy_result_cache_hits_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+#[tokio::test]
+async fn answers_that_depend_on_the_time_are_not_kept() {
+    // Every class pinned on: the answers themselves come from the cache.
+    let (h, db) = Harness::with_cache("sgcache_trust", SPEC, |_| {})
+        .await
+        .unwrap();
+    verify_credentials(&h, &h.proxy_url.clone()).await;
+    let recent = json!({
+        "type": "Project",
+        "filters": {"logical_operator": "and", "conditions": [
+            {"path": "updated_at", "relation": "in_last", "values": [3650, "DAY"]}]},
+        "return_fields": ["name"],
+    });
+    let plain = json!({"type": "Project",
+        "filters": {"logical_operator": "and", "conditions": []}, "return_fields": ["name"]});
+    for (payload, kept) in [(plain, true), (recent, false)] {
+        let before = kept_hits(&h).await;
+        for _ in 0..3 {
+            let (_, path, via) = h.proxy("read", script_auth(), payload.clone()).await;
+            let (_, _, site) = h.direct("read", script_auth(), payload.clone()).await;
+            assert_eq!(path.as_deref(), Some("cache"), "{payload}");
+            assert_eq!(via, site);
+        }
+        let hits = kept_hits(&h).await - before;
+        assert_eq!(hits > 0, kept, "{payload}: {hits} kept answers");
+    }
+    h.stop().await;
+    db.drop().await;
+}

@@ -172,10 +172,9 @@ async fn cached(
     served: Served,
 ) -> Outcome {
     let plan = &served.plan;
-    // Keyed by the payload only: every principal allowed here gets the same answer.
-    let kept_key = state
-        .results
-        .enabled()
+    // Keyed by the payload only: every principal allowed here gets the same answer. Not kept
+    // when it depends on the time (a relative-date window moves on without any change).
+    let kept_key = (state.results.enabled() && !plan.classes.iter().any(|c| c.is_relative_date()))
         .then(|| env.payload_text().to_string());
     let wants_gzip = accepts_gzip(&call.headers);
     let hit = kept_key.as_deref().and_then(|k| state.results.get(k));
