@@ -105,6 +105,17 @@ pub async fn forward(
     key: Option<&CredentialKey>,
     reason: &'static str,
 ) -> Outcome {
+    forward_seen(state, call, key, reason, |_| {}).await
+}
+
+/// Like [`forward`], showing the site's answer to `seen` before it goes to the client.
+pub async fn forward_seen(
+    state: &AppState,
+    call: &Call,
+    key: Option<&CredentialKey>,
+    reason: &'static str,
+    seen: impl FnOnce(&super::site::SiteResponse),
+) -> Outcome {
     let sent = Instant::now();
     match state
         .site
@@ -113,6 +124,7 @@ pub async fn forward(
     {
         Ok(resp) => {
             state.note_site_answer(key, sent, &resp).await;
+            seen(&resp);
             Outcome::new(resp.into_response(), Path::Site, reason)
         }
         Err(e) => {

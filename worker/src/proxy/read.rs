@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use super::answer::{unreachable_response, Outcome, Path};
 use super::answer_cache::{self, Kept};
-use super::api3::{forward, Call};
+use super::api3::{forward, forward_seen, Call};
 use super::auth::{CredentialKey, Verdict};
 use super::envelope::{Envelope, MAX_READ_PAYLOAD};
 use super::trust::{self, Check, Gate};
@@ -125,31 +125,18 @@ struct Served {
 /// A read of a learning class: the site answers it, and the cache's answer is compared with
 /// the site's in the background (see [`super::trust`]).
 async fn learn(state: &Arc<AppState>, call: &Call, key: &CredentialKey, plan: ReadPlan) -> Outcome {
-    let sent = Instant::now();
-    match state
-        .site
-        .post(&call.path, &call.headers, call.body.clone())
-        .await
-    {
-        Ok(resp) => {
-            state.note_site_answer(Some(key), sent, &resp).await;
-            let site = resp
-                .status
-                .is_success()
-                .then(|| resp.json())
-                .flatten()
-                .and_then(trust::results_of);
-            if let Some(site) = site {
-                trust::spawn_check(state, check(call, plan, Some(site), None));
-            }
-            Outcome::new(resp.into_response(), Path::Site, "trust_learning")
+    forward_seen(state, call, Some(key), "trust_learning", |resp| {
+        let site = resp
+            .status
+            .is_success()
+            .then(|| resp.json())
+            .flatten()
+            .and_then(trust::results_of);
+        if let Some(site) = site {
+            trust::spawn_check(state, check(call, plan, Some(site), None));
         }
-        Err(e) => {
-            state.metrics.site_error("unreachable");
-            state.recheck_site().await;
-            Outcome::new(unreachable_response(&e.0), Path::Error, "trust_learning")
-        }
-    }
+    })
+    .await
 }
 
 fn check(call: &Call, plan: ReadPlan, site: Option<Value>, cache: Option<Value>) -> Check {
