@@ -32,6 +32,18 @@ pub fn test_config(site_url: String) -> ProxyConfig {
     }
 }
 
+/// A client of the test site at `url` with its default script (the cache's own credentials
+/// in these tests).
+pub fn site_client(url: String) -> sgcache::site::SiteClient {
+    sgcache::site::SiteClient::new(sgcache::spec::SiteConnection {
+        url,
+        script_name: "sgcache_test".into(),
+        api_key: "test_key".into(),
+        timeout: Duration::from_secs(30),
+    })
+    .expect("a client of the test site")
+}
+
 /// The default script of the test site.
 pub fn script_auth() -> Value {
     json!({"script_name": "sgcache_test", "script_key": "test_key"})
@@ -151,12 +163,7 @@ impl Harness {
     ) -> anyhow::Result<(Harness, crate::pg::TestDb)> {
         let db = crate::pg::TestDb::create(prefix).await?;
         let h = Harness::start_with(SimConfig::default(), Some(db.db.clone()), tweak).await?;
-        let site = sgcache::site::SiteClient::new(sgcache::spec::SiteConnection {
-            url: h.sim.url(),
-            script_name: "sgcache_test".into(),
-            api_key: "test_key".into(),
-            timeout: Duration::from_secs(30),
-        })?;
+        let site = site_client(h.sim.url());
         let spec = sgcache::ShotgunCacheSpec::from_yaml(entities, "test")?;
         let schema = site.schema().await?;
         sgcache::storage::migrate(

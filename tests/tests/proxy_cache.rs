@@ -4,13 +4,11 @@
 
 use serde_json::{json, Value};
 use sgcache::plan::PlanOptions;
-use sgcache::site::SiteClient;
 use sgcache::spec::CacheForSpec;
-use sgcache::spec::SiteConnection;
 use sgcache::sql::Db;
 use sgcache::ShotgunCacheSpec;
 use sgcache_tests::pg::TestDb;
-use sgcache_tests::proxy::{script_auth, Harness};
+use sgcache_tests::proxy::{script_auth, site_client, Harness};
 use sgcache_tests::relay::Relay;
 use sgcache_worker::proxy::ProxyConfig;
 use shotgun_sim::SimConfig;
@@ -57,13 +55,7 @@ async fn setup_on(db: TestDb, proxy_db: Option<Db>, tweak: impl FnOnce(&mut Prox
     let h = Harness::start_with(SimConfig::default(), proxy_db, tweak)
         .await
         .unwrap();
-    let site = SiteClient::new(SiteConnection {
-        url: h.sim.url(),
-        script_name: "sgcache_test".into(),
-        api_key: "test_key".into(),
-        timeout: std::time::Duration::from_secs(30),
-    })
-    .unwrap();
+    let site = site_client(h.sim.url());
     let spec = ShotgunCacheSpec::from_yaml(SPEC, "test").unwrap();
     let schema = site.schema().await.unwrap();
     sgcache::storage::migrate(&db.db, &spec, &schema, PlanOptions::default())

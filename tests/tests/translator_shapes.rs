@@ -17,11 +17,11 @@ use sgcache::api3::ReadRequest;
 use sgcache::plan::PlanOptions;
 use sgcache::query::{plan_read_at, Catalog};
 use sgcache::site::SiteClient;
-use sgcache::spec::SiteConnection;
 use sgcache::sql::Db;
 use sgcache::trust::TrustClass;
 use sgcache::ShotgunCacheSpec;
 use sgcache_tests::pg::TestDb;
+use sgcache_tests::proxy::site_client;
 use shotgun_sim::{SimConfig, SimHandle};
 
 /// The site's clock: a Wednesday, mid-month.
@@ -101,16 +101,6 @@ struct Env {
     db: Db,
     cat: Catalog,
     now: DateTime<Utc>,
-}
-
-fn site_client(sim: &SimHandle) -> SiteClient {
-    SiteClient::new(SiteConnection {
-        url: sim.url(),
-        script_name: "sgcache_test".into(),
-        api_key: "test_key".into(),
-        timeout: std::time::Duration::from_secs(30),
-    })
-    .unwrap()
 }
 
 /// Creates a row with the given fields (`created_at` included: the site keeps a given one)
@@ -241,7 +231,7 @@ async fn setup(db: TestDb) -> (SimHandle, TestDb, Env) {
     let sim = shotgun_sim::start(sim_config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let site = site_client(&sim);
+    let site = site_client(sim.url());
     seed(&site).await;
     let spec = ShotgunCacheSpec::from_yaml(SPEC, "test").unwrap();
     let schema = site.schema().await.unwrap();

@@ -14,10 +14,10 @@ use sgcache::api3::ReadRequest;
 use sgcache::plan::PlanOptions;
 use sgcache::query::{plan_read_at, Catalog};
 use sgcache::site::SiteClient;
-use sgcache::spec::SiteConnection;
 use sgcache::sql::Db;
 use sgcache::ShotgunCacheSpec;
 use sgcache_tests::pg::TestDb;
+use sgcache_tests::proxy::site_client;
 use shotgun_sim::{SeedConfig, SimConfig};
 
 const SPEC: &str = "
@@ -249,16 +249,6 @@ fn read() -> impl Strategy<Value = Value> {
             }] = json!(true);
             p
         })
-}
-
-fn site_client(url: String) -> SiteClient {
-    SiteClient::new(SiteConnection {
-        url,
-        script_name: "sgcache_test".into(),
-        api_key: "test_key".into(),
-        timeout: std::time::Duration::from_secs(30),
-    })
-    .unwrap()
 }
 
 async fn create(site: &SiteClient, ty: &str, fields: Vec<(&str, Value)>) -> i64 {

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sgcache::sql::Db;
 use sgcache::storage::{self, TrustState};
 use sgcache::trust::TrustClass;
-use sgcache_tests::proxy::{script_auth, test_config, Harness};
+use sgcache_tests::proxy::{script_auth, site_client, test_config, Harness};
 use sgcache_worker::proxy::trust::TrustConfig;
 use sgcache_worker::proxy::{serve, AppState};
 use tokio_util::sync::CancellationToken;
@@ -227,13 +227,7 @@ async fn mixed_case_codes(h: &Harness, db: &Db) {
             .await;
         assert!(r["results"]["id"].is_i64(), "{r}");
     }
-    let site = sgcache::site::SiteClient::new(sgcache::spec::SiteConnection {
-        url: h.sim.url(),
-        script_name: "sgcache_test".into(),
-        api_key: "test_key".into(),
-        timeout: Duration::from_secs(30),
-    })
-    .unwrap();
+    let site = site_client(h.sim.url());
     sgcache_tests::loader::load_all(db, &site).await.unwrap();
     h.state.refresh_catalog().await;
 }
