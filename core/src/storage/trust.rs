@@ -71,7 +71,12 @@ pub struct TrustRecord {
     pub changed_ms: Option<i64>,
 }
 
+/// Creates the table if it is missing: checked first, since the proxies write here several
+/// times a minute and PostgreSQL logs an "already exists" notice for every `IF NOT EXISTS`.
 async fn ensure_table(tx: &mut Tx) -> Result<(), StorageError> {
+    if super::site_binding::table_exists(tx, TRUST_TABLE).await? {
+        return Ok(());
+    }
     let mut sql = tx.sql();
     sql.push(CREATE_TRUST);
     tx.execute(&sql).await?;
