@@ -326,6 +326,45 @@ pub struct ProxySpec {
     /// Limits that keep one client from exhausting the proxy for the others.
     #[serde(default)]
     pub limits: ProxyLimitsSpec,
+    /// How this replica's requests reach the site: how many at once, and the fair queue
+    /// beyond that.
+    #[serde(default)]
+    pub site: ProxySiteSpec,
+    /// One INFO line per request (path taken, reason, time). Off by default: under a storm it
+    /// is a line per request; errors (sampled) and slow requests reach WARN either way.
+    #[serde(default)]
+    pub access_log: bool,
+}
+
+/// The proxy's share of the site: identical reads in flight are sent once, and at most
+/// `maxConcurrent` requests are at the site at once; the rest wait in a queue served fairly
+/// across principals.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxySiteSpec {
+    /// Requests this replica sends to the site at once (uploads and downloads not counted:
+    /// they stream).
+    #[serde(default = "defaults::site_max_concurrent")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_concurrent: u32,
+    /// Requests waiting for a turn at the site; past it a request gets a 503 API3 error
+    /// ("busy", with `Retry-After`).
+    #[serde(default = "defaults::site_max_queued")]
+    #[schemars(range(min = 0, max = 1000000))]
+    pub max_queued: u32,
+    /// Longest wait in that queue before the request gets "busy".
+    #[serde(default = "defaults::site_max_wait")]
+    pub max_wait: DurationString,
+}
+
+impl Default for ProxySiteSpec {
+    fn default() -> Self {
+        ProxySiteSpec {
+            max_concurrent: defaults::site_max_concurrent(),
+            max_queued: defaults::site_max_queued(),
+            max_wait: defaults::site_max_wait(),
+        }
+    }
 }
 
 /// Limits of the proxy's listener and of the requests it buffers.
@@ -423,6 +462,8 @@ impl Default for ProxySpec {
             result_cache_ttl: defaults::result_cache_ttl(),
             limits: ProxyLimitsSpec::default(),
             max_lag: defaults::max_lag(),
+            site: ProxySiteSpec::default(),
+            access_log: false,
         }
     }
 }
@@ -606,11 +647,22 @@ mod defaults {
     pub fn buffered_bodies_mb() -> u32 {
         64
     }
+    /// Requests waiting on one identical read in flight cost little, so a render farm's
+    /// storm of thousands of connections is taken in rather than refused.
     pub fn max_in_flight() -> u32 {
-        512
+        10000
     }
     pub fn max_connections_proxy() -> u32 {
-        1024
+        10000
+    }
+    pub fn site_max_concurrent() -> u32 {
+        32
+    }
+    pub fn site_max_queued() -> u32 {
+        2000
+    }
+    pub fn site_max_wait() -> DurationString {
+        "30s".into()
     }
     pub fn header_read_timeout() -> DurationString {
         "30s".into()

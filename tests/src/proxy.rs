@@ -29,6 +29,8 @@ pub fn test_config(site_url: String) -> ProxyConfig {
         // The answers themselves are what these tests compare with the site's; how a
         // class earns trust is tests/trust.rs's subject.
         trust: sgcache_worker::proxy::trust::TrustConfig::all_on(),
+        site_gate: Default::default(),
+        access_log: false,
     }
 }
 

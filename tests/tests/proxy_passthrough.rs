@@ -95,22 +95,13 @@ async fn an_unreachable_site_gets_an_api3_error() {
     let h = Harness::start(SimConfig::default(), None).await.unwrap();
     // A proxy pointing at a closed port.
     let config = sgcache_worker::proxy::ProxyConfig {
-        site_url: "http://127.0.0.1:9".into(),
         site_timeout: std::time::Duration::from_secs(2),
         auth_ttl: std::time::Duration::from_secs(60),
         auth_grace: std::time::Duration::from_secs(60),
         catalog_refresh: std::time::Duration::from_secs(60),
         service_auth: None,
-        verify_sample_rate: 0.0,
-        cache_for: None,
         result_cache_bytes: 0,
-        result_cache_ttl: std::time::Duration::from_secs(60),
-        intake: Default::default(),
-        listener: Default::default(),
-        max_lag: std::time::Duration::from_secs(300),
-        // The answers themselves are what these tests compare with the site's; how a
-        // class earns trust is tests/trust.rs's subject.
-        trust: sgcache_worker::proxy::trust::TrustConfig::all_on(),
+        ..sgcache_tests::proxy::test_config("http://127.0.0.1:9".into())
     };
     let state = sgcache_worker::proxy::AppState::new(&config, None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -171,7 +171,7 @@ impl<'a> Ctx<'a> {
 }
 
 /// A translated read: the statement and how to turn its rows into the site's answer.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ReadPlan {
     pub sql: Sql,
     entity_type: String,

@@ -580,22 +580,10 @@ pub async fn start_proxy_with(
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
     let mut config = ProxyConfig {
-        site_url: env.sim.url(),
         site_timeout: Duration::from_secs(10),
-        auth_ttl: Duration::from_secs(300),
-        auth_grace: Duration::from_secs(3600),
-        catalog_refresh: Duration::from_millis(200),
         service_auth,
         verify_sample_rate,
-        cache_for: None,
-        result_cache_bytes: 16 << 20,
-        result_cache_ttl: Duration::from_secs(60),
-        intake: Default::default(),
-        listener: Default::default(),
-        max_lag: Duration::from_secs(300),
-        // The answers themselves are what these tests compare with the site's; how a
-        // class earns trust is tests/trust.rs's subject.
-        trust: sgcache_worker::proxy::trust::TrustConfig::all_on(),
+        ..sgcache_tests::proxy::test_config(env.sim.url())
     };
     tweak(&mut config);
     let db = sgcache::sql::Db::connect(&env.db.url, 4).await.unwrap();

@@ -83,9 +83,32 @@ pub fn json_response(v: &Value) -> Response {
 
 /// The API3 error the client gets when the site cannot be reached.
 pub fn unreachable_response(why: &str) -> Response {
-    tracing::warn!(error = why, "site unreachable");
+    super::access_log::sampled_warn("site_unreachable", why);
     error_response(&Api3Error::new(
         ErrorCode::SiteUnavailable,
         format!("The Shotgun site is unavailable through sgcache: {why}"),
     ))
+}
+
+/// The API3 error (503, `Retry-After`) a request gets when this replica's share of the site
+/// is taken and its queue full, or its wait too long.
+pub fn busy_response() -> Response {
+    error_with_status(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &Api3Error::new(
+            ErrorCode::SiteUnavailable,
+            "sgcache is busy (too many requests waiting for the Shotgun site); try again",
+        ),
+    )
+}
+
+/// The API3 error a request gets when the proxy failed handling it (details in its log).
+pub fn internal_error_response() -> Response {
+    error_with_status(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &Api3Error::new(
+            ErrorCode::Internal,
+            "sgcache failed handling this request (see its log); try again",
+        ),
+    )
 }

@@ -14,7 +14,7 @@
 //! has no notifications. The listener is [`super::change_listener`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,7 @@ impl Entry {
 }
 
 /// A kept answer: its JSON text, and the same gzipped if kept.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Kept {
     pub body: Bytes,
     pub gz: Option<Bytes>,
@@ -113,6 +113,9 @@ pub struct ResultCache {
     ttl: Duration,
     /// The listener is connected and every table has its trigger.
     live: AtomicBool,
+    /// Moves on with every change heard and every invalidation: a statement in flight may be
+    /// shared only by reads that arrive before the data it reads changes.
+    generation: AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -123,6 +126,7 @@ impl ResultCache {
             max_bytes,
             ttl,
             live: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 map: LruCache::unbounded(),
                 bytes: 0,
@@ -222,15 +226,22 @@ impl ResultCache {
         if table.starts_with('_') {
             return self.invalidate();
         }
+        self.generation.fetch_add(1, Ordering::SeqCst);
         *self.lock().tables.entry(table.to_string()).or_default() += 1;
     }
 
     /// Anything may have changed: no answer kept so far is served again.
     pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let mut inner = self.lock();
         inner.epoch += 1;
         inner.map.clear();
         inner.bytes = 0;
+    }
+
+    /// The number of changes heard and invalidations so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// Starts or stops keeping answers (the change listener is connected or not).

@@ -11,9 +11,11 @@ use axum::response::{IntoResponse, Response};
 use sgcache::api3::is_error_body;
 use tracing::Instrument;
 
-use super::answer::{unreachable_response, Outcome, Path};
+use super::answer::{busy_response, internal_error_response, unreachable_response, Outcome, Path};
 use super::auth::CredentialKey;
 use super::envelope::{Envelope, Method};
+use super::site::SiteResponse;
+use super::upstream::{Failure, Kind, SiteCall};
 use super::AppState;
 
 /// One API3 request as the handlers see it: the body is forwarded as it came (decoded when
@@ -33,10 +35,7 @@ pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
         let mut headers = parts.headers;
         let buffered = match state.intake.read(&headers, body).await {
             Ok(b) => b,
-            Err(refusal) => {
-                tracing::info!(reason = refusal.label(), "request body refused");
-                return record(&state, "unparsed", refusal.outcome(), start);
-            }
+            Err(refusal) => return record(&state, "unparsed", refusal.outcome(), start),
         };
         if buffered.decoded {
             headers.remove(header::CONTENT_ENCODING);
@@ -52,7 +51,7 @@ pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
                 tracing::debug!(error = %e, "malformed API3 request; passing it through");
                 (
                     "unparsed".to_string(),
-                    forward(&state, &call, None, "malformed").await,
+                    send(&state, &call, Kind::Other, None, "malformed", |_| {}).await,
                 )
             }
             Ok(env) => {
@@ -71,7 +70,15 @@ pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
                         )
                         .await
                     }
-                    Method::Other => forward(&state, &call, env.principal().as_ref(), "none").await,
+                    Method::Other => {
+                        let kind = if super::envelope::is_read_only(&env.method_name) {
+                            Kind::Read
+                        } else {
+                            Kind::Other
+                        };
+                        let key = env.principal();
+                        send(&state, &call, kind, key.as_ref(), "none", |_| {}).await
+                    }
                 };
                 (method, outcome)
             }
@@ -83,22 +90,18 @@ pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
     .await
 }
 
-/// Counts the request and sets the path header.
+/// Counts the request, logs it as `workers.proxy.accessLog` says, sets the path header.
 fn record(state: &AppState, method: &str, outcome: Outcome, start: Instant) -> Response {
-    let elapsed = start.elapsed().as_secs_f64();
+    let elapsed = start.elapsed();
     let (path, reason) = (outcome.path.label(), outcome.reason);
-    state.metrics.observe(method, path, reason, elapsed);
-    // Two decimals: `ms=0.63`, not `ms=0.6309440000000001`.
-    tracing::info!(
-        path,
-        reason,
-        ms = (elapsed * 100_000.0).round() / 100.0,
-        "answered"
-    );
+    state
+        .metrics
+        .observe(method, path, reason, elapsed.as_secs_f64());
+    super::access_log::answered(state.access_log, method, outcome.path, reason, elapsed);
     outcome.into_response()
 }
 
-/// Sends the request to the site as it came.
+/// Sends a client's read to the site as it came (or joins an identical one in flight).
 pub async fn forward(
     state: &AppState,
     call: &Call,
@@ -108,56 +111,75 @@ pub async fn forward(
     forward_seen(state, call, key, reason, |_| {}).await
 }
 
-/// Like [`forward`], showing the site's answer to `seen` before it goes to the client.
+/// Like [`forward`], showing the site's answer to `seen` before it goes to the client; only
+/// the request that got it from the site sees it (not those that shared it).
 pub async fn forward_seen(
     state: &AppState,
     call: &Call,
     key: Option<&CredentialKey>,
     reason: &'static str,
-    seen: impl FnOnce(&super::site::SiteResponse),
+    seen: impl FnOnce(&SiteResponse),
 ) -> Outcome {
-    let sent = Instant::now();
-    match state
-        .site
-        .post(&call.path, &call.headers, call.body.clone())
-        .await
-    {
-        Ok(resp) => {
-            state.note_site_answer(key, sent, &resp).await;
-            seen(&resp);
-            Outcome::new(resp.into_response(), Path::Site, reason)
+    send(state, call, Kind::Read, key, reason, seen).await
+}
+
+/// Sends a client's request of any kind to the site; the outcome the client gets.
+pub async fn send(
+    state: &AppState,
+    call: &Call,
+    kind: Kind,
+    key: Option<&CredentialKey>,
+    reason: &'static str,
+    seen: impl FnOnce(&SiteResponse),
+) -> Outcome {
+    let answer = state.upstream.send(site_call(call, kind, key)).await;
+    match answer {
+        Ok(answer) => {
+            if !answer.shared {
+                seen(&answer.response);
+            }
+            Outcome::new(answer.response.into_response(), Path::Site, reason)
         }
-        Err(e) => {
-            state.metrics.site_error("unreachable");
-            state.recheck_site().await;
-            Outcome::new(unreachable_response(&e.0), Path::Error, reason)
-        }
+        Err(failure) => failed(failure, reason),
     }
 }
 
-/// `info`: forwarded; the last good answer is replayed while the site is unreachable.
+/// The request as the upstream takes it.
+pub fn site_call<'a>(call: &'a Call, kind: Kind, key: Option<&CredentialKey>) -> SiteCall<'a> {
+    SiteCall {
+        kind,
+        principal: key.copied(),
+        path: &call.path,
+        headers: &call.headers,
+        body: call.body.clone(),
+    }
+}
+
+/// What the client gets when the site gave no answer.
+pub fn failed(failure: Failure, reason: &'static str) -> Outcome {
+    match failure {
+        Failure::Unreachable(why) => Outcome::new(unreachable_response(&why), Path::Error, reason),
+        Failure::Busy(busy) => Outcome::new(busy_response(), Path::Error, busy.label()),
+        Failure::Panicked => Outcome::new(internal_error_response(), Path::Error, "panic"),
+    }
+}
+
+/// `info`: forwarded (identical ones in flight share one request); the last good answer is
+/// replayed while the site is unreachable.
 async fn info(state: &AppState, call: &Call) -> Outcome {
-    let sent = Instant::now();
-    let answer = state
-        .site
-        .post(&call.path, &call.headers, call.body.clone())
-        .await;
+    let answer = state.upstream.send(site_call(call, Kind::Read, None)).await;
     match answer {
-        Ok(resp) if !resp.is_unavailable() => {
-            state.note_site_answer(None, sent, &resp).await;
-            if resp.status.is_success() && resp.json().is_some_and(|b| !is_error_body(&b)) {
+        Ok(a) if !a.response.is_unavailable() => {
+            let resp = a.response;
+            if !a.shared
+                && resp.status.is_success()
+                && resp.json().is_some_and(|b| !is_error_body(&b))
+            {
                 *state.last_info.write().unwrap_or_else(|e| e.into_inner()) = Some(resp.clone());
             }
             Outcome::new(resp.into_response(), Path::Site, "none")
         }
         other => {
-            match &other {
-                Ok(resp) => state.note_site_answer(None, sent, resp).await,
-                Err(_) => {
-                    state.metrics.site_error("unreachable");
-                    state.recheck_site().await;
-                }
-            }
             let last = state
                 .last_info
                 .read()
@@ -167,8 +189,8 @@ async fn info(state: &AppState, call: &Call) -> Outcome {
                 (Some(last), _) => {
                     Outcome::new(last.into_response(), Path::Cache, "site_unavailable")
                 }
-                (None, Ok(resp)) => Outcome::new(resp.into_response(), Path::Site, "none"),
-                (None, Err(e)) => Outcome::new(unreachable_response(&e.0), Path::Error, "none"),
+                (None, Ok(a)) => Outcome::new(a.response.into_response(), Path::Site, "none"),
+                (None, Err(failure)) => failed(failure, "none"),
             }
         }
     }
@@ -185,14 +207,13 @@ pub async fn stream(state: Arc<AppState>, req: Request) -> Response {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     let (resp, path) = match state
-        .site
+        .upstream
         .stream(parts.method, &pq, &parts.headers, body)
         .await
     {
         Ok(r) => (r, "site"),
         Err(e) => {
-            state.metrics.site_error("unreachable");
-            tracing::warn!(error = %e, "site unreachable for a pass-through request");
+            super::access_log::sampled_warn("stream_unreachable", &e.0);
             let mut r = axum::http::Response::new(axum::body::Body::from(
                 "The Shotgun site is unavailable through sgcache",
             ));

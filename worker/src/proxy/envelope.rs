@@ -56,6 +56,27 @@ impl Method {
     }
 }
 
+/// Methods other than `read` that only read (the site's answer depends on the request and
+/// the data, and sending it changes nothing), so identical ones in flight may share one
+/// answer. Anything not listed is never shared.
+const READ_ONLY: &[&str] = &[
+    "summarize",
+    "schema_read",
+    "schema_entity_read",
+    "schema_field_read",
+    "text_search",
+    "note_thread_contents",
+    "activity_stream_read",
+    "entity_types",
+    "work_schedule_read",
+    "preferences_read",
+];
+
+/// Whether `method` only reads (see [`READ_ONLY`]).
+pub fn is_read_only(method: &str) -> bool {
+    READ_ONLY.contains(&method)
+}
+
 /// What the auth object is, as far as the proxy is concerned.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AuthObject {

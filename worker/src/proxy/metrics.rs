@@ -57,6 +57,148 @@ pub struct ClassCheckLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabels {
+    /// `site` (a passed-through read) or `cache` (a cached read's statement).
+    pub path: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `read`, `write`, `other`, `background`, `probe` or `stream`.
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BusyLabels {
+    /// `site_queue_full` or `site_wait_expired`.
+    pub reason: &'static str,
+}
+
+/// The proxy's requests to the site ([`super::upstream`]).
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    /// Requests sent to the site, by kind: what the site receives from this replica.
+    pub requests: Family<KindLabels, Counter>,
+    pub site_errors: Family<SiteErrorLabels, Counter>,
+    pub in_flight: Gauge,
+    pub queued: Gauge,
+    pub queue_wait: Histogram,
+    /// Requests answered by an identical one in flight instead of their own.
+    pub coalesced: Family<PathLabels, Counter>,
+    pub busy: Family<BusyLabels, Counter>,
+    /// Requests whose handling panicked (answered with an API3 error).
+    pub panics: Counter,
+}
+
+impl UpstreamMetrics {
+    fn register(registry: &mut Registry) -> UpstreamMetrics {
+        let m = UpstreamMetrics {
+            requests: Family::default(),
+            site_errors: Family::default(),
+            in_flight: Gauge::default(),
+            queued: Gauge::default(),
+            // 1 ms .. ~33 s.
+            queue_wait: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.001, 2.0, 16,
+            )),
+            coalesced: Family::default(),
+            busy: Family::default(),
+            panics: Counter::default(),
+        };
+        registry.register(
+            "site_requests",
+            "Requests this replica sent to the site, by kind",
+            m.requests.clone(),
+        );
+        registry.register(
+            "site_errors",
+            "Failed or rejected calls to the site",
+            m.site_errors.clone(),
+        );
+        registry.register(
+            "site_requests_in_flight",
+            "Requests at the site now (uploads and downloads not counted)",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            "site_requests_queued",
+            "Requests waiting for a turn at the site (workers.proxy.site.maxConcurrent)",
+            m.queued.clone(),
+        );
+        registry.register(
+            "site_queue_wait_seconds",
+            "Time requests waited for a turn at the site",
+            m.queue_wait.clone(),
+        );
+        registry.register(
+            "coalesced_requests",
+            "Requests answered by an identical one already in flight, by path",
+            m.coalesced.clone(),
+        );
+        registry.register(
+            "site_busy",
+            "Requests answered busy: the site queue was full or the wait too long",
+            m.busy.clone(),
+        );
+        registry.register(
+            "panics",
+            "Requests whose handling failed with a panic (answered with an API3 error)",
+            m.panics.clone(),
+        );
+        // Every known label value starts at 0, so the series exist (and rate() and alerts see
+        // them) before the first event.
+        for kind in ["unreachable", "status_5xx", "auth"] {
+            let _ = m
+                .site_errors
+                .get_or_create(&SiteErrorLabels { kind: kind.into() });
+        }
+        for kind in ["read", "write", "other", "background", "probe", "stream"] {
+            let _ = m.requests.get_or_create(&KindLabels { kind });
+        }
+        for path in ["site", "cache"] {
+            let _ = m.coalesced.get_or_create(&PathLabels { path });
+        }
+        for b in [
+            super::upstream::gate::Busy::QueueFull,
+            super::upstream::gate::Busy::WaitExpired,
+        ] {
+            let _ = m.busy.get_or_create(&BusyLabels { reason: b.label() });
+        }
+        m
+    }
+
+    pub fn sent(&self, kind: super::upstream::Kind) {
+        self.requests
+            .get_or_create(&KindLabels { kind: kind.label() })
+            .inc();
+    }
+
+    pub fn sent_stream(&self) {
+        self.requests
+            .get_or_create(&KindLabels { kind: "stream" })
+            .inc();
+    }
+
+    pub fn coalesced(&self, path: &'static str) {
+        self.coalesced.get_or_create(&PathLabels { path }).inc();
+    }
+
+    pub fn busy(&self, busy: super::upstream::gate::Busy) {
+        self.busy
+            .get_or_create(&BusyLabels {
+                reason: busy.label(),
+            })
+            .inc();
+    }
+
+    pub fn site_error(&self, kind: &str) {
+        self.site_errors
+            .get_or_create(&SiteErrorLabels { kind: kind.into() })
+            .inc();
+    }
+}
+
 /// Per trust class: its state, its samples, the reads it served and the checks run.
 pub struct TrustMetrics {
     state: Family<ClassStateLabels, Gauge>,
@@ -168,7 +310,8 @@ pub struct Metrics {
     pub refreshes_skipped: Counter,
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<LatencyLabels, Histogram>,
-    pub site_errors: Family<SiteErrorLabels, Counter>,
+    /// The requests to the site (handed to [`super::upstream::Upstream`]).
+    pub upstream: UpstreamMetrics,
     pub write_through_failures: Counter,
     /// Cached reads answered from the answers kept in memory, without a query.
     pub result_hits: Counter,
@@ -229,12 +372,6 @@ impl Default for Metrics {
             "Time to answer a request, by method and path taken",
             latency.clone(),
         );
-        let site_errors = Family::<SiteErrorLabels, Counter>::default();
-        registry.register(
-            "site_errors",
-            "Failed or rejected calls to the site",
-            site_errors.clone(),
-        );
         let write_through_failures = Counter::default();
         registry.register(
             "write_through_failures",
@@ -291,15 +428,13 @@ impl Default for Metrics {
         );
         // Every known label value starts at 0, so the series exist (and rate() and alerts see
         // them) before the first error or check.
-        for kind in ["unreachable", "status_5xx", "auth"] {
-            let _ = site_errors.get_or_create(&SiteErrorLabels { kind: kind.into() });
-        }
         for outcome in ["match", "mismatch", "error"] {
             let _ = verify.get_or_create(&VerifyLabels {
                 outcome: outcome.into(),
             });
         }
         let trust = TrustMetrics::register(&mut registry);
+        let upstream = UpstreamMetrics::register(&mut registry);
         Metrics {
             registry,
             trust,
@@ -313,7 +448,7 @@ impl Default for Metrics {
             refreshes_skipped,
             requests,
             latency,
-            site_errors,
+            upstream,
             write_through_failures,
         }
     }
@@ -348,12 +483,6 @@ impl Metrics {
                 path: path.into(),
             })
             .observe(seconds);
-    }
-
-    pub fn site_error(&self, kind: &str) {
-        self.site_errors
-            .get_or_create(&SiteErrorLabels { kind: kind.into() })
-            .inc();
     }
 
     pub fn verified(&self, outcome: &str) {

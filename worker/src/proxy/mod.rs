@@ -5,6 +5,7 @@
 //! `GET /readyz`, `GET /metrics`, the status page under `/_sgcache/` ([`crate::status::page`]);
 //! any other request is streamed to the site untouched.
 
+mod access_log;
 pub mod answer;
 pub mod answer_cache;
 mod api3;
@@ -22,12 +23,14 @@ pub mod site;
 pub mod site_clock;
 pub mod site_health;
 pub mod trust;
+pub mod upstream;
 pub mod verify;
 mod write;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -35,8 +38,8 @@ use axum::http::{header, Extensions, HeaderMap, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
-use sgcache::api3::is_error_body;
+use futures::FutureExt;
+use serde_json::json;
 use sgcache::query::Catalog;
 use sgcache::sql::Db;
 use sgcache::ShotgunCacheSpec;
@@ -44,12 +47,12 @@ use tokio_util::sync::CancellationToken;
 use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use auth::{AuthCache, CredentialKey};
+use auth::AuthCache;
 use intake::{Intake, IntakeLimits};
 use listener::ListenerLimits;
 use metrics::Metrics;
-use site::{Site, SiteResponse};
-use site_health::SiteHealth;
+use site::Site;
+use upstream::Upstream;
 
 /// Longest wait for the proxy's own probe of the cache database (`SELECT 1`) after a read
 /// failed in it: a database that cannot answer that is unavailable for every read.
@@ -82,6 +85,10 @@ pub struct ProxyConfig {
     pub max_lag: Duration,
     /// Earned trust of inferred read shapes (`spec.trust`).
     pub trust: trust::TrustConfig,
+    /// This replica's share of the site (`workers.proxy.site`).
+    pub site_gate: upstream::gate::GateLimits,
+    /// One INFO line per request (`workers.proxy.accessLog`).
+    pub access_log: bool,
 }
 
 impl ProxyConfig {
@@ -101,25 +108,26 @@ impl ProxyConfig {
             listener: ListenerLimits::from_spec(&spec.workers.proxy.limits),
             max_lag: spec.workers.proxy.max_lag.duration(),
             trust: trust::TrustConfig::from_spec(&spec.trust),
+            site_gate: upstream::gate::GateLimits::from_spec(&spec.workers.proxy.site),
+            access_log: spec.workers.proxy.access_log,
         }
     }
 }
 
 /// Shared state of the proxy's handlers.
 pub struct AppState {
-    pub site: Site,
+    /// Every request to the site goes through it (with the site's health and clock, and
+    /// what the site said about each principal's credentials).
+    pub upstream: Arc<Upstream>,
     /// The cache; unset runs a pure pass-through proxy (see [`AppState::attach_db`]).
     db: OnceLock<Db>,
     /// A database connection is being retried in the background.
     pub db_pending: AtomicBool,
     pub catalog: RwLock<Arc<Catalog>>,
-    pub auth: AuthCache,
     pub metrics: Metrics,
     /// The database answers the proxy (catalog refreshes, probes); when false every read
     /// passes through.
     db_ok: AtomicBool,
-    /// Whether the site is up, as the proxy's own probes say.
-    pub health: SiteHealth,
     /// Requests in flight and bodies buffered.
     pub intake: Intake,
     /// The last good `info` answer, replayed while the site is unreachable.
@@ -129,6 +137,11 @@ pub struct AppState {
     pub cache_for: Option<sgcache::spec::CacheForSpec>,
     /// Answers kept in memory.
     pub results: answer_cache::ResultCache,
+    /// Cached reads' statements in flight: identical ones run once.
+    pub statements:
+        upstream::flights::Flights<Result<answer_cache::Kept, sgcache::query::PassThrough>>,
+    /// See [`ProxyConfig::access_log`].
+    pub access_log: bool,
     /// See [`ProxyConfig::max_lag`].
     pub max_lag: Duration,
     /// The status page's read rates and last gathered status (`/_sgcache/`).
@@ -143,21 +156,24 @@ pub struct AppState {
     catalog_load: tokio::sync::Mutex<()>,
     /// Which inferred read shapes have earned answers from the cache.
     pub trust: trust::Trust,
-    /// The site's time, from its answers' `Date` headers.
-    pub site_clock: site_clock::SiteClock,
 }
 
 impl AppState {
     pub fn new(config: &ProxyConfig, db: Option<Db>) -> anyhow::Result<Arc<AppState>> {
+        let metrics = Metrics::default();
+        let upstream = Upstream::new(
+            Site::new(&config.site_url, config.site_timeout)?,
+            AuthCache::new(config.auth_ttl, config.auth_grace),
+            config.site_gate.clone(),
+            metrics.upstream.clone(),
+        );
         Ok(Arc::new(AppState {
-            site: Site::new(&config.site_url, config.site_timeout)?,
+            upstream,
             db_ok: AtomicBool::new(db.is_some()),
             db: db.map(OnceLock::from).unwrap_or_default(),
             db_pending: AtomicBool::new(false),
             catalog: RwLock::new(Arc::new(Catalog::default())),
-            auth: AuthCache::new(config.auth_ttl, config.auth_grace),
-            metrics: Metrics::default(),
-            health: SiteHealth::default(),
+            metrics,
             intake: Intake::new(config.intake.clone()),
             last_info: RwLock::new(None),
             service_auth: config.service_auth.clone(),
@@ -167,12 +183,13 @@ impl AppState {
                 config.result_cache_bytes,
                 config.result_cache_ttl,
             ),
+            statements: Default::default(),
+            access_log: config.access_log,
             max_lag: config.max_lag,
             status_page: Default::default(),
             workers: OnceLock::new(),
             catalog_load: tokio::sync::Mutex::new(()),
             trust: trust::Trust::new(config.trust.clone()),
-            site_clock: Default::default(),
         }))
     }
 
@@ -218,42 +235,6 @@ impl AppState {
             );
         }
         up
-    }
-
-    /// A request to the site failed: the proxy's own probe says whether the site is up.
-    pub async fn recheck_site(&self) -> bool {
-        self.health.recheck(&self.site).await
-    }
-
-    /// Records what a site answer to a request sent at `sent` says about the credentials
-    /// (`key`) and the site's health.
-    pub async fn note_site_answer(
-        &self,
-        key: Option<&CredentialKey>,
-        sent: Instant,
-        resp: &SiteResponse,
-    ) {
-        if resp.is_unavailable() {
-            self.metrics.site_error("status_5xx");
-            self.recheck_site().await;
-            return;
-        }
-        self.health.answered();
-        self.site_clock.observe(&resp.headers, chrono::Utc::now());
-        let (Some(key), true) = (key, resp.status.is_success()) else {
-            return;
-        };
-        match resp.json() {
-            Some(body) if is_error_body(&body) => {
-                let code = body.get("error_code").and_then(Value::as_i64);
-                if code == Some(102) {
-                    self.metrics.site_error("auth");
-                    self.auth.rejected(key);
-                }
-            }
-            Some(_) => self.auth.accepted(*key, sent),
-            None => {}
-        }
     }
 
     /// Re-reads the catalog; a failure marks the database unavailable (reads pass through).
@@ -324,16 +305,33 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
         }
     };
     if req.method() == Method::POST && req.uri().path().ends_with("/api3/json") {
-        return api3::handle(state, req).await;
+        let handled = AssertUnwindSafe(api3::handle(state.clone(), req))
+            .catch_unwind()
+            .await;
+        return handled.unwrap_or_else(|_| panicked(&state));
     }
     api3::stream(state, req).await
+}
+
+/// A request whose handling panicked gets an API3 error (never a dropped connection), and
+/// the panic is counted; the panic hook has logged where it happened.
+fn panicked(state: &AppState) -> Response {
+    state.metrics.upstream.panics.inc();
+    state.metrics.observe("other", "error", "panic", 0.0);
+    tracing::error!("handling a request panicked; answered with an API3 error");
+    answer::Outcome::new(
+        answer::internal_error_response(),
+        answer::Path::Error,
+        "panic",
+    )
+    .into_response()
 }
 
 /// Ready when the cache or the site can answer (reads are served from either). The body
 /// says which of the two is available.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let db = state.db_ok();
-    let site = state.health.is_up();
+    let site = state.upstream.health.is_up();
     let status = if db || site {
         StatusCode::OK
     } else {
@@ -404,8 +402,8 @@ async fn probe_loop(state: Arc<AppState>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(site_health::PROBE_INTERVAL) => {}
         }
-        if !state.health.is_up() {
-            state.recheck_site().await;
+        if !state.upstream.health.is_up() {
+            state.upstream.recheck().await;
         }
     }
 }
@@ -428,7 +426,7 @@ pub async fn serve(
         state.clone(),
         stop.clone(),
     ));
-    tracing::info!(addr = %listener.local_addr()?, site = %state.site.base(), "proxy listening");
+    tracing::info!(addr = %listener.local_addr()?, site = %state.upstream.base(), "proxy listening");
     listener::serve(app(state), listener, &config.listener, stop).await?;
     refresher.abort();
     changes.abort();

@@ -9,7 +9,7 @@
 //! cache off for the others.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap};
@@ -18,14 +18,16 @@ use serde_json::Value;
 use sgcache::api3::ReadRequest;
 use sgcache::query::{plan_read_at, PassThrough, ReadPlan, Reason};
 use sgcache::sql::Db;
+use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use super::answer::{unreachable_response, Outcome, Path};
+use super::answer::{Outcome, Path};
 use super::answer_cache::{self, Kept};
-use super::api3::{forward, forward_seen, Call};
+use super::api3::{failed, forward, forward_seen, site_call, Call};
 use super::auth::{CredentialKey, Verdict};
 use super::envelope::{Envelope, MAX_READ_PAYLOAD};
 use super::trust::{self, Check, Gate};
+use super::upstream::Kind;
 use super::AppState;
 
 /// Longest wait for the cache database on a read before it goes to the site.
@@ -52,37 +54,33 @@ pub async fn read(state: &Arc<AppState>, call: &Call, env: &Envelope<'_>) -> Out
     };
     let plan = Served { plan, recheck };
     let db = state.db().expect("a plan implies a database");
-    let verdict = state.auth.verdict(&key);
+    let verdict = state.upstream.auth.verdict(&key);
     let grace = verdict == Verdict::Grace;
-    if verdict == Verdict::Fresh || (grace && !state.health.is_up()) {
+    if verdict == Verdict::Fresh || (grace && !state.upstream.health.is_up()) {
         return cached(state, call, env, &key, db, plan).await;
     }
     // Not verified (recently enough): the request itself verifies the credentials.
-    let sent = Instant::now();
     let answer = state
-        .site
-        .post(&call.path, &call.headers, call.body.clone())
+        .upstream
+        .send(site_call(call, Kind::Read, Some(&key)))
         .await;
-    if let Ok(resp) = &answer {
-        state.note_site_answer(Some(&key), sent, resp).await;
-        if !resp.is_unavailable() {
-            return Outcome::new(answer.unwrap().into_response(), Path::Site, "verify_auth");
+    if let Ok(a) = &answer {
+        if !a.response.is_unavailable() {
+            return Outcome::new(
+                answer.unwrap().response.into_response(),
+                Path::Site,
+                "verify_auth",
+            );
         }
-    } else {
-        state.metrics.site_error("unreachable");
     }
-    // The site did not answer. Grace only if the proxy's own probe says it is down: this
-    // failure may be the client's own doing.
-    let site_up = match &answer {
-        Ok(_) => state.health.is_up(), // note_site_answer probed already
-        Err(_) => state.recheck_site().await,
-    };
-    if grace && !site_up {
+    // The site did not answer. Grace only if the proxy's own probe (run by the upstream on
+    // that failure) says it is down: this failure may be the client's own doing.
+    if grace && !state.upstream.health.is_up() {
         return cached(state, call, env, &key, db, plan).await;
     }
     match answer {
-        Ok(resp) => Outcome::new(resp.into_response(), Path::Site, "verify_auth"),
-        Err(e) => Outcome::new(unreachable_response(&e.0), Path::Error, "verify_auth"),
+        Ok(a) => Outcome::new(a.response.into_response(), Path::Site, "verify_auth"),
+        Err(failure) => failed(failure, "verify_auth"),
     }
 }
 
@@ -112,7 +110,7 @@ fn plan(state: &AppState, env: &Envelope<'_>) -> Result<ReadPlan, PassThrough> {
         &read,
         &state.catalog(),
         db.dialect(),
-        state.site_clock.now(),
+        state.upstream.clock.now(),
     )
 }
 
@@ -161,8 +159,8 @@ async fn cached(
     let plan = &served.plan;
     // Keyed by the payload only: every principal allowed here gets the same answer. Not kept
     // when it depends on the time (a relative-date window moves on without any change).
-    let kept_key = (state.results.enabled() && !plan.classes.iter().any(|c| c.is_relative_date()))
-        .then(|| env.payload_text().to_string());
+    let timeless = !plan.classes.iter().any(|c| c.is_relative_date());
+    let kept_key = (state.results.enabled() && timeless).then(|| env.payload_text().to_string());
     let wants_gzip = accepts_gzip(&call.headers);
     let hit = kept_key.as_deref().and_then(|k| state.results.get(k));
     if hit.is_some() {
@@ -170,7 +168,11 @@ async fn cached(
     }
     let answer = match hit {
         Some(kept) => Ok(kept),
-        None => run_and_keep(state, plan, db, kept_key, wants_gzip).await,
+        None if timeless => {
+            let payload = env.payload_text();
+            run_shared(state, plan, db, payload, kept_key, wants_gzip).await
+        }
+        None => run_and_keep(state, plan, db, None, wants_gzip).await,
     };
     match answer {
         Ok(kept) => {
@@ -249,6 +251,44 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
             it.next().is_some_and(|e| e.eq_ignore_ascii_case("gzip"))
                 && !it.any(|p| p.replace(' ', "") == "q=0")
         })
+}
+
+/// Runs a cached read's statement, or joins the identical one in flight: after a change
+/// drops a kept answer, a crowd waiting for it runs one statement. Keyed by the payload
+/// (every principal allowed here gets the same answer, see [`cached`]) and the result
+/// cache's generation, so no read joins a statement that began before a change it could
+/// have seen (its own write through the proxy included). Not for reads whose answer depends
+/// on the time.
+async fn run_shared(
+    state: &Arc<AppState>,
+    plan: &ReadPlan,
+    db: &Db,
+    payload: &str,
+    kept_key: Option<String>,
+    wants_gzip: bool,
+) -> Result<Kept, PassThrough> {
+    let mut h = Sha256::new();
+    h.update(b"cache\0");
+    h.update(state.results.generation().to_le_bytes());
+    h.update(payload.as_bytes());
+    let key = h.finalize().into();
+    let (state2, plan2, db2) = (state.clone(), plan.clone(), db.clone());
+    let (result, shared) = state
+        .statements
+        .run(key, move || async move {
+            run_and_keep(&state2, &plan2, &db2, kept_key, wants_gzip).await
+        })
+        .await;
+    if shared {
+        state.metrics.upstream.coalesced("cache");
+    }
+    result.unwrap_or_else(|_| {
+        state.metrics.upstream.panics.inc();
+        Err(sgcache::query::pass(
+            Reason::Database,
+            "the cached read's statement failed (panic)",
+        ))
+    })
 }
 
 /// Runs a cached read's statement and keeps the answer in memory when it can be kept.

@@ -15,6 +15,7 @@ use sgcache::api3::is_error_body;
 use sgcache::sql::Db;
 use sgcache::storage::{self, WriteSource};
 
+use super::upstream::{Kind, SiteCall};
 use super::AppState;
 
 /// Largest `id in [...]` list per refresh read.
@@ -105,14 +106,19 @@ pub async fn read_from_site(
         "paging": {"entities_per_page": ids.len(), "current_page": 1},
         "return_paging_info_without_counts": true,
     }]});
+    let call = SiteCall {
+        kind: Kind::Background,
+        principal: None,
+        path: "/api3/json",
+        headers: &HeaderMap::new(),
+        body: Bytes::from(body.to_string()),
+    };
     let resp = state
-        .site
-        .post(
-            "/api3/json",
-            &HeaderMap::new(),
-            Bytes::from(body.to_string()),
-        )
-        .await?;
+        .upstream
+        .send(call)
+        .await
+        .map_err(|f| anyhow::anyhow!("refresh read of {ty} failed: {f:?}"))?
+        .response;
     let answer = resp
         .json()
         .filter(|b| resp.status.is_success() && !is_error_body(b))

@@ -88,7 +88,7 @@ async fn connect_later(state: Arc<AppState>, url: String, max: u32, stop: Cancel
         }
         match Db::connect_with_timeout(&url, max, DB_ACQUIRE_TIMEOUT).await {
             Ok(db) => {
-                if let Err(e) = crate::site_binding::check(&db, state.site.base()).await {
+                if let Err(e) = crate::site_binding::check(&db, state.upstream.base()).await {
                     // Never serve another site's data: keep passing everything through.
                     tracing::error!(error = %e, "cache database not used");
                     return;

@@ -7,13 +7,9 @@
 //! probe's answer decides. Any real answer from the site (not 502–504) shows it up. While it
 //! is down a background loop probes again so the grace window closes once it is back.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-use axum::body::Bytes;
-use axum::http::HeaderMap;
-
-use super::site::Site;
 
 /// A probe's answer is reused this long by the failures that follow it, so a burst of
 /// failing requests costs one probe.
@@ -21,13 +17,10 @@ const PROBE_REUSE: Duration = Duration::from_secs(1);
 
 /// Longest wait for a probe's answer: `info` is the site's cheapest call; no answer in this
 /// time is as good as none for a client.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the site is probed while it is down.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
-
-/// The body of the probe: `info` without credentials.
-const PROBE_BODY: &str = r#"{"method_name":"info","params":[]}"#;
 
 pub struct SiteHealth {
     up: AtomicBool,
@@ -58,16 +51,16 @@ impl SiteHealth {
         }
     }
 
-    /// A request to the site failed: probes it (or reuses a probe that just finished) and
-    /// returns whether it is up.
-    pub async fn recheck(&self, site: &Site) -> bool {
+    /// A request to the site failed: runs `probe` (or reuses a probe that just finished) and
+    /// returns whether the site is up.
+    pub async fn recheck(&self, probe: impl Future<Output = bool>) -> bool {
         let mut last = self.last.lock().await;
         if let Some((at, up)) = *last {
             if at.elapsed() < PROBE_REUSE {
                 return up;
             }
         }
-        let up = probe(site).await;
+        let up = probe.await;
         *last = Some((Instant::now(), up));
         let was = self.up.swap(up, Ordering::Relaxed);
         if was && !up {
@@ -76,15 +69,5 @@ impl SiteHealth {
             tracing::info!("the site answers the proxy's probe again");
         }
         up
-    }
-}
-
-/// One `info` call: up when the site answers with anything but 502–504.
-async fn probe(site: &Site) -> bool {
-    let headers = HeaderMap::new();
-    let body = Bytes::from_static(PROBE_BODY.as_bytes());
-    match tokio::time::timeout(PROBE_TIMEOUT, site.post("/api3/json", &headers, body)).await {
-        Ok(Ok(resp)) => !resp.is_unavailable(),
-        _ => false,
     }
 }

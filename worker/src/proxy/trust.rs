@@ -34,6 +34,7 @@ use sgcache::trust::TrustClass;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use super::upstream::{Kind, SiteCall};
 use super::AppState;
 
 /// Checks running at once (each runs one cache query, some a site request); past it a
@@ -406,11 +407,14 @@ async fn site_results(state: &AppState, check: &Check) -> Option<Value> {
         None => check.body.clone(),
     };
     state.metrics.trust.site_requests.inc();
-    let resp = state
-        .site
-        .post(&check.path, &check.headers, body)
-        .await
-        .ok()?;
+    let call = SiteCall {
+        kind: Kind::Background,
+        principal: None,
+        path: &check.path,
+        headers: &check.headers,
+        body,
+    };
+    let resp = state.upstream.send(call).await.ok()?.response;
     if !resp.status.is_success() {
         return None;
     }

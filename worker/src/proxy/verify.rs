@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use sgcache::api3::{self, is_error_body};
 
 use super::refresh::{refresh, service_auth, Missing};
+use super::upstream::{Kind, SiteCall};
 use super::AppState;
 
 /// How a cached answer differs from the site's.
@@ -105,9 +106,17 @@ pub async fn verify(
     body: Bytes,
     cached: Value,
 ) {
-    let answer = state.site.post(&path, &headers, body.clone()).await;
+    let call = SiteCall {
+        kind: Kind::Background,
+        principal: None,
+        path: &path,
+        headers: &headers,
+        body: body.clone(),
+    };
+    let answer = state.upstream.send(call).await;
     let site = answer
         .ok()
+        .map(|a| a.response)
         .filter(|r| r.status.is_success())
         .and_then(|r| r.json())
         .filter(|b| !is_error_body(b));

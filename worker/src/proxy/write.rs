@@ -10,7 +10,6 @@
 //! skip data that is not newer).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -22,9 +21,11 @@ use sgcache::schema::Storage;
 use sgcache::sql::Db;
 use sgcache::storage::{self, WriteSource};
 
-use super::answer::{unreachable_response, Outcome, Path};
+use super::answer::{Outcome, Path};
+use super::api3::failed;
 use super::envelope::Envelope;
 use super::refresh::{refresh, Missing};
+use super::upstream::{Kind, SiteCall};
 use super::AppState;
 
 pub async fn write(
@@ -35,16 +36,18 @@ pub async fn write(
     env: &Envelope<'_>,
 ) -> Outcome {
     let key = env.principal();
-    let sent = Instant::now();
-    let resp = match state.site.post(path, headers, body).await {
-        Ok(resp) => resp,
-        // Never retried or synthesised as 502/504: the write may have reached the site.
-        Err(e) => {
-            state.recheck_site().await;
-            return Outcome::new(unreachable_response(&e.0), Path::Error, "write");
-        }
+    let call = SiteCall {
+        kind: Kind::Write,
+        principal: key,
+        path,
+        headers,
+        body,
     };
-    state.note_site_answer(key.as_ref(), sent, &resp).await;
+    // Never retried or synthesised as 502/504: the write may have reached the site.
+    let resp = match state.upstream.send(call).await {
+        Ok(answer) => answer.response,
+        Err(failure) => return failed(failure, "write"),
+    };
     let answer = resp
         .json()
         .filter(|b| resp.status.is_success() && !is_error_body(b));

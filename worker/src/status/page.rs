@@ -144,7 +144,7 @@ fn site_client(state: &AppState) -> Option<SiteClient> {
     let auth = state.service_auth.as_ref()?;
     let text = |k: &str| auth.get(k).and_then(Value::as_str).map(String::from);
     SiteClient::new(SiteConnection {
-        url: state.site.base().to_string(),
+        url: state.upstream.base().to_string(),
         script_name: text("script_name")?,
         api_key: text("script_key")?,
         timeout: SITE_TIMEOUT,

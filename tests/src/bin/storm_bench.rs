@@ -1,0 +1,439 @@
+//! `cargo run --release -p sgcache-tests --bin storm-bench [-- --connections 16,1000,5000
+//!  --seconds 15 --latency-ms 100 --only a,b,c,d]`
+//!
+//! The crowd benchmark of issue #20: a render farm's storm of identical reads. The test site
+//! (its own runtime, `--latency-ms` added to every answer) and the release `sgcache-worker
+//! proxy` (its own process, PostgreSQL cache filled from the site) are started once; then for
+//! each scenario and each connection count, that many connections send reads back to back
+//! for `--seconds`:
+//!
+//! * (a) one cached read (Shot, three cached fields), from one principal;
+//! * (b) one read the cache passes through (an uncached type, `Playlist`), from one principal;
+//! * (c) the cached read of (a) while a writer updates the very shot it returns through the
+//!   proxy every 250 ms (each write drops the kept answer: the crowd re-runs one statement);
+//! * (d) a mix of 20 distinct reads (10 cached, 10 passed through) from 5 principals.
+//!
+//! Each line gives throughput, p50/p99, client errors (transport errors, non-200 answers, API3
+//! errors) and what the site received: requests in all, and the reads among them per distinct
+//! passed-through read, beside the target `seconds / site round trip + 1`. Prints figures; the
+//! only assertion is that the proxy answers as the site does before the storm starts.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sgcache::plan::PlanOptions;
+use sgcache::ShotgunCacheSpec;
+use sgcache_tests::pg::TestDb;
+use shotgun_sim::{ScriptCredential, SimConfig, SimHandle};
+
+const ENTITIES: &str = "
+entities:
+  - type: Project
+    fields: [name, archived]
+  - type: Shot
+    fields: [code, sg_status_list, description, project]
+";
+
+/// Principals of scenario (d) (and `storm_0` for the others).
+const PRINCIPALS: usize = 5;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn auth(p: usize) -> Value {
+    json!({"script_name": format!("storm_{p}"), "script_key": format!("storm_key_{p}")})
+}
+
+fn read_body(p: usize, payload: &Value) -> String {
+    json!({"method_name": "read", "params": [auth(p), payload]}).to_string()
+}
+
+/// `find(ty, [["id", "is", id]] or [], fields, limit=page)` as `shotgun_api3` sends it.
+fn find(ty: &str, fields: &[&str], conditions: Value, page: u64) -> Value {
+    json!({
+        "type": ty,
+        "return_fields": fields,
+        "filters": {"logical_operator": "and", "conditions": conditions},
+        "return_only": "active",
+        "paging": {"entities_per_page": page, "current_page": 1},
+        "api_return_image_urls": true,
+        "return_paging_info_without_counts": false,
+    })
+}
+
+fn cached_read(shot: i64) -> Value {
+    find(
+        "Shot",
+        &["code", "sg_status_list", "description"],
+        json!([{"path": "id", "relation": "is", "values": [shot]}]),
+        50,
+    )
+}
+
+fn passed_read(n: u64) -> Value {
+    find("Playlist", &["code"], json!([]), 10 + n)
+}
+
+/// The test site on a runtime of its own, so the load generator cannot delay its answers.
+struct Site {
+    handle: SimHandle,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn start_site(latency_ms: u64) -> anyhow::Result<Site> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let mut config = SimConfig::default();
+    for p in 0..PRINCIPALS {
+        config.scripts.push(ScriptCredential {
+            script_name: format!("storm_{p}"),
+            script_key: format!("storm_key_{p}"),
+            events: true,
+        });
+    }
+    let handle = rt.block_on(shotgun_sim::start(config, "127.0.0.1:0".parse()?))?;
+    let mut faults = handle.faults();
+    faults.latency_ms = latency_ms;
+    handle.set_faults(faults);
+    Ok(Site { handle, _rt: rt })
+}
+
+struct Proxy {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The release `sgcache-worker` beside this binary (or `SGCACHE_WORKER_BIN`).
+fn worker_bin() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("SGCACHE_WORKER_BIN") {
+        return p.into();
+    }
+    std::env::current_exe()
+        .expect("own path")
+        .with_file_name("sgcache-worker")
+}
+
+async fn start_proxy(site_url: &str, db_url: &str) -> anyhow::Result<Proxy> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("sgcache.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "site:\n  url: {site_url}\n  scriptName: {{value: sgcache_test}}\n  apiKey: {{value: test_key}}\n\
+             database:\n  url:\n    value: {db_url}\n\
+             workers:\n  proxy:\n    port: {port}\n    authTtl: 600s\n{ENTITIES}"
+        ),
+    )?;
+    let child = Command::new(worker_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("proxy")
+        .env_remove("DATABASE_URL")
+        .env_remove("SHOTGUN_URL")
+        .env_remove("SGCACHE_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let proxy = Proxy {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    };
+    let http = reqwest::Client::new();
+    for _ in 0..400 {
+        if let Ok(r) = http.get(format!("{}/readyz", proxy.url)).send().await {
+            let v: Value = r.json().await.unwrap_or_default();
+            if v["database"] == "ok" && v["types_ready"].as_u64() >= Some(2) {
+                return Ok(proxy);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the proxy did not become ready")
+}
+
+/// One request: the answer's path header, or `None` for a client error.
+async fn call(http: &reqwest::Client, url: &str, body: String) -> Option<String> {
+    let r = http
+        .post(url)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    let path = r
+        .headers()
+        .get("x-sgcache-path")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if !r.status().is_success() {
+        return None;
+    }
+    let body = r.bytes().await.ok()?;
+    // An API3 error (`"exception": true`) is a client error too.
+    let error = body.windows(17).any(|w| w == b"\"exception\":true");
+    path.filter(|_| !error)
+}
+
+struct Run {
+    lat: Vec<Duration>,
+    errors: u64,
+    cache: u64,
+    secs: f64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+/// `connections` clients, each on its own connection, sending `body(i)` back to back.
+async fn storm(
+    url: &str,
+    connections: usize,
+    secs: f64,
+    body: Arc<dyn Fn(usize) -> String + Send + Sync>,
+) -> Run {
+    let start = Instant::now();
+    let until = Duration::from_secs_f64(secs);
+    let cache = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (url, body, cache) = (url.to_string(), body.clone(), cache.clone());
+        tasks.push(tokio::spawn(async move {
+            // One client per connection: a render farm's jobs are separate processes.
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("client");
+            let (mut lat, mut errors) = (Vec::new(), 0u64);
+            while start.elapsed() < until {
+                let t = Instant::now();
+                match call(&http, &url, body(c)).await {
+                    Some(path) => {
+                        lat.push(t.elapsed());
+                        if path == "cache" {
+                            cache.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    None => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut run = Run {
+        lat: Vec::new(),
+        errors: 0,
+        cache: 0,
+        secs: 0.0,
+    };
+    for t in tasks {
+        let (l, e) = t.await.expect("client task");
+        run.lat.extend(l);
+        run.errors += e;
+    }
+    run.secs = start.elapsed().as_secs_f64();
+    run.cache = cache.load(Ordering::Relaxed);
+    run.lat.sort();
+    run
+}
+
+/// What the site received during a run: requests in all, and reads of each type.
+fn site_counts(site: &SimHandle) -> (u64, u64, u64) {
+    let s = site.stats();
+    let of = |t: &str| s.by_entity_type.get(t).copied().unwrap_or(0);
+    (s.requests_total, of("Playlist"), of("Shot"))
+}
+
+async fn proxy_metric(http: &reqwest::Client, proxy: &str, name: &str) -> f64 {
+    let text = sgcache_tests::proxy::metrics(http, proxy).await;
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let connections: Vec<usize> = arg("--connections")
+        .unwrap_or_else(|| "16,1000,5000".into())
+        .split(',')
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    let secs: f64 = arg("--seconds")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15.0);
+    let latency: u64 = arg("--latency-ms")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let only = arg("--only").unwrap_or_else(|| "a,b,c,d".into());
+
+    let t = Instant::now();
+    let site = start_site(latency)?;
+    let site_url = site.handle.url();
+    let db = TestDb::create("sgcache_storm_bench").await?;
+    let client = sgcache_tests::proxy::site_client(site_url.clone());
+    let spec = ShotgunCacheSpec::from_yaml(ENTITIES, "storm")?;
+    sgcache::storage::migrate(
+        &db.db,
+        &spec,
+        &client.schema().await?,
+        PlanOptions::default(),
+    )
+    .await?;
+    let rows = sgcache_tests::loader::load_all(&db.db, &client).await?;
+    let proxy = start_proxy(&site_url, &db.url).await?;
+    let api = format!("{}/api3/json", proxy.url);
+    let http = reqwest::Client::new();
+    println!(
+        "setup: {rows} rows cached, site latency {latency} ms, {secs} s per run, in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // The shots the cached reads return, and the proxy answering them as the site does.
+    let shots: Vec<i64> = {
+        let body = read_body(0, &find("Shot", &["code"], json!([]), 10));
+        let v: Value = http.post(&api).body(body).send().await?.json().await?;
+        v["results"]["entities"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["id"].as_i64())
+            .collect()
+    };
+    anyhow::ensure!(shots.len() == 10, "the site has 10 shots to read");
+    for p in 0..PRINCIPALS {
+        for payload in [cached_read(shots[0]), passed_read(0)] {
+            let site_answer: Value = http
+                .post(format!("{site_url}/api3/json"))
+                .body(read_body(p, &payload))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let proxied: Value = http
+                .post(&api)
+                .body(read_body(p, &payload))
+                .send()
+                .await?
+                .json()
+                .await?;
+            anyhow::ensure!(
+                proxied == site_answer,
+                "the proxy's answer differs: {payload}"
+            );
+        }
+    }
+    println!("proxy answers == site answers for every principal; storms follow\n");
+    println!(
+        "scenario conns | reads/s    p50 ms   p99 ms  errors  from cache | site: requests  reads/distinct pass-through read (target) | coalesced"
+    );
+
+    let rtt = latency.max(1) as f64 / 1000.0;
+    for scenario in only.split(',') {
+        for &conns in &connections {
+            let (body, distinct_passed): (Arc<dyn Fn(usize) -> String + Send + Sync>, u64) =
+                match scenario {
+                    "a" | "c" => {
+                        let b = read_body(0, &cached_read(shots[0]));
+                        (Arc::new(move |_| b.clone()), 0)
+                    }
+                    "b" => {
+                        let b = read_body(0, &passed_read(0));
+                        (Arc::new(move |_| b.clone()), 1)
+                    }
+                    _ => {
+                        // 20 distinct reads, each always from the same one of 5 principals.
+                        let bodies: Vec<String> = (0..20)
+                            .map(|i| {
+                                let p = i % PRINCIPALS;
+                                if i % 2 == 0 {
+                                    read_body(p, &cached_read(shots[i / 2]))
+                                } else {
+                                    read_body(p, &passed_read(i as u64))
+                                }
+                            })
+                            .collect();
+                        (Arc::new(move |c| bodies[c % 20].clone()), 10)
+                    }
+                };
+            let writer = (scenario == "c").then(|| {
+                let (api, http, shot) = (api.clone(), http.clone(), shots[0]);
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        n += 1;
+                        let body = json!({"method_name": "update", "params": [auth(0), {
+                            "type": "Shot", "id": shot,
+                            "fields": [{"field_name": "description", "value": format!("storm {n}")}],
+                        }]});
+                        let _ = http.post(&api).body(body.to_string()).send().await;
+                    }
+                })
+            });
+            let before = site_counts(&site.handle);
+            let coalesced_before =
+                proxy_metric(&http, &proxy.url, "sgcache_proxy_coalesced_requests_total").await;
+            let run = storm(&api, conns, secs, body).await;
+            if let Some(w) = writer {
+                w.abort();
+            }
+            let after = site_counts(&site.handle);
+            let coalesced =
+                proxy_metric(&http, &proxy.url, "sgcache_proxy_coalesced_requests_total").await
+                    - coalesced_before;
+            let reads = run.lat.len() as u64;
+            let passed_reads = after.1 - before.1;
+            let per_distinct = if distinct_passed > 0 {
+                format!(
+                    "{:.1} ({:.0})",
+                    passed_reads as f64 / distinct_passed as f64,
+                    run.secs / rtt + 1.0
+                )
+            } else {
+                "-".into()
+            };
+            println!(
+                "({scenario}) {conns:>5} | {:>8.0} {:>8.1} {:>8.1} {:>7} {:>10.1}% | {:>14} {:>32} | {:>9.0}",
+                reads as f64 / run.secs,
+                percentile(&run.lat, 0.5),
+                percentile(&run.lat, 0.99),
+                run.errors,
+                100.0 * run.cache as f64 / reads.max(1) as f64,
+                after.0 - before.0,
+                per_distinct,
+                coalesced,
+            );
+            // Let connections close and the proxy settle between runs.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    drop(proxy);
+    Ok(())
+}
