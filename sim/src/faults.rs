@@ -10,6 +10,10 @@ pub struct Faults {
     pub latency_ms: u64,
     /// Extra uniformly random delay in `[0, jitter_ms]`.
     pub jitter_ms: u64,
+    /// Delay of `read` answers after they are computed: the answer holds the data as it was
+    /// when the read arrived and reaches the client this much later (a long page on a slow
+    /// link), while writes sent meanwhile are answered at once.
+    pub read_reply_delay_ms: u64,
     /// Fraction of requests answered with HTTP 503.
     pub fail_503_rate: f64,
     /// Fraction of requests that hang for `timeout_ms` and then get HTTP 504.
@@ -29,6 +33,7 @@ impl Default for Faults {
         Faults {
             latency_ms: 0,
             jitter_ms: 0,
+            read_reply_delay_ms: 0,
             fail_503_rate: 0.0,
             timeout_rate: 0.0,
             timeout_ms: 30_000,

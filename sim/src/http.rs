@@ -292,7 +292,14 @@ async fn api3(State(site): State<Arc<Site>>, method: Method, uri: Uri, body: Byt
         Err(e) => return json_response(StatusCode::OK, &e.to_body()),
     };
     let method_name = req.method_name.clone();
+    let reply_delay = match method_name.as_str() {
+        "read" => Duration::from_millis(site.faults().read_reply_delay_ms),
+        _ => Duration::ZERO,
+    };
     let outcome = tokio::task::spawn_blocking(move || site.call(&req)).await;
+    if !reply_delay.is_zero() {
+        tokio::time::sleep(reply_delay).await;
+    }
     let body = match outcome {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
