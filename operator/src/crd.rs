@@ -84,17 +84,22 @@ pub mod condition {
     /// some since they were cached; they are dropped and reads of them go to the site). Not
     /// part of `Ready`: the rest of the cache keeps serving.
     pub const SITE_SCHEMA_IN_SYNC: &str = "SiteSchemaInSync";
+    /// Every declared read can be answered from the cache (`False`: declared links whose
+    /// target types are not cached, named in the message). Not part of `Ready`, which says so
+    /// in its message.
+    pub const COVERAGE: &str = "Coverage";
     /// No trust class is off (`False`: a proxy found the cache's answer to an inferred read
     /// shape different from the site's; those reads go to the site until a person resets the
     /// class with `sgcache-worker trust reset`). Not part of `Ready`.
     pub const TRUST_CLASSES_ON: &str = "TrustClassesOn";
     /// All condition types, in the order they are reported.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         DATABASE_READY,
         SCHEMA_READY,
         BACKFILLED,
         WORKERS_AVAILABLE,
         READY,
+        COVERAGE,
         SITE_SCHEMA_IN_SYNC,
         TRUST_CLASSES_ON,
     ];

@@ -20,12 +20,15 @@ pub enum Role {
 #[derive(Debug)]
 pub struct Health {
     state: Mutex<(Role, Option<String>)>,
+    /// Why the last attempt to take or renew the leader Lease failed (403, API server down).
+    lease_error: Mutex<Option<String>>,
 }
 
 impl Default for Health {
     fn default() -> Self {
         Health {
             state: Mutex::new((Role::Starting, None)),
+            lease_error: Mutex::new(None),
         }
     }
 }
@@ -40,10 +43,27 @@ impl Health {
         self.state.lock().expect("health lock").1 = error;
     }
 
-    /// The readiness answer: 200 `leader` / `standby`, 503 while starting or while a watch
-    /// fails (a leader that cannot see its resources acts on nothing).
+    /// The last attempt on the leader Lease failed (`Some(why)`) or worked (`None`).
+    pub fn set_lease_error(&self, error: Option<String>) {
+        *self.lease_error.lock().expect("health lock") = error;
+    }
+
+    /// The readiness answer: 200 `leader` / `standby`, 503 while starting, while a watch
+    /// fails (a leader that cannot see its resources acts on nothing) or while the Lease
+    /// cannot be taken or renewed (a standby refused the Lease would never take over).
     pub fn readiness(&self) -> (StatusCode, String) {
         let (role, error) = self.state.lock().expect("health lock").clone();
+        if let Some(e) = self.lease_error.lock().expect("health lock").clone() {
+            let role = match role {
+                Role::Leader => "leader",
+                Role::Standby => "standby",
+                Role::Starting => "starting",
+            };
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{role}, leader Lease failing: {e}"),
+            );
+        }
         match (role, error) {
             (Role::Leader, None) => (StatusCode::OK, "leader".into()),
             (Role::Leader, Some(e)) => (
@@ -74,5 +94,15 @@ mod tests {
         assert!(body.contains("403 listing secrets"), "{body}");
         h.set_watch_error(None);
         assert_eq!(h.readiness().0, StatusCode::OK);
+        h.set_role(Role::Standby);
+        h.set_lease_error(Some("403 leases is forbidden".into()));
+        let (code, body) = h.readiness();
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.starts_with("standby") && body.contains("403"),
+            "{body}"
+        );
+        h.set_lease_error(None);
+        assert_eq!(h.readiness(), (StatusCode::OK, "standby".into()));
     }
 }

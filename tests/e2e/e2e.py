@@ -119,12 +119,13 @@ class Site:
             self.proc.kill()
 
 
-def raw_read(base, entity, fields, key=KEY):
+def raw_read(base, entity, fields, key=KEY, conditions=()):
     """A read as shotgun_api3 sends it, for the `x-sgcache-path` header the client hides."""
     body = json.dumps({"method_name": "read", "params": [
         {"script_name": SCRIPT, "script_key": key},
         {"type": entity, "return_fields": fields,
-         "filters": {"logical_operator": "and", "conditions": []},
+         "filters": {"logical_operator": "and", "conditions": [
+             {"path": p, "relation": r, "values": [v]} for p, r, v in conditions]},
          "sorts": [{"field_name": "id", "direction": "asc"}], "return_only": "active",
          "paging": {"entities_per_page": 500, "current_page": 1}}]}).encode()
     req = urllib.request.Request(base + "/api3/json", body, {"Content-Type": "application/json"})
@@ -204,13 +205,15 @@ class Suite:
             apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
                    "stringData": data})
 
-    def example(self, name, ns, schema, policy="Retain"):
+    def example(self, name, ns, schema, policy="Retain", with_sequence=True):
         doc = yaml.safe_load((ROOT / "examples" / "shotguncache.yaml").read_text())
         doc["metadata"] = {"name": name, "namespace": ns}
         doc["spec"]["site"]["url"] = self.site.url
         doc["spec"]["site"]["scriptName"] = {"value": SCRIPT}
         doc["spec"]["database"]["schema"] = schema
         doc["spec"]["deletionPolicy"] = policy
+        if not with_sequence:
+            doc["spec"]["entities"] = [e for e in doc["spec"]["entities"] if e["type"] != "Sequence"]
         return doc
 
     def wait_ready(self, name, ns, timeout):
@@ -236,7 +239,7 @@ class Suite:
         wait_for("the CRD established", lambda: "Established" in kubectl(
             "get", "crd", "shotguncaches.sgcache.io", "-o",
             "jsonpath={.status.conditions[?(@.status=='True')].type}", check=False), 30)
-        apply(self.example("studio", NS, self.schemas[0]))
+        apply(self.example("studio", NS, self.schemas[0], with_sequence=False))
         self.t_apply = time.monotonic()
         wait_for("the operator Ready", lambda: "True" in kubectl(
             "-n", SYSTEM_NS, "get", "pods", "-o",
@@ -266,12 +269,35 @@ class Suite:
         return f"shotgun_api3 find Shot {fields}: {len(proxy)} records equal to the site's, from the cache ({n})"
 
     def coverage(self):
-        # The example caches Shot.sg_sequence; a link's `name` needs its target's display
-        # field: Sequence is cached for that (implied by the link) unless opted out.
-        n = self.served_from_cache("Shot", ["code", "sg_sequence"], timeout=60)
-        obj = self.cache()
+        # Applied without Sequence: a Shot read returning sg_sequence cannot render the link's
+        # `name` from the cache and passes through; the status must not hide it.
+        for _ in range(3):
+            _, path = raw_read(self.proxy, "Shot", ["code", "sg_sequence"])
+            expect(path == "site", f"Shot.sg_sequence without Sequence cached answered by {path}")
+        c = self.condition(self.cache(), "Coverage")
+        degraded = f"Coverage {c['status']} {c['reason']}: {c['message']}" if c else "no Coverage condition"
+        expect(c is not None and c["status"] == "False", degraded)
+        kubectl("-n", NS, "patch", "shotguncache", "studio", "--type=json", "-p", json.dumps([
+            {"op": "add", "path": "/spec/entities/-", "value": {"type": "Sequence", "fields": ["code"]}}]))
+        t = time.monotonic()
+        n = self.served_from_cache("Shot", ["code", "sg_sequence"], timeout=90)
+        obj = self.wait_ready("studio", NS, 60)
         c = self.condition(obj, "Coverage")
-        return f"Shot.sg_sequence served from the cache ({n} shots); Coverage: {c and (c['status'], c['reason'])}"
+        expect(c is not None and c["status"] == "True", f"Coverage after the patch: {c}")
+        return (f"without Sequence: passed through, {degraded}; patched in, served from the cache "
+                f"{time.monotonic() - t:.1f} s later ({n} shots), Coverage True")
+
+    def probes_on_start(self):
+        # Every worker pod of the cache started, and none failed a probe doing so (kubelet's
+        # `Unhealthy` Warning Events), nor restarted.
+        pods = self.worker_pods()
+        expect(len(pods) >= 4, f"{len(pods)} worker pods")
+        events = kjson("-n", NS, "get", "events")["items"]
+        unhealthy = [e for e in events if e.get("reason") == "Unhealthy"]
+        expect(not unhealthy, f"{len(unhealthy)} failed probe(s): {unhealthy[0].get('message')!r}" if unhealthy else "")
+        restarts = self.restarts(pods)
+        expect(restarts == 0, f"{restarts} container restart(s)")
+        return f"{len(pods)} worker pods started, 0 failed probes, 0 restarts"
 
     def field_add(self):
         t = time.monotonic()
@@ -343,6 +369,7 @@ class Suite:
         before = {p["metadata"]["name"] for p in self.worker_pods()}
         new_key = f"rotated_{RUN}"
         self.site.control("PUT", "/control/credentials", {"script_name": SCRIPT, "script_key": new_key})
+        self.key = new_key
         self.secrets(NS, key=new_key)
 
         def rolled():
@@ -355,11 +382,9 @@ class Suite:
         # The follower runs with the new key: a shot created on the site reaches the cache.
         created = self.site_sg(new_key).create("Shot", {"code": f"e2e_rotated_{RUN}", "project": {"type": "Project", "id": 1}})
         def seen():
-            got, path = raw_read(self.proxy, "Shot", ["code"], new_key)
-            codes = {e["code"] for e in got["results"]["entities"]}
-            return path == "cache" and created["code"] in codes
+            got, path = raw_read(self.proxy, "Shot", ["code"], new_key, [("code", "is", created["code"])])
+            return path == "cache" and len(got["results"]["entities"]) == 1
         wait_for("the shot created after the rotation read from the cache", seen, 90)
-        self.key = new_key
         return f"Secret rotated: {len(before)} worker pods replaced; a new shot is followed and served with the new key"
 
     def delete_retain(self):
@@ -448,6 +473,7 @@ CHECKS = [
     ("cache Ready", "ready"),
     ("install -> first cached read", "first_cached_read"),
     ("cached read equals the site's", "cached_read_equals_site"),
+    ("no probe failed on start", "probes_on_start"),
     ("links served (coverage)", "coverage"),
     ("field added by patch served", "field_add"),
     ("scale subresource", "scale"),
