@@ -53,6 +53,12 @@ pub const FINALIZER: &str = "sgcache.io/cleanup";
     ),
     printcolumn(name = "Event lag", type_ = "string", json_path = ".status.events.lag"),
     printcolumn(
+        name = "Lag checked",
+        type_ = "date",
+        description = "when the event lag was measured",
+        json_path = ".status.events.checkedAt"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -232,6 +238,9 @@ pub struct EventsStatus {
     /// Event ids missed and still awaited.
     #[serde(default)]
     pub backlog: i64,
+    /// When the lag was measured (RFC 3339): the reconcile that wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<String>,
 }
 
 impl ShotgunCacheStatus {

@@ -210,6 +210,7 @@ mod tests {
                 "Types",
                 "Fields",
                 "Event lag",
+                "Lag checked",
                 "Age"
             ]
         );

@@ -27,8 +27,9 @@ use crate::resources::{self, Component, WorkerSettings};
 use crate::status::{self, Declared, Observed};
 use crate::{secrets, ShotgunCache, ShotgunCacheStatus};
 
-/// Resync interval when all is well, and while backfills run.
-pub const RESYNC: Duration = Duration::from_secs(300);
+/// Resync interval when all is well (the event lag in the status is at most this old, and
+/// says when it was measured), and while backfills run.
+pub const RESYNC: Duration = Duration::from_secs(60);
 pub const RESYNC_BACKFILLING: Duration = Duration::from_secs(30);
 /// While a backfill is young (it usually finishes in seconds), checked every second so Ready
 /// follows it at once; a long one falls back to [`RESYNC_BACKFILLING`].

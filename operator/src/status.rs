@@ -195,6 +195,7 @@ fn events_status(snap: &DbSnapshot, now: DateTime<Utc>) -> Option<EventsStatus> 
         lag,
         lag_seconds: seconds,
         backlog: e.backlog,
+        checked_at: Some(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
     })
 }
 
