@@ -189,12 +189,11 @@ async fn main() -> anyhow::Result<()> {
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(move |result| {
-            match result {
-                Err(controller::Error::QueueError(e)) => {
-                    tracing::warn!(error = %e, "watch failing");
-                    watch_health.set_watch_error(Some(e.to_string()));
-                }
-                _ => watch_health.set_watch_error(None),
+            // A reconcile that worked says nothing of a failing watch of another kind: the
+            // error holds /readyz at 503 until none came for a while (health.rs).
+            if let Err(controller::Error::QueueError(e)) = result {
+                tracing::warn!(error = %e, "watch failing");
+                watch_health.set_watch_error(Some(e.to_string()));
             }
             futures::future::ready(())
         });
