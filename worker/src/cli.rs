@@ -294,7 +294,22 @@ fn tables_gone(e: &anyhow::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::describe;
+    use super::{describe, tables_gone};
+
+    #[test]
+    fn a_dropped_schema_is_told_apart_from_other_failures() {
+        let dropped = anyhow::anyhow!(
+            "error returned from database: relation \"_sgcache_site\" does not exist"
+        )
+        .context("checking the site binding");
+        assert!(tables_gone(&dropped));
+        let schema = anyhow::anyhow!("error returned from database: schema \"sgc\" does not exist");
+        assert!(tables_gone(&schema));
+        let refused = anyhow::anyhow!("error communicating with database: Connection refused");
+        assert!(!tables_gone(&refused));
+        let site = anyhow::anyhow!("the site answered: entity type Foo does not exist");
+        assert!(!tables_gone(&site));
+    }
 
     #[test]
     fn an_error_chain_is_said_once() {
