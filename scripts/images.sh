@@ -14,9 +14,16 @@
 # the shared libraries `ldd` names (libc, libm, libgcc_s, the loader), the CA bundle,
 # passwd/group/nsswitch.conf with nonroot (65532), /home/nonroot and /tmp.
 #
-#   scripts/images.sh           cargo build --release of the binaries, then build and run
-#   scripts/images.sh --debug   use the debug binaries already built (CI: those its tests used)
-#   scripts/images.sh --keep    keep the images (buildah storage printed at the end)
+#   scripts/images.sh            cargo build --release of the binaries, then build and run
+#   scripts/images.sh --debug    use the debug binaries already built (CI: those its tests used)
+#   scripts/images.sh --no-build use the release binaries already built in CARGO_TARGET_DIR
+#   scripts/images.sh --keep     keep the images (buildah storage printed at the end)
+#   scripts/images.sh --save DIR also write DIR/sgcache-{worker,operator}.tar (OCI archives)
+#   scripts/images.sh --no-run   build (and save) only; skip running the images
+#
+# The images are named as the chart expects them: ghcr.io/sgcache/sgcache-NAME:<the chart's
+# appVersion> (IMAGE_REPOSITORY and IMAGE_TAG override), so a cluster that loads the archives
+# runs the chart's default values.
 #
 # Needs: root, python3, curl, strip, PostgreSQL (SGCACHE_TEST_PG, default
 # postgres://postgres@127.0.0.1:5432, trust auth). Installs buildah from Debian when missing.
@@ -24,15 +31,22 @@ set -euo pipefail
 shopt -s inherit_errexit  # a failed check inside $(...) fails the script
 cd "$(dirname "$0")/.."
 
-profile=release keep=${KEEP_IMAGES:-}
-for arg in "$@"; do
-  case "$arg" in
-    --debug) profile=debug ;;
+profile=release keep=${KEEP_IMAGES:-} build=1 save="" run=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --debug) profile=debug build="" ;;
     --release) profile=release ;;
+    --no-build) build="" ;;
     --keep) keep=1 ;;
-    *) sed -n '17,20p' "$0" >&2; exit 2 ;;
+    --save) save=$(mkdir -p "$2" && cd "$2" && pwd); shift ;;
+    --no-run) run="" ;;
+    *) sed -n '17,28p' "$0" >&2; exit 2 ;;
   esac
+  shift
 done
+repository="${IMAGE_REPOSITORY:-ghcr.io/sgcache}"
+tag="${IMAGE_TAG:-$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' charts/sgcache-operator/Chart.yaml)}"
+image() { echo "$repository/sgcache-$1:$tag"; }
 pg="${SGCACHE_TEST_PG:-postgres://postgres@127.0.0.1:5432}"
 bin="${CARGO_TARGET_DIR:-$PWD/target}/$profile"
 config_py=(python3 "$PWD/scripts/image_config.py")
@@ -45,7 +59,11 @@ fi
 storage="$(mktemp -d /tmp/sgcache-images.XXXXXX)"
 bah() { buildah --storage-driver vfs --root "$storage/root" --runroot "$storage/run" "$@"; }
 pids="" run_db=""
+# `buildah push` creates /var/lib/containers/cache even with its own --root: removed again if
+# it was not there before.
+had_cache=$([ -e /var/lib/containers/cache ] && echo 1 || true)
 cleanup() {
+  [ -n "$had_cache" ] || rm -rf /var/lib/containers/cache 2>/dev/null || true
   for pid in $pids; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
   if [ -n "$run_db" ]; then
     psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS \"$run_db\" WITH (FORCE)" >/dev/null 2>&1 || true
@@ -60,18 +78,20 @@ trap cleanup EXIT
 
 # The test site is no part of an image: its debug build serves (built here when missing).
 sim="${CARGO_TARGET_DIR:-$PWD/target}/debug/shotgun-sim"
-if [ "$profile" = release ]; then
+if [ -n "$build" ]; then
   step "release build"
   cargo build --release --locked -p sgcache-worker -p sgcache-operator \
     --bin sgcache-worker --bin sgcache-operator
-  [ -x "$sim" ] || cargo build --locked -p shotgun-sim --bin shotgun-sim
+  [ -z "$run" ] || [ -x "$sim" ] || cargo build --locked -p shotgun-sim --bin shotgun-sim
 fi
-for b in "$bin/sgcache-worker" "$bin/sgcache-operator" "$sim"; do
+needed=("$bin/sgcache-worker" "$bin/sgcache-operator")
+[ -z "$run" ] || needed+=("$sim")
+for b in "${needed[@]}"; do
   [ -x "$b" ] || { echo "FAIL: no $b (build it first: cargo build --workspace)" >&2; exit 1; }
 done
 
 # build_image NAME: the root filesystem Dockerfile.NAME's final stage would give, from scratch,
-# with the $profile binary stripped, configured from that Dockerfile; committed as sgcache-NAME.
+# with the $profile binary stripped, configured from that Dockerfile; committed as $(image NAME).
 build_image() {
   local name=$1 dockerfile=Dockerfile.$1 ctr mnt dest lib args=()
   ctr=$(bah from scratch)
@@ -94,17 +114,22 @@ build_image() {
   bah umount "$ctr" >/dev/null
   mapfile -d '' args < <("${config_py[@]}" buildah-args "$dockerfile")
   bah config "${args[@]}" "$ctr"
-  bah commit --quiet "$ctr" "sgcache-$name" >/dev/null
+  bah commit --quiet "$ctr" "$(image "$name")" >/dev/null
   bah rm "$ctr" >/dev/null
+  if [ -n "$save" ]; then
+    rm -f "$save/sgcache-$name.tar"
+    bah push --quiet "$(image "$name")" "oci-archive:$save/sgcache-$name.tar:$(image "$name")" >/dev/null
+    echo "saved $save/sgcache-$name.tar ($(image "$name"))"
+  fi
 }
 
-# container NAME: a container of image sgcache-NAME, its configuration in $storage/NAME.json
+# container NAME: a container of image $(image NAME), its configuration in $storage/NAME.json
 # and its root filesystem mounted; prints the mount point. Checks the image against its
 # Dockerfile first.
 container() {
   local name=$1 ctr root
-  bah inspect --type image "sgcache-$name" >"$storage/$name.json"
-  ctr=$(bah from "sgcache-$name")
+  bah inspect --type image "$(image "$name")" >"$storage/$name.json"
+  ctr=$(bah from "$(image "$name")")
   root=$(bah mount "$ctr")
   "${config_py[@]}" check "Dockerfile.$name" "$storage/$name.json" "$root" >&2
   echo "$root"
@@ -113,6 +138,11 @@ container() {
 step "images from the $profile binaries"
 build_image worker
 build_image operator
+
+if [ -z "$run" ]; then
+  echo "images: 2 built in $((SECONDS - start)) s (not run: --no-run)"
+  exit 0
+fi
 
 step "the operator image fails clearly without a cluster"
 root=$(container operator)
@@ -220,9 +250,9 @@ EOF
 
 step "sizes"
 for name in worker operator; do
-  ctr=$(bah from "sgcache-$name")
+  ctr=$(bah from "$(image "$name")")
   mnt=$(bah mount "$ctr")
-  size=$(bah images --format '{{.Size}}' "sgcache-$name")
+  size=$(bah images --format '{{.Size}}' "$(image "$name")")
   binary_mb=$(stat -c %s "$mnt$("${config_py[@]}" binary "Dockerfile.$name")" | awk '{printf "%.1f", $1 / 1e6}')
   gz_mb=$(tar -C "$mnt" -cf - . | gzip -6 | wc -c | awk '{printf "%.1f", $1 / 1e6}')
   echo "sgcache-$name ($profile, stripped): image $size, binary $binary_mb MB, layer gzipped $gz_mb MB"

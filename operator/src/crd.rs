@@ -53,6 +53,12 @@ pub const FINALIZER: &str = "sgcache.io/cleanup";
     ),
     printcolumn(name = "Event lag", type_ = "string", json_path = ".status.events.lag"),
     printcolumn(
+        name = "Lag checked",
+        type_ = "date",
+        description = "when the event lag was measured",
+        json_path = ".status.events.checkedAt"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -84,17 +90,22 @@ pub mod condition {
     /// some since they were cached; they are dropped and reads of them go to the site). Not
     /// part of `Ready`: the rest of the cache keeps serving.
     pub const SITE_SCHEMA_IN_SYNC: &str = "SiteSchemaInSync";
+    /// Every declared read can be answered from the cache (`False`: declared links whose
+    /// target types are not cached, named in the message). Not part of `Ready`, which says so
+    /// in its message.
+    pub const COVERAGE: &str = "Coverage";
     /// No trust class is off (`False`: a proxy found the cache's answer to an inferred read
     /// shape different from the site's; those reads go to the site until a person resets the
     /// class with `sgcache-worker trust reset`). Not part of `Ready`.
     pub const TRUST_CLASSES_ON: &str = "TrustClassesOn";
     /// All condition types, in the order they are reported.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         DATABASE_READY,
         SCHEMA_READY,
         BACKFILLED,
         WORKERS_AVAILABLE,
         READY,
+        COVERAGE,
         SITE_SCHEMA_IN_SYNC,
         TRUST_CLASSES_ON,
     ];
@@ -227,6 +238,9 @@ pub struct EventsStatus {
     /// Event ids missed and still awaited.
     #[serde(default)]
     pub backlog: i64,
+    /// When the lag was measured (RFC 3339): the reconcile that wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<String>,
 }
 
 impl ShotgunCacheStatus {

@@ -61,10 +61,15 @@ pub fn crd() -> CustomResourceDefinition {
 }
 
 /// schemars writes `uint32`/`uint16` (and `uint8`) for unsigned integers; the API server knows
-/// `int32`/`int64` only and warns on the rest. The range stays as `minimum`/`maximum`.
+/// `int32`/`int64` only and warns on the rest. The range stays as `minimum`/`maximum`. It
+/// writes `ip` for an address, which the API server does not know either (it has `ipv4` and
+/// `ipv6`, one each): dropped, the worker checks the address when it parses its config.
 fn known_formats(schema: &mut Value) {
     match schema {
         Value::Object(map) => {
+            if map.get("format").and_then(Value::as_str) == Some("ip") {
+                map.remove("format");
+            }
             let replacement = match map.get("format").and_then(Value::as_str) {
                 Some("uint32") => Some("int64"),
                 Some("uint16" | "uint8") => Some("int32"),
@@ -92,6 +97,8 @@ fn for_kubernetes(spec: &mut Value) {
         }
     }
     props["entities"]["maxItems"] = json!(MAX_ENTITY_TYPES);
+    // A cache of nothing is refused at the door, not only by the reconcile.
+    props["entities"]["minItems"] = json!(1);
     // Bounded strings bound the rules' estimated cost (the API server refuses a CRD whose
     // rules it estimates too costly; an unbounded string counts as the whole request size).
     props["entities"]["items"]["properties"]["type"]["maxLength"] = json!(63);
@@ -203,6 +210,7 @@ mod tests {
                 "Types",
                 "Fields",
                 "Event lag",
+                "Lag checked",
                 "Age"
             ]
         );
@@ -221,6 +229,20 @@ mod tests {
         for bad in ["uint32", "uint16", "uint8", "sqlitePath", "sgcache.db"] {
             assert!(!text.contains(bad), "{bad} in the CRD");
         }
+        // Any other format the API server does not know makes it warn on every apply.
+        let known = [
+            "int32",
+            "int64",
+            "float",
+            "double",
+            "byte",
+            "date",
+            "date-time",
+        ];
+        for format in text.split("\"format\":\"").skip(1) {
+            let format = format.split('"').next().unwrap();
+            assert!(known.contains(&format), "format {format} in the CRD");
+        }
         let s = spec_schema();
         let max = &s["properties"]["database"]["properties"]["maxConnections"];
         assert_eq!(
@@ -235,6 +257,10 @@ mod tests {
         assert_eq!(s["required"], serde_json::json!(["site", "entities"]));
         assert!(s["properties"]["entities"].get("default").is_none());
         assert_eq!(s["properties"]["entities"]["maxItems"], MAX_ENTITY_TYPES);
+        assert_eq!(
+            s["properties"]["entities"]["minItems"], 1,
+            "entities: [] is refused"
+        );
         let ty = &s["properties"]["entities"]["items"]["properties"]["type"];
         assert_eq!(ty["maxLength"], 63, "bounds the uniqueness rule's cost");
         let rules: Vec<&str> = s["x-kubernetes-validations"]

@@ -75,6 +75,9 @@ pub struct MigrationOutcome {
     pub changes: Vec<String>,
     /// Declared types and fields the site deleted since they were cached (`Shot.sg_cut`).
     pub gone: Vec<String>,
+    /// Declared link fields whose target types are not cached, so reads returning them pass
+    /// through (`Shot.sg_sequence -> Sequence`).
+    pub uncovered: Vec<String>,
 }
 
 /// Why the database step failed.

@@ -10,14 +10,32 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::ShotgunCache;
 
 /// The Events' reporting controller.
 pub const REPORTER: &str = "sgcache-operator";
+
+/// The API server refuses an Event whose note is longer (bytes, `events.k8s.io/v1`).
+pub const NOTE_LIMIT: usize = 1024;
+const TRUNCATED: &str = " … (truncated; the full text is in the operator's log)";
+
+/// `note` as the API server accepts it: cut at a character boundary to fit [`NOTE_LIMIT`]
+/// with a pointer to the log, where the full text is written.
+pub fn fit_note(note: &str) -> std::borrow::Cow<'_, str> {
+    if note.len() <= NOTE_LIMIT {
+        return note.into();
+    }
+    let mut end = NOTE_LIMIT - TRUNCATED.len();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{TRUNCATED}", &note[..end]).into()
+}
 
 /// Which Event series a publication joins.
 type SeriesKey = (String, String);
@@ -28,6 +46,9 @@ pub struct Events {
     reporter: Reporter,
     /// Per (object uid, reason): the note of its current series and the Recorder holding it.
     series: Mutex<HashMap<SeriesKey, (String, Recorder)>>,
+    /// The operator's own pod: where what cannot be said on a cache (its namespace is being
+    /// deleted and refuses new Events) is said too.
+    home: Option<ObjectReference>,
 }
 
 impl Events {
@@ -40,7 +61,25 @@ impl Events {
                 instance,
             },
             series: Mutex::default(),
+            home: None,
         }
+    }
+
+    /// Events about the operator itself go to this object (its pod).
+    pub fn with_home(mut self, home: Option<ObjectReference>) -> Self {
+        self.home = home;
+        self
+    }
+
+    /// Publishes one Event about the operator's own pod (nothing when it runs out of cluster).
+    pub async fn publish_home(&self, type_: EventType, reason: &str, note: &str) {
+        let Some(home) = &self.home else { return };
+        let uid = home
+            .uid
+            .clone()
+            .or_else(|| home.name.clone())
+            .unwrap_or_default();
+        self.send(&uid, home.clone(), type_, reason, note).await;
     }
 
     /// The Recorder of this (object, reason, note)'s series; a new one when the note changed.
@@ -61,15 +100,35 @@ impl Events {
     /// carries the same information.
     pub async fn publish(&self, cache: &ShotgunCache, type_: EventType, reason: &str, note: &str) {
         let uid = cache.uid().unwrap_or_default();
-        let recorder = self.recorder(&uid, reason, note);
         // Without the resourceVersion: every status write bumps it, and a reference that
         // changes with each write would never repeat, so nothing would aggregate.
         let mut reference = cache.object_ref(&());
         reference.resource_version = None;
+        self.send(&uid, reference, type_, reason, note).await;
+    }
+
+    async fn send(
+        &self,
+        uid: &str,
+        reference: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+    ) {
+        let recorder = self.recorder(uid, reason, note);
+        let fitted = fit_note(note);
+        if fitted.len() < note.len() {
+            info!(
+                reason,
+                object = reference.name.as_deref().unwrap_or_default(),
+                note,
+                "event note truncated; full text"
+            );
+        }
         let ev = Event {
             type_,
             reason: reason.into(),
-            note: Some(note.into()),
+            note: Some(fitted.into_owned()),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -83,5 +142,26 @@ impl Events {
         let uid = cache.uid().unwrap_or_default();
         let mut series = self.series.lock().expect("events lock");
         series.retain(|(u, _), _| *u != uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_notes_are_cut_to_the_api_server_limit_with_a_pointer_to_the_log() {
+        assert_eq!(fit_note("short"), "short");
+        let exact = "x".repeat(NOTE_LIMIT);
+        assert_eq!(fit_note(&exact), exact);
+        // Multi-byte characters across the cut: still valid UTF-8, still within the limit.
+        let long = "é".repeat(2000);
+        let fitted = fit_note(&long);
+        assert!(fitted.len() <= NOTE_LIMIT, "{}", fitted.len());
+        assert!(
+            fitted.ends_with("full text is in the operator's log)"),
+            "{fitted}"
+        );
+        assert!(fitted.starts_with("éé"));
     }
 }

@@ -1,9 +1,17 @@
 //! Leader election with a `coordination.k8s.io/v1` Lease: only the holder reconciles, so two
 //! operator replicas are safe. Optimistic concurrency (resourceVersion) settles races. A
-//! renewal that fails is retried until the lease would expire (an API server blip is not a
-//! lost leadership); a stopping leader releases the lease so the standby takes over at once.
+//! renewal that fails (the API server down or unreachable) is retried every second for as
+//! long as it takes: leadership ends only when the API server answers that another replica
+//! holds the lease. That is safe because the operator acts only after reading from the API
+//! server (the Secrets, first of all): a leader that cannot renew cannot reconcile either, and
+//! a standby that took an expired lease is seen at the first answer. So an outage, of any
+//! length, costs no restart. A stopping leader releases the lease so the standby takes over at
+//! once. Failures to take or renew the lease show in `/readyz`.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -11,14 +19,19 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
 use tracing::{info, warn};
 
+use crate::health::Health;
+
 /// How long a lease is valid without renewal, and how often the holder renews.
 pub const LEASE_SECONDS: i32 = 15;
 pub const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// How often a failed renewal is retried.
+pub const RETRY_FAILED: Duration = Duration::from_secs(1);
 
 pub struct LeaderElection {
     api: Api<Lease>,
     name: String,
     identity: String,
+    health: Option<Arc<Health>>,
 }
 
 impl LeaderElection {
@@ -27,6 +40,19 @@ impl LeaderElection {
             api: Api::namespaced(client, namespace),
             name: name.into(),
             identity: identity.into(),
+            health: None,
+        }
+    }
+
+    /// Reports failures to take or renew the lease to `health` (`/readyz`).
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    fn report(&self, error: Option<String>) {
+        if let Some(h) = &self.health {
+            h.set_lease_error(error);
         }
     }
 
@@ -38,7 +64,9 @@ impl LeaderElection {
     pub async fn acquire(&self) {
         let mut said = None;
         loop {
-            match self.try_acquire().await {
+            let attempt = self.try_acquire().await;
+            self.report(attempt.as_ref().err().map(|e| e.to_string()));
+            match attempt {
                 Ok(true) => {
                     info!(identity = %self.identity, "leader lease acquired");
                     return;
@@ -65,21 +93,34 @@ impl LeaderElection {
             .unwrap_or_else(|| "?".into())
     }
 
-    /// Renews the lease; returns when leadership is lost: another replica holds it, or no
-    /// renewal succeeded for the lease's duration (failed renewals are retried until then, as
-    /// the lease is still ours while unexpired).
+    /// Renews the lease; returns when leadership is lost: the API server answers that another
+    /// replica holds it. A failed renewal is retried every [`RETRY_FAILED`], however long the
+    /// API server stays away (see the module's doc for why that is safe).
     pub async fn hold(&self) {
-        let valid_for = Duration::from_secs(LEASE_SECONDS as u64);
         let mut renewed = Instant::now();
+        let mut wait = RENEW_EVERY;
         loop {
-            tokio::time::sleep(RENEW_EVERY).await;
-            match self.try_acquire().await {
-                Ok(true) => renewed = Instant::now(),
-                Ok(false) => return warn!("leader lease taken by another replica"),
-                Err(e) if renewed.elapsed() + RENEW_EVERY < valid_for => {
-                    warn!(error = %e, "leader lease renewal failed; retrying before it expires");
+            tokio::time::sleep(wait).await;
+            let attempt = self.try_acquire().await;
+            self.report(attempt.as_ref().err().map(|e| e.to_string()));
+            match attempt {
+                Ok(true) => {
+                    if wait == RETRY_FAILED {
+                        info!(
+                            after_s = renewed.elapsed().as_secs(),
+                            "leader lease renewed again"
+                        );
+                    }
+                    renewed = Instant::now();
+                    wait = RENEW_EVERY;
                 }
-                Err(e) => return warn!(error = %e, "leader lease expired: renewals kept failing"),
+                Ok(false) => return warn!("leader lease taken by another replica"),
+                Err(e) => {
+                    if wait == RENEW_EVERY {
+                        warn!(error = %e, "leader lease renewal failed; retrying every second");
+                    }
+                    wait = RETRY_FAILED;
+                }
             }
         }
     }

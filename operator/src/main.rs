@@ -50,9 +50,10 @@ struct Cli {
     /// Take a Lease before reconciling, so only one replica acts.
     #[arg(long, env = "SGCACHE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
-    /// Namespace of the Lease (the operator's own).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    namespace: String,
+    /// Namespace of the Lease (the operator's own). Default: the pod's namespace in a
+    /// cluster, the kubeconfig context's namespace outside one (else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
     /// This replica's identity in the Lease; default: the pod name (or host name) and a
     /// random suffix, unique per process.
     #[arg(long, env = "SGCACHE_OPERATOR_IDENTITY")]
@@ -64,7 +65,8 @@ fn init_logs(format: &str) {
         .unwrap_or_else(|_| "info,kube=warn,sqlx=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if format == "json" {
-        builder.json().init();
+        // The workers' shape: the event's fields at the top level, the span its own key.
+        builder.json().flatten_event(true).init();
     } else {
         builder.init();
     }
@@ -128,16 +130,17 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
 
+    let namespace = cli
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    tracing::info!(namespace = %namespace, "the leader Lease and the operator's own Events go to this namespace");
     let pod_name = std::env::var("POD_NAME").ok();
     let identity = cli
         .identity
         .unwrap_or_else(|| lease::default_identity(pod_name.as_deref()));
-    let lease = LeaderElection::new(
-        client.clone(),
-        &cli.namespace,
-        "sgcache-operator",
-        &identity,
-    );
+    let lease = LeaderElection::new(client.clone(), &namespace, "sgcache-operator", &identity)
+        .with_health(health.clone());
     if cli.leader_election {
         health.set_role(Role::Standby);
         // A SIGTERM while standing by stops at once: there is nothing to hand over.
@@ -154,7 +157,8 @@ async fn main() -> anyhow::Result<()> {
         settings,
         metrics,
     );
-    ctx.events = sgcache_operator::events::Events::new(client.clone(), Some(identity.clone()));
+    ctx.events = sgcache_operator::events::Events::new(client.clone(), Some(identity.clone()))
+        .with_home(own_pod(pod_name.as_deref(), &namespace));
     let ctx = Arc::new(ctx);
     let controller = Controller::new(caches, watcher::Config::default().any_semantic());
     let store = controller.store();
@@ -185,12 +189,11 @@ async fn main() -> anyhow::Result<()> {
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(move |result| {
-            match result {
-                Err(controller::Error::QueueError(e)) => {
-                    tracing::warn!(error = %e, "watch failing");
-                    watch_health.set_watch_error(Some(e.to_string()));
-                }
-                _ => watch_health.set_watch_error(None),
+            // A reconcile that worked says nothing of a failing watch of another kind: the
+            // error holds /readyz at 503 until none came for a while (health.rs).
+            if let Err(controller::Error::QueueError(e)) = result {
+                tracing::warn!(error = %e, "watch failing");
+                watch_health.set_watch_error(Some(e.to_string()));
             }
             futures::future::ready(())
         });
@@ -204,7 +207,12 @@ async fn main() -> anyhow::Result<()> {
                     Err(e) => tracing::warn!(error = %e, "cannot release the leader lease"),
                 }
             }
-            _ = lease.hold() => anyhow::bail!("lost the leader lease; restarting to campaign again"),
+            _ = lease.hold() => {
+                // Another replica leads now: this one stops acting at once, and its restart
+                // makes it a standby.
+                tracing::error!("another replica took the leader lease; exiting to stand by");
+                std::process::exit(1);
+            }
         }
     } else {
         controller.await;
@@ -221,4 +229,18 @@ async fn sigterm() {
         }
         Err(_) => std::future::pending().await,
     }
+}
+
+/// The operator's own pod, when it runs in one (the chart sets POD_NAME).
+fn own_pod(
+    name: Option<&str>,
+    namespace: &str,
+) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
+    Some(k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(name?.to_string()),
+        namespace: Some(namespace.to_string()),
+        ..Default::default()
+    })
 }

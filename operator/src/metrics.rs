@@ -18,6 +18,9 @@ pub struct Metrics {
     pub runs: Counter,
     pub failures: Family<ErrorLabels, Counter>,
     pub duration: Histogram,
+    /// Deletions let go with the cache's tables left in the database (the Event and the log
+    /// line name them).
+    pub cleanups_abandoned: Counter,
 }
 
 impl Default for Metrics {
@@ -38,11 +41,18 @@ impl Default for Metrics {
             Unit::Seconds,
             duration.clone(),
         );
+        let cleanups_abandoned = Counter::default();
+        registry.register(
+            "cleanups_abandoned",
+            "deletions released with the cache's tables left in the database",
+            cleanups_abandoned.clone(),
+        );
         Metrics {
             registry,
             runs,
             failures,
             duration,
+            cleanups_abandoned,
         }
     }
 }
@@ -55,6 +65,10 @@ impl Metrics {
             start: Instant::now(),
             histogram: self.duration.clone(),
         }
+    }
+
+    pub fn cleanup_abandoned(&self) {
+        self.cleanups_abandoned.inc();
     }
 
     pub fn failure(&self, label: &str) {

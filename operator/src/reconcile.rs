@@ -27,9 +27,14 @@ use crate::resources::{self, Component, WorkerSettings};
 use crate::status::{self, Declared, Observed};
 use crate::{secrets, ShotgunCache, ShotgunCacheStatus};
 
-/// Resync interval when all is well, and while backfills run.
-pub const RESYNC: Duration = Duration::from_secs(300);
+/// Resync interval when all is well (the event lag in the status is at most this old, and
+/// says when it was measured), and while backfills run.
+pub const RESYNC: Duration = Duration::from_secs(60);
 pub const RESYNC_BACKFILLING: Duration = Duration::from_secs(30);
+/// While a backfill is young (it usually finishes in seconds), checked every second so Ready
+/// follows it at once; a long one falls back to [`RESYNC_BACKFILLING`].
+pub const RESYNC_BACKFILL_YOUNG: Duration = Duration::from_secs(1);
+pub const BACKFILL_YOUNG_FOR: Duration = Duration::from_secs(60);
 /// Retry interval when the inputs (spec, Secrets) are wrong: they change by a user's hand.
 pub const RETRY_INPUTS: Duration = Duration::from_secs(60);
 /// Error backoff: doubles from `BACKOFF_MIN` up to `BACKOFF_MAX`.
@@ -46,6 +51,9 @@ pub struct Context {
     pub events: Events,
     /// Consecutive failures per object, for the backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// Per object, the database URL of its last reconcile: a `Delete` cleanup can still drop
+    /// the tables when a namespace deletion removed the Secret first.
+    databases: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
@@ -62,7 +70,26 @@ impl Context {
             settings,
             metrics,
             failures: Mutex::default(),
+            databases: Mutex::default(),
         }
+    }
+
+    fn remember_database(&self, cache: &ShotgunCache, url: &str) {
+        let mut known = self.databases.lock().expect("lock");
+        known.insert(key(cache), url.to_string());
+    }
+
+    /// The database URL of the cache's last reconcile by this process.
+    pub(crate) fn remembered_database(&self, cache: &ShotgunCache) -> Option<String> {
+        self.databases
+            .lock()
+            .expect("lock")
+            .get(&key(cache))
+            .cloned()
+    }
+
+    pub(crate) fn forget_database(&self, cache: &ShotgunCache) {
+        self.databases.lock().expect("lock").remove(&key(cache));
     }
 
     pub(crate) async fn event(
@@ -110,7 +137,7 @@ fn key(cache: &ShotgunCache) -> String {
 }
 
 /// Entry point for the controller.
-#[instrument(skip(cache, ctx), fields(name = %cache.name_any(), namespace = cache.namespace().unwrap_or_default()))]
+#[instrument(skip(cache, ctx), fields(cache = %cache.name_any(), namespace = cache.namespace().unwrap_or_default()))]
 pub async fn reconcile(cache: Arc<ShotgunCache>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.start();
     let ns = cache.namespace().ok_or(Error::NoNamespace)?;
@@ -137,7 +164,7 @@ pub fn error_policy(cache: Arc<ShotgunCache>, error: &Error, ctx: Arc<Context>) 
         *n
     };
     let delay = backoff(n);
-    warn!(name = %cache.name_any(), error = %error, failures = n, retry_in = ?delay, "reconcile failed");
+    warn!(cache = %cache.name_any(), error = %error, failures = n, retry_in_s = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
 }
 
@@ -187,11 +214,10 @@ async fn apply(cache: &ShotgunCache, ctx: &Context) -> Result<Action> {
             backfill_events(cache, ctx, &status).await;
             let backfilling = status
                 .condition(condition::BACKFILLED)
-                .is_some_and(|c| c.status != "True");
-            Ok(Action::requeue(if backfilling {
-                RESYNC_BACKFILLING
-            } else {
-                RESYNC
+                .filter(|c| c.status != "True");
+            Ok(Action::requeue(match backfilling {
+                Some(c) => backfill_resync(c, Utc::now()),
+                None => RESYNC,
             }))
         }
     }
@@ -221,6 +247,7 @@ async fn steps(
         }
     };
     obs.inputs = Some(Ok(()));
+    ctx.remember_database(cache, &conn.database_url);
     database(cache, ctx, &conn, obs).await?;
     obs.config_hash = Some(resources::config_hash(cache, &ctx.settings));
     let secrets_hash = secrets::values_hash(&conn);
@@ -289,12 +316,22 @@ async fn database(
             obs.database = Some(Ok(()));
             obs.schema = Some(Ok(()));
             if !outcome.gone.is_empty() {
-                warn!(gone = ?outcome.gone, "the site deleted cached types or fields");
+                warn!(gone = %outcome.gone.join(", "), "the site deleted cached types or fields");
                 let note = format!("deleted on the site: {}", outcome.gone.join(", "));
                 ctx.event(cache, EventType::Warning, "SiteSchemaDrift", note)
                     .await;
             }
             obs.gone_from_site = Some(outcome.gone);
+            if !outcome.uncovered.is_empty() {
+                let note = format!(
+                    "reads returning these links go to the site (their target types are not \
+                     cached; add them to spec.entities): {}",
+                    outcome.uncovered.join(", ")
+                );
+                ctx.event(cache, EventType::Warning, "CoverageDegraded", note)
+                    .await;
+            }
+            obs.uncovered = Some(outcome.uncovered);
             if !outcome.changes.is_empty() {
                 info!(changes = outcome.changes.len(), "schema changed");
                 let note = outcome.changes.join("; ");
@@ -410,6 +447,22 @@ pub(crate) async fn apply_status(
         .await
         .map_err(Error::Kube)?;
     Ok(())
+}
+
+/// How soon to look again at a backfill that started at `backfilled`'s transition.
+pub fn backfill_resync(backfilled: &crate::crd::Condition, now: chrono::DateTime<Utc>) -> Duration {
+    let started = backfilled
+        .last_transition_time
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    match started {
+        Some(t)
+            if (now - t.with_timezone(&Utc)).to_std().unwrap_or_default() < BACKFILL_YOUNG_FOR =>
+        {
+            RESYNC_BACKFILL_YOUNG
+        }
+        _ => RESYNC_BACKFILLING,
+    }
 }
 
 /// `BackfillStarted` / `BackfillFinished` when the `Backfilled` condition flips.

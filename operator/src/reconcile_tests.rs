@@ -15,6 +15,7 @@ use crate::metrics::ErrorLabels;
 const CACHE: &str = "/apis/sgcache.io/v1alpha1/namespaces/default/shotguncaches/cache";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 const DEPLOY: &str = "/apis/apps/v1/namespaces/default/deployments";
+const PODS: &str = "/api/v1/namespaces/default/pods";
 
 fn secrets_ok() -> Vec<Expect> {
     vec![
@@ -109,7 +110,7 @@ async fn reconcile_ok(cache: ShotgunCache, schema_changes: &[&str]) -> (Harness,
     let mut h = Harness::new();
     *h.db.migrate.lock().unwrap() = Ok(MigrationOutcome {
         changes: schema_changes.iter().map(|s| s.to_string()).collect(),
-        gone: vec![],
+        ..MigrationOutcome::default()
     });
     let mut calls = secrets_ok();
     if !schema_changes.is_empty() {
@@ -264,7 +265,7 @@ async fn backfill_progress_is_reported_and_announced() {
         (s.types[0].backfill_done, s.types[0].backfill_total),
         (10, 50)
     );
-    assert_eq!(action, Action::requeue(RESYNC_BACKFILLING));
+    assert_eq!(action, Action::requeue(RESYNC_BACKFILL_YOUNG));
 }
 
 #[tokio::test]
@@ -408,6 +409,45 @@ async fn conflicts_and_api_errors_requeue_with_growing_backoff() {
     assert_eq!(backoff(20), BACKOFF_MAX);
 }
 
+/// A `Delete` cleanup first removes the three worker Deployments, then lists the pods left
+/// (`pods_left` names, then none).
+fn workers_stopped(pods_left: &[&str]) -> Vec<Expect> {
+    let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Success"});
+    let mut calls: Vec<Expect> = ["cache-events", "cache-scanner", "cache-proxy"]
+        .iter()
+        .map(|d| {
+            expect(
+                Method::DELETE,
+                &format!("{DEPLOY}/{d}"),
+                Reply::Json(gone.clone()),
+            )
+        })
+        .collect();
+    let list = |names: &[&str]| {
+        let items: Vec<Value> = names
+            .iter()
+            .map(|n| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": n, "namespace": "default"}}))
+            .collect();
+        Reply::Json(
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                           "metadata": {}, "items": items}),
+        )
+    };
+    if !pods_left.is_empty() {
+        calls.push(expect(Method::GET, PODS, list(pods_left)));
+    }
+    calls.push(expect(Method::GET, PODS, list(&[])));
+    calls
+}
+
+fn namespace(terminating: bool) -> Expect {
+    let mut ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+    if terminating {
+        ns["metadata"]["deletionTimestamp"] = json!("2026-12-06T08:00:00Z");
+    }
+    expect(Method::GET, "/api/v1/namespaces/default", Reply::Json(ns))
+}
+
 fn finalizer_removal(cache: &ShotgunCache) -> Expect {
     let mut done = cache.clone();
     done.metadata.finalizers = None;
@@ -439,7 +479,8 @@ async fn deletion_with_delete_drops_the_tables_then_releases() {
         .with_spec(|s| s.deletion_policy = DeletionPolicy::Delete)
         .finalized()
         .deleting();
-    let server = h.serve(vec![
+    let mut calls = workers_stopped(&["cache-proxy-1"]);
+    calls.extend([
         expect(
             Method::GET,
             "/api/v1/namespaces/default/secrets/db",
@@ -451,16 +492,29 @@ async fn deletion_with_delete_drops_the_tables_then_releases() {
         event("CacheDropped"),
         finalizer_removal(&cache),
     ]);
+    let server = h.serve(calls);
     reconcile(Arc::new(cache), h.ctx.clone()).await.unwrap();
     finished(server).await;
     let calls = h.calls();
+    // The workers are stopped, and their pods gone, before the tables are dropped.
+    let pods_gone = calls
+        .iter()
+        .rposition(|c| c == &format!("GET {PODS}"))
+        .expect("pods listed");
+    assert!(
+        calls[..pods_gone]
+            .iter()
+            .filter(|c| c.starts_with(&format!("DELETE {DEPLOY}")))
+            .count()
+            == 3
+    );
     let drop = calls
         .iter()
         .position(|c| c == "db:drop")
         .expect("tables dropped");
     assert!(
-        drop < calls.len() - 1,
-        "finalizer removed only after the drop: {calls:?}"
+        pods_gone < drop && drop < calls.len() - 1,
+        "workers gone, then the drop, then the finalizer: {calls:?}"
     );
     let schema = crate::resources::default_schema("default", "cache");
     assert_eq!(
@@ -594,16 +648,19 @@ fn deleting_with_delete(asked_ago: chrono::Duration) -> ShotgunCache {
 #[tokio::test]
 async fn a_cleanup_that_cannot_reach_the_database_retries_and_says_why() {
     let mut h = Harness::new();
-    let cache = deleting_with_delete(chrono::Duration::seconds(30));
-    let server = h.serve(vec![
+    let cache = deleting_with_delete(chrono::Duration::seconds(90));
+    let mut calls = workers_stopped(&[]);
+    calls.extend([
         expect(
             Method::GET,
             "/api/v1/namespaces/default/secrets/db",
             Reply::Status(404, "NotFound"),
         ),
+        namespace(false),
         event("CleanupFailed"),
         status_patch(&cache),
     ]);
+    let server = h.serve(calls);
     let err = reconcile(Arc::new(cache), h.ctx.clone()).await.unwrap_err();
     finished(server).await;
     assert_eq!(err.metric_label(), "DatabaseUnreachable");
@@ -625,15 +682,18 @@ async fn a_cleanup_failing_past_the_limit_releases_the_finalizer_with_a_warning(
     let ago = chrono::Duration::from_std(crate::cleanup::CLEANUP_GIVE_UP).unwrap()
         + chrono::Duration::seconds(5);
     let cache = deleting_with_delete(ago);
-    let server = h.serve(vec![
+    let mut calls = workers_stopped(&[]);
+    calls.extend([
         expect(
             Method::GET,
             "/api/v1/namespaces/default/secrets/db",
             Reply::Status(404, "NotFound"),
         ),
+        namespace(false),
         event("CleanupAbandoned"),
         finalizer_removal(&cache),
     ]);
+    let server = h.serve(calls);
     reconcile(Arc::new(cache), h.ctx.clone()).await.unwrap();
     finished(server).await;
     assert_eq!(events_posted(&h), ["CleanupAbandoned"]);
@@ -649,4 +709,86 @@ async fn a_cleanup_failing_past_the_limit_releases_the_finalizer_with_a_warning(
         "{note}"
     );
     assert!(log.last().unwrap().body.to_string().contains("remove"));
+}
+
+#[tokio::test]
+async fn in_a_namespace_being_deleted_a_failing_cleanup_gives_up_within_a_minute() {
+    let mut h = Harness::new();
+    let ago = chrono::Duration::from_std(crate::cleanup::NAMESPACE_GIVE_UP).unwrap()
+        + chrono::Duration::seconds(5);
+    assert!(crate::cleanup::NAMESPACE_GIVE_UP < crate::cleanup::CLEANUP_GIVE_UP);
+    let cache = deleting_with_delete(ago);
+    let mut calls = workers_stopped(&[]);
+    calls.extend([
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/default/secrets/db",
+            Reply::Status(404, "NotFound"),
+        ),
+        namespace(true),
+        event("CleanupAbandoned"),
+        finalizer_removal(&cache),
+    ]);
+    let server = h.serve(calls);
+    reconcile(Arc::new(cache), h.ctx.clone()).await.unwrap();
+    finished(server).await;
+    assert_eq!(events_posted(&h), ["CleanupAbandoned"]);
+    assert_eq!(h.ctx.metrics.cleanups_abandoned.get(), 1);
+    assert!(h
+        .ctx
+        .metrics
+        .encode()
+        .contains("cleanups_abandoned_total 1"));
+}
+
+#[tokio::test]
+async fn a_delete_whose_secret_went_first_drops_with_the_url_of_the_last_reconcile() {
+    let mut h = Harness::new();
+    let cache = deleting_with_delete(chrono::Duration::seconds(5));
+    h.ctx.remember_database(
+        &cache,
+        "postgres://cache:pw@db/cache?options[search_path]=s",
+    );
+    let mut calls = workers_stopped(&[]);
+    calls.extend([
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/default/secrets/db",
+            Reply::Status(404, "NotFound"),
+        ),
+        event("CacheDropped"),
+        finalizer_removal(&cache),
+    ]);
+    let server = h.serve(calls);
+    reconcile(Arc::new(cache.clone()), h.ctx.clone())
+        .await
+        .unwrap();
+    finished(server).await;
+    assert_eq!(
+        h.call("db:drop").body["url"],
+        "postgres://cache:pw@db/cache?options[search_path]=s"
+    );
+    assert_eq!(
+        h.ctx.remembered_database(&cache),
+        None,
+        "forgotten once dropped"
+    );
+}
+
+#[test]
+fn a_young_backfill_is_polled_every_second_an_old_one_every_30_s() {
+    let now = chrono::Utc::now();
+    let started = |ago: i64| crate::crd::Condition {
+        type_: "Backfilled".into(),
+        status: "False".into(),
+        reason: "Backfilling".into(),
+        message: String::new(),
+        observed_generation: None,
+        last_transition_time: Some(
+            (now - chrono::Duration::seconds(ago))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+    };
+    assert_eq!(backfill_resync(&started(2), now), RESYNC_BACKFILL_YOUNG);
+    assert_eq!(backfill_resync(&started(600), now), RESYNC_BACKFILLING);
 }

@@ -46,14 +46,16 @@ impl CacheDatabase for SqlCacheDatabase {
             let result = match schema {
                 Ok(schema) => storage::migrate(&db, spec, &schema, PlanOptions::default())
                     .await
+                    .map(|plan| (plan, sgcache::plan::link_gaps(spec, &schema)))
                     .map_err(|e| DbError::Migration(e.to_string())),
                 Err(e) => Err(e),
             };
             db.close().await;
-            let plan = result?;
+            let (plan, gaps) = result?;
             Ok(MigrationOutcome {
                 changes: plan.changes.iter().map(ToString::to_string).collect(),
                 gone: plan.gone,
+                uncovered: gaps.iter().map(ToString::to_string).collect(),
             })
         })
     }

@@ -58,6 +58,9 @@ pub struct Observed {
     pub proxy_selector: Option<String>,
     /// Declared names the site deleted since they were cached; `None` when not checked.
     pub gone_from_site: Option<Vec<String>>,
+    /// Declared links whose targets are not cached (`Shot.sg_sequence -> Sequence`); `None`
+    /// when not checked.
+    pub uncovered: Option<Vec<String>>,
 }
 
 /// Builds the status; `previous` keeps each condition's `lastTransitionTime` while its status
@@ -192,6 +195,7 @@ fn events_status(snap: &DbSnapshot, now: DateTime<Utc>) -> Option<EventsStatus> 
         lag,
         lag_seconds: seconds,
         backlog: e.backlog,
+        checked_at: Some(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
     })
 }
 
@@ -225,7 +229,14 @@ fn conditions(obs: &Observed, waiting: &BTreeMap<String, i64>) -> Vec<Cond> {
         .find(|c| c.1 == "False")
         .or_else(|| all.iter().find(|c| c.1 != "True"))
         .map(|c| (*c).clone());
+    let coverage = coverage(obs);
     let ready = match failing {
+        None if coverage.1 == "False" => (
+            condition::READY,
+            "True",
+            "Ready".into(),
+            format!("reads are served from the cache, except: {}", coverage.3),
+        ),
         None => (
             condition::READY,
             "True",
@@ -249,6 +260,7 @@ fn conditions(obs: &Observed, waiting: &BTreeMap<String, i64>) -> Vec<Cond> {
         backfilled,
         workers,
         ready,
+        coverage,
         site_schema(obs),
         trust_classes(obs),
     ]
@@ -289,6 +301,29 @@ fn trust_classes(obs: &Observed) -> Cond {
             off.join(", ")
         ),
     )
+}
+
+/// `Coverage`: whether every declared read can be answered from the cache.
+fn coverage(obs: &Observed) -> Cond {
+    match &obs.uncovered {
+        None => from_step(condition::COVERAGE, &None, ""),
+        Some(gaps) if gaps.is_empty() => (
+            condition::COVERAGE,
+            "True",
+            "AllDeclaredServed".into(),
+            String::new(),
+        ),
+        Some(gaps) => (
+            condition::COVERAGE,
+            "False",
+            "LinkTargetsNotCached".into(),
+            format!(
+                "reads returning {} go to the site: their target types are not cached (add \
+                 them to spec.entities)",
+                gaps.join(", ")
+            ),
+        ),
+    }
 }
 
 fn site_schema(obs: &Observed) -> Cond {
@@ -340,6 +375,18 @@ fn workers_condition(obs: &Observed) -> Cond {
         Some(Err(e)) => return from_step(condition::WORKERS_AVAILABLE, &Some(Err(e.clone())), ""),
         Some(Ok(workers)) => workers,
     };
+    // A proxy scaled to zero serves nothing: the cache is not Ready, whatever else holds.
+    if let Some((name, ..)) = workers
+        .iter()
+        .find(|(name, desired, _)| name.ends_with("-proxy") && *desired == 0)
+    {
+        return (
+            condition::WORKERS_AVAILABLE,
+            "False",
+            "ScaledToZero".into(),
+            format!("{name} has 0 replicas: no proxy serves reads"),
+        );
+    }
     let short: Vec<String> = workers
         .iter()
         .filter(|(_, desired, available)| available < desired)

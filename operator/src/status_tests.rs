@@ -32,6 +32,7 @@ fn healthy(snapshot: DbSnapshot) -> Observed {
         declared: None,
         proxy_selector: Some("app=proxy".into()),
         gone_from_site: Some(vec![]),
+        uncovered: Some(vec![]),
     }
 }
 
@@ -147,6 +148,61 @@ fn a_failed_step_leaves_later_conditions_unknown() {
     );
     assert_eq!(r.message, "Secret default/db not found");
     assert_eq!(s.phase, "Degraded");
+}
+
+#[test]
+fn links_to_types_not_cached_are_named_and_ready_does_not_claim_them() {
+    let mut obs = healthy(DbSnapshot::default());
+    let s = build(&obs, None, now());
+    assert_eq!(cond(&s, condition::COVERAGE).status, "True");
+    assert_eq!(
+        cond(&s, condition::READY).message,
+        "reads are served from the cache"
+    );
+    obs.uncovered = Some(vec!["Shot.sg_sequence -> Sequence".into()]);
+    let s = build(&obs, None, now());
+    let c = cond(&s, condition::COVERAGE);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "LinkTargetsNotCached")
+    );
+    assert!(
+        c.message.contains("Shot.sg_sequence -> Sequence"),
+        "{}",
+        c.message
+    );
+    let r = cond(&s, condition::READY);
+    assert_eq!(r.status, "True");
+    assert!(
+        r.message.contains("except") && r.message.contains("Shot.sg_sequence"),
+        "{}",
+        r.message
+    );
+}
+
+#[test]
+fn a_proxy_scaled_to_zero_is_not_ready() {
+    let mut obs = healthy(DbSnapshot::default());
+    obs.workers = Some(Ok(vec![
+        ("cache-proxy".into(), 0, 0),
+        ("cache-events".into(), 1, 1),
+    ]));
+    let s = build(&obs, None, now());
+    let w = cond(&s, condition::WORKERS_AVAILABLE);
+    assert_eq!(
+        (w.status.as_str(), w.reason.as_str()),
+        ("False", "ScaledToZero")
+    );
+    let r = cond(&s, condition::READY);
+    assert_eq!(
+        (r.status.as_str(), r.reason.as_str()),
+        ("False", "ScaledToZero")
+    );
+    assert!(
+        !r.message.contains("served from the cache"),
+        "{}",
+        r.message
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@ use kube::ResourceExt;
 use sgcache::spec::{SecretKeyRef, ValueSource};
 use sgcache::ShotgunCacheSpec;
 use sgcache_operator::crd::{condition, FINALIZER};
-use sgcache_operator::reconcile::{reconcile, Context, RESYNC, RESYNC_BACKFILLING};
+use sgcache_operator::reconcile::{reconcile, Context, RESYNC, RESYNC_BACKFILL_YOUNG};
 use sgcache_operator::resources::{default_schema, with_defaults};
 use sgcache_operator::sqldb::SqlCacheDatabase;
 use sgcache_operator::{ShotgunCache, ShotgunCacheResourceSpec, ShotgunCacheStatus};
@@ -200,7 +200,7 @@ async fn a_field_added_to_the_spec_goes_pending_then_ready_after_the_scanner() {
     );
     assert_eq!(
         action,
-        Action::requeue(RESYNC_BACKFILLING),
+        Action::requeue(RESYNC_BACKFILL_YOUNG),
         "polls while backfilling"
     );
     assert_eq!(cond(&s, condition::DATABASE_READY), ("True", "Connected"));
@@ -248,7 +248,7 @@ async fn a_field_added_to_the_spec_goes_pending_then_ready_after_the_scanner() {
     // 2. The spec gains Shot.description: migration, the field pending, the workers rolled.
     let v2 = cache(&sim.url(), "code, sg_status_list, description", 2);
     let (s, action) = run(&ctx, &api, v2.clone(), Some(s)).await;
-    assert_eq!(action, Action::requeue(RESYNC_BACKFILLING));
+    assert_eq!(action, Action::requeue(RESYNC_BACKFILL_YOUNG));
     {
         let st = api.lock().unwrap();
         let notes = st.event_notes("SchemaChanged").join("; ");

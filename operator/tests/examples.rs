@@ -100,3 +100,22 @@ fn a_field_the_site_lacks_is_caught_like_the_old_example() {
         "Shot.entity is not a site field: {found}"
     );
 }
+
+#[test]
+fn every_link_the_examples_declare_is_served_from_the_cache() {
+    // A declared link whose target type is not cached passes through (Coverage False).
+    let site = SiteSchema::load_dir(&fixture_dir()).unwrap();
+    for (name, doc) in examples() {
+        if name.contains("invalid") {
+            continue;
+        }
+        let (_, spec) = spec_of(&doc);
+        let yaml = serde_saphyr::to_string(&spec).unwrap();
+        let spec = ShotgunCacheSpec::from_yaml(&yaml, "example").unwrap();
+        let gaps: Vec<String> = sgcache::plan::link_gaps(&spec, &site)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(gaps.is_empty(), "{name}: {gaps:?}");
+    }
+}

@@ -224,3 +224,30 @@ fn default_identities_are_unique_per_process() {
     assert_ne!(x, y, "two operators on one host never share an identity");
     assert!(!default_identity(None).is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_api_server_outage_longer_than_the_lease_costs_no_restart() {
+    let store = Shared::default();
+    let health = std::sync::Arc::new(sgcache_operator::health::Health::default());
+    let a = contender(&store, "a").with_health(health.clone());
+    assert!(a.try_acquire().await.unwrap());
+    health.set_role(sgcache_operator::health::Role::Leader);
+    // 30 failing renewals, retried every second: twice the lease's 15 s.
+    store.lock().unwrap().fail_next = 30;
+    let hold = a.hold();
+    tokio::pin!(hold);
+    let during = tokio::time::timeout(std::time::Duration::from_secs(20), &mut hold).await;
+    assert!(during.is_err(), "still leading during the outage");
+    let (code, body) = health.readiness();
+    assert_eq!(code.as_u16(), 503, "{body}");
+    assert!(body.contains("Lease failing"), "{body}");
+    let after = tokio::time::timeout(std::time::Duration::from_secs(30), &mut hold).await;
+    assert!(after.is_err(), "and after it: renewed, not restarted");
+    assert_eq!(
+        store.lock().unwrap().fail_next,
+        0,
+        "every failing renewal happened"
+    );
+    assert_eq!(holder(&store).0, "a");
+    assert_eq!(health.readiness().0.as_u16(), 200);
+}

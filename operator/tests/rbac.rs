@@ -257,6 +257,11 @@ fn the_chart_grants_exactly_what_the_operator_uses() {
         "apps/deployments:watch",
         "apps/deployments:create",
         "apps/deployments:patch",
+        // A `Delete` cleanup: the workers stopped, their pods waited for, before the drop; a
+        // failing one reads the namespace (being deleted: it gives up sooner).
+        "apps/deployments:delete",
+        "/pods:list",
+        "/namespaces:get",
         "policy/poddisruptionbudgets:create",
         "policy/poddisruptionbudgets:patch",
         "policy/poddisruptionbudgets:delete",

@@ -350,6 +350,42 @@ async fn follower_and_scanner_metrics_move_with_their_work() {
     env.stop().await;
 }
 
+/// A failure count an earlier follower process saved (before a restart or a script-key
+/// rotation) is cleared by the next process's first successful poll: the chart's
+/// `SgcacheFollowerFailing` alert does not fire forever over a follower that is caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_count_left_by_an_earlier_process_is_cleared_by_the_next() {
+    let env = Env::start("obs_old_failures", 10, ENTITIES, WORKERS).await;
+    let db = &env.db.db;
+    // The earlier process: its follower's state row exists, then it stops having failed.
+    let first = CancellationToken::new();
+    let w = start_workers(&env.spec, &first).await;
+    assert_backfilled(&env).await;
+    w.stop(&first).await;
+    sgcache::storage::record_follower_failures(db, 6, Some("the old script key was refused"))
+        .await
+        .unwrap();
+    let saved = sgcache::storage::read_freshness(db).await.unwrap();
+    assert_eq!(saved.follower_failures, 6);
+    let stop = CancellationToken::new();
+    let w = start_workers(&env.spec, &stop).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = sgcache::storage::read_freshness(db).await.unwrap();
+        if now.follower_failures == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the saved count stays {} while the new process polls",
+            now.follower_failures
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    w.stop(&stop).await;
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn liveness_fails_while_the_site_hangs_and_recovers_after() {
     let mut env = Env::start("obs_liveness", 10, ENTITIES, WORKERS).await;

@@ -246,9 +246,80 @@ pub async fn run(cli: Cli) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_BAD_CONFIG)
         }
-        Err(e) => {
-            eprintln!("error: {e:#}");
+        Err(e) if tables_gone(&e) => {
+            eprintln!(
+                "error: the cache's tables are gone (the cache was deleted with deletionPolicy \
+                 Delete, or its schema dropped by hand); nothing to serve, exiting: {}",
+                describe(&e)
+            );
             ExitCode::FAILURE
         }
+        Err(e) => {
+            eprintln!("error: {}", describe(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, each said once: a context that already quotes its cause (as
+/// sqlx's errors do) does not repeat it.
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain().map(|c| c.to_string()) {
+        if !out.contains(&cause) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&cause);
+        }
+    }
+    out
+}
+
+/// True when PostgreSQL said a table or schema of the cache does not exist.
+fn tables_gone(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        let code = c
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|s| s.as_database_error())
+            .and_then(|d| d.code().map(|c| c.into_owned()));
+        // undefined_table, invalid_schema_name; or the same said by an error that wraps the
+        // database's without exposing it as its source.
+        let text = c.to_string();
+        matches!(code.as_deref(), Some("42P01") | Some("3F000"))
+            || (text.contains("does not exist")
+                && (text.contains("relation \"") || text.contains("schema \"")))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{describe, tables_gone};
+
+    #[test]
+    fn a_dropped_schema_is_told_apart_from_other_failures() {
+        let dropped = anyhow::anyhow!(
+            "error returned from database: relation \"_sgcache_site\" does not exist"
+        )
+        .context("checking the site binding");
+        assert!(tables_gone(&dropped));
+        let schema = anyhow::anyhow!("error returned from database: schema \"sgc\" does not exist");
+        assert!(tables_gone(&schema));
+        let refused = anyhow::anyhow!("error communicating with database: Connection refused");
+        assert!(!tables_gone(&refused));
+        let site = anyhow::anyhow!("the site answered: entity type Foo does not exist");
+        assert!(!tables_gone(&site));
+    }
+
+    #[test]
+    fn an_error_chain_is_said_once() {
+        let root = anyhow::anyhow!("relation \"_sgcache_site\" does not exist");
+        let e = root
+            .context("reading the site binding: relation \"_sgcache_site\" does not exist")
+            .context("starting the proxy");
+        assert_eq!(
+            describe(&e),
+            "starting the proxy: reading the site binding: relation \"_sgcache_site\" does not exist"
+        );
     }
 }

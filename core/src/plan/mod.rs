@@ -4,6 +4,7 @@
 //! Applying a plan (see `crate::storage::migrate`) and planning again yields an empty plan;
 //! [`DbState::after`] is the model of that application the property tests check.
 
+mod coverage;
 mod diff;
 mod display;
 mod narrow;
@@ -18,6 +19,7 @@ use serde_json::Value;
 use crate::schema::{DataType, SiteSchema, Storage};
 use crate::spec::ShotgunCacheSpec;
 
+pub use coverage::{link_gaps, LinkGap};
 pub use narrow::narrow_to_site;
 pub use resolve::{is_viewer_dependent, uncacheable_reason, ASSOC_INDEX_SUFFIX};
 pub use state::{DbState, FieldRecord, FieldState, TypeState};

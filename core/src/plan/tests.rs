@@ -404,3 +404,39 @@ fn unservable_fields_are_backfilled_again_by_the_next_migration() {
         "+ revive field Shot.code (text), pending backfill\n"
     );
 }
+
+#[test]
+fn a_link_to_a_type_not_cached_is_a_coverage_gap_until_the_type_is() {
+    let site = fixture();
+    let without = spec(
+        "entities:\n  - {type: Shot, fields: [code, sg_sequence, assets, sg_status_list]}\n  - {type: Asset, fields: [code]}\n",
+    );
+    let gaps = link_gaps(&without, &site);
+    assert_eq!(
+        gaps.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["Shot.sg_sequence -> Sequence"],
+        "assets links to Asset, cached; a status list is no link"
+    );
+    let with = spec(
+        "entities:\n  - {type: Shot, fields: [code, sg_sequence, assets]}\n  - {type: Asset, fields: [code]}\n  - {type: Sequence, fields: [code]}\n",
+    );
+    assert!(link_gaps(&with, &site).is_empty());
+}
+
+#[test]
+fn a_link_to_any_type_is_a_gap_and_a_wildcard_is_not_checked() {
+    let site = fixture();
+    let s = spec("entities:\n  - {type: Shot, fields: [code]}\n  - {type: Task, fields: [content, entity]}\n");
+    let gaps = link_gaps(&s, &site);
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(
+        (gaps[0].entity_type.as_str(), gaps[0].field_name.as_str()),
+        ("Task", "entity")
+    );
+    assert!(
+        !gaps[0].missing.contains(&"Shot".to_string()),
+        "Shot is cached"
+    );
+    let wild = spec("entities:\n  - {type: Shot, fields: [\"*\"]}\n");
+    assert!(link_gaps(&wild, &site).is_empty());
+}

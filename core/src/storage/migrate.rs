@@ -33,7 +33,12 @@ pub async fn migrate(
     super::checkbox::ensure_nullable_checkboxes(&mut tx).await?;
     super::notify::ensure_change_triggers(&mut tx).await?;
     tx.commit().await?;
-    tracing::info!(changes = plan.changes.len(), "migration applied");
+    // Every reconcile and every worker start migrates; only a change is news.
+    if plan.is_empty() {
+        tracing::debug!("migration: nothing to change");
+    } else {
+        tracing::info!(changes = plan.changes.len(), "migration applied");
+    }
     Ok(plan)
 }
 

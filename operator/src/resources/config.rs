@@ -45,10 +45,14 @@ pub fn config_map(cache: &ShotgunCache) -> ConfigMap {
 }
 
 /// Hash of everything the worker pods run with: the config (proxy replicas left out, so
-/// scaling does not restart pods), the env they get and the image. A change rolls the pods.
+/// scaling does not restart pods; `deletionPolicy` is not in it), the env they get and the
+/// image. A change rolls the pods.
 pub fn config_hash(cache: &ShotgunCache, settings: &WorkerSettings) -> String {
     let mut spec = worker_config(&cache.spec);
     spec.workers.proxy.replicas = 0;
+    // Only the operator acts on it (at deletion): the documented way to drop a cache must
+    // not restart it first.
+    spec.deletion_policy = Default::default();
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(&spec).expect("the spec always serializes"));
     h.update(serde_json::to_vec(&worker_env(&cache.spec)).expect("env serializes"));

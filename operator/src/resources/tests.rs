@@ -1,6 +1,6 @@
 use k8s_openapi::api::core::v1::Container;
 use kube::ResourceExt;
-use sgcache::spec::{SecretKeyRef, ValueSource};
+use sgcache::spec::{DeletionPolicy, SecretKeyRef, ValueSource};
 use sgcache::ShotgunCacheSpec;
 
 use super::*;
@@ -111,6 +111,21 @@ fn proxy_deployment_scales_probes_and_runs_locked_down() {
         .as_ref()
         .unwrap();
     assert_eq!(live.path.as_deref(), Some("/healthz"));
+    // No probe before the process listens; readiness then within a second.
+    let startup = c.startup_probe.as_ref().expect("a startup probe");
+    assert_eq!(
+        startup.http_get.as_ref().unwrap().path.as_deref(),
+        Some("/healthz")
+    );
+    assert!(startup.initial_delay_seconds >= Some(1));
+    assert!(startup.failure_threshold.unwrap() * startup.period_seconds.unwrap() >= 60);
+    assert_eq!(c.readiness_probe.as_ref().unwrap().period_seconds, Some(1));
+    // Serves on while its removal from the endpoints spreads, then gets SIGTERM.
+    let drain = c.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
+    assert_eq!(
+        drain.sleep.as_ref().unwrap().seconds,
+        super::workloads::PROXY_DRAIN_SECONDS
+    );
     let sc = c.security_context.as_ref().unwrap();
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.run_as_non_root, Some(true));
@@ -176,6 +191,7 @@ fn events_and_scanner_run_one_replica_with_recreate() {
         };
         assert_eq!(port.container_port, expected);
         for (probe, path) in [
+            (&c.startup_probe, "/healthz"),
             (&c.readiness_probe, "/readyz"),
             (&c.liveness_probe, "/healthz"),
         ] {
@@ -201,6 +217,7 @@ fn worker_metrics_ports_follow_the_spec_and_zero_turns_them_off() {
     let scanner = deployment(&cache, Component::Scanner, &settings());
     let c = only_container(&scanner);
     assert!(c.ports.is_none() && c.liveness_probe.is_none() && c.readiness_probe.is_none());
+    assert!(c.startup_probe.is_none());
 }
 
 #[test]
@@ -232,6 +249,11 @@ fn config_hash_follows_the_config_not_the_replica_count() {
     let h0 = pod_hash(&deployment(&base, Component::Proxy, &s));
     let scaled = base.clone().with_spec(|sp| sp.workers.proxy.replicas = 7);
     assert_eq!(pod_hash(&deployment(&scaled, Component::Proxy, &s)), h0);
+    // The documented way to drop a cache must not restart it first.
+    for policy in [DeletionPolicy::Delete, DeletionPolicy::Retain] {
+        let switched = base.clone().with_spec(|sp| sp.deletion_policy = policy);
+        assert_eq!(pod_hash(&deployment(&switched, Component::Events, &s)), h0);
+    }
     let more = base
         .clone()
         .with_spec(|sp| sp.entities[0].fields.push("description".into()));

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecurityContext, Volume, VolumeMount,
+    HTTPGetAction, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, SeccompProfile, SecurityContext, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -41,6 +41,10 @@ impl Component {
 }
 
 const CONFIG_DIR: &str = "/etc/sgcache";
+/// How long a stopping proxy pod keeps serving before it is sent SIGTERM: the time for its
+/// removal from the Service's endpoints to reach every node, so no client is refused a
+/// connection during a rollout or a scale-down.
+pub const PROXY_DRAIN_SECONDS: i64 = 3;
 /// The non-root user the worker image runs as.
 const RUN_AS_USER: i64 = 65532;
 
@@ -175,9 +179,22 @@ fn container(cache: &ShotgunCache, component: Component, settings: &WorkerSettin
         }),
         // The follower's and the scanner's `/readyz` answer 200 on standby too (it is where a
         // second instance should be); their `/healthz` fails when their loop stops making
-        // progress for longer than its allowance (docs: "Metrics and probes").
-        readiness_probe: probe_port.map(|(name, _)| http_probe(name, "/readyz", 5)),
+        // progress for longer than its allowance (docs: "Metrics and probes"). The startup
+        // probe holds the other two until the process listens (a probe sent before would
+        // fail, with a Warning Event, on every healthy start), then readiness follows within
+        // a second.
+        startup_probe: probe_port.map(|(name, _)| startup_probe(name)),
+        readiness_probe: probe_port.map(|(name, _)| http_probe(name, "/readyz", 1)),
         liveness_probe: probe_port.map(|(name, _)| http_probe(name, "/healthz", 15)),
+        lifecycle: (component == Component::Proxy).then(|| Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: PROXY_DRAIN_SECONDS,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         resources: Some(settings.resources.clone()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -203,6 +220,17 @@ fn container(cache: &ShotgunCache, component: Component, settings: &WorkerSettin
             },
         ]),
         ..Container::default()
+    }
+}
+
+/// `/healthz` every second from one second after the start, for up to two minutes: the
+/// workers listen within milliseconds of starting (the proxy after connecting to its
+/// database).
+fn startup_probe(port: &str) -> Probe {
+    Probe {
+        initial_delay_seconds: Some(1),
+        failure_threshold: Some(120),
+        ..http_probe(port, "/healthz", 1)
     }
 }
 

@@ -294,6 +294,20 @@ fn answer(state: &mut ApiState, req: &ApiRequest) -> (u16, Value) {
                 None => not_found(&req.path),
             };
         }
+        // A cluster whose pods go with their Deployment at once: none is ever left.
+        if req.path == "/api/v1/namespaces/default/pods" {
+            return (
+                200,
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                       "metadata": {}, "items": []}),
+            );
+        }
+        if req.path == "/api/v1/namespaces/default" {
+            return (
+                200,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}),
+            );
+        }
     }
     if req.path.starts_with(CACHES) {
         return answer_cache(state, req);

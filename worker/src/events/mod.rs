@@ -111,6 +111,9 @@ async fn follow(
     stop: &CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    // The saved failure count may be an earlier process's (before a restart, a key
+    // rotation): the first success of this one clears it too.
+    let mut saved_clear = false;
     let mut next_behind_check = Instant::now();
     loop {
         if stop.is_cancelled() {
@@ -132,8 +135,9 @@ async fn follow(
         match poll_once(db, reader, config, obs).await {
             Ok(n) => {
                 obs.heartbeat.beat();
-                if backoff.failures > 0 {
+                if backoff.failures > 0 || !saved_clear {
                     report_failures(db, 0, None).await;
+                    saved_clear = true;
                 }
                 backoff.reset();
                 if n < BATCH as usize && !sleep_or_stop(config.poll_interval, stop).await {

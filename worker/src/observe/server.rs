@@ -135,8 +135,10 @@ async fn readyz(State(p): State<Arc<Probes>>) -> Response {
 
 /// Serves the probe routes on `listener` until `stop`.
 pub async fn serve(listener: tokio::net::TcpListener, probes: Probes, stop: CancellationToken) {
-    let addr = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, "metrics and probes listening");
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(addr = %addr, "metrics and probes listening"),
+        Err(e) => tracing::info!(error = %e, "metrics and probes listening"),
+    }
     if let Err(e) = axum::serve(listener, router(probes))
         .with_graceful_shutdown(stop.cancelled_owned())
         .await

@@ -23,6 +23,12 @@ use tower::ServiceExt;
 /// How long requests in progress may take to finish once the proxy is asked to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// After the stop, connections are still served for this long, each answer saying
+/// `Connection: close`: a client with a kept-alive connection (the pod already out of its
+/// Service's endpoints) sends its next request on a new connection, to another pod, instead
+/// of racing the close of an idle one (a broken pipe).
+const DRAIN: Duration = Duration::from_secs(1);
+
 /// Pause after a failed `accept` (out of file descriptors, say) before trying again, so the
 /// loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -83,8 +89,20 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let stopping = stop.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            app.clone().oneshot(req.map(Body::new))
+            let answer = app.clone().oneshot(req.map(Body::new));
+            let stopping = stopping.clone();
+            async move {
+                let mut response = answer.await?;
+                if stopping.is_cancelled() {
+                    response.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -98,6 +116,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    tokio::time::sleep(DRAIN).await;
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
