@@ -21,6 +21,7 @@ pub mod run;
 pub mod site;
 pub mod site_clock;
 pub mod site_health;
+pub mod stale_rows;
 pub mod trust;
 pub mod verify;
 mod write;
@@ -145,6 +146,8 @@ pub struct AppState {
     pub trust: trust::Trust,
     /// The site's time, from its answers' `Date` headers.
     pub site_clock: site_clock::SiteClock,
+    /// Limits of refreshes from passed-through answers.
+    pub stale_rows: stale_rows::StaleRows,
 }
 
 impl AppState {
@@ -173,6 +176,7 @@ impl AppState {
             catalog_load: tokio::sync::Mutex::new(()),
             trust: trust::Trust::new(config.trust.clone()),
             site_clock: Default::default(),
+            stale_rows: Default::default(),
         }))
     }
 
