@@ -80,6 +80,9 @@ pub const READINGS: &[Reading] = &[
       "a read returning an uploaded file's url value goes to the site"),
     r("5.2", "**probably** accepted too", Answer::PassThrough,
       "not_between on float, percent, duration and timecode fields goes to the site"),
+    r("5.2", "(plus a documented-but-odd `name_id`)", Answer::Class(&[TagList]),
+      "tag lists: which relations the site takes and how it compares tag names are not shown \
+       by the client's tests; `name_id` goes to the site"),
     r("5.3", "`is_not 5` is assumed to also match nulls", Answer::Class(&[NegationNull]), ""),
     r("5.3", "rows with null `v` match unless `null` is listed", Answer::Class(&[NegationNull]), ""),
     r("5.3", "(open range, **inferred**)", Answer::PassThrough,

@@ -211,9 +211,10 @@ fn stale_ids(site: &[&Map<String, Value>], cached: &[Value], fields: &[String]) 
         else {
             continue;
         };
+        // `updated_at` alone says the row changed, not that what the cache shows is behind.
         let differs = fields
             .iter()
-            .filter(|f| *f != "id")
+            .filter(|f| !matches!(f.as_str(), "id" | "updated_at"))
             .any(|f| s.get(f.as_str()) != c.get(f.as_str()));
         let newer = match (updated(s), updated(c)) {
             (Some(site), Some(cache)) => site > cache,
