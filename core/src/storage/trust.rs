@@ -105,13 +105,14 @@ impl TrustProgress {
 /// Creates the table if it is missing: checked first, since the proxies write here several
 /// times a minute and PostgreSQL logs an "already exists" notice for every `IF NOT EXISTS`.
 async fn ensure_table(tx: &mut Tx) -> Result<(), StorageError> {
+    // One query in the usual case: the newest column is there, so is the table.
+    if super::state::has_column(tx, TRUST_TABLE, "last_check_ms").await? {
+        return Ok(());
+    }
     if super::site_binding::table_exists(tx, TRUST_TABLE).await? {
         // A table made before the progress columns: added here too, since a proxy may run
         // on a cache migrated by an older release.
-        if !super::state::has_column(tx, TRUST_TABLE, "last_check_ms").await? {
-            super::state::add_columns(tx, TRUST_TABLE, ADDED_TRUST_COLUMNS).await?;
-        }
-        return Ok(());
+        return super::state::add_columns(tx, TRUST_TABLE, ADDED_TRUST_COLUMNS).await;
     }
     let mut sql = tx.sql();
     sql.push(CREATE_TRUST);

@@ -15,7 +15,8 @@
 //! turns the class off. One confirmation runs per class at a time.
 //!
 //! Bounds, so that learning is never starved: learning checks (the site's answer in hand, one
-//! cache query each) have their own slots and never wait behind checks that ask the site.
+//! cache query each) have their own slots and queue, and never wait behind checks that ask
+//! the site.
 //! Checks that send a request to the site (re-checks, confirmations, and the sampled
 //! verification of `verifySampleRate`, see [`spawn_site_task`]) share other slots, held only
 //! while they run, never while a confirmation sleeps. The requests trust checks add are
@@ -43,9 +44,13 @@ use tracing::Instrument;
 
 use super::AppState;
 
-/// Learning checks running at once (one cache query each); past it a learning read is not
-/// sampled (counted `busy`).
-const MAX_LEARNING_CHECKS: usize = 32;
+/// Learning checks running at once (one cache query each; more would only queue for the
+/// database's connections).
+const MAX_LEARNING_CHECKS: usize = 8;
+
+/// Learning checks waiting for one of those slots (each holds the site's answer); past it a
+/// learning read is not sampled (counted `busy`).
+const MAX_QUEUED_LEARNING_CHECKS: usize = 256;
 
 /// Checks sending a request to the site at once (re-checks, confirmations, sampled
 /// verifications); a slot is held only while the check runs.
@@ -153,8 +158,9 @@ pub struct Trust {
     /// What this replica saw per class since the last flush to the database.
     progress: Mutex<BTreeMap<TrustClass, TrustProgress>>,
     budget: Mutex<Budget>,
-    /// Slots of learning checks.
+    /// Slots of learning checks, and places in the queue for them.
     learning: Arc<Semaphore>,
+    learning_queue: Arc<Semaphore>,
     /// Slots of checks that ask the site.
     site_checks: Arc<Semaphore>,
     /// Classes with a confirmation under way.
@@ -174,6 +180,7 @@ impl Trust {
             turned_off: Mutex::new(BTreeMap::new()),
             progress: Mutex::new(BTreeMap::new()),
             learning: Arc::new(Semaphore::new(MAX_LEARNING_CHECKS)),
+            learning_queue: Arc::new(Semaphore::new(MAX_QUEUED_LEARNING_CHECKS)),
             site_checks: Arc::new(Semaphore::new(MAX_SITE_CHECKS)),
             confirming: Mutex::new(BTreeSet::new()),
         }
@@ -382,16 +389,24 @@ pub struct Check {
 /// re-check a site slot and a token.
 pub fn spawn_check(state: &Arc<AppState>, check: Check) {
     let trust = &state.trust;
-    let slot = if check.site.is_some() {
-        trust
-            .learning
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Skip::Busy)
-    } else {
-        trust.site_slot()
-    };
-    let permit = match slot {
+    if check.site.is_some() {
+        // A learning check waits its turn among the learning checks only.
+        let Ok(place) = trust.learning_queue.clone().try_acquire_owned() else {
+            trust.skipped(&check.plan.classes, Skip::Busy, &state.metrics);
+            return;
+        };
+        let (state, slots) = (state.clone(), trust.learning.clone());
+        let task = async move {
+            let Ok(permit) = slots.acquire_owned().await else {
+                return;
+            };
+            drop(place);
+            run_check(&state, check, permit).await
+        };
+        tokio::spawn(task.instrument(tracing::Span::current()));
+        return;
+    }
+    let permit = match trust.site_slot() {
         Ok(p) => p,
         Err(why) => {
             trust.skipped(&check.plan.classes, why, &state.metrics);
