@@ -237,7 +237,7 @@ mod tests {
             let window = normalized(window);
             let answers = READINGS
                 .iter()
-                .filter(|r| &r.section == section && window.contains(&normalized(r.quote)))
+                .filter(|r| r.section == section && window.contains(&normalized(r.quote)))
                 .count();
             if answers < *n {
                 missing.push(format!(

@@ -166,8 +166,8 @@ async fn classes_learn_while_another_confirms_differences() {
     for c in clients {
         c.await.unwrap();
     }
-    let p = progress.lock().unwrap();
     let metrics = h.metrics().await;
+    let p = std::mem::take(&mut *progress.lock().unwrap());
     let skipped: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("sgcache_proxy_trust_checks_skipped_total{"))
@@ -191,7 +191,6 @@ async fn classes_learn_while_another_confirms_differences() {
         TrustState::Trusted,
         "the differing class was trusted"
     );
-    drop(p);
     let h = Arc::into_inner(h).expect("clients done");
     h.stop().await;
     db.drop().await;
