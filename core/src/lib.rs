@@ -3,6 +3,7 @@
 
 pub mod api3;
 pub mod ident;
+pub mod inferred;
 pub mod plan;
 pub mod query;
 pub mod schema;

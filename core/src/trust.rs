@@ -44,10 +44,21 @@ pub enum TrustClass {
     /// Negations on a multi_entity field or after a multi_entity hop (they match rows with
     /// no linked entity at all).
     NegationMultiEntity,
+    /// A filter or sort through an entity hop whose link may be null, of another type or to a
+    /// retired row, under a relation a missing far value could satisfy (`is null`, `is_not`,
+    /// `not_in`, `not_contains`, a checkbox `is false` / `is_not true`, ...): the cache reads
+    /// the far value as null, a site may read the far field's default (doc 5.4).
+    NullHop,
+    /// A link's display name: `name_*` relations (case-insensitive, doc 5.3) and names of
+    /// links to types whose display field the reference does not confirm (doc 6).
+    LinkName,
+    /// A sort on a number, date, date-time or checkbox field: where nulls go and how ties are
+    /// ordered (the `id` tiebreak) are undocumented (doc 5.5).
+    SortScalar,
 }
 
 impl TrustClass {
-    pub const ALL: [TrustClass; 16] = [
+    pub const ALL: [TrustClass; 19] = [
         TrustClass::SortText,
         TrustClass::SortList,
         TrustClass::SortEntity,
@@ -64,6 +75,9 @@ impl TrustClass {
         TrustClass::MultiEntityReturn,
         TrustClass::NegationNull,
         TrustClass::NegationMultiEntity,
+        TrustClass::NullHop,
+        TrustClass::LinkName,
+        TrustClass::SortScalar,
     ];
 
     pub fn name(self) -> &'static str {
@@ -84,6 +98,9 @@ impl TrustClass {
             TrustClass::MultiEntityReturn => "path:multi_entity_return",
             TrustClass::NegationNull => "negation:null",
             TrustClass::NegationMultiEntity => "negation:multi_entity",
+            TrustClass::NullHop => "path:null_hop",
+            TrustClass::LinkName => "link:name",
+            TrustClass::SortScalar => "sort:scalar",
         }
     }
 
@@ -113,6 +130,30 @@ impl TrustClass {
             _ => return None,
         })
     }
+}
+
+/// Display fields the protocol reference confirms (doc 6: by observation, or as the only
+/// mandatory field of the type in the schema fixture). Names of links to other types, or
+/// through another field, rely on [`TrustClass::LinkName`].
+const CONFIRMED_DISPLAY_FIELDS: &[(&str, &str)] = &[
+    ("Asset", "code"),
+    ("EventLogEntry", "description"),
+    ("HumanUser", "name"),
+    ("Note", "subject"),
+    ("Playlist", "code"),
+    ("Project", "name"),
+    ("PublishedFile", "code"),
+    ("Reply", "content"),
+    ("Sequence", "code"),
+    ("Shot", "code"),
+    ("Step", "code"),
+    ("Task", "content"),
+    ("Version", "code"),
+];
+
+/// Whether the reference confirms `field` as the display field of `entity_type`.
+pub fn display_field_confirmed(entity_type: &str, field: &str) -> bool {
+    CONFIRMED_DISPLAY_FIELDS.contains(&(entity_type, field))
 }
 
 impl fmt::Display for TrustClass {

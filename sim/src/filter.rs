@@ -13,6 +13,7 @@ use sgcache::schema::DataType;
 
 use crate::codec::tag_name;
 use crate::dates;
+use crate::semantics::NullHop;
 use crate::store::{Row, Store};
 use crate::value::*;
 
@@ -450,9 +451,20 @@ fn test_path(store: &Store, cond: &Cond, hops: &[Hop], id: u32, row: &Row) -> bo
     } else {
         match targets.next() {
             Some((id, r)) => test_path(store, cond, rest, id, r),
-            // A null link (or one of another type) gives the deep path a null value.
-            None => test_value(store, cond, None),
+            // A null link (or one of another type, or to a retired row) gives the deep path a
+            // null value, or the far field's default (the `null_hop` switch).
+            None => test_value(store, cond, missing_far_value(store, cond)),
         }
+    }
+}
+
+/// The far value of a path whose entity hop found no row: null, or with
+/// [`NullHop::Default`] a checkbox's `false`.
+fn missing_far_value(store: &Store, cond: &Cond) -> Option<&'static Val> {
+    const FALSE: &Val = &Val::Bool(false);
+    match (store.semantics.null_hop, &cond.path.data_type) {
+        (NullHop::Default, DataType::Checkbox) => Some(FALSE),
+        _ => None,
     }
 }
 

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sgcache::api3::Request;
 
-use crate::semantics::{SortCollation, TextCase, WeekStart};
+use crate::semantics::{NullHop, SortCollation, TextCase, WeekStart};
 use crate::site::Site;
 
 pub fn router(site: Arc<Site>) -> Router {
@@ -152,6 +152,7 @@ struct Quirks {
     text_case: Option<TextCase>,
     sort_collation: Option<SortCollation>,
     week_start: Option<WeekStart>,
+    null_hop: Option<NullHop>,
 }
 
 fn quirks_json(site: &Site) -> Value {
@@ -175,11 +176,16 @@ async fn put_quirks(State(site): State<Arc<Site>>, body: Bytes) -> Response {
         tracing::info!(null_checkboxes = on, "quirks changed");
         site.set_null_checkboxes(on);
     }
-    if q.text_case.is_some() || q.sort_collation.is_some() || q.week_start.is_some() {
+    if q.text_case.is_some()
+        || q.sort_collation.is_some()
+        || q.week_start.is_some()
+        || q.null_hop.is_some()
+    {
         let mut sem = site.semantics();
         sem.text_case = q.text_case.unwrap_or(sem.text_case);
         sem.sort_collation = q.sort_collation.unwrap_or(sem.sort_collation);
         sem.week_start = q.week_start.unwrap_or(sem.week_start);
+        sem.null_hop = q.null_hop.unwrap_or(sem.null_hop);
         tracing::info!(semantics = ?sem, "quirks changed");
         site.set_semantics(sem);
     }

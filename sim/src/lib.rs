@@ -40,7 +40,7 @@ use tokio::task::JoinHandle;
 pub use config::{ScriptCredential, SimConfig, UserCredential};
 pub use faults::Faults;
 pub use seed::{SeedConfig, SeedCounts};
-pub use semantics::{Semantics, SortCollation, TextCase, WeekStart};
+pub use semantics::{NullHop, Semantics, SortCollation, TextCase, WeekStart};
 pub use stats::{RequestLogEntry, Stats};
 
 /// A running test site.

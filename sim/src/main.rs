@@ -71,6 +71,9 @@ struct Args {
     /// `monday` (default) or `sunday`.
     #[arg(long)]
     week_start: Option<String>,
+    /// `null` (default) or `default`: the far value of a filter behind a missing link.
+    #[arg(long)]
+    null_hop: Option<String>,
 }
 
 /// A semantic switch given on the command line, read with its config-file names.
@@ -126,6 +129,7 @@ fn config(a: Args) -> anyhow::Result<SimConfig> {
         &mut c.semantics.week_start,
         switch("week-start", a.week_start)?,
     );
+    set(&mut c.semantics.null_hop, switch("null-hop", a.null_hop)?);
     let f = &mut c.faults;
     set(&mut f.latency_ms, a.latency_ms);
     set(&mut f.jitter_ms, a.jitter_ms);

@@ -1,5 +1,5 @@
 //! Switches for the semantics the protocol reference leaves inferred (text case, sort
-//! collation, week start). The defaults are the test site's documented choices; the other
+//! collation, week start, the far value behind a missing link). The defaults are the test site's documented choices; the other
 //! settings make the site deliberately disagree with them, so that a test can prove that a
 //! cache which learned the defaults notices a site that behaves otherwise. Set in
 //! `SimConfig::semantics` or through `PUT /control/quirks`.
@@ -41,12 +41,27 @@ pub enum WeekStart {
     Sunday,
 }
 
+/// What a filter through an entity hop reads when the link is null, of another type or to a
+/// retired row (doc 5.4, inferred).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NullHop {
+    /// A null far value (the site's default): `is false` on a checkbox does not match,
+    /// `is_not true` does.
+    #[default]
+    Null,
+    /// The far field's default value: `false` for a checkbox (so `is false` matches); null
+    /// for every other type.
+    Default,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Semantics {
     pub text_case: TextCase,
     pub sort_collation: SortCollation,
     pub week_start: WeekStart,
+    pub null_hop: NullHop,
 }
 
 /// Lower-cases only when needed.
@@ -107,17 +122,18 @@ mod tests {
 
     #[test]
     fn reads_the_wire_names() {
-        let s: Semantics = serde_json::from_value(
-            json!({"text_case": "sensitive", "sort_collation": "byte", "week_start": "sunday"}),
-        )
+        let s: Semantics = serde_json::from_value(json!({"text_case": "sensitive",
+            "sort_collation": "byte", "week_start": "sunday", "null_hop": "default"}))
         .unwrap();
+        assert_eq!(s.null_hop, NullHop::Default);
         assert_eq!(s.text_case, TextCase::Sensitive);
         assert_eq!(s.sort_collation, SortCollation::Byte);
         assert_eq!(s.week_start, WeekStart::Sunday);
         assert!(serde_json::from_value::<Semantics>(json!({"text_case": "upper"})).is_err());
         assert_eq!(
             serde_json::to_value(Semantics::default()).unwrap(),
-            json!({"text_case": "insensitive", "sort_collation": "folded", "week_start": "monday"})
+            json!({"text_case": "insensitive", "sort_collation": "folded", "week_start": "monday",
+                   "null_hop": "null"})
         );
     }
 }

@@ -443,8 +443,45 @@ async fn retire_and_revive(db: &Db, state: &DbState) {
     );
 }
 
+/// Text outside ASCII written into a column is recorded, so that the translator knows an
+/// ASCII search value may meet it there (`text:non_ascii`); a fresh column holds none.
+async fn non_ascii_text_is_recorded(db: &Db, state: &DbState) {
+    let flag = |f: &str| {
+        let f = f.to_string();
+        async move {
+            let all = storage::read_non_ascii(db).await.unwrap();
+            all[&("Task".to_string(), f)]
+        }
+    };
+    assert_eq!(flag("content").await, Some(false));
+    write(
+        db,
+        state,
+        "Task",
+        &[json!({"type": "Task", "id": 900, "content": "plain"})],
+        WriteSource::Scan,
+    )
+    .await
+    .unwrap();
+    assert_eq!(flag("content").await, Some(false));
+    write(
+        db,
+        state,
+        "Task",
+        &[json!({"type": "Task", "id": 901, "content": "Écluse"})],
+        WriteSource::Scan,
+    )
+    .await
+    .unwrap();
+    assert_eq!(flag("content").await, Some(true));
+    let cat = sgcache::query::Catalog::load(db).await.unwrap();
+    assert!(cat.types["Task"].fields["content"].non_ascii);
+    assert!(!cat.types["Version"].fields["code"].non_ascii);
+}
+
 async fn all(db: &Db) {
     let state = setup(db).await;
+    non_ascii_text_is_recorded(db, &state).await;
     every_kind_round_trips(db, &state).await;
     updated_at_guard(db, &state).await;
     event_guard(db, &state).await;

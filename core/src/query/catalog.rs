@@ -23,6 +23,10 @@ pub struct CatalogField {
     pub ready: bool,
     /// The site returned a value the cache cannot store (state `unservable`).
     pub unservable: bool,
+    /// The column may hold text outside ASCII (written so, or not known: a cache whose
+    /// fields predate the flag), so a case-insensitive comparison with it relies on
+    /// [`crate::trust::TrustClass::TextNonAscii`] whatever the search value.
+    pub non_ascii: bool,
     /// Target types of entity and multi-entity fields.
     pub valid_types: Vec<String>,
 }
@@ -68,6 +72,7 @@ fn id_field() -> CatalogField {
         storage: Storage::Integer,
         ready: true,
         unservable: false,
+        non_ascii: false,
         valid_types: Vec::new(),
     }
 }
@@ -150,6 +155,12 @@ impl Catalog {
         }
         let mut q = db.sql();
         q.push("SELECT entity_type, field_name, data_type, state, schema FROM _sgcache_fields");
+        let non_ascii = crate::storage::read_non_ascii(db)
+            .await
+            .map_err(|e| match e {
+                crate::storage::StorageError::Db(e) => e,
+                other => sqlx::Error::Protocol(other.to_string()),
+            })?;
         let mut id_states: BTreeMap<String, bool> = BTreeMap::new();
         for row in db.fetch_all(&q).await? {
             let (Some(t), Some(name), Some(dt), Some(state)) =
@@ -189,6 +200,12 @@ impl Catalog {
                 });
             if let Some(mut cf) = catalog_field(&field, ready) {
                 cf.unservable = state == "unservable";
+                // Unknown (no flag yet) counts as possibly non-ASCII.
+                cf.non_ascii = non_ascii
+                    .get(&(t.clone(), name.clone()))
+                    .copied()
+                    .flatten()
+                    .unwrap_or(true);
                 ty.fields.insert(cf.name.clone(), cf);
             }
         }
@@ -229,6 +246,7 @@ fn catalog_field(f: &FieldSchema, ready: bool) -> Option<CatalogField> {
         storage,
         ready,
         unservable: false,
+        non_ascii: false,
         valid_types,
     })
 }

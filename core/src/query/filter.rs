@@ -93,6 +93,10 @@ fn condition(ctx: &mut Ctx<'_>, root: &CatalogType, c: &Condition) -> Result<Fra
     if path.hops.len() > 1 {
         ctx.needs(TrustClass::MultiHop);
     }
+    if path.hops.iter().any(|h| !h.multi()) && missing_could_match(path.far, &c.relation, &c.values)
+    {
+        ctx.needs(TrustClass::NullHop);
+    }
     if !path.hops.iter().any(|h| h.multi()) {
         // Entity hops only: the far row is joined once per hop (a null link, one of another
         // type or to a retired row leaves it null) and the relation applies to its column as
@@ -300,6 +304,17 @@ fn matches_null(rel: &str, values: &[Value]) -> bool {
     }
 }
 
+/// Whether a missing far value (a null or mistyped link on an entity hop, or one to a retired
+/// row) could satisfy the relation under some reading of doc 5.4: the cache's (the far value
+/// is null), or a site's that reads the far field's default (a checkbox's `false`). Every
+/// negation counts: after a multi_entity hop it applies to what the hop found.
+fn missing_could_match(far: &CatalogField, rel: &str, values: &[Value]) -> bool {
+    let (pos, negate) = positive(rel);
+    negate
+        || matches_null(pos, values)
+        || (far.data_type == DataType::Checkbox && values.contains(&Value::Bool(false)))
+}
+
 /// Resolves `hop.Target` for a deep path: the hop field and the target type.
 pub fn hop<'a>(
     ctx: &Ctx<'a>,
@@ -351,6 +366,14 @@ fn tag(ctx: &mut Ctx<'_>, col: ColRef<'_>, rel: &str, values: &[Value]) {
     if let Some(class) = TrustClass::of_relative_date(rel) {
         ctx.needs(class);
     }
+    if rel.starts_with("name_")
+        && matches!(
+            col.field.storage,
+            Storage::EntityLink | Storage::MultiEntity
+        )
+    {
+        ctx.needs(TrustClass::LinkName);
+    }
     let (pos, negate) = positive(rel);
     if !negate || matches_null(pos, values) {
         return;
@@ -395,7 +418,10 @@ fn allowed(dt: &DataType, rel: &str) -> bool {
     let any = |sets: &[&[&str]]| sets.iter().any(|s| s.contains(&rel));
     match dt {
         Text => any(&[EQ, TEXT]),
-        Number | Float | Currency | Percent | Duration | Timecode => any(&[EQ, ORD]),
+        // `not_between` is documented for number and currency only (doc 5.2: "probably"
+        // accepted on the others, which is not proof).
+        Number | Currency => any(&[EQ, ORD]),
+        Float | Percent | Duration | Timecode => rel != "not_between" && any(&[EQ, ORD]),
         Date | DateTime => any(&[EQ, ORD, DATES]),
         Checkbox => rel == "is" || rel == "is_not",
         List | StatusList | EntityType | Uuid | Color | Footage | SystemTaskType => any(&[EQ]),
@@ -449,6 +475,26 @@ pub fn one<'v>(values: &'v [Value], rel: &str) -> Result<&'v Value, PassThrough>
     }
 }
 
+/// Relations that compare text case-insensitively.
+fn folds(rel: &str) -> bool {
+    matches!(
+        rel,
+        "is" | "is_not"
+            | "in"
+            | "not_in"
+            | "contains"
+            | "not_contains"
+            | "starts_with"
+            | "ends_with"
+    )
+}
+
+/// A text value starting or ending with whitespace.
+fn edge_space(v: &Value) -> bool {
+    v.as_str()
+        .is_some_and(|s| s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace))
+}
+
 /// `(values without nulls, whether null was listed)` for in / not_in.
 fn split_nulls(values: &[Value]) -> Result<(Vec<&Value>, bool), PassThrough> {
     if values.is_empty() {
@@ -476,6 +522,18 @@ fn scalar(
             .any(|v| v.as_str().is_some_and(|s| !s.is_ascii()))
     {
         ctx.needs(crate::trust::TrustClass::TextNonAscii);
+    }
+    if ci && f.non_ascii && folds(rel) && !values.iter().all(Value::is_null) {
+        // An ASCII search value compared with text outside ASCII: how the site folds that
+        // text is the same unproven reading.
+        ctx.needs(crate::trust::TrustClass::TextNonAscii);
+    }
+    if ci && matches!(rel, "is" | "is_not" | "in" | "not_in") && values.iter().any(edge_space) {
+        // Whether the site trims text before comparing is unknown (doc 9).
+        return Err(pass(
+            Reason::Value,
+            "text compared with a value with leading or trailing whitespace",
+        ));
     }
     // The compared expression: the column folded as the site folds text.
     let lhs = || {
@@ -723,6 +781,9 @@ fn name_test(
         let name = ty
             .name_field()
             .ok_or_else(|| pass(Reason::LinkName, format!("{t} has no ready display field")))?;
+        if name.non_ascii {
+            ctx.needs(TrustClass::TextNonAscii);
+        }
         let n = format!("n{}", arms.len());
         let mut arm = Frag::new();
         arm.lit("(")

@@ -301,6 +301,16 @@ fn link_name(
     case_of(names, oks)
 }
 
+/// The field naming links to `ty` (see [`CatalogType::name_field`]); a display field the
+/// reference does not confirm makes the plan rely on [`TrustClass::LinkName`].
+fn named_by<'a>(ctx: &mut Ctx<'_>, ty: &'a CatalogType) -> Option<&'a CatalogField> {
+    let nf = ty.name_field()?;
+    if !crate::trust::display_field_confirmed(&ty.entity_type, &nf.name) {
+        ctx.needs(TrustClass::LinkName);
+    }
+    Some(nf)
+}
+
 /// Per valid target type that the cache can name: a `LEFT JOIN` of the target table, the
 /// `WHEN` arm of its name (`''` for a null name when `null_as_empty`, as sorting needs) and
 /// the condition that the link resolves to an active row of it.
@@ -316,7 +326,7 @@ pub(super) fn join_arms(
         let Some(ty) = ctx.cat.ready_type(t) else {
             continue;
         };
-        let Some(nf) = ty.name_field() else {
+        let Some(nf) = named_by(ctx, ty) else {
             continue;
         };
         let j = ctx.alias();
@@ -383,7 +393,7 @@ pub(super) fn probe_arms(
         let Some(ty) = ctx.cat.ready_type(t) else {
             continue;
         };
-        let Some(nf) = ty.name_field() else {
+        let Some(nf) = named_by(ctx, ty) else {
             continue;
         };
         let (n, o) = (ctx.alias(), ctx.alias());

@@ -62,7 +62,12 @@ pub fn order(ctx: &mut Ctx<'_>, root: &CatalogType, sorts: &[Sort]) -> Result<Or
                 | Storage::Date
                 | Storage::DateTime
                 | Storage::Boolean => {
-                    // A stored column: both queries order by it directly.
+                    // A stored column: both queries order by it directly. Where nulls go and
+                    // how ties are ordered are undocumented, except for `id` (never null,
+                    // unique).
+                    if f.name != "id" {
+                        ctx.needs(TrustClass::SortScalar);
+                    }
                     let dir = match s.direction {
                         SortDirection::Asc => " ASC",
                         SortDirection::Desc => " DESC",
@@ -204,7 +209,9 @@ fn deep_key(
         return Err(pass(Reason::Sort, "sorting through a multi-entity field"));
     }
     let f = field(t, far).map_err(|e| pass(Reason::Sort, e.detail))?;
+    // Rows whose link is null, of another type or to a retired row sort as a null far value.
     ctx.needs(TrustClass::SortEntity);
+    ctx.needs(TrustClass::NullHop);
     let j = ctx.alias();
     let (tcol, icol) = (format!("{}__type", h.name), format!("{}__id", h.name));
     joins
@@ -245,7 +252,10 @@ fn deep_key(
         | Storage::Float
         | Storage::Date
         | Storage::DateTime
-        | Storage::Boolean => value,
+        | Storage::Boolean => {
+            ctx.needs(TrustClass::SortScalar);
+            value
+        }
         Storage::Text => {
             ctx.needs(match f.data_type {
                 DataType::List | DataType::StatusList => TrustClass::SortList,

@@ -156,8 +156,8 @@ fn plans_name_the_inferred_shapes_they_rely_on() {
         |path: &str, rel: &str, v: Value| json!({"type": "Shot", "filters": cond(path, rel, v)});
     let cases: Vec<(Value, Vec<&str>)> = vec![
         (sorted("id"), vec![]),
-        (sorted("sg_cut_in"), vec![]),
-        (sorted("created_at"), vec![]),
+        (sorted("sg_cut_in"), vec!["sort:scalar"]),
+        (sorted("created_at"), vec!["sort:scalar"]),
         (sorted("code"), vec!["sort:text"]),
         (sorted("description"), vec!["sort:text"]),
         (sorted("sg_status_list"), vec!["sort:list"]),
@@ -165,9 +165,12 @@ fn plans_name_the_inferred_shapes_they_rely_on() {
         (sorted("assets"), vec!["sort:multi_entity"]),
         (
             sorted("sg_sequence.Sequence.code"),
-            vec!["sort:text", "sort:entity"],
+            vec!["sort:text", "sort:entity", "path:null_hop"],
         ),
-        (sorted("sg_sequence.Sequence.id"), vec!["sort:entity"]),
+        (
+            sorted("sg_sequence.Sequence.id"),
+            vec!["sort:entity", "path:null_hop", "sort:scalar"],
+        ),
         (
             json!({"type": "Shot", "sorts": [{"field_name": "code", "direction": "desc"}, {"field_name": "project", "direction": "asc"}]}),
             vec!["sort:text", "sort:entity"],
@@ -182,13 +185,26 @@ fn plans_name_the_inferred_shapes_they_rely_on() {
             vec!["text:non_ascii"],
         ),
         (filtered("code", "contains", json!(["sh"])), vec![]),
+        // A checkbox through a hop: a missing link's far value may read as `false`.
+        (
+            filtered("project.Project.archived", "is", json!([false])),
+            vec!["path:null_hop"],
+        ),
+        (
+            filtered("project.Project.archived", "is", json!([true])),
+            vec![],
+        ),
+        (
+            filtered("project.Project.archived", "is_not", json!([true])),
+            vec!["negation:null", "path:null_hop"],
+        ),
         (
             filtered("sg_sequence", "name_is", json!(["Séq"])),
-            vec!["text:non_ascii"],
+            vec!["text:non_ascii", "link:name"],
         ),
         (
             filtered("sg_sequence", "name_contains", json!(["sq"])),
-            vec![],
+            vec!["link:name"],
         ),
         (
             filtered("tag_list", "is", json!(["hero"])),
@@ -231,6 +247,53 @@ fn plans_name_the_inferred_shapes_they_rely_on() {
             Dialect::Postgres
         ),
         vec!["text:non_ascii", "relation:tag_list"]
+    );
+}
+
+#[test]
+fn ascii_search_values_on_columns_holding_non_ascii_text_rely_on_its_class() {
+    let mut cat = catalog();
+    let shot = cat.types.get_mut("Shot").unwrap();
+    shot.fields.get_mut("description").unwrap().non_ascii = true;
+    cat.types
+        .get_mut("Sequence")
+        .unwrap()
+        .fields
+        .get_mut("code")
+        .unwrap()
+        .non_ascii = true;
+    let classes = |path: &str, rel: &str, v: Value| -> Vec<&'static str> {
+        let payload = json!({"type": "Shot", "filters": cond(path, rel, v)});
+        plan_read(&read(payload), &cat, Dialect::Postgres)
+            .unwrap()
+            .classes
+            .iter()
+            .map(|c| c.name())
+            .collect()
+    };
+    for rel in ["is", "contains", "starts_with", "not_contains"] {
+        assert_eq!(
+            classes("description", rel, json!(["ecole"])),
+            vec!["text:non_ascii"],
+            "{rel}"
+        );
+    }
+    assert_eq!(
+        classes("description", "in", json!(["a", "b"])),
+        vec!["text:non_ascii"]
+    );
+    // A null is not folded; a column of ASCII text only needs no proof.
+    assert_eq!(
+        classes("description", "is", json!([null])),
+        Vec::<&str>::new()
+    );
+    assert_eq!(
+        classes("code", "contains", json!(["sh"])),
+        Vec::<&str>::new()
+    );
+    assert_eq!(
+        classes("sg_sequence", "name_contains", json!(["sq"])),
+        vec!["text:non_ascii", "link:name"]
     );
 }
 

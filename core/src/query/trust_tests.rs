@@ -54,7 +54,7 @@ fn documented_shapes_carry_no_class() {
         ("assets", "type_is_not", json!([null])),
         ("assets", "is", json!([{"type": "Asset", "id": 1}])),
         ("sg_sequence.Sequence.code", "is", json!(["a"])),
-        ("sg_sequence.Sequence.code", "not_contains", json!(["a"])),
+        ("sg_sequence.Sequence.code", "contains", json!(["a"])),
         ("assets.Asset.code", "contains", json!(["a"])),
         (
             "created_at",
@@ -134,20 +134,20 @@ fn inferred_shapes_carry_their_class() {
             "sg_sequence",
             "name_not_contains",
             json!(["a"]),
-            &[NegationNull],
+            &[NegationNull, LinkName],
         ),
         // `id` behind a hop is null when the link is.
         (
             "sg_sequence.Sequence.id",
             "is_not",
             json!([3]),
-            &[NegationNull],
+            &[NegationNull, NullHop],
         ),
         (
             "sg_sequence.Sequence.code",
             "is_not",
             json!(["a"]),
-            &[NegationNull],
+            &[NegationNull, NullHop],
         ),
         (
             "assets",
@@ -171,7 +171,7 @@ fn inferred_shapes_carry_their_class() {
             "assets",
             "name_not_contains",
             json!(["a"]),
-            &[NegationMultiEntity],
+            &[NegationMultiEntity, LinkName],
         ),
         (
             "assets.Asset.code",
@@ -195,7 +195,7 @@ fn inferred_shapes_carry_their_class() {
             "sg_sequence.Sequence.project.Project.name",
             "is_not",
             json!(["a"]),
-            &[MultiHop, NegationNull],
+            &[MultiHop, NegationNull, NullHop],
         ),
         (
             "assets.Asset.shots.Shot.code",
@@ -209,6 +209,21 @@ fn inferred_shapes_carry_their_class() {
             json!(["a"]),
             &[MultiHop, NegationMultiEntity],
         ),
+        // A missing link on an entity hop: the far value is null (doc 5.4, inferred).
+        (
+            "sg_sequence.Sequence.code",
+            "not_contains",
+            json!(["a"]),
+            &[NullHop],
+        ),
+        ("sg_sequence.Sequence.code", "is", json!([null]), &[NullHop]),
+        (
+            "sg_sequence.Sequence.code",
+            "in",
+            json!(["a", null]),
+            &[NullHop],
+        ),
+        ("sg_sequence", "name_contains", json!(["a"]), &[LinkName]),
         (
             "assets.Asset.project.Project.created_at",
             "not_in_calendar_month",

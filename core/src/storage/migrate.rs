@@ -251,7 +251,7 @@ async fn upsert_field_row(tx: &mut Tx, f: &FieldDef) -> Result<(), StorageError>
     let mut sql = tx.sql();
     sql.push(
         "INSERT INTO \"_sgcache_fields\" (entity_type, field_name, data_type, storage, state, \
-         schema, backfill_cursor, backfill_done, backfill_total, updated_at) VALUES (",
+         schema, backfill_cursor, backfill_done, backfill_total, updated_at, non_ascii) VALUES (",
     )
     .push_bind(SqlValue::Text(f.entity_type.clone()))
     .push(", ")
@@ -266,6 +266,10 @@ async fn upsert_field_row(tx: &mut Tx, f: &FieldDef) -> Result<(), StorageError>
     .push_bind(SqlValue::Json(f.schema.clone()))
     .push(", NULL, 0, NULL, ")
     .push_bind(now_value(d))
+    // A column that starts empty holds no text outside ASCII until a write stores some; a
+    // field recorded again keeps what its column was seen to hold.
+    .push(", ")
+    .push_bind(SqlValue::Bool(false))
     .push(
         ") ON CONFLICT (entity_type, field_name) DO UPDATE SET data_type = excluded.data_type, \
          storage = excluded.storage, state = excluded.state, schema = excluded.schema, \

@@ -32,12 +32,12 @@ pub use site_binding::{
 };
 pub use state::{
     ensure_state_tables, list_fields, mark_caught_up, read_event_position, read_freshness,
-    read_state, read_state_tx, record_follower_failures, set_backfill_progress, set_field_state,
-    write_event_position, EventPosition, FieldStatus, Freshness, STATE_TABLES,
+    read_non_ascii, read_state, read_state_tx, record_follower_failures, set_backfill_progress,
+    set_field_state, write_event_position, EventPosition, FieldStatus, Freshness, STATE_TABLES,
 };
 pub use trust::{
-    add_served, read_trust, record_difference, record_match, reset_trust, TrustRecord, TrustState,
-    TRUST_TABLE,
+    add_progress, read_trust, record_difference, record_match, reset_trust, TrustProgress,
+    TrustRecord, TrustState, TRUST_TABLE,
 };
 pub use unservable::{
     count_dead_letters, list_dead_letters, mark_unservable, write_dead_letter, DeadLetter,

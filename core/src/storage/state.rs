@@ -80,6 +80,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str, &str)] = &[
         "INTEGER NOT NULL DEFAULT 0",
     ),
     ("_sgcache_events", "last_error", "text", "TEXT"),
+    // Null: not known (fields recorded before the flag); see `mark_non_ascii`.
+    ("_sgcache_fields", "non_ascii", "boolean", "INTEGER"),
 ];
 
 /// Creates the state tables if they are missing, and the columns added since.
@@ -97,6 +99,14 @@ pub async fn ensure_state_tables(tx: &mut Tx) -> Result<(), StorageError> {
             sql.push(stmt);
             tx.execute(&sql).await?;
         }
+    }
+    if !has_column(tx, super::trust::TRUST_TABLE, "last_check_ms").await? {
+        add_columns(
+            tx,
+            super::trust::TRUST_TABLE,
+            super::trust::ADDED_TRUST_COLUMNS,
+        )
+        .await?;
     }
     for (table, column, pg, sqlite) in ADDED_COLUMNS {
         if has_column(tx, table, column).await? {
@@ -117,8 +127,31 @@ pub async fn ensure_state_tables(tx: &mut Tx) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Adds `columns` (name, DDL type the same on both dialects) to state table `table`.
+pub(super) async fn add_columns(
+    tx: &mut Tx,
+    table: &str,
+    columns: &[(&str, &str)],
+) -> Result<(), StorageError> {
+    for (column, ty) in columns {
+        let mut sql = tx.sql();
+        sql.push("ALTER TABLE ")
+            .push_ident(table)
+            .push(" ADD COLUMN ")
+            .push_ident(column)
+            .push(" ")
+            .push(ty);
+        tx.execute(&sql).await?;
+    }
+    Ok(())
+}
+
 /// True when state table `table` has `column` (older caches lack the columns added since).
-async fn has_column(tx: &mut Tx, table: &str, column: &str) -> Result<bool, StorageError> {
+pub(super) async fn has_column(
+    tx: &mut Tx,
+    table: &str,
+    column: &str,
+) -> Result<bool, StorageError> {
     let mut sql = tx.sql();
     match tx.dialect() {
         Dialect::Postgres => sql
@@ -519,5 +552,59 @@ pub async fn record_follower_failures(
         .push(" WHERE id = 1");
     tx.execute(&sql).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Whether each field's column holds text outside ASCII, by (type, field): `None` when not
+/// known (recorded before the flag existed, or a cache not migrated since).
+pub async fn read_non_ascii(
+    db: &Db,
+) -> Result<std::collections::BTreeMap<(String, String), Option<bool>>, StorageError> {
+    let mut tx = db.begin().await?;
+    let mut out = std::collections::BTreeMap::new();
+    if has_column(&mut tx, "_sgcache_fields", "non_ascii").await? {
+        let mut sql = tx.sql();
+        sql.push("SELECT entity_type, field_name, non_ascii FROM \"_sgcache_fields\"");
+        for row in tx.fetch_all(&sql).await? {
+            if let [SqlValue::Text(t), SqlValue::Text(f), flag] = row.as_slice() {
+                let flag = match flag {
+                    SqlValue::Bool(b) => Some(*b),
+                    SqlValue::Int(n) => Some(*n != 0),
+                    _ => None,
+                };
+                out.insert((t.clone(), f.clone()), flag);
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Records that the columns of `fields` of `entity_type` now hold text outside ASCII (set by
+/// the writes that store it; never cleared while the column keeps its data).
+pub(super) async fn mark_non_ascii(
+    tx: &mut Tx,
+    entity_type: &str,
+    fields: &std::collections::BTreeSet<&str>,
+) -> Result<(), StorageError> {
+    if fields.is_empty() || !has_column(tx, "_sgcache_fields", "non_ascii").await? {
+        return Ok(());
+    }
+    let mut sql = tx.sql();
+    sql.push("UPDATE \"_sgcache_fields\" SET non_ascii = ")
+        .push_bind(SqlValue::Bool(true))
+        .push(" WHERE entity_type = ")
+        .push_bind(SqlValue::Text(entity_type.into()))
+        .push(" AND (non_ascii IS NULL OR non_ascii = ")
+        .push_bind(SqlValue::Bool(false))
+        .push(") AND field_name IN (");
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push_bind(SqlValue::Text((*f).into()));
+    }
+    sql.push(")");
+    tx.execute(&sql).await?;
     Ok(())
 }

@@ -17,7 +17,16 @@ pub const TRUST_TABLE: &str = "_sgcache_trust";
 pub(super) const CREATE_TRUST: &str = "CREATE TABLE IF NOT EXISTS \"_sgcache_trust\" \
      (class TEXT PRIMARY KEY, state TEXT NOT NULL, samples BIGINT NOT NULL DEFAULT 0, \
      checks BIGINT NOT NULL DEFAULT 0, differences BIGINT NOT NULL DEFAULT 0, \
-     served BIGINT NOT NULL DEFAULT 0, detail TEXT, changed_ms BIGINT)";
+     served BIGINT NOT NULL DEFAULT 0, detail TEXT, changed_ms BIGINT, last_check_ms BIGINT, \
+     skipped_busy BIGINT NOT NULL DEFAULT 0, skipped_budget BIGINT NOT NULL DEFAULT 0)";
+
+/// Columns added to the table since it was first released (same DDL on both dialects);
+/// `migrate` adds them, and so does the first write to an older table.
+pub(super) const ADDED_TRUST_COLUMNS: &[(&str, &str)] = &[
+    ("last_check_ms", "BIGINT"),
+    ("skipped_busy", "BIGINT NOT NULL DEFAULT 0"),
+    ("skipped_budget", "BIGINT NOT NULL DEFAULT 0"),
+];
 
 /// Where a class stands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -69,13 +78,41 @@ pub struct TrustRecord {
     pub detail: Option<String>,
     /// When the state last changed (unix ms).
     pub changed_ms: Option<i64>,
+    /// When a check of the class last ended, whatever its outcome (unix ms).
+    pub last_check_ms: Option<i64>,
+    /// Checks not run because too many ran at once on a replica.
+    pub skipped_busy: i64,
+    /// Checks not run because the site budget (`trust.maxSiteRate`) was spent.
+    pub skipped_budget: i64,
+}
+
+/// What a replica saw of one class since its last flush: reads served from the cache,
+/// checks skipped and when its last check ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrustProgress {
+    pub served: u64,
+    pub skipped_busy: u64,
+    pub skipped_budget: u64,
+    pub last_check_ms: Option<i64>,
+}
+
+impl TrustProgress {
+    pub fn is_empty(&self) -> bool {
+        *self == TrustProgress::default()
+    }
 }
 
 /// Creates the table if it is missing: checked first, since the proxies write here several
 /// times a minute and PostgreSQL logs an "already exists" notice for every `IF NOT EXISTS`.
 async fn ensure_table(tx: &mut Tx) -> Result<(), StorageError> {
-    if super::site_binding::table_exists(tx, TRUST_TABLE).await? {
+    // One query in the usual case: the newest column is there, so is the table.
+    if super::state::has_column(tx, TRUST_TABLE, "last_check_ms").await? {
         return Ok(());
+    }
+    if super::site_binding::table_exists(tx, TRUST_TABLE).await? {
+        // A table made before the progress columns: added here too, since a proxy may run
+        // on a cache migrated by an older release.
+        return super::state::add_columns(tx, TRUST_TABLE, ADDED_TRUST_COLUMNS).await;
     }
     let mut sql = tx.sql();
     sql.push(CREATE_TRUST);
@@ -99,11 +136,17 @@ pub async fn read_trust(db: &Db) -> Result<BTreeMap<TrustClass, TrustRecord>, St
     if !super::site_binding::table_exists(&mut tx, TRUST_TABLE).await? {
         return Ok(BTreeMap::new());
     }
+    // A table made before the progress columns reads them as none yet.
+    let progress = if super::state::has_column(&mut tx, TRUST_TABLE, "last_check_ms").await? {
+        "last_check_ms, skipped_busy, skipped_budget"
+    } else {
+        "NULL, 0, 0"
+    };
     let mut sql = tx.sql();
-    sql.push(
-        "SELECT class, state, samples, checks, differences, served, detail, changed_ms \
-         FROM \"_sgcache_trust\"",
-    );
+    sql.push(&format!(
+        "SELECT class, state, samples, checks, differences, served, detail, changed_ms, \
+         {progress} FROM \"_sgcache_trust\""
+    ));
     let rows = tx.fetch_all(&sql).await?;
     tx.commit().await?;
     let corrupt = |message: String| StorageError::CorruptState {
@@ -116,7 +159,7 @@ pub async fn read_trust(db: &Db) -> Result<BTreeMap<TrustClass, TrustRecord>, St
     };
     let mut out = BTreeMap::new();
     for row in rows {
-        let [SqlValue::Text(class), SqlValue::Text(state), samples, checks, differences, served, detail, changed] =
+        let [SqlValue::Text(class), SqlValue::Text(state), samples, checks, differences, served, detail, changed, last_check, busy, budget] =
             row.as_slice()
         else {
             return Err(corrupt(format!("unexpected row {row:?}")));
@@ -141,6 +184,12 @@ pub async fn read_trust(db: &Db) -> Result<BTreeMap<TrustClass, TrustRecord>, St
                     SqlValue::Int(n) => Some(*n),
                     _ => None,
                 },
+                last_check_ms: match last_check {
+                    SqlValue::Int(n) => Some(*n),
+                    _ => None,
+                },
+                skipped_busy: int(busy)?,
+                skipped_budget: int(budget)?,
             },
         );
     }
@@ -160,16 +209,21 @@ pub async fn record_match(
     ensure_table(&mut tx).await?;
     let mut sql = tx.sql();
     sql.push(
-        "INSERT INTO \"_sgcache_trust\" AS t (class, state, samples, checks, changed_ms) VALUES (",
+        "INSERT INTO \"_sgcache_trust\" AS t \
+         (class, state, samples, checks, changed_ms, last_check_ms) VALUES (",
     )
     .push_bind(text(class))
     .push(", CASE WHEN 1 >= ")
     .push_bind(needed.clone())
     .push(" THEN 'trusted' ELSE 'learning' END, 1, 1, ")
     .push_bind(now.clone())
+    .push(", ")
+    .push_bind(now.clone())
+    .push(") ON CONFLICT (class) DO UPDATE SET last_check_ms = ")
+    .push_bind(now.clone())
     // An off class stays off (a check that began before it was turned off may end after).
     .push(
-        ") ON CONFLICT (class) DO UPDATE SET checks = t.checks + 1, \
+        ", checks = t.checks + 1, \
          samples = CASE WHEN t.state = 'off' THEN t.samples ELSE t.samples + 1 END, \
          changed_ms = CASE WHEN t.state = 'learning' AND t.samples + 1 >= ",
     )
@@ -207,15 +261,19 @@ pub async fn record_difference(
     let mut sql = tx.sql();
     sql.push(
         "INSERT INTO \"_sgcache_trust\" AS t \
-         (class, state, checks, differences, detail, changed_ms) VALUES (",
+         (class, state, checks, differences, detail, changed_ms, last_check_ms) VALUES (",
     )
     .push_bind(text(class))
     .push(", 'off', 1, 1, ")
     .push_bind(detail.clone())
     .push(", ")
     .push_bind(now.clone())
+    .push(", ")
+    .push_bind(now.clone())
+    .push(") ON CONFLICT (class) DO UPDATE SET last_check_ms = ")
+    .push_bind(now.clone())
     .push(
-        ") ON CONFLICT (class) DO UPDATE SET state = 'off', checks = t.checks + 1, \
+        ", state = 'off', checks = t.checks + 1, \
          differences = t.differences + 1, detail = ",
     )
     .push_bind(detail)
@@ -226,22 +284,45 @@ pub async fn record_difference(
     Ok(())
 }
 
-/// Adds reads answered from the cache to each class's `served`.
-pub async fn add_served(db: &Db, served: &[(TrustClass, u64)]) -> Result<(), StorageError> {
-    if served.iter().all(|(_, n)| *n == 0) {
+/// Adds what replicas saw of each class since their last flush: reads served from the cache,
+/// skipped checks, and the end of their last check (the later one is kept).
+pub async fn add_progress(
+    db: &Db,
+    progress: &[(TrustClass, TrustProgress)],
+) -> Result<(), StorageError> {
+    if progress.iter().all(|(_, p)| p.is_empty()) {
         return Ok(());
     }
     let mut tx = db.begin().await?;
     ensure_table(&mut tx).await?;
-    for (class, n) in served.iter().filter(|(_, n)| *n > 0) {
-        let n = SqlValue::Int(*n as i64);
+    for (class, p) in progress.iter().filter(|(_, p)| !p.is_empty()) {
+        let int = |n: u64| SqlValue::Int(n as i64);
+        let last = p.last_check_ms.map_or(SqlValue::Null, SqlValue::Int);
         let mut sql = tx.sql();
-        sql.push("INSERT INTO \"_sgcache_trust\" AS t (class, state, served) VALUES (")
-            .push_bind(text(*class))
-            .push(", 'learning', ")
-            .push_bind(n.clone())
-            .push(") ON CONFLICT (class) DO UPDATE SET served = t.served + ")
-            .push_bind(n);
+        sql.push(
+            "INSERT INTO \"_sgcache_trust\" AS t \
+             (class, state, served, skipped_busy, skipped_budget, last_check_ms) VALUES (",
+        )
+        .push_bind(text(*class))
+        .push(", 'learning', ")
+        .push_bind(int(p.served))
+        .push(", ")
+        .push_bind(int(p.skipped_busy))
+        .push(", ")
+        .push_bind(int(p.skipped_budget))
+        .push(", ")
+        .push_bind(last.clone())
+        .push(") ON CONFLICT (class) DO UPDATE SET served = t.served + ")
+        .push_bind(int(p.served))
+        .push(", skipped_busy = t.skipped_busy + ")
+        .push_bind(int(p.skipped_busy))
+        .push(", skipped_budget = t.skipped_budget + ")
+        .push_bind(int(p.skipped_budget))
+        .push(", last_check_ms = CASE WHEN t.last_check_ms IS NULL OR t.last_check_ms < ")
+        .push_bind(last.clone())
+        .push(" THEN ")
+        .push_bind(last)
+        .push(" ELSE t.last_check_ms END");
         tx.execute(&sql).await?;
     }
     tx.commit().await?;
@@ -278,17 +359,45 @@ mod tests {
         assert_eq!(record_match(db, c, 3).await.unwrap(), TrustState::Learning);
         assert_eq!(record_match(db, c, 3).await.unwrap(), TrustState::Learning);
         assert_eq!(record_match(db, c, 3).await.unwrap(), TrustState::Trusted);
-        add_served(db, &[(c, 5), (TrustClass::InLast, 0)])
-            .await
-            .unwrap();
-        add_served(db, &[(c, 2)]).await.unwrap();
+        let served = |n, busy, last| TrustProgress {
+            served: n,
+            skipped_busy: busy,
+            skipped_budget: 1,
+            last_check_ms: last,
+        };
+        add_progress(
+            db,
+            &[
+                (c, served(5, 0, Some(1))),
+                (TrustClass::InLast, TrustProgress::default()),
+            ],
+        )
+        .await
+        .unwrap();
+        let checked = read_trust(db).await.unwrap()[&c].last_check_ms.unwrap();
+        assert!(
+            checked > 1_000,
+            "a match's time is not replaced by an older flush"
+        );
+        add_progress(db, &[(c, served(2, 3, None))]).await.unwrap();
         let rows = read_trust(db).await.unwrap();
         let r = &rows[&c];
         assert_eq!(
             (r.state, r.samples, r.checks, r.served),
             (TrustState::Trusted, 3, 3, 7)
         );
+        assert_eq!(
+            (r.skipped_busy, r.skipped_budget, r.last_check_ms),
+            (3, 2, Some(checked))
+        );
         assert!(!rows.contains_key(&TrustClass::InLast));
+        add_progress(db, &[(c, served(0, 0, Some(checked + 5)))])
+            .await
+            .unwrap();
+        assert_eq!(
+            read_trust(db).await.unwrap()[&c].last_check_ms,
+            Some(checked + 5)
+        );
 
         record_difference(db, c, "Shot: code").await.unwrap();
         // A check that ends after the class was turned off does not turn it back on.
@@ -313,6 +422,43 @@ mod tests {
             TrustState::Learning
         );
         scratch.drop().await;
+    }
+
+    /// A table made by an older release (no progress columns) is read as it is and gains the
+    /// columns at the first write.
+    async fn an_older_table_gains_the_progress_columns(dialect: Dialect) {
+        let scratch = Scratch::new(dialect).await;
+        let db = &scratch.db;
+        let mut tx = db.begin().await.unwrap();
+        let mut sql = tx.sql();
+        sql.push(
+            "CREATE TABLE \"_sgcache_trust\" (class TEXT PRIMARY KEY, state TEXT NOT NULL, \
+             samples BIGINT NOT NULL DEFAULT 0, checks BIGINT NOT NULL DEFAULT 0, \
+             differences BIGINT NOT NULL DEFAULT 0, served BIGINT NOT NULL DEFAULT 0, \
+             detail TEXT, changed_ms BIGINT)",
+        );
+        tx.execute(&sql).await.unwrap();
+        let mut sql = tx.sql();
+        sql.push("INSERT INTO \"_sgcache_trust\" (class, state, samples) VALUES ('sort:text', 'learning', 4)");
+        tx.execute(&sql).await.unwrap();
+        tx.commit().await.unwrap();
+        let r = &read_trust(db).await.unwrap()[&TrustClass::SortText];
+        assert_eq!((r.samples, r.last_check_ms, r.skipped_busy), (4, None, 0));
+        record_match(db, TrustClass::SortText, 20).await.unwrap();
+        let r = &read_trust(db).await.unwrap()[&TrustClass::SortText];
+        assert_eq!(r.samples, 5);
+        assert!(r.last_check_ms.is_some());
+        scratch.drop().await;
+    }
+
+    #[tokio::test]
+    async fn an_older_table_on_sqlite() {
+        an_older_table_gains_the_progress_columns(Dialect::Sqlite).await;
+    }
+
+    #[tokio::test]
+    async fn an_older_table_on_postgres() {
+        an_older_table_gains_the_progress_columns(Dialect::Postgres).await;
     }
 
     #[tokio::test]

@@ -86,6 +86,7 @@ pub async fn upsert_entities(
         .map(|(name, r)| (name.as_str(), field_rule(entity_type, name, r)))
         .collect();
     let (rows, unstorable) = parse_rows(entity_type, &fields, records)?;
+    super::state::mark_non_ascii(tx, entity_type, &non_ascii_fields(&fields, &rows)).await?;
     // Rows carrying the same fields share a statement.
     let mut groups: BTreeMap<(Vec<&str>, bool), Vec<&Row>> = BTreeMap::new();
     for row in rows.values() {
@@ -116,6 +117,24 @@ pub async fn upsert_entities(
         super::unservable::record(tx, entity_type, &unstorable, event_id).await?;
     }
     Ok(outcome)
+}
+
+/// Text-stored fields some row writes text outside ASCII into (see
+/// `super::state::mark_non_ascii`).
+fn non_ascii_fields<'a>(
+    fields: &BTreeMap<&'a str, FieldRule>,
+    rows: &BTreeMap<i64, Row>,
+) -> std::collections::BTreeSet<&'a str> {
+    fields
+        .iter()
+        .filter(|(_, rule)| rule.storage == Storage::Text)
+        .filter(|(name, _)| {
+            rows.values().any(|r| {
+                matches!(r.values.get(**name), Some(Converted::One(SqlValue::Text(t))) if !t.is_ascii())
+            })
+        })
+        .map(|(name, _)| *name)
+        .collect()
 }
 
 fn field_rule(entity_type: &str, name: &str, record: &crate::plan::FieldRecord) -> FieldRule {

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::semantics::{Semantics, SortCollation, TextCase, WeekStart};
+use crate::semantics::{NullHop, Semantics, SortCollation, TextCase, WeekStart};
 
 fn create(s: &Site, ty: &str, fields: Value) -> u64 {
     let fields: Vec<Value> = fields
@@ -51,8 +51,40 @@ fn defaults_are_the_documented_choices() {
     assert_eq!(s.semantics(), Semantics::default());
     assert_eq!(
         serde_json::to_value(s.semantics()).unwrap(),
-        json!({"text_case": "insensitive", "sort_collation": "folded", "week_start": "monday"})
+        json!({"text_case": "insensitive", "sort_collation": "folded", "week_start": "monday",
+               "null_hop": "null"})
     );
+}
+
+#[test]
+fn null_hop_default_reads_a_missing_links_checkbox_as_false() {
+    let s = site();
+    let task = create(&s, "Task", json!({"content": "nh_task"}));
+    let linked = create(
+        &s,
+        "Version",
+        json!({"code": "nh_linked", "sg_task": {"type": "Task", "id": task}}),
+    );
+    let unlinked = create(&s, "Version", json!({"code": "nh_unlinked"}));
+    let matching = |rel: &str, v: Value| {
+        let mut found = ids(&read_with(
+            &s,
+            json!({"type": "Version", "filters": and(json!([
+                cond("code", "starts_with", json!(["nh_"])),
+                cond("sg_task.Task.milestone", rel, json!([v]))]))}),
+        ));
+        found.sort();
+        found
+    };
+    // Default: the far value behind no link is null, so `is false` does not match it.
+    assert_eq!(matching("is", json!(false)), vec![linked]);
+    assert_eq!(matching("is_not", json!(true)), vec![linked, unlinked]);
+    assert_eq!(matching("is_not", json!(false)), vec![unlinked]);
+    with(&s, |m| m.null_hop = NullHop::Default);
+    assert_eq!(matching("is", json!(false)), vec![linked, unlinked]);
+    assert_eq!(matching("is_not", json!(true)), vec![linked, unlinked]);
+    assert!(matching("is_not", json!(false)).is_empty());
+    assert!(matching("is", json!(true)).is_empty());
 }
 
 #[test]
@@ -204,8 +236,10 @@ fn config_sets_the_switches() {
             text_case: TextCase::Sensitive,
             sort_collation: SortCollation::Byte,
             week_start: WeekStart::Sunday,
+            null_hop: NullHop::Default,
         }
     });
+    assert_eq!(s.semantics().null_hop, NullHop::Default);
     assert_eq!(s.semantics().week_start, WeekStart::Sunday);
     let [b, a]: [u64; 2] = assets(&s, &["cfgB", "cfga"]).try_into().unwrap();
     assert_eq!(

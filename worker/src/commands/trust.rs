@@ -16,7 +16,8 @@ use crate::cli::EXIT_BAD_CONFIG;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TrustAction {
-    /// Print every class: its state, samples, checks, differences and reads served.
+    /// Print every class: its state, samples of those needed, checks, differences, reads
+    /// served, its last check and why checks were skipped.
     List {
         /// Print JSON (for scripts) instead of the table.
         #[arg(long)]
@@ -73,6 +74,7 @@ pub async fn run(spec: &ShotgunCacheSpec, action: TrustAction) -> ExitCode {
 
 async fn list(db: &Db, spec: &ShotgunCacheSpec, as_json: bool) -> anyhow::Result<()> {
     let records = storage::read_trust(db).await?;
+    let needed = spec.trust.samples;
     let rows: Vec<_> = TrustClass::ALL
         .iter()
         .map(|c| {
@@ -87,8 +89,11 @@ async fn list(db: &Db, spec: &ShotgunCacheSpec, as_json: bool) -> anyhow::Result
             .map(|(c, r, pin)| {
                 json!({
                     "class": c.name(), "state": r.state.name(), "pinned": pin,
-                    "samples": r.samples, "checks": r.checks, "differences": r.differences,
-                    "served": r.served, "detail": r.detail,
+                    "samples": r.samples, "needed": needed, "checks": r.checks,
+                    "differences": r.differences, "served": r.served,
+                    "last_check": r.last_check_ms.and_then(time_of).map(|t| t.to_rfc3339()),
+                    "skipped": {"busy": r.skipped_busy, "site_budget": r.skipped_budget},
+                    "detail": r.detail,
                 })
             })
             .collect();
@@ -96,26 +101,65 @@ async fn list(db: &Db, spec: &ShotgunCacheSpec, as_json: bool) -> anyhow::Result
         return Ok(());
     }
     println!(
-        "{:<28} {:<9} {:>7} {:>7} {:>6} {:>9}  detail",
-        "class", "state", "samples", "checks", "diffs", "served"
+        "{:<26} {:<10} {:>9} {:>7} {:>6} {:>9}  {:<10} {:<18} detail",
+        "class", "state", "samples", "checks", "diffs", "served", "last check", "skipped"
     );
+    let now = chrono::Utc::now();
     for (c, r, pin) in rows {
         let state = match pin {
             Some(p) => format!("pinned {p}"),
             None => r.state.name().to_string(),
         };
+        let last = r
+            .last_check_ms
+            .and_then(time_of)
+            .map(|t| format!("{} ago", age(now - t)))
+            .unwrap_or_else(|| "never".into());
         println!(
-            "{:<28} {:<9} {:>7} {:>7} {:>6} {:>9}  {}",
+            "{:<26} {:<10} {:>9} {:>7} {:>6} {:>9}  {:<10} {:<18} {}",
             c.name(),
             state,
-            r.samples,
+            format!("{}/{needed}", r.samples),
             r.checks,
             r.differences,
             r.served,
+            last,
+            skipped(&r),
             r.detail.as_deref().unwrap_or("")
         );
     }
     Ok(())
+}
+
+fn time_of(ms: i64) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp_millis(ms)
+}
+
+/// `3m`, `2h`, `5d`: how long ago, roughly.
+fn age(d: chrono::TimeDelta) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// Why checks were not run: `busy 3, budget 12`, or `-`.
+fn skipped(r: &storage::TrustRecord) -> String {
+    let mut parts = Vec::new();
+    if r.skipped_busy > 0 {
+        parts.push(format!("busy {}", r.skipped_busy));
+    }
+    if r.skipped_budget > 0 {
+        parts.push(format!("budget {}", r.skipped_budget));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 async fn reset(db: &Db, class: Option<TrustClass>) -> anyhow::Result<()> {

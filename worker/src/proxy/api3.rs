@@ -101,18 +101,9 @@ fn record(state: &AppState, method: &str, outcome: Outcome, start: Instant) -> R
     outcome.into_response()
 }
 
-/// Sends a client's read to the site as it came (or joins an identical one in flight).
-pub async fn forward(
-    state: &AppState,
-    call: &Call,
-    key: Option<&CredentialKey>,
-    reason: &'static str,
-) -> Outcome {
-    forward_seen(state, call, key, reason, |_| {}).await
-}
-
-/// Like [`forward`], showing the site's answer to `seen` before it goes to the client; only
-/// the request that got it from the site sees it (not those that shared it).
+/// Sends a client's read to the site as it came (or joins an identical one in flight),
+/// showing the site's answer to `seen` before it goes to the client; only the request that
+/// got it from the site sees it (not those that shared it).
 pub async fn forward_seen(
     state: &AppState,
     call: &Call,

@@ -32,7 +32,8 @@ pub struct LatencyLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerifyLabels {
-    /// `match`, `mismatch` or `error` (the site did not answer the check).
+    /// `match`, `mismatch`, `error` (the site did not answer the check) or `skipped` (every
+    /// site-check slot was taken).
     pub outcome: String,
 }
 
@@ -53,8 +54,16 @@ pub struct ClassStateLabels {
 pub struct ClassCheckLabels {
     pub class: String,
     /// `match`, `difference`, `inconclusive` (the site or the cache did not answer, or the
-    /// answers agreed once the cache caught up) or `skipped` (too many checks running).
+    /// answers agreed once the cache caught up) or `skipped` (no slot or site budget; see
+    /// `trust_checks_skipped`).
     pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassSkipLabels {
+    pub class: String,
+    /// `busy` (every check slot of its kind taken) or `site_budget` (`trust.maxSiteRate`).
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -184,17 +193,17 @@ impl UpstreamMetrics {
         self.coalesced.get_or_create(&PathLabels { path }).inc();
     }
 
+    pub fn site_error(&self, kind: &str) {
+        self.site_errors
+            .get_or_create(&SiteErrorLabels { kind: kind.into() })
+            .inc();
+    }
+
     pub fn busy(&self, busy: super::upstream::gate::Busy) {
         self.busy
             .get_or_create(&BusyLabels {
                 reason: busy.label(),
             })
-            .inc();
-    }
-
-    pub fn site_error(&self, kind: &str) {
-        self.site_errors
-            .get_or_create(&SiteErrorLabels { kind: kind.into() })
             .inc();
     }
 }
@@ -205,6 +214,7 @@ pub struct TrustMetrics {
     samples: Family<ClassLabels, Gauge>,
     served: Family<ClassLabels, Counter>,
     checks: Family<ClassCheckLabels, Counter>,
+    skips: Family<ClassSkipLabels, Counter>,
     /// Requests to the site the checks added (re-checks and confirmations).
     pub site_requests: Counter,
 }
@@ -216,6 +226,7 @@ impl TrustMetrics {
             samples: Family::default(),
             served: Family::default(),
             checks: Family::default(),
+            skips: Family::default(),
             site_requests: Counter::default(),
         };
         registry.register(
@@ -237,6 +248,11 @@ impl TrustMetrics {
             "trust_checks",
             "Background comparisons of a read's answers, per trust class and outcome",
             m.checks.clone(),
+        );
+        registry.register(
+            "trust_checks_skipped",
+            "Checks of each trust class not run, by reason (busy, site_budget)",
+            m.skips.clone(),
         );
         registry.register(
             "trust_site_requests",
@@ -282,6 +298,21 @@ impl TrustMetrics {
             .inc();
     }
 
+    pub fn skipped<'a>(
+        &self,
+        classes: impl IntoIterator<Item = &'a sgcache::trust::TrustClass>,
+        reason: &str,
+    ) {
+        for c in classes {
+            self.skips
+                .get_or_create(&ClassSkipLabels {
+                    class: c.name().into(),
+                    reason: reason.into(),
+                })
+                .inc();
+        }
+    }
+
     pub fn checked<'a>(
         &self,
         classes: impl IntoIterator<Item = &'a sgcache::trust::TrustClass>,
@@ -308,6 +339,9 @@ pub struct Metrics {
     /// Refreshes from the site (after a write or a verification mismatch) not done because the
     /// cache has no credentials of its own.
     pub refreshes_skipped: Counter,
+    /// Entities re-read from the site and rewritten because a passed-through answer showed
+    /// the cache's copy stale.
+    pub passthrough_refreshed: Counter,
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<LatencyLabels, Histogram>,
     /// The requests to the site (handed to [`super::upstream::Upstream`]).
@@ -393,8 +427,14 @@ impl Default for Metrics {
         let refreshes_skipped = Counter::default();
         registry.register(
             "refreshes_skipped",
-            "Refreshes from the site after a write or a verification mismatch not done: the cache has no credentials of its own",
+            "Refreshes from the site (after a write, a verification mismatch or a passed-through answer showing stale rows) not done: the cache has no credentials of its own",
             refreshes_skipped.clone(),
+        );
+        let passthrough_refreshed = Counter::default();
+        registry.register(
+            "passthrough_refreshed_entities",
+            "Entities re-read from the site and rewritten because a passed-through answer showed them newer than the cache's copy",
+            passthrough_refreshed.clone(),
         );
         let result_hits = Counter::default();
         registry.register(
@@ -428,7 +468,7 @@ impl Default for Metrics {
         );
         // Every known label value starts at 0, so the series exist (and rate() and alerts see
         // them) before the first error or check.
-        for outcome in ["match", "mismatch", "error"] {
+        for outcome in ["match", "mismatch", "error", "skipped"] {
             let _ = verify.get_or_create(&VerifyLabels {
                 outcome: outcome.into(),
             });
@@ -446,6 +486,7 @@ impl Default for Metrics {
             verify,
             verify_refreshed,
             refreshes_skipped,
+            passthrough_refreshed,
             requests,
             latency,
             upstream,

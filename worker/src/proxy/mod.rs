@@ -22,6 +22,7 @@ pub mod run;
 pub mod site;
 pub mod site_clock;
 pub mod site_health;
+pub mod stale_rows;
 pub mod trust;
 pub mod upstream;
 pub mod verify;
@@ -156,6 +157,8 @@ pub struct AppState {
     catalog_load: tokio::sync::Mutex<()>,
     /// Which inferred read shapes have earned answers from the cache.
     pub trust: trust::Trust,
+    /// Limits of refreshes from passed-through answers.
+    pub stale_rows: stale_rows::StaleRows,
 }
 
 impl AppState {
@@ -190,6 +193,7 @@ impl AppState {
             workers: OnceLock::new(),
             catalog_load: tokio::sync::Mutex::new(()),
             trust: trust::Trust::new(config.trust.clone()),
+            stale_rows: Default::default(),
         }))
     }
 

@@ -19,11 +19,10 @@ use sgcache::api3::ReadRequest;
 use sgcache::query::{plan_read_at, PassThrough, ReadPlan, Reason};
 use sgcache::sql::Db;
 use sha2::{Digest, Sha256};
-use tracing::Instrument;
 
 use super::answer::{Outcome, Path};
 use super::answer_cache::{self, Kept};
-use super::api3::{failed, forward, forward_seen, site_call, Call};
+use super::api3::{failed, forward_seen, site_call, Call};
 use super::auth::{CredentialKey, Verdict};
 use super::envelope::{Envelope, MAX_READ_PAYLOAD};
 use super::trust::{self, Check, Gate};
@@ -35,20 +34,20 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn read(state: &Arc<AppState>, call: &Call, env: &Envelope<'_>) -> Outcome {
     let (Some(auth), Some(key)) = (env.auth_map(), env.principal()) else {
-        return forward(state, call, None, "credentials").await;
+        return to_site(state, call, None, "credentials").await;
     };
     if !state.cache_for.as_ref().is_none_or(|c| c.allows(auth)) {
-        return forward(state, call, Some(&key), "principal").await;
+        return to_site(state, call, Some(&key), "principal").await;
     }
     let plan = match plan(state, env) {
         Ok(p) => p,
         Err(pt) => {
             tracing::debug!(reason = %pt, "read passed through");
-            return forward(state, call, Some(&key), pt.reason.label()).await;
+            return to_site(state, call, Some(&key), pt.reason.label()).await;
         }
     };
     let recheck = match state.trust.gate(&plan.classes) {
-        Gate::Off => return forward(state, call, Some(&key), "trust_off").await,
+        Gate::Off => return to_site(state, call, Some(&key), "trust_off").await,
         Gate::Learn => return learn(state, call, &key, plan).await,
         Gate::Serve { recheck } => recheck,
     };
@@ -82,6 +81,20 @@ pub async fn read(state: &Arc<AppState>, call: &Call, env: &Envelope<'_>) -> Out
         Ok(a) => Outcome::new(a.response.into_response(), Path::Site, "verify_auth"),
         Err(failure) => failed(failure, "verify_auth"),
     }
+}
+
+/// Sends the read to the site as it came; its answer may show cached rows are stale
+/// ([`super::stale_rows`]).
+async fn to_site(
+    state: &Arc<AppState>,
+    call: &Call,
+    key: Option<&CredentialKey>,
+    reason: &'static str,
+) -> Outcome {
+    forward_seen(state, call, key, reason, |resp| {
+        super::stale_rows::observe(state, resp)
+    })
+    .await
 }
 
 /// The statement answering the read, or why the cache does not answer it.
@@ -124,6 +137,7 @@ struct Served {
 /// the site's in the background (see [`super::trust`]).
 async fn learn(state: &Arc<AppState>, call: &Call, key: &CredentialKey, plan: ReadPlan) -> Outcome {
     forward_seen(state, call, Some(key), "trust_learning", |resp| {
+        super::stale_rows::observe(state, resp);
         let site = resp
             .status
             .is_success()
@@ -194,7 +208,7 @@ async fn cached(
                 reason = "statement";
             }
             tracing::debug!(reason = %pt, "cached read fell back to the site");
-            forward(state, call, Some(key), reason).await
+            to_site(state, call, Some(key), reason).await
         }
     }
 }
@@ -215,7 +229,10 @@ fn maybe_verify(state: &Arc<AppState>, call: &Call, body: &Bytes) {
         call.body.clone(),
         results,
     );
-    tokio::spawn(check.instrument(tracing::Span::current()));
+    // Within the trust checks' bounded slots: never more at once than they allow.
+    if !super::trust::spawn_site_task(state, check) {
+        state.metrics.verified("skipped");
+    }
 }
 
 /// A kept or fresh answer; gzipped already when kept so (the compression layer leaves

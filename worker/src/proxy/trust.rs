@@ -12,13 +12,21 @@
 //! A difference may come from the cache being a moment behind the site rather than from the
 //! semantics, so it is confirmed before it counts: after `confirm_delay` (time for the event
 //! follower to catch up) both answers are taken again, twice; only a difference every time
-//! turns the class off. Requests to the site that checks add (re-checks, confirmations) are
-//! limited to `trust.maxSiteRate` per second; a check without budget is dropped.
+//! turns the class off. One confirmation runs per class at a time.
+//!
+//! Bounds, so that learning is never starved: learning checks (the site's answer in hand, one
+//! cache query each) have their own slots and queue, and never wait behind checks that ask
+//! the site.
+//! Checks that send a request to the site (re-checks, confirmations, and the sampled
+//! verification of `verifySampleRate`, see [`spawn_site_task`]) share other slots, held only
+//! while they run, never while a confirmation sleeps. The requests trust checks add are
+//! limited to `trust.maxSiteRate` per second, a token taken only when a request is sent. A
+//! check without a slot or budget is dropped (counted per class and reason), never queued.
 //! The states live in the cache database (`_sgcache_trust`), so replicas share them and a
 //! restart keeps them; pins in the spec override them.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -29,20 +37,46 @@ use sgcache::api3::is_error_body;
 use sgcache::query::ReadPlan;
 use sgcache::spec::{TrustPin, TrustSpec};
 use sgcache::sql::Db;
-use sgcache::storage::{self, TrustRecord, TrustState};
+use sgcache::storage::{self, TrustProgress, TrustRecord, TrustState};
 use sgcache::trust::TrustClass;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use super::upstream::{Kind, SiteCall};
 use super::AppState;
 
-/// Checks running at once (each runs one cache query, some a site request); past it a
-/// learning read is not sampled.
-const MAX_RUNNING_CHECKS: usize = 4;
+/// Learning checks running at once (one cache query each; more would only queue for the
+/// database's connections).
+const MAX_LEARNING_CHECKS: usize = 8;
+
+/// Learning checks waiting for one of those slots (each holds the site's answer); past it a
+/// learning read is not sampled (counted `busy`).
+const MAX_QUEUED_LEARNING_CHECKS: usize = 256;
+
+/// Checks sending a request to the site at once (re-checks, confirmations, sampled
+/// verifications); a slot is held only while the check runs.
+const MAX_SITE_CHECKS: usize = 4;
 
 /// Comparisons a difference must survive before it turns a class off.
 const CONFIRMATIONS: u32 = 2;
+
+/// Why a check was not run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// Every slot of its kind was taken on this replica.
+    Busy,
+    /// The site budget (`trust.maxSiteRate`) was spent.
+    Budget,
+}
+
+impl Skip {
+    pub fn label(self) -> &'static str {
+        match self {
+            Skip::Busy => "busy",
+            Skip::Budget => "site_budget",
+        }
+    }
+}
 
 /// The proxy's trust settings (`spec.trust`).
 #[derive(Clone, Debug)]
@@ -122,10 +156,16 @@ pub struct Trust {
     /// before the difference was recorded must not turn it back on; a reset recorded after
     /// it (a later `changed_ms`) does.
     turned_off: Mutex<BTreeMap<TrustClass, i64>>,
-    /// Reads answered from the cache per class since the last flush to the database.
-    unflushed: BTreeMap<TrustClass, AtomicU64>,
+    /// What this replica saw per class since the last flush to the database.
+    progress: Mutex<BTreeMap<TrustClass, TrustProgress>>,
     budget: Mutex<Budget>,
-    running: Arc<Semaphore>,
+    /// Slots of learning checks, and places in the queue for them.
+    learning: Arc<Semaphore>,
+    learning_queue: Arc<Semaphore>,
+    /// Slots of checks that ask the site.
+    site_checks: Arc<Semaphore>,
+    /// Classes with a confirmation under way.
+    confirming: Mutex<BTreeSet<TrustClass>>,
 }
 
 impl Trust {
@@ -139,12 +179,16 @@ impl Trust {
             config,
             records: RwLock::new(BTreeMap::new()),
             turned_off: Mutex::new(BTreeMap::new()),
-            unflushed: TrustClass::ALL
-                .iter()
-                .map(|c| (*c, AtomicU64::new(0)))
-                .collect(),
-            running: Arc::new(Semaphore::new(MAX_RUNNING_CHECKS)),
+            progress: Mutex::new(BTreeMap::new()),
+            learning: Arc::new(Semaphore::new(MAX_LEARNING_CHECKS)),
+            learning_queue: Arc::new(Semaphore::new(MAX_QUEUED_LEARNING_CHECKS)),
+            site_checks: Arc::new(Semaphore::new(MAX_SITE_CHECKS)),
+            confirming: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    pub fn config(&self) -> &TrustConfig {
+        &self.config
     }
 
     /// A class's state as the proxy acts on it (pins first).
@@ -178,6 +222,11 @@ impl Trust {
         r
     }
 
+    /// Whether every class of `classes` is in `state`.
+    fn state_of_all(&self, classes: &[TrustClass], state: TrustState) -> bool {
+        classes.iter().all(|c| self.state(*c).0 == state)
+    }
+
     /// How to answer a read relying on `classes`.
     pub fn gate<'a>(&self, classes: impl IntoIterator<Item = &'a TrustClass>) -> Gate {
         let (mut learning, mut proven) = (false, false);
@@ -192,26 +241,92 @@ impl Trust {
         if learning {
             return Gate::Learn;
         }
+        // The budget is taken when the re-check sends its request, not here.
         let recheck = proven
             && self.config.recheck_rate > 0.0
-            && rand::random::<f64>() < self.config.recheck_rate
-            && self.take_site_request();
+            && rand::random::<f64>() < self.config.recheck_rate;
         Gate::Serve { recheck }
     }
 
-    fn take_site_request(&self) -> bool {
-        self.budget.lock().unwrap_or_else(|e| e.into_inner()).take()
+    /// A slot for a check that asks the site, and a token of the site budget, taken in that
+    /// order (a token is never spent on a check that cannot run).
+    fn site_slot(&self) -> Result<OwnedSemaphorePermit, Skip> {
+        let permit = self
+            .site_checks
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Skip::Busy)?;
+        if !self.budget.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return Err(Skip::Budget);
+        }
+        Ok(permit)
+    }
+
+    fn note<'a>(
+        &self,
+        classes: impl IntoIterator<Item = &'a TrustClass>,
+        f: impl Fn(&mut TrustProgress),
+    ) {
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        for c in classes {
+            f(progress.entry(*c).or_default());
+        }
     }
 
     /// Counts a read answered from the cache for each of its classes.
     pub fn served<'a>(
         &self,
-        classes: impl IntoIterator<Item = &'a TrustClass>,
+        classes: impl IntoIterator<Item = &'a TrustClass> + Clone,
         metrics: &super::metrics::Metrics,
     ) {
+        self.note(classes.clone(), |p| p.served += 1);
         for c in classes {
-            self.unflushed[c].fetch_add(1, Ordering::Relaxed);
             metrics.trust.served(*c);
+        }
+    }
+
+    /// Counts a check of `classes` not run, and why.
+    fn skipped(
+        &self,
+        classes: &BTreeSet<TrustClass>,
+        why: Skip,
+        metrics: &super::metrics::Metrics,
+    ) {
+        self.note(classes, |p| match why {
+            Skip::Busy => p.skipped_busy += 1,
+            Skip::Budget => p.skipped_budget += 1,
+        });
+        metrics.trust.checked(classes, "skipped");
+        metrics.trust.skipped(classes, why.label());
+    }
+
+    /// A check of `classes` ended with `outcome`.
+    fn ended(
+        &self,
+        classes: &BTreeSet<TrustClass>,
+        outcome: &str,
+        metrics: &super::metrics::Metrics,
+    ) {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.note(classes, |p| p.last_check_ms = Some(now));
+        metrics.trust.checked(classes, outcome);
+    }
+
+    /// Marks `classes` as being confirmed; false when one of them already is (one
+    /// confirmation per class at a time, so they do not spend the budget on each other).
+    fn start_confirming(&self, classes: &[TrustClass]) -> bool {
+        let mut busy = self.confirming.lock().unwrap_or_else(|e| e.into_inner());
+        if classes.iter().any(|c| busy.contains(c)) {
+            return false;
+        }
+        busy.extend(classes.iter().copied());
+        true
+    }
+
+    fn stop_confirming(&self, classes: &[TrustClass]) {
+        let mut busy = self.confirming.lock().unwrap_or_else(|e| e.into_inner());
+        for c in classes {
+            busy.remove(c);
         }
     }
 
@@ -228,15 +343,19 @@ impl Trust {
     /// Flushes the served counts and re-reads every class's state (other replicas' checks
     /// and a person's resets show here).
     pub async fn refresh(&self, db: &Db, metrics: &super::metrics::Metrics) {
-        let served: Vec<(TrustClass, u64)> = self
-            .unflushed
-            .iter()
-            .map(|(c, n)| (*c, n.swap(0, Ordering::Relaxed)))
-            .collect();
-        if let Err(e) = storage::add_served(db, &served).await {
-            tracing::warn!(error = %e, "could not record the reads served per trust class");
-            for (c, n) in served {
-                self.unflushed[&c].fetch_add(n, Ordering::Relaxed);
+        let progress: Vec<(TrustClass, TrustProgress)> =
+            std::mem::take(&mut *self.progress.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .collect();
+        if let Err(e) = storage::add_progress(db, &progress).await {
+            tracing::warn!(error = %e, "could not record the trust classes' progress");
+            let mut kept = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+            for (c, p) in progress {
+                let k = kept.entry(c).or_default();
+                k.served += p.served;
+                k.skipped_busy += p.skipped_busy;
+                k.skipped_budget += p.skipped_budget;
+                k.last_check_ms = k.last_check_ms.max(p.last_check_ms);
             }
         }
         match storage::read_trust(db).await {
@@ -266,18 +385,57 @@ pub struct Check {
     pub cache: Option<Value>,
 }
 
-/// Starts a check in the background, unless too many run already.
+/// Starts a check in the background, unless its slots (or, for a re-check, the site budget)
+/// are spent: a learning check takes a learning slot (the site's answer is in hand), a
+/// re-check a site slot and a token.
 pub fn spawn_check(state: &Arc<AppState>, check: Check) {
-    let Ok(permit) = state.trust.running.clone().try_acquire_owned() else {
-        state.metrics.trust.checked(&check.plan.classes, "skipped");
+    let trust = &state.trust;
+    if check.site.is_some() {
+        // A learning check waits its turn among the learning checks only.
+        let Ok(place) = trust.learning_queue.clone().try_acquire_owned() else {
+            trust.skipped(&check.plan.classes, Skip::Busy, &state.metrics);
+            return;
+        };
+        let (state, slots) = (state.clone(), trust.learning.clone());
+        let task = async move {
+            let Ok(permit) = slots.acquire_owned().await else {
+                return;
+            };
+            drop(place);
+            run_check(&state, check, permit).await
+        };
+        tokio::spawn(task.instrument(tracing::Span::current()));
         return;
+    }
+    let permit = match trust.site_slot() {
+        Ok(p) => p,
+        Err(why) => {
+            trust.skipped(&check.plan.classes, why, &state.metrics);
+            return;
+        }
     };
     let state = state.clone();
-    let task = async move {
-        run_check(&state, check).await;
-        drop(permit);
-    };
+    let task = async move { run_check(&state, check, permit).await };
     tokio::spawn(task.instrument(tracing::Span::current()));
+}
+
+/// Runs `task`, a background request to the site (a sampled verification), in one of the
+/// site-check slots; false (and nothing run) when every slot is taken.
+pub fn spawn_site_task<F>(state: &AppState, task: F) -> bool
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let Ok(permit) = state.trust.site_checks.clone().try_acquire_owned() else {
+        return false;
+    };
+    tokio::spawn(
+        async move {
+            task.await;
+            drop(permit);
+        }
+        .instrument(tracing::Span::current()),
+    );
+    true
 }
 
 /// The classes a check speaks for: pinned ones need no proof and are never turned off.
@@ -289,61 +447,103 @@ fn unpinned(state: &AppState, plan: &ReadPlan) -> Vec<TrustClass> {
         .collect()
 }
 
-async fn run_check(state: &Arc<AppState>, check: Check) {
+/// How one comparison came out.
+enum Compared {
+    Same,
+    Different(Value, Value),
+    /// The site or the cache gave no answer.
+    Missing,
+}
+
+/// Takes the answers a check lacks (the site's with `permit`'s slot already held) and
+/// compares them; the slot is released before the comparison's outcome is acted on.
+async fn compare(
+    state: &AppState,
+    db: &Db,
+    check: &Check,
+    site: Option<Value>,
+    cache: Option<Value>,
+    permit: OwnedSemaphorePermit,
+) -> Compared {
+    let site = match site {
+        Some(v) => Some(v),
+        None => site_results(state, check).await,
+    };
+    let cache = match cache {
+        Some(v) => Some(v),
+        None => cache_results(db, &check.plan).await,
+    };
+    drop(permit);
+    match (site, cache) {
+        (Some(s), Some(c)) if s == c => Compared::Same,
+        (Some(s), Some(c)) => Compared::Different(c, s),
+        _ => Compared::Missing,
+    }
+}
+
+async fn run_check(state: &Arc<AppState>, check: Check, permit: OwnedSemaphorePermit) {
     let classes = unpinned(state, &check.plan);
     let Some(db) = state.db() else { return };
     if classes.is_empty() {
         return;
     }
-    let (mut site, mut cache) = (check.site.clone(), check.cache.clone());
-    let mut differences = 0;
-    loop {
-        let site_results = match site.take() {
-            Some(v) => Some(v),
-            None => site_results(state, &check).await,
-        };
-        let cache_results = match cache.take() {
-            Some(v) => Some(v),
-            None => cache_results(db, &check.plan).await,
-        };
-        let (Some(s), Some(c)) = (site_results, cache_results) else {
-            state
-                .metrics
-                .trust
-                .checked(&check.plan.classes, "inconclusive");
-            return;
-        };
-        if s == c {
-            if differences > 0 {
-                // It differed, then agreed: the cache was behind, not wrong.
-                state
-                    .metrics
-                    .trust
-                    .checked(&check.plan.classes, "inconclusive");
-                return;
-            }
+    let all = &check.plan.classes;
+    let metrics = &state.metrics;
+    let first = compare(
+        state,
+        db,
+        &check,
+        check.site.clone(),
+        check.cache.clone(),
+        permit,
+    )
+    .await;
+    let (cache, site) = match first {
+        Compared::Same => {
             matched(state, db, &classes).await;
-            state.metrics.trust.checked(&check.plan.classes, "match");
+            state.trust.ended(all, "match", metrics);
             return;
         }
-        differences += 1;
-        if differences > CONFIRMATIONS {
-            turn_off(state, db, &classes, &check.plan, &c, &s).await;
-            state
-                .metrics
-                .trust
-                .checked(&check.plan.classes, "difference");
-            return;
+        Compared::Missing => return state.trust.ended(all, "inconclusive", metrics),
+        Compared::Different(c, s) => (c, s),
+    };
+    if !state.trust.start_confirming(&classes) {
+        // Another check is confirming one of these classes already.
+        return state.trust.ended(all, "inconclusive", metrics);
+    }
+    let outcome = confirm(state, db, &check, &classes).await;
+    state.trust.stop_confirming(&classes);
+    match outcome {
+        Ok(true) => {
+            turn_off(state, db, &classes, &check.plan, &cache, &site).await;
+            state.trust.ended(all, "difference", metrics);
         }
+        // It differed, then agreed: the cache was behind, not wrong.
+        Ok(false) => state.trust.ended(all, "inconclusive", metrics),
+        Err(why) => state.trust.skipped(all, why, metrics),
+    }
+}
+
+/// Takes both answers again [`CONFIRMATIONS`] times, `confirm_delay` apart, holding no slot
+/// while it waits: true when they differed every time.
+async fn confirm(
+    state: &AppState,
+    db: &Db,
+    check: &Check,
+    classes: &[TrustClass],
+) -> Result<bool, Skip> {
+    for _ in 0..CONFIRMATIONS {
         tokio::time::sleep(state.trust.config.confirm_delay).await;
-        if !state.trust.take_site_request() {
-            state
-                .metrics
-                .trust
-                .checked(&check.plan.classes, "inconclusive");
-            return;
+        if state.trust.state_of_all(classes, TrustState::Off) {
+            return Ok(false); // another replica or check turned them off meanwhile
+        }
+        let permit = state.trust.site_slot()?;
+        match compare(state, db, check, None, None, permit).await {
+            Compared::Different(..) => {}
+            Compared::Same | Compared::Missing => return Ok(false),
         }
     }
+    Ok(true)
 }
 
 async fn matched(state: &AppState, db: &Db, classes: &[TrustClass]) {
@@ -407,18 +607,28 @@ async fn site_results(state: &AppState, check: &Check) -> Option<Value> {
         None => check.body.clone(),
     };
     state.metrics.trust.site_requests.inc();
-    let call = SiteCall {
-        kind: Kind::Background,
-        principal: None,
-        path: &check.path,
-        headers: &check.headers,
-        body,
-    };
-    let resp = state.upstream.send(call).await.ok()?.response;
+    let resp = send(state, &check.path, &check.headers, body).await?;
     if !resp.status.is_success() {
         return None;
     }
     results_of(resp.json()?)
+}
+
+/// The one way a check's request reaches the site.
+async fn send(
+    state: &AppState,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Option<super::site::SiteResponse> {
+    let call = SiteCall {
+        kind: Kind::Background,
+        principal: None,
+        path,
+        headers,
+        body,
+    };
+    Some(state.upstream.send(call).await.ok()?.response)
 }
 
 /// The `results` of a successful API3 answer.

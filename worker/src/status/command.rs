@@ -64,6 +64,7 @@ async fn status(spec: &ShotgunCacheSpec, args: &StatusArgs) -> Result<String, St
     let gathered = gather(&db, site.as_ref()).await;
     db.close().await;
     let mut status = gathered.map_err(|e| format!("{} ({})", e, redact_url(&url)))?;
+    super::trust::apply_settings(&mut status.trust, spec.trust.samples, |c| spec.trust.pin(c));
     let proxy = args.proxy.clone().unwrap_or_else(|| proxy_url(spec));
     match ProxyFigures::fetch(&proxy).await {
         Ok(figures) => status.proxy = Some(figures),

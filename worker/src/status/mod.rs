@@ -12,6 +12,7 @@ pub mod proxy_figures;
 pub mod read_rates;
 pub mod site_events;
 pub mod text;
+pub mod trust;
 
 use std::collections::BTreeMap;
 
@@ -43,6 +44,8 @@ pub struct Status {
     /// The proxy's counters; `None` when it was not reached (see `proxy_error`).
     pub proxy: Option<ProxyFigures>,
     pub proxy_error: Option<String>,
+    /// Each trust class's progress.
+    pub trust: Vec<trust::TrustClassStatus>,
 }
 
 /// One cached entity type.
@@ -107,6 +110,7 @@ pub async fn gather(db: &Db, site: Option<&SiteClient>) -> Result<Status, Status
     let freshness = storage::read_freshness(db).await?;
     let dead_letters = storage::count_dead_letters(db).await?;
     let position = storage::read_event_position(db).await?;
+    let trust = trust::classes(&storage::read_trust(db).await?, None);
     let mut types = type_statuses(&fields, &freshness.scanned_at, &dead_letters);
     // Types migrated with no fields yet still show (as not ready).
     for name in state.types.keys() {
@@ -133,6 +137,7 @@ pub async fn gather(db: &Db, site: Option<&SiteClient>) -> Result<Status, Status
         events,
         proxy: None,
         proxy_error: None,
+        trust,
     })
 }
 

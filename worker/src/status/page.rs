@@ -77,6 +77,8 @@ struct PageText {
     proxy: String,
     /// Per type, in the order of `status.types`: its state word and backfill progress.
     types: Vec<TypeText>,
+    /// Per trust class, in the order of `status.trust`: its progress sentence.
+    trust: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -101,6 +103,11 @@ async fn status_json(State(state): State<Arc<AppState>>) -> Response {
                         state: text::state_word(t),
                         backfill: text::backfill_text(t),
                     })
+                    .collect(),
+                trust: status
+                    .trust
+                    .iter()
+                    .map(|t| super::trust::progress_line(t, status.generated_at))
                     .collect(),
             };
             let data = PageData {
@@ -134,6 +141,10 @@ async fn current(state: &AppState) -> Result<Arc<Status>, String> {
     let site = page.site.get_or_init(|| site_client(state)).as_ref();
     let mut status = gather(db, site).await.map_err(|e| e.to_string())?;
     status.proxy = Some(ProxyFigures::from_metrics(&state.metrics.encode()));
+    let trust = state.trust.config();
+    super::trust::apply_settings(&mut status.trust, trust.samples, |c| {
+        trust.pins.get(&c).copied()
+    });
     let status = Arc::new(status);
     *page.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), status.clone()));
     Ok(status)

@@ -24,6 +24,13 @@ pub fn render(status: &Status) -> String {
         (None, None) => "not asked".into(),
     };
     let _ = writeln!(out, "proxy   {proxy}");
+    if !status.trust.is_empty() {
+        let _ = writeln!(out, "\ntrust classes");
+        for t in &status.trust {
+            let line = super::trust::progress_line(t, status.generated_at);
+            let _ = writeln!(out, "  {:<26} {:<11} {line}", t.class, t.state);
+        }
+    }
     out
 }
 
@@ -207,6 +214,7 @@ mod tests {
                  sgcache_proxy_requests_total{method=\"read\",path=\"site\",reason=\"stale\"} 1\n",
             )),
             proxy_error: None,
+            trust: vec![],
         };
         let text = render(&status);
         let lines: Vec<&str> = text.lines().collect();
