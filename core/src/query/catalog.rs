@@ -25,6 +25,9 @@ pub struct CatalogField {
     pub unservable: bool,
     /// Target types of entity and multi-entity fields.
     pub valid_types: Vec<String>,
+    /// A link to a retired target reads as null (`EventLogEntry.entity`, protocol doc 8.1);
+    /// elsewhere such a link passes the read through.
+    pub retired_reads_null: bool,
 }
 
 /// One cached entity type.
@@ -39,6 +42,8 @@ pub struct CatalogType {
     /// The type is further behind the site than `workers.proxy.maxLag` allows: every read of
     /// it passes through (reason `stale`). Set by the proxy from [`Catalog::load_lag`].
     pub stale: bool,
+    /// Rows come from the kept event log, not an entity table (see `query::event_log`).
+    pub event_log: bool,
     pub fields: BTreeMap<String, CatalogField>,
 }
 
@@ -69,6 +74,7 @@ fn id_field() -> CatalogField {
         ready: true,
         unservable: false,
         valid_types: Vec::new(),
+        retired_reads_null: false,
     }
 }
 
@@ -116,6 +122,7 @@ impl Catalog {
                     display_field: display,
                     ready: true,
                     stale: false,
+                    event_log: false,
                     fields,
                 },
             );
@@ -144,6 +151,7 @@ impl Catalog {
                     display_field: display,
                     ready: false,
                     stale: false,
+                    event_log: false,
                     fields: BTreeMap::new(),
                 },
             );
@@ -230,6 +238,7 @@ fn catalog_field(f: &FieldSchema, ready: bool) -> Option<CatalogField> {
         ready,
         unservable: false,
         valid_types,
+        retired_reads_null: false,
     })
 }
 
