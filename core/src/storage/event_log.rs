@@ -114,6 +114,40 @@ async fn window_tx(tx: &mut Tx) -> Result<Option<LogWindow>, StorageError> {
     })
 }
 
+/// The `entity` the site holds for an event. The site reads it as null while the entity is
+/// retired (protocol doc 8.1: as of the read, not of the write), so a null read from an event
+/// about an entity is rebuilt from `meta` (the doc's own rule: the target is `meta.entity_type`
+/// / `meta.entity_id`, back-references excepted): once revived, the site shows the link again,
+/// and reads from the log render it from the target's state then. A null that cannot be
+/// rebuilt (a back-reference) is not stored as a null the site may not hold: the record is
+/// unstorable (`Some(Value::Bool(false))`, which no link column takes).
+fn entity_link(record: &Value) -> Option<Value> {
+    let read = record.get("entity")?;
+    if !read.is_null() {
+        return Some(read.clone());
+    }
+    let event_type = record
+        .get("event_type")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let Some(rest) = event_type.strip_prefix("Shotgun_") else {
+        return Some(Value::Null); // custom events: entity is whatever was written
+    };
+    let Some((ty, action)) = rest.rsplit_once('_') else {
+        return Some(Value::Null);
+    };
+    if !matches!(action, "New" | "Change" | "Retirement" | "Revival") || ty == "DisplayColumn" {
+        return Some(Value::Null);
+    }
+    let meta = record.get("meta").unwrap_or(&Value::Null);
+    let same_type = meta.get("entity_type").and_then(Value::as_str) == Some(ty);
+    let backref = meta.get("actual_attribute_changed").is_some();
+    match meta.get("entity_id").and_then(Value::as_i64) {
+        Some(id) if same_type && !backref => Some(serde_json::json!({"type": ty, "id": id})),
+        _ => Some(Value::Bool(false)),
+    }
+}
+
 /// One event as its columns, and whether every value fitted.
 struct Row {
     id: i64,
@@ -158,8 +192,13 @@ fn row_of(record: &Value, dialect: Dialect) -> Option<Row> {
             SqlValue::Null
         }
     });
+    let entity = entity_link(record);
     for field in ["entity", "user", "project"] {
-        let (t, i) = match record.get(field) {
+        let value = match field {
+            "entity" => entity.as_ref(),
+            _ => record.get(field),
+        };
+        let (t, i) = match value {
             Some(Value::Null) => (SqlValue::Null, SqlValue::Null),
             Some(l) => match (
                 l.get("type").and_then(Value::as_str),
@@ -471,6 +510,24 @@ mod tests {
             rec[key] = bad;
             assert!(row_of(&rec, Dialect::Sqlite).unwrap().unstorable, "{key}");
         }
+        // An entity retired when the event was read: its link is rebuilt from meta.
+        let mut retired = good.clone();
+        retired["entity"] = Value::Null;
+        retired["meta"] =
+            json!({"type": "attribute_change", "entity_type": "Shot", "entity_id": 3});
+        let r = row_of(&retired, Dialect::Sqlite).unwrap();
+        assert!(!r.unstorable);
+        assert_eq!(
+            (&r.values[3], &r.values[4]),
+            (&SqlValue::Text("Shot".into()), &SqlValue::Int(3))
+        );
+        // A back-reference's owner cannot be rebuilt: not stored as a null the site may not hold.
+        retired["meta"]["actual_attribute_changed"] = json!("Task.entity");
+        assert!(row_of(&retired, Dialect::Sqlite).unwrap().unstorable);
+        // Events about no entity keep their null.
+        let mut schema = retired.clone();
+        schema["event_type"] = json!("Shotgun_DisplayColumn_New");
+        assert!(!row_of(&schema, Dialect::Sqlite).unwrap().unstorable);
         let mut missing = good.clone();
         missing.as_object_mut().unwrap().remove("session_uuid");
         assert!(row_of(&missing, Dialect::Sqlite).unwrap().unstorable);
