@@ -128,11 +128,9 @@ impl JsonSchema for Retain {
         true
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        // Kubernetes' int-or-string shape; the values are checked when the spec is read.
-        schemars::json_schema!({
-            "x-kubernetes-int-or-string": true,
-            "anyOf": [{"type": "integer"}, {"type": "string"}]
-        })
+        // Kubernetes' int-or-string (an integer or a string); the value is checked when the
+        // spec is read.
+        schemars::json_schema!({"x-kubernetes-int-or-string": true})
     }
 }
 
@@ -156,6 +154,28 @@ mod tests {
         for bad in ["0", "\"0d\"", "\"30 days\"", "\"-1\"", "true", "\"d\""] {
             assert!(parse(bad).is_err(), "{bad} accepted");
         }
+        let spec = crate::ShotgunCacheSpec::from_yaml(
+            "eventLog: {enabled: false, retain: 1000000}\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            spec.event_log,
+            EventLogSpec {
+                enabled: false,
+                retain: Retain::Rows(1_000_000)
+            }
+        );
+        assert_eq!(
+            crate::ShotgunCacheSpec::from_yaml("{}", "t")
+                .unwrap()
+                .event_log,
+            EventLogSpec::default()
+        );
+        let err =
+            crate::ShotgunCacheSpec::from_yaml("eventLog: {retain: 30 days}\n", "t").unwrap_err();
+        assert!(err.to_string().contains("eventLog.retain"), "{err}");
+        assert!(crate::ShotgunCacheSpec::from_yaml("eventLog: {keep: 3}\n", "t").is_err());
         for r in [
             Retain::Rows(7),
             Retain::default(),
