@@ -2,6 +2,7 @@
 //! site schema model, the API3 wire types, identifier rules, schema planning and storage.
 
 pub mod api3;
+mod event_log_spec;
 pub mod ident;
 pub mod inferred;
 pub mod plan;

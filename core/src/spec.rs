@@ -10,6 +10,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use schemars::JsonSchema;
+
+pub use crate::event_log_spec::{EventLogSpec, Retain};
 use serde::{Deserialize, Serialize};
 
 use crate::ident;
@@ -49,6 +51,9 @@ pub struct ShotgunCacheSpec {
     /// from the cache.
     #[serde(default)]
     pub trust: TrustSpec,
+    /// The site's event log kept by the cache, for event daemons polling through the proxy.
+    #[serde(default)]
+    pub event_log: EventLogSpec,
 }
 
 /// Earned trust: a read shape whose semantics are inferred (a *class*, such as `sort:text`)

@@ -145,7 +145,7 @@ async fn check(h: &Harness, tally: &Tally, payload: Value) -> Result<(), TestCas
         &req,
         &h.state.catalog(),
         db.dialect(),
-        h.state.site_clock.now(),
+        h.state.upstream.clock.now(),
     );
     if plan.is_ok_and(|p| p.classes.contains(&TrustClass::NullHop)) {
         tally.null_hop.fetch_add(1, Ordering::Relaxed);

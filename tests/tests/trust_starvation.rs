@@ -113,8 +113,13 @@ async fn classes_learn_while_another_confirms_differences() {
         .into_iter()
         .map(|p| {
             let req = ReadRequest::parse(&p).unwrap();
-            let plan = plan_read_at(&req, &h.state.catalog(), dialect, h.state.site_clock.now())
-                .unwrap_or_else(|e| panic!("{p}: {e}"));
+            let plan = plan_read_at(
+                &req,
+                &h.state.catalog(),
+                dialect,
+                h.state.upstream.clock.now(),
+            )
+            .unwrap_or_else(|e| panic!("{p}: {e}"));
             (p, plan.classes)
         })
         .collect();

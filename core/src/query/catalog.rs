@@ -29,6 +29,9 @@ pub struct CatalogField {
     pub non_ascii: bool,
     /// Target types of entity and multi-entity fields.
     pub valid_types: Vec<String>,
+    /// A link to a retired target reads as null (`EventLogEntry.entity`, protocol doc 8.1);
+    /// elsewhere such a link passes the read through.
+    pub retired_reads_null: bool,
 }
 
 /// One cached entity type.
@@ -43,6 +46,8 @@ pub struct CatalogType {
     /// The type is further behind the site than `workers.proxy.maxLag` allows: every read of
     /// it passes through (reason `stale`). Set by the proxy from [`Catalog::load_lag`].
     pub stale: bool,
+    /// Rows come from the kept event log, not an entity table (see `query::event_log`).
+    pub event_log: bool,
     pub fields: BTreeMap<String, CatalogField>,
 }
 
@@ -74,6 +79,7 @@ fn id_field() -> CatalogField {
         unservable: false,
         non_ascii: false,
         valid_types: Vec::new(),
+        retired_reads_null: false,
     }
 }
 
@@ -121,6 +127,7 @@ impl Catalog {
                     display_field: display,
                     ready: true,
                     stale: false,
+                    event_log: false,
                     fields,
                 },
             );
@@ -149,6 +156,7 @@ impl Catalog {
                     display_field: display,
                     ready: false,
                     stale: false,
+                    event_log: false,
                     fields: BTreeMap::new(),
                 },
             );
@@ -248,6 +256,7 @@ fn catalog_field(f: &FieldSchema, ready: bool) -> Option<CatalogField> {
         unservable: false,
         non_ascii: false,
         valid_types,
+        retired_reads_null: false,
     })
 }
 

@@ -449,6 +449,9 @@ pub fn relation(
             ),
         ));
     }
+    if super::event_log::retired_reads_null(f) {
+        retired_target_filter(ctx, rel, values)?;
+    }
     tag(ctx, col, rel, values);
     if TrustClass::of_relative_date(rel).is_some() {
         return relative_date(ctx, col, rel, values);
@@ -461,6 +464,26 @@ pub fn relation(
         }
         _ => scalar(ctx, col, rel, values),
     }
+}
+
+/// A filter on a link that reads null while its target is retired (`EventLogEntry.entity`):
+/// the stored link cannot tell which rows the site sees as null, so only positive relations
+/// on non-null values are answered, and a returned row linking a retired target passes the
+/// read through (the site would not have matched it).
+fn retired_target_filter(
+    ctx: &mut Ctx<'_>,
+    rel: &str,
+    values: &[Value],
+) -> Result<(), PassThrough> {
+    ctx.retired_filtered = true;
+    let negative = rel.contains("not") || rel == "is_not";
+    if negative || values.iter().any(Value::is_null) {
+        return Err(pass(
+            Reason::Relation,
+            format!("{rel} on a link that reads null once its target is retired"),
+        ));
+    }
+    Ok(())
 }
 
 /// The one value of a relation. `is` with several values passes through too: the site rejects

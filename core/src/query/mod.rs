@@ -7,6 +7,7 @@
 
 pub mod catalog;
 mod dates;
+pub mod event_log;
 mod filter;
 mod frag;
 mod output;
@@ -57,6 +58,9 @@ pub enum Reason {
     Unservable,
     /// The type is further behind the site than `workers.proxy.maxLag`.
     Stale,
+    /// An EventLogEntry read reaching below the event log the cache keeps (or the log is not
+    /// kept now).
+    EventLogWindow,
 }
 
 impl Reason {
@@ -76,6 +80,7 @@ impl Reason {
             Reason::DatabaseLimit => "database_limit",
             Reason::Unservable => "unservable",
             Reason::Stale => "stale",
+            Reason::EventLogWindow => "event_log_window",
         }
     }
 }
@@ -116,6 +121,9 @@ pub struct Ctx<'a> {
     /// Joins needed by the returned columns (link names, deep return fields).
     output_joins: Vec<Frag>,
     select: Vec<Frag>,
+    /// The read filters on a field whose retired targets read as null: such targets then
+    /// pass the read through instead (the filter saw the stored link).
+    retired_filtered: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -130,6 +138,7 @@ impl<'a> Ctx<'a> {
             filter_hops: Vec::new(),
             output_joins: Vec::new(),
             select: Vec::new(),
+            retired_filtered: false,
         }
     }
 
@@ -184,6 +193,8 @@ pub struct ReadPlan {
     sort_known: Option<usize>,
     /// The inferred shapes this plan relies on; empty when every shape is exact.
     pub classes: BTreeSet<TrustClass>,
+    /// Checks of a read of the kept event log.
+    log: Option<event_log::LogCheck>,
 }
 
 /// Translates a read, or says why it must go to the site, with this machine's clock as the
@@ -233,16 +244,22 @@ pub fn plan_read_at(
         )
     })?;
     let mut ctx = Ctx::new(cat, dialect, now);
+    let log_reach = root.event_log.then(|| event_log::reach(req)).transpose()?;
 
-    // Which rows: retired or not, archived projects, the filter.
+    // Which rows: retired or not (events: the follower's contiguous position), archived
+    // projects, the filter.
     let mut conds = Vec::new();
-    let mut retired = Frag::new();
-    retired.lit(match req.return_only {
-        ReturnOnly::Active => "NOT ",
-        ReturnOnly::Retired => "",
-    });
-    retired.col("r", "_retired");
-    conds.push(retired);
+    if log_reach.is_some() {
+        conds.push(event_log::through_cond());
+    } else {
+        let mut retired = Frag::new();
+        retired.lit(match req.return_only {
+            ReturnOnly::Active => "NOT ",
+            ReturnOnly::Retired => "",
+        });
+        retired.col("r", "_retired");
+        conds.push(retired);
+    }
     if !req.include_archived_projects {
         conds.push(archived(cat, root)?);
     }
@@ -293,6 +310,17 @@ pub fn plan_read_at(
         ctx.push_col(c)
     });
 
+    let log = log_reach.map(|reach| {
+        let floor_col = ctx.push_col(event_log::floor_col());
+        let mut u = Frag::new();
+        u.col("r", "_unstorable");
+        event_log::LogCheck {
+            reach,
+            floor_col,
+            unstorable_col: ctx.push_col(u),
+        }
+    });
+
     let counted = req.paging_style == PagingStyle::EntityCount;
     let mut filter_joins = Frag::new();
     for j in std::mem::take(&mut ctx.filter_joins) {
@@ -335,7 +363,8 @@ pub fn plan_read_at(
     for c in std::mem::take(&mut ctx.select) {
         stmt.lit(", ").frag(c);
     }
-    if counted {
+    // One row even when no row matches: it carries a count, or a log read's floor.
+    if counted || log.is_some() {
         stmt.lit(" FROM (SELECT 1 AS _one) _o LEFT JOIN (")
             .frag(page)
             .lit(") r ON 1=1");
@@ -365,6 +394,11 @@ pub fn plan_read_at(
         style: req.paging_style,
         sort_known: sort_known_col.map(|c| c + shift),
         classes: std::mem::take(&mut ctx.classes),
+        log: log.map(|l| event_log::LogCheck {
+            floor_col: l.floor_col + shift,
+            unstorable_col: l.unstorable_col + shift,
+            ..l
+        }),
     })
 }
 
@@ -490,10 +524,20 @@ impl ReadPlan {
         Ok(())
     }
 
+    /// A pass-through when a read of the kept event log could miss events (see
+    /// [`event_log`]).
+    fn log_known(&self, rows: &[Vec<SqlValue>]) -> Result<(), PassThrough> {
+        match &self.log {
+            Some(check) => check.verify(rows, self.counted as usize, self.per_page),
+            None => Ok(()),
+        }
+    }
+
     /// Turns the statement's rows into the `read` result (`{"entities", "paging_info"}`),
     /// or a pass-through when a row cannot be rendered exactly.
     pub fn render(&self, rows: &[Vec<SqlValue>]) -> Result<Value, PassThrough> {
         self.order_known(rows)?;
+        self.log_known(rows)?;
         let id_col = self.counted as usize;
         let total = if self.counted {
             match rows.first().map(|r| &r[0]) {
@@ -526,6 +570,7 @@ impl ReadPlan {
     /// (`{"results": {...}}`), written directly: the same JSON, without building it as a value.
     pub fn render_response(&self, rows: &[Vec<SqlValue>]) -> Result<Vec<u8>, PassThrough> {
         self.order_known(rows)?;
+        self.log_known(rows)?;
         let id_col = self.counted as usize;
         let total = match (self.counted, rows.first().map(|r| &r[0])) {
             (true, Some(SqlValue::Int(n))) => *n,

@@ -225,12 +225,25 @@ fn column(ctx: &mut Ctx<'_>, alias: &str, ty: &CatalogType, f: &CatalogField) ->
             let tcol = format!("{}__type", f.name);
             let icol = format!("{}__id", f.name);
             let (name, ok) = link_name(ctx, (alias, &tcol), (alias, &icol), &f.valid_types);
-            let mut t = Frag::new();
-            t.col(alias, &tcol);
-            let col = ctx.push_col(t);
-            let mut i = Frag::new();
-            i.col(alias, &icol);
-            ctx.push_col(i);
+            let retired = (super::event_log::retired_reads_null(f) && !ctx.retired_filtered)
+                .then(|| retired_target(ctx, (alias, &tcol), (alias, &icol), &f.valid_types))
+                .flatten();
+            // A link that reads null once its target is retired: null type and id then.
+            let unless_retired = |c: &str| {
+                let mut x = Frag::new();
+                if let Some(r) = &retired {
+                    x.lit("CASE WHEN ")
+                        .frag(r.clone())
+                        .lit(" THEN NULL ELSE ")
+                        .col(alias, c)
+                        .lit(" END");
+                } else {
+                    x.col(alias, c);
+                }
+                x
+            };
+            let col = ctx.push_col(unless_retired(&tcol));
+            ctx.push_col(unless_retired(&icol));
             ctx.push_col(name);
             ctx.push_col(ok);
             Out::Link { col }
@@ -287,6 +300,49 @@ fn column(ctx: &mut Ctx<'_>, alias: &str, ty: &CatalogType, f: &CatalogField) ->
             }
         }
     }
+}
+
+/// The condition "the link's target is a cached row, retired" (None when no valid type is
+/// cached), joining each cached target type.
+fn retired_target(
+    ctx: &mut Ctx<'_>,
+    type_col: (&str, &str),
+    id_col: (&str, &str),
+    valid_types: &[String],
+) -> Option<Frag> {
+    let mut arms = Vec::new();
+    for t in valid_types {
+        let Some(ty) = ctx.cat.ready_type(t).filter(|ty| !ty.event_log) else {
+            continue;
+        };
+        let j = ctx.alias();
+        let mut join = Frag::new();
+        join.lit(" LEFT JOIN ")
+            .ident(&ty.table)
+            .lit(" ")
+            .alias(&j)
+            .lit(" ON ")
+            .col(type_col.0, type_col.1)
+            .lit(" = ")
+            .bind(SqlValue::Text(t.clone()))
+            .lit(" AND ")
+            .col(&j, "id")
+            .lit(" = ")
+            .col(id_col.0, id_col.1);
+        ctx.output_joins.push(join);
+        let mut arm = Frag::new();
+        arm.lit("(")
+            .col(&j, "id")
+            .lit(" IS NOT NULL AND ")
+            .col(&j, "_retired")
+            .lit(")");
+        arms.push(arm);
+    }
+    (!arms.is_empty()).then(|| {
+        let mut x = Frag::new();
+        x.lit("(").frag(Frag::join(arms, " OR ")).lit(")");
+        x
+    })
 }
 
 /// Joins each nameable target type and returns the `name` and `ok` expressions.

@@ -5,6 +5,7 @@ mod checkbox;
 mod convert;
 pub mod ddl;
 mod drift;
+pub mod event_log;
 mod migrate;
 pub mod notify;
 mod rows;

@@ -29,6 +29,8 @@ const PG_TABLES: &[&str] = &[
      PRIMARY KEY (event_id, entity_type, entity_id, field_name))",
     super::scans::CREATE_SCANS,
     super::trust::CREATE_TRUST,
+    super::event_log::PG_DDL[0],
+    super::event_log::PG_DDL[1],
 ];
 
 const SQLITE_TABLES: &[&str] = &[
@@ -50,6 +52,8 @@ const SQLITE_TABLES: &[&str] = &[
      PRIMARY KEY (event_id, entity_type, entity_id, field_name))",
     super::scans::CREATE_SCANS,
     super::trust::CREATE_TRUST,
+    super::event_log::SQLITE_DDL[0],
+    super::event_log::SQLITE_DDL[1],
 ];
 
 /// The state tables, in creation order: what `migrate` creates and what deleting a cache
@@ -65,6 +69,8 @@ pub const STATE_TABLES: &[&str] = &[
     "_sgcache_dead_letters",
     "_sgcache_scans",
     "_sgcache_trust",
+    "_sgcache_event_log",
+    "_sgcache_event_log_window",
 ];
 
 /// Columns added to state tables after the first release: (table, column, PostgreSQL type,

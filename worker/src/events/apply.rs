@@ -15,6 +15,7 @@ use sgcache::schema::{DataType, Storage};
 use sgcache::sql::{Db, Tx};
 use sgcache::storage::{self, Drift, StorageError, WriteSource};
 
+use super::log::LogWrite;
 use super::parse::{meta_date_time, Event, Kind};
 use super::position::{lock_position, Position};
 use crate::sync::site_reader::{ReadError, SiteReader};
@@ -228,6 +229,8 @@ pub struct Applied {
     pub written: u64,
     /// Values the cache could not store (each left a dead letter; its field is unservable).
     pub unstorable: u64,
+    /// Events added to the kept log.
+    pub logged: u64,
 }
 
 /// Applies `events` and saves `next` as the position, in one transaction, provided the saved
@@ -238,8 +241,8 @@ pub async fn apply_batch(
     state: &DbState,
     events: &[Event],
     late: &BTreeSet<i64>,
-    current: &Position,
-    next: &Position,
+    (current, next): (&Position, &Position),
+    log: &LogWrite<'_>,
 ) -> Result<Applied, ApplyError> {
     let mut plan = plan(state, events, late);
     let batch_max = events.iter().map(|e| e.id).max().unwrap_or(next.last);
@@ -357,6 +360,8 @@ pub async fn apply_batch(
         written += set_retired_if_current(&mut tx, ty, &retire, true).await?;
         written += set_retired_if_current(&mut tx, ty, &revive, false).await?;
     }
+    // Every event read (of every type) joins the kept log with the position that covers it.
+    let logged = log.apply(&mut tx).await?;
     storage::write_event_position(&mut tx, &next.to_saved()).await?;
     tx.commit().await?;
     Ok(Applied {
@@ -365,6 +370,7 @@ pub async fn apply_batch(
         fetched: fetched_count,
         written,
         unstorable,
+        logged,
     })
 }
 

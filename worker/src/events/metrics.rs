@@ -47,6 +47,54 @@ pub struct EventsMetrics {
     gap_waits: Counter,
     gap_given_up: Counter,
     loop_gauges: LoopGauges,
+    log: LogGauges,
+}
+
+/// The kept event log (`eventLog`), published by the trim loop.
+struct LogGauges {
+    rows: Gauge,
+    floor: Gauge,
+    through: Gauge,
+    trimmed: Counter,
+    stored: Counter,
+}
+
+impl LogGauges {
+    fn register(r: &mut Registry) -> LogGauges {
+        let g = LogGauges {
+            rows: Gauge::default(),
+            floor: Gauge::default(),
+            through: Gauge::default(),
+            trimmed: Counter::default(),
+            stored: Counter::default(),
+        };
+        r.register(
+            "log_rows",
+            "Events held in the kept event log (rows, trimmed ones not yet deleted included)",
+            g.rows.clone(),
+        );
+        r.register(
+            "log_floor_event_id",
+            "The kept event log holds every event above this id (reads reaching lower pass through)",
+            g.floor.clone(),
+        );
+        r.register(
+            "log_through_event_id",
+            "The kept event log holds every event up to this id (the follower's contiguous position)",
+            g.through.clone(),
+        );
+        r.register(
+            "log_trimmed_rows",
+            "Events deleted from the kept event log by retention",
+            g.trimmed.clone(),
+        );
+        r.register(
+            "log_stored_rows",
+            "Events added to the kept event log",
+            g.stored.clone(),
+        );
+        g
+    }
 }
 
 impl EventsMetrics {
@@ -113,6 +161,7 @@ impl EventsMetrics {
             "Missing event ids given up on after the gap window",
             gap_given_up.clone(),
         );
+        let log = LogGauges::register(&mut r);
         let loop_gauges = LoopGauges::register(
             &mut r,
             "follows",
@@ -145,6 +194,7 @@ impl EventsMetrics {
             gap_waits,
             gap_given_up,
             loop_gauges,
+            log,
         }
     }
 
@@ -201,6 +251,22 @@ impl EventsMetrics {
     pub fn gaps(&self, waited: u64, given_up: u64) {
         self.gap_waits.inc_by(waited);
         self.gap_given_up.inc_by(given_up);
+    }
+
+    /// Events added to the kept log by a batch.
+    pub fn log_stored(&self, n: u64) {
+        self.log.stored.inc_by(n);
+    }
+
+    pub fn log_trimmed(&self, n: u64) {
+        self.log.trimmed.inc_by(n);
+    }
+
+    /// The kept log as the trim loop last read it (all 0 while none is kept).
+    pub fn log_status(&self, s: &sgcache::storage::event_log::LogStatus) {
+        self.log.rows.set(s.rows);
+        self.log.floor.set(s.window.map_or(0, |w| w.floor));
+        self.log.through.set(s.window.map_or(0, |w| w.through));
     }
 
     pub fn set_role(&self, role: Role) {

@@ -6,6 +6,7 @@
 //! instance holding the leader lock polls; others wait as hot standbys.
 
 pub mod apply;
+pub mod log;
 pub mod metrics;
 pub mod parse;
 pub mod position;
@@ -47,7 +48,8 @@ const STUCK_AFTER: u32 = 5;
 pub struct FollowerConfig {
     pub poll_interval: Duration,
     pub gap_window: Duration,
-    /// For following the site's schema when it logs a field created or changed.
+    /// For following the site's schema when it logs a field created or changed, and the
+    /// kept event log's settings (`spec.event_log`).
     pub spec: Arc<ShotgunCacheSpec>,
 }
 
@@ -82,6 +84,14 @@ pub async fn run_observed(
     };
     crate::site_binding::check(&db, &site_url).await?;
     reader.attach_db(db.clone());
+    let trim_stop = stop.child_token();
+    let trim = tokio::spawn(log::trim_loop(
+        db.clone(),
+        spec.event_log.clone(),
+        log::TRIM_EVERY,
+        obs.clone(),
+        trim_stop.clone(),
+    ));
     tracing::info!(
         poll_ms = config.poll_interval.as_millis() as u64,
         gap_window_s = config.gap_window.as_secs(),
@@ -96,6 +106,8 @@ pub async fn run_observed(
             break;
         }
     }
+    trim_stop.cancel();
+    let _ = trim.await;
     db.close().await;
     tracing::info!("event follower stopped");
     Ok(())
@@ -209,6 +221,8 @@ pub async fn rescan_if_site_behind(db: &Db, reader: &SiteReader) -> Result<bool,
         backlog: Default::default(),
     };
     storage::write_event_position(&mut tx, &restart.to_saved()).await?;
+    // The kept log starts again from the new position (its events were another history's).
+    storage::event_log::drop_window(&mut tx).await?;
     tx.commit().await?;
     tracing::warn!(
         saved_event_id = saved,
@@ -300,7 +314,18 @@ pub async fn poll_once(
     let created = |e: &Event| e.created_at.map(|t| t.timestamp_millis());
     obs.pending_since(events.iter().filter_map(created).min());
     let started = Instant::now();
-    let applied = apply_batch(db, reader, &state, &events, &late_ids, &current, &next).await?;
+    let records = late.iter().chain(newer.iter());
+    let log = log::LogWrite::new(&config.spec.event_log, records, &current, &next);
+    let applied = apply_batch(
+        db,
+        reader,
+        &state,
+        &events,
+        &late_ids,
+        (&current, &next),
+        &log,
+    )
+    .await?;
     if at_head {
         mark_caught_up(db, read_at).await?;
     }
@@ -315,6 +340,7 @@ pub async fn poll_once(
         obs.applied(&e.kind);
     }
     obs.dead_letters(applied.unstorable);
+    obs.log_stored(applied.logged);
     obs.gaps(advance.new_missing as u64, advance.given_up.len() as u64);
     tracing::info!(
         after = current.last,
@@ -325,6 +351,7 @@ pub async fn poll_once(
         entities = applied.entities,
         fetched = applied.fetched,
         rows = applied.written,
+        logged = applied.logged,
         backlog = next.backlog.len(),
         ms = started.elapsed().as_millis() as u64,
         "events committed"

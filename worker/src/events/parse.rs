@@ -5,7 +5,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
 use sgcache::sql::format_datetime;
 
-/// The fields the follower reads from EventLogEntry.
+/// The fields the follower reads from EventLogEntry: what it applies, and what the kept log
+/// holds (`sgcache::storage::event_log::LOG_FIELDS`).
 pub const EVENT_FIELDS: &[&str] = &[
     "id",
     "event_type",
@@ -14,6 +15,7 @@ pub const EVENT_FIELDS: &[&str] = &[
     "entity",
     "user",
     "project",
+    "session_uuid",
     "created_at",
 ];
 

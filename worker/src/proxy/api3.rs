@@ -58,7 +58,11 @@ pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
                 tracing::Span::current().record("method", env.method_name.as_str());
                 let method = super::metrics::method_label(&env.method_name);
                 let outcome = match env.method {
-                    Method::Read => super::read::read(&state, &call, &env).await,
+                    Method::Read => super::event_log::counted(
+                        &state,
+                        &env,
+                        super::read::read(&state, &call, &env).await,
+                    ),
                     Method::Info => info(&state, &call).await,
                     Method::Write(_) => {
                         super::write::write(

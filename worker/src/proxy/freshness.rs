@@ -18,6 +18,11 @@ pub struct Loaded {
 /// `max_lag` (`ZERO`: never). A type no follower or scan has measured is not judged.
 pub async fn load(db: &Db, max_lag: Duration) -> anyhow::Result<Loaded> {
     let mut catalog = Catalog::load(db).await?;
+    // EventLogEntry is answered from the kept log while the follower keeps one; the floor
+    // and position are read by each statement itself (`sgcache::query::event_log`).
+    if storage::event_log::read_window(db).await?.is_some() {
+        catalog.add_event_log();
+    }
     let freshness = storage::read_freshness(db).await?;
     let loaded = |catalog| Loaded {
         catalog,

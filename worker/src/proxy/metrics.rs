@@ -359,6 +359,8 @@ pub struct Metrics {
     pub stale_types: Gauge,
     /// Consecutive failed polls of the event follower, at the last catalog refresh.
     pub events_failures: Gauge,
+    /// Reads of EventLogEntry (event daemons) by the path taken (method label `read`).
+    pub event_log_reads: Family<RequestLabels, Counter>,
 }
 
 /// Methods the labels name; anything else is `other`.
@@ -475,7 +477,21 @@ impl Default for Metrics {
         }
         let trust = TrustMetrics::register(&mut registry);
         let upstream = UpstreamMetrics::register(&mut registry);
+        let event_log_reads = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "event_log_reads",
+            "Reads of EventLogEntry (event daemons) by the path taken and why they passed through",
+            event_log_reads.clone(),
+        );
+        for path in ["cache", "site"] {
+            let _ = event_log_reads.get_or_create(&RequestLabels {
+                method: "read".into(),
+                path: path.into(),
+                reason: "none".into(),
+            });
+        }
         Metrics {
+            event_log_reads,
             registry,
             trust,
             read_statement_failures,

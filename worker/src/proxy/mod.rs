@@ -12,6 +12,7 @@ mod api3;
 pub mod auth;
 mod change_listener;
 pub mod envelope;
+mod event_log;
 mod freshness;
 pub mod intake;
 pub mod listener;

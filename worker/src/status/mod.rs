@@ -96,6 +96,39 @@ pub struct FollowerStatus {
     pub failures: i64,
     /// Why the site's event log could not be read, when it could not.
     pub site_error: Option<String>,
+    /// The event log kept for event daemons (`eventLog`); `None` while none is kept.
+    pub log: Option<KeptLog>,
+}
+
+/// The kept event log: what reads of EventLogEntry can be answered from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct KeptLog {
+    /// Events with `after_event_id < id <= through_event_id` are all kept.
+    pub after_event_id: i64,
+    pub through_event_id: i64,
+    /// `created_at` of the oldest and newest kept event.
+    pub oldest_at: Option<DateTime<Utc>>,
+    pub newest_at: Option<DateTime<Utc>>,
+    /// Rows held (trimmed ones not yet deleted included).
+    pub rows: i64,
+    /// Trims that deleted rows, and the rows they deleted.
+    pub trims: i64,
+    pub trimmed_rows: i64,
+}
+
+impl KeptLog {
+    fn from_storage(s: storage::event_log::LogStatus) -> Option<KeptLog> {
+        let w = s.window?;
+        Some(KeptLog {
+            after_event_id: w.floor,
+            through_event_id: w.through,
+            oldest_at: s.oldest_at,
+            newest_at: s.newest_at,
+            rows: s.rows,
+            trims: s.trims,
+            trimmed_rows: s.trimmed_rows,
+        })
+    }
 }
 
 /// Reads the cache's state from `db` and, when given, the site's event log. A site that cannot
@@ -126,6 +159,7 @@ pub async fn gather(db: &Db, site: Option<&SiteClient>) -> Result<Status, Status
         applied_event_id: position.and_then(|p| p.last_event_id),
         caught_up_at: freshness.caught_up_at,
         failures: freshness.follower_failures,
+        log: KeptLog::from_storage(storage::event_log::log_status(db).await?),
         ..FollowerStatus::default()
     };
     if let Some(site) = site {

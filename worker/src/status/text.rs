@@ -18,6 +18,7 @@ pub fn render(status: &Status) -> String {
     out.push_str(&types_table(&status.types));
     out.push('\n');
     let _ = writeln!(out, "events  {}", events_line(&status.events));
+    let _ = writeln!(out, "log     {}", log_line(status.events.log.as_ref()));
     let proxy = match (&status.proxy, &status.proxy_error) {
         (Some(p), _) => proxy_line(p),
         (None, Some(e)) => format!("not reached: {e}"),
@@ -118,6 +119,24 @@ fn types_table(types: &[TypeStatus]) -> String {
         out.push_str("(no cached types)\n");
     }
     out
+}
+
+/// The kept event log: the ids and times it covers, its rows and trims.
+pub fn log_line(log: Option<&super::KeptLog>) -> String {
+    let Some(l) = log else {
+        return "not kept (EventLogEntry reads go to the site)".into();
+    };
+    let mut line = format!(
+        "events {}..={} kept, {} rows",
+        l.after_event_id + 1,
+        l.through_event_id,
+        l.rows
+    );
+    if let (Some(a), Some(b)) = (l.oldest_at, l.newest_at) {
+        let _ = write!(line, " ({} to {})", time(a), time(b));
+    }
+    let _ = write!(line, "; {} trims removed {} rows", l.trims, l.trimmed_rows);
+    line
 }
 
 /// Where the follower is: applied id, how far behind, since when caught up.
@@ -226,6 +245,7 @@ mod tests {
         let col = lines[header].find("READY").unwrap() + "READY".len();
         assert_eq!(&lines[header + 2][col - 2..col], "12");
         assert!(text.contains("events  applied 90, site newest 96: 6 behind, lag 42 s"));
+        assert!(text.contains("log     not kept"));
         assert!(text.contains(
             "proxy   hit ratio 66.7% (2 reads from the cache, 1 from the site); passed through: stale 1"
         ));
