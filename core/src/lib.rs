@@ -3,6 +3,7 @@
 
 pub mod api3;
 pub mod ident;
+pub mod pg_server;
 pub mod plan;
 pub mod query;
 pub mod schema;

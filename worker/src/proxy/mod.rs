@@ -10,6 +10,7 @@ pub mod answer_cache;
 mod api3;
 pub mod auth;
 mod change_listener;
+pub mod db_guard;
 pub mod envelope;
 mod freshness;
 pub mod intake;
@@ -145,6 +146,8 @@ pub struct AppState {
     pub trust: trust::Trust,
     /// The site's time, from its answers' `Date` headers.
     pub site_clock: site_clock::SiteClock,
+    /// Whether the database can be vouched for (failover, rollback, unsynced writes).
+    pub db_guard: db_guard::DbGuard,
 }
 
 impl AppState {
@@ -173,6 +176,7 @@ impl AppState {
             catalog_load: tokio::sync::Mutex::new(()),
             trust: trust::Trust::new(config.trust.clone()),
             site_clock: Default::default(),
+            db_guard: Default::default(),
         }))
     }
 
@@ -260,8 +264,16 @@ impl AppState {
     pub async fn refresh_catalog(&self) {
         let Some(db) = self.db() else { return };
         let _one_at_a_time = self.catalog_load.lock().await;
+        // Nothing from a database the proxy cannot vouch for (db_guard logs why).
+        let vouched = self.db_guard.check(db, self.health.is_up()).await;
+        self.metrics.set_db_guard(&self.db_guard);
+        let Ok(held_back) = vouched else {
+            self.db_ok.store(false, Ordering::Relaxed);
+            return;
+        };
         match freshness::load(db, self.max_lag).await {
-            Ok(loaded) => {
+            Ok(mut loaded) => {
+                db_guard::hold_back(&mut loaded.catalog, &held_back);
                 self.metrics.set_fidelity(&loaded.catalog);
                 self.metrics.events_failures.set(loaded.follower_failures);
                 *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded.catalog);
@@ -354,6 +366,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "stale_types": freshness::stale_types(&catalog),
         "unservable_fields": freshness::unservable_fields(&catalog),
     });
+    body["database_guard"] = state.db_guard.describe();
     if let Some(workers) = state.workers.get() {
         // Leader or standby of each worker in this process (`all`); they do not make the
         // proxy unready: it answers from the site meanwhile.
