@@ -278,19 +278,18 @@ impl Gate {
             }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "the cache database is still not a writable primary");
+                // Unreachable says nothing new: it stays closed for the last reason.
                 let why = match &e {
                     sqlx::Error::Configuration(c) => c.downcast_ref::<NotWritable>().cloned(),
                     _ => None,
                 };
-                // Unreachable is not "not writable": the pool's own errors say so.
-                match why {
-                    Some(why) => self.close(why),
-                    None => self.open(),
-                }
+                self.close(why.or_else(|| self.closed()).unwrap_or(NotWritable::ReadOnly));
                 Err(e)
             }
             Err(_) => {
-                self.open();
+                if let Some(why) = self.closed() {
+                    self.close(why);
+                }
                 Err(timed_out(PROBE_TIMEOUT))
             }
         }
