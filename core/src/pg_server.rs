@@ -133,19 +133,24 @@ impl From<NotWritable> for sqlx::Error {
     }
 }
 
-/// Checks the connection is on a writable primary.
-pub async fn check_writable(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    let (recovery, read_only): (bool, String) =
-        sqlx::query_as("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')")
-            .fetch_one(&mut *conn)
-            .await?;
+/// Checks the connection is on a writable primary; returns what identifies the server and
+/// database it reached (the server's start time and the database's oid: a failover or a
+/// restored copy changes it).
+pub async fn check_writable(conn: &mut PgConnection) -> Result<String, sqlx::Error> {
+    let (recovery, read_only, ident): (bool, String, String) = sqlx::query_as(
+        "SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), \
+         pg_postmaster_start_time()::text || '/' || \
+         (SELECT oid FROM pg_database WHERE datname = current_database())::text",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     if recovery {
         return Err(NotWritable::InRecovery.into());
     }
     if read_only == "on" {
         return Err(NotWritable::ReadOnly.into());
     }
-    Ok(())
+    Ok(ident)
 }
 
 /// True for an error saying the server is not a writable primary: ours, or PostgreSQL's
@@ -174,6 +179,9 @@ pub fn timed_out(bound: Duration) -> sqlx::Error {
 #[derive(Debug)]
 pub struct Gate {
     state: Mutex<GateState>,
+    /// The server and database new connections reach, and how often that changed.
+    server: Mutex<Option<String>>,
+    changes: std::sync::atomic::AtomicU64,
     /// One probe at a time.
     probing: tokio::sync::Mutex<()>,
 }
@@ -215,10 +223,30 @@ impl Gate {
             .or_insert_with(|| {
                 Arc::new(Gate {
                     state: Mutex::new(GateState::default()),
+                    server: Mutex::new(None),
+                    changes: Default::default(),
                     probing: tokio::sync::Mutex::new(()),
                 })
             })
             .clone()
+    }
+
+    /// A new connection reached `ident` ([`check_writable`]); a change from the last one is
+    /// counted: answers read before it may come from another copy than those after.
+    pub fn note_server(&self, ident: String) {
+        let mut known = self.server.lock().unwrap_or_else(|e| e.into_inner());
+        if known.as_ref().is_some_and(|k| *k != ident) {
+            self.changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!("the cache database's address now reaches another server or database");
+            crate::sql::reconnect_all();
+        }
+        *known = Some(ident);
+    }
+
+    /// How often the server behind the address changed (see [`Gate::note_server`]).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
@@ -283,7 +311,10 @@ impl Gate {
                     sqlx::Error::Configuration(c) => c.downcast_ref::<NotWritable>().cloned(),
                     _ => None,
                 };
-                self.close(why.or_else(|| self.closed()).unwrap_or(NotWritable::ReadOnly));
+                self.close(
+                    why.or_else(|| self.closed())
+                        .unwrap_or(NotWritable::ReadOnly),
+                );
                 Err(e)
             }
             Err(_) => {
@@ -306,7 +337,7 @@ async fn probe(options: &PgConnectOptions) -> Result<(), sqlx::Error> {
     let mut conn = options.connect().await?;
     let checked = check_writable(&mut conn).await;
     let _ = conn.close().await;
-    checked
+    checked.map(|_| ())
 }
 
 /// What identifies the server a connection is on: its cluster (the system identifier, kept

@@ -247,6 +247,14 @@ impl Db {
         }
     }
 
+    /// How often the server or database behind this pool's address changed (0 on SQLite).
+    pub fn server_changes(&self) -> u64 {
+        match self {
+            Db::Postgres(p) => pg_server::Gate::of(&p.connect_options()).changes(),
+            Db::Sqlite(_) => 0,
+        }
+    }
+
     pub fn dialect(&self) -> Dialect {
         match self {
             Db::Postgres(_) => Dialect::Postgres,
@@ -392,9 +400,12 @@ pub fn pg_pool_options(
             let gate = gate.clone();
             Box::pin(async move {
                 sqlx::Executor::execute(&mut *conn, "SET client_min_messages = warning").await?;
-                if let Err(e) = pg_server::check_writable(conn).await {
-                    note_pg_error(&gate, &e);
-                    return Err(e);
+                match pg_server::check_writable(conn).await {
+                    Ok(ident) => gate.note_server(ident),
+                    Err(e) => {
+                        note_pg_error(&gate, &e);
+                        return Err(e);
+                    }
                 }
                 Ok(())
             })
@@ -419,6 +430,8 @@ pub fn pg_pool_options(
 pub struct PgCall {
     bound: Option<Duration>,
     gate: Arc<pg_server::Gate>,
+    /// The gate's server changes when the call (or transaction) began.
+    changes: u64,
 }
 
 impl PgCall {
@@ -429,6 +442,7 @@ impl PgCall {
         gate.admit(&options).await?;
         Ok(PgCall {
             bound: pg_server::call_bound(&options, p.options().get_acquire_timeout()),
+            changes: gate.changes(),
             gate,
         })
     }
@@ -455,6 +469,13 @@ impl PgCall {
         };
         if let Err(e) = &result {
             note_pg_error(&self.gate, e);
+        }
+        if result.is_ok() && self.gate.changes() != self.changes {
+            // Its connection reached another server or database than the caller's earlier
+            // calls: the caller must not take the answer as a continuation of theirs.
+            return Err(sqlx::Error::Protocol(
+                "the database behind the address changed during the call".into(),
+            ));
         }
         result
     }

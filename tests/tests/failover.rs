@@ -166,7 +166,9 @@ async fn admin(sql: &str) {
     let db = Db::connect(&url, 1).await.unwrap();
     let mut q = db.sql();
     q.push(sql);
-    db.execute(&q).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    db.execute(&q)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     db.close().await;
 }
 
@@ -219,7 +221,13 @@ async fn update_through_proxy(rig: &Rig, id: i64, value: &str) {
 async fn a_read_only_old_primary_behind_the_address_is_never_served_and_the_cache_recovers() {
     let rig = Rig::start("fo_readonly").await;
     let id = live_shots(&rig.env).await[0];
-    update(&rig.env.writer, "Shot", id, json!({"description": "before"})).await;
+    update(
+        &rig.env.writer,
+        "Shot",
+        id,
+        json!({"description": "before"}),
+    )
+    .await;
     let before = json!("before");
     assert!(
         rig.served(id, &before, Duration::from_secs(20))
@@ -236,7 +244,13 @@ async fn a_read_only_old_primary_behind_the_address_is_never_served_and_the_cach
     .await;
     cut_sessions(&name).await;
     let t0 = Instant::now();
-    update(&rig.env.writer, "Shot", id, json!({"description": "during"})).await;
+    update(
+        &rig.env.writer,
+        "Shot",
+        id,
+        json!({"description": "during"}),
+    )
+    .await;
     let (site, total) = never_frozen(&rig, id, &[before.clone()], Duration::from_secs(4)).await;
     assert!(site > 0, "no read went to the site ({total} reads)");
     let ready = rig.readyz().await;
@@ -251,7 +265,11 @@ async fn a_read_only_old_primary_behind_the_address_is_never_served_and_the_cach
     // Read-your-writes through the proxy while the cache cannot store the write.
     update_through_proxy(&rig, id, "by proxy").await;
     let (_, v) = rig.read(id).await;
-    assert_eq!(v, json!("by proxy"), "the writer's next read is older than its write");
+    assert_eq!(
+        v,
+        json!("by proxy"),
+        "the writer's next read is older than its write"
+    );
     let metrics = rig.state.metrics.encode();
     assert!(
         metrics.contains("sgcache_proxy_database_state{state=\"not_writable\"} 1"),
@@ -294,7 +312,13 @@ async fn a_silently_dead_primary_is_noticed_and_the_workers_recover_without_a_re
     let t0 = Instant::now();
     update(&rig.env.writer, "Shot", id, json!({"description": "after"})).await;
     let shots = live_shots(&rig.env).await;
-    update(&rig.env.silent, "Shot", shots[1], json!({"description": "silent"})).await;
+    update(
+        &rig.env.silent,
+        "Shot",
+        shots[0],
+        json!({"sg_cut_in": 1234}),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     // A standby takes the address; the old connections stay silent on the client side. The
     // new server has none of the old sessions (nor their advisory locks).
@@ -359,7 +383,10 @@ async fn after_a_failover_with_loss_no_answer_comes_from_the_rolled_back_copy() 
     start_workers(&rig.spec_via_relay, &stop);
     let replayed = rig.served(id, &json!("new"), Duration::from_secs(60)).await;
     assert!(replayed.is_some(), "answers never resumed after the replay");
-    eprintln!("rolled back: answering again {:?} after the follower restarted", replayed.unwrap());
+    eprintln!(
+        "rolled back: answering again {:?} after the follower restarted",
+        replayed.unwrap()
+    );
     rig.assert_equal_to_site(Duration::from_secs(30)).await;
     stop.cancel();
     rig.stop().await;

@@ -120,6 +120,8 @@ struct Memory {
 #[derive(Debug, Default)]
 pub struct DbGuard {
     memory: Mutex<Memory>,
+    /// The database's server changes as of the last check that vouched for it.
+    vouched_at: std::sync::atomic::AtomicU64,
 }
 
 impl DbGuard {
@@ -130,6 +132,7 @@ impl DbGuard {
     /// Checks the database: Ok with the types that must pass through all the same, or why
     /// nothing may be answered from the cache. Logs changes of verdict.
     pub async fn check(&self, db: &Db, site_up: bool) -> Result<BTreeSet<String>, Unvouched> {
+        let changes = db.server_changes();
         let observed = match tokio::time::timeout(CHECK_TIMEOUT, observe(db)).await {
             Ok(Ok(o)) => Ok(o),
             Ok(Err(e)) => Err(unvouched_by(&e)),
@@ -147,7 +150,17 @@ impl DbGuard {
             Err(why) => Err(why),
         };
         memory.report(&judged);
+        if judged.is_ok() {
+            self.vouched_at
+                .store(changes, std::sync::atomic::Ordering::Relaxed);
+        }
         judged
+    }
+
+    /// False once the server behind the address changed since the last check vouched for it:
+    /// nothing is answered from the new one until a check has.
+    pub fn current(&self, db: &Db) -> bool {
+        db.server_changes() == self.vouched_at.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A write-through of `types` could not be stored at `at`.

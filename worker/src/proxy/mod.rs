@@ -202,7 +202,8 @@ impl AppState {
 
     /// The database is connected and answers.
     pub fn db_ok(&self) -> bool {
-        self.db().is_some() && self.db_ok.load(Ordering::Relaxed)
+        self.db()
+            .is_some_and(|db| self.db_ok.load(Ordering::Relaxed) && self.db_guard.current(db))
     }
 
     /// A read failed in the database: probes it (`SELECT 1`) and returns whether it answers.
