@@ -251,7 +251,13 @@ async fn a_read_only_old_primary_behind_the_address_is_never_served_and_the_cach
         json!({"description": "during"}),
     )
     .await;
-    let (site, total) = never_frozen(&rig, id, &[before.clone()], Duration::from_secs(4)).await;
+    let (site, total) = never_frozen(
+        &rig,
+        id,
+        std::slice::from_ref(&before),
+        Duration::from_secs(4),
+    )
+    .await;
     assert!(site > 0, "no read went to the site ({total} reads)");
     let ready = rig.readyz().await;
     assert_eq!(
