@@ -5,6 +5,7 @@ pub mod api3;
 mod event_log_spec;
 pub mod ident;
 pub mod inferred;
+pub mod pg_server;
 pub mod plan;
 pub mod query;
 pub mod schema;

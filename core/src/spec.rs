@@ -394,10 +394,15 @@ pub struct ProxyLimitsSpec {
     #[serde(default = "defaults::max_connections_proxy")]
     #[schemars(range(min = 1, max = 1000000))]
     pub max_connections: u32,
-    /// Longest wait for a request's headers, counted from when the connection starts waiting
-    /// for the request: it also closes keep-alive connections idle that long.
+    /// Longest wait for a request's headers, counted from the request's first byte.
     #[serde(default = "defaults::header_read_timeout")]
     pub header_read_timeout: DurationString,
+    /// How long a keep-alive connection may sit idle between requests before the proxy
+    /// closes it. The official `shotgun_api3` client never closes an idle connection itself
+    /// and does not retry a request that meets one the server closed (`BrokenPipeError`), so
+    /// keep this longer than the pauses of the pipelines using the proxy.
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: DurationString,
     /// Longest pause while reading a request body, and longest read of a whole API3 body.
     #[serde(default = "defaults::body_read_timeout")]
     pub body_read_timeout: DurationString,
@@ -411,6 +416,7 @@ impl Default for ProxyLimitsSpec {
             max_in_flight: defaults::max_in_flight(),
             max_connections: defaults::max_connections_proxy(),
             header_read_timeout: defaults::header_read_timeout(),
+            idle_timeout: defaults::idle_timeout(),
             body_read_timeout: defaults::body_read_timeout(),
         }
     }
@@ -671,6 +677,9 @@ mod defaults {
     }
     pub fn header_read_timeout() -> DurationString {
         "30s".into()
+    }
+    pub fn idle_timeout() -> DurationString {
+        "5m".into()
     }
     pub fn body_read_timeout() -> DurationString {
         "30s".into()

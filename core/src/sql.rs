@@ -6,6 +6,11 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{Column, Row, TypeInfo, ValueRef};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::pg_server;
+pub use crate::pg_server::PgLimits;
 
 /// Which SQL dialect a statement is written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,13 +133,18 @@ mod stale_plans {
             if d.code().as_deref() == Some("0A000") && d.message().contains("cached plan"))
     }
 
+    /// Marks every connection open now stale: the pools close them instead of reusing them.
+    pub fn mark_all() {
+        // +1: a connection opened in this very nanosecond is stale too.
+        STALE_BEFORE.fetch_max(since_base(Instant::now()) + 1, Ordering::Relaxed);
+    }
+
     /// Marks the connections open now stale when `e` says a kept statement is; true if so.
     pub fn noted(e: &sqlx::Error) -> bool {
         if !is_stale_plan(e) {
             return false;
         }
-        // +1: a connection opened in this very nanosecond is stale too.
-        STALE_BEFORE.fetch_max(since_base(Instant::now()) + 1, Ordering::Relaxed);
+        mark_all();
         tracing::info!(
             "a column changed type under kept statements (a migrate rebuilt it): reconnecting"
         );
@@ -152,6 +162,14 @@ mod stale_plans {
     }
 }
 
+/// Closes every pooled connection of this process at its next use (or return) instead of
+/// reusing it: the database did not answer one in time, refused a write as read-only, or
+/// dropped one, so the others may be on a server that is gone or no longer the primary (its
+/// address moved). Each pool opens new ones, which are checked ([`crate::pg_server`]).
+pub fn reconnect_all() {
+    stale_plans::mark_all();
+}
+
 /// A pool on either database.
 #[derive(Clone, Debug)]
 pub enum Db {
@@ -161,7 +179,8 @@ pub enum Db {
 
 /// A transaction on either database. Dropping it rolls back.
 pub enum Tx {
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    /// With how each call is bounded and where its failures are noted.
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>, PgCall),
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
 }
 
@@ -174,11 +193,23 @@ impl Db {
 
     /// Like [`Db::connect`], giving up on a connection after `acquire_timeout`. sqlx keeps
     /// retrying a refused connection (a restarting server) until then, so this is how long a
-    /// statement can wait while PostgreSQL is down.
+    /// statement can wait while PostgreSQL is down. PostgreSQL sessions get the limits of
+    /// long work ([`PgLimits::MIGRATE`]); workers use [`Db::connect_limited`].
     pub async fn connect_with_timeout(
         url: &str,
         max_connections: u32,
         acquire_timeout: std::time::Duration,
+    ) -> Result<Db, sqlx::Error> {
+        Self::connect_limited(url, max_connections, acquire_timeout, &PgLimits::MIGRATE).await
+    }
+
+    /// Like [`Db::connect_with_timeout`], PostgreSQL sessions bounded by `limits`. Only a
+    /// writable primary is connected to (see [`crate::pg_server`]).
+    pub async fn connect_limited(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: std::time::Duration,
+        limits: &PgLimits,
     ) -> Result<Db, sqlx::Error> {
         if url.starts_with("sqlite:") {
             let options: SqliteConnectOptions = url.parse()?;
@@ -198,26 +229,29 @@ impl Db {
                 .await?;
             Ok(Db::Sqlite(pool))
         } else {
-            let pool = PgPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(acquire_timeout)
-                // `CREATE … IF NOT EXISTS` of what exists is a NOTICE, which sqlx logs: one
-                // line per statement on every start, saying nothing anyone must act on.
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        sqlx::Executor::execute(conn, "SET client_min_messages = warning").await?;
-                        Ok(())
-                    })
-                })
-                // A connection whose prepared statements predate a column's change of type is
-                // closed instead of reused (see `stale_plans`).
-                .before_acquire(|_, meta| {
-                    let fresh = stale_plans::connected_after(meta.age);
-                    Box::pin(async move { Ok(fresh) })
-                })
-                .connect(url)
+            let options = pg_server::connect_options(url, limits)?;
+            let gate = pg_server::Gate::of(&options);
+            gate.admit(&options).await?;
+            let pool = pg_pool_options(max_connections, acquire_timeout, limits, gate)
+                .connect_with(options)
                 .await?;
             Ok(Db::Postgres(pool))
+        }
+    }
+
+    /// A check outside the pools found this database is not a writable primary: its address
+    /// is closed to every pool of the process until a probe finds one there again.
+    pub fn refuse_not_writable(&self, why: pg_server::NotWritable) {
+        if let Db::Postgres(p) = self {
+            pg_server::Gate::of(&p.connect_options()).close(why);
+        }
+    }
+
+    /// How often the server or database behind this pool's address changed (0 on SQLite).
+    pub fn server_changes(&self) -> u64 {
+        match self {
+            Db::Postgres(p) => pg_server::Gate::of(&p.connect_options()).changes(),
+            Db::Sqlite(_) => 0,
         }
     }
 
@@ -234,7 +268,10 @@ impl Db {
 
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+            Db::Postgres(p) => {
+                let call = PgCall::on(p).await?;
+                Tx::Postgres(call.run(p.begin()).await?, call)
+            }
             // IMMEDIATE: a deferred transaction that reads and then writes while another
             // connection wrote meanwhile fails at once with "database is locked" (its WAL
             // snapshot is stale; the busy timeout does not apply), which stopped a backfill
@@ -247,9 +284,10 @@ impl Db {
     pub async fn execute(&self, sql: &Sql) -> Result<u64, sqlx::Error> {
         match self {
             Db::Postgres(p) => {
-                let first = pg_query(sql).execute(p).await;
+                let call = PgCall::on(p).await?;
+                let first = call.run(pg_query(sql).execute(p)).await;
                 let done = match first {
-                    Err(e) if stale_plans::noted(&e) => pg_query(sql).execute(p).await?,
+                    Err(e) if stale_plans::noted(&e) => call.run(pg_query(sql).execute(p)).await?,
                     other => other?,
                 };
                 Ok(done.rows_affected())
@@ -264,8 +302,11 @@ impl Db {
             Db::Postgres(p) => {
                 // Once more on a fresh connection when the statement was prepared before a
                 // migrate changed a column it reads.
-                let rows = match pg_query(sql).fetch_all(p).await {
-                    Err(e) if stale_plans::noted(&e) => pg_query(sql).fetch_all(p).await?,
+                let call = PgCall::on(p).await?;
+                let rows = match call.run(pg_query(sql).fetch_all(p)).await {
+                    Err(e) if stale_plans::noted(&e) => {
+                        call.run(pg_query(sql).fetch_all(p)).await?
+                    }
                     other => other?,
                 };
                 rows.iter().map(decode_pg).collect()
@@ -290,7 +331,7 @@ impl Db {
 impl Tx {
     pub fn dialect(&self) -> Dialect {
         match self {
-            Tx::Postgres(_) => Dialect::Postgres,
+            Tx::Postgres(..) => Dialect::Postgres,
             Tx::Sqlite(_) => Dialect::Sqlite,
         }
     }
@@ -301,8 +342,8 @@ impl Tx {
 
     pub async fn execute(&mut self, sql: &Sql) -> Result<u64, sqlx::Error> {
         match self {
-            Tx::Postgres(t) => Ok(pg_query(sql)
-                .execute(&mut **t)
+            Tx::Postgres(t, call) => Ok(call
+                .run(pg_query(sql).execute(&mut **t))
                 .await
                 .inspect_err(|e| {
                     stale_plans::noted(e);
@@ -314,8 +355,8 @@ impl Tx {
 
     pub async fn fetch_all(&mut self, sql: &Sql) -> Result<Vec<Vec<SqlValue>>, sqlx::Error> {
         match self {
-            Tx::Postgres(t) => pg_query(sql)
-                .fetch_all(&mut **t)
+            Tx::Postgres(t, call) => call
+                .run(pg_query(sql).fetch_all(&mut **t))
                 .await
                 .inspect_err(|e| {
                     stale_plans::noted(e);
@@ -334,9 +375,126 @@ impl Tx {
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            Tx::Postgres(t) => t.commit().await,
+            Tx::Postgres(t, call) => call.run(t.commit()).await,
             Tx::Sqlite(t) => t.commit().await,
         }
+    }
+}
+
+/// The pool settings every PostgreSQL pool of the cache uses (the change listener's too);
+/// `gate` is the address's (see [`pg_server::Gate`]).
+pub fn pg_pool_options(
+    max_connections: u32,
+    acquire_timeout: Duration,
+    limits: &PgLimits,
+    gate: Arc<pg_server::Gate>,
+) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .max_lifetime(limits.max_lifetime)
+        // `CREATE … IF NOT EXISTS` of what exists is a NOTICE, which sqlx logs: one line per
+        // statement on every start, saying nothing anyone must act on. And only a writable
+        // primary is used: a standby or a read-only server behind the address closes it.
+        .after_connect(move |conn, _| {
+            let gate = gate.clone();
+            Box::pin(async move {
+                sqlx::Executor::execute(&mut *conn, "SET client_min_messages = warning").await?;
+                match pg_server::check_writable(conn).await {
+                    Ok(ident) => gate.note_server(ident),
+                    Err(e) => {
+                        note_pg_error(&gate, &e);
+                        return Err(e);
+                    }
+                }
+                Ok(())
+            })
+        })
+        // A connection whose prepared statements predate a column's change of type, or that
+        // predates a sign of failover (`reconnect_all`), is closed instead of reused.
+        .before_acquire(|_, meta| {
+            let fresh = stale_plans::connected_after(meta.age);
+            Box::pin(async move { Ok(fresh) })
+        })
+        // Such a connection given back is closed without sqlx's ping, which on a server that
+        // went silent would hang, holding a slot of the pool.
+        .after_release(|_, meta| {
+            let fresh = stale_plans::connected_after(meta.age);
+            Box::pin(async move { Ok(fresh) })
+        })
+}
+
+/// How the calls on one pool are run: refused at once while its address is closed, each
+/// bounded in time ([`pg_server::call_bound`]), failures noted.
+#[derive(Clone, Debug)]
+pub struct PgCall {
+    bound: Option<Duration>,
+    gate: Arc<pg_server::Gate>,
+    /// The gate's server changes when the call (or transaction) began.
+    changes: u64,
+}
+
+impl PgCall {
+    /// Waits until `p`'s address may be used (a writable primary).
+    async fn on(p: &PgPool) -> Result<PgCall, sqlx::Error> {
+        let options = p.connect_options();
+        let gate = pg_server::Gate::of(&options);
+        gate.admit(&options).await?;
+        Ok(PgCall {
+            bound: pg_server::call_bound(&options, p.options().get_acquire_timeout()),
+            changes: gate.changes(),
+            gate,
+        })
+    }
+
+    /// Runs one call within the bound; a call that overruns it, or fails in a way that says
+    /// the server went away or is no longer the primary, makes every connection reconnect.
+    async fn run<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        let result = match self.bound {
+            None => call.await,
+            Some(limit) => {
+                tokio::pin!(call);
+                tokio::select! {
+                    r = &mut call => r,
+                    _ = tokio::time::sleep(limit) => {
+                        // Marked before the call is dropped: its connection is closed unpinged.
+                        reconnect_all();
+                        Err(pg_server::timed_out(limit))
+                    }
+                }
+            }
+        };
+        if let Err(e) = &result {
+            note_pg_error(&self.gate, e);
+        }
+        if result.is_ok() && self.gate.changes() != self.changes {
+            // Its connection reached another server or database than the caller's earlier
+            // calls: the caller must not take the answer as a continuation of theirs.
+            return Err(sqlx::Error::Protocol(
+                "the database behind the address changed during the call".into(),
+            ));
+        }
+        result
+    }
+}
+
+/// What an error says about the server: not the writable primary (its address is closed to
+/// this process until it is again), or a connection lost (every connection is renewed).
+fn note_pg_error(gate: &pg_server::Gate, e: &sqlx::Error) {
+    if pg_server::is_not_writable(e) {
+        let why = match e {
+            sqlx::Error::Configuration(c) => c.downcast_ref::<pg_server::NotWritable>().cloned(),
+            _ => None,
+        };
+        gate.close(why.unwrap_or(pg_server::NotWritable::ReadOnly));
+    } else if matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)
+    ) {
+        reconnect_all();
     }
 }
 

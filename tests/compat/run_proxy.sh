@@ -77,7 +77,7 @@ unservable=$(psql "$pg/$db" -tAc "SELECT string_agg(entity_type || '.' || field_
 
 export SG_COMPAT_URL="$site" SG_PROXY_URL="$proxy" SHOTGUN_SIM_BIN="$bin/shotgun-sim"
 set +e
-"$here/run.sh" test_proxy_battery.py "$@"
+"$here/run.sh" test_proxy_battery.py test_proxy_idle.py "$@"
 status=$?
 set -e
 if grep -Ei "skipping a record|cannot store" "$work/worker.log" >&2; then

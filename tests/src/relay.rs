@@ -2,6 +2,11 @@
 //! the proxy sees what a database server restart looks like from the client side: open
 //! connections are cut and new ones are refused (connection refused, not an SQL error) until
 //! the relay is up again on the same port. The shared test server itself is never restarted.
+//!
+//! It is also the failover tests' fault proxy: existing connections can be frozen silently
+//! while new ones hang ([`Relay::freeze`]) and then go to the server again
+//! ([`Relay::thaw_new`]) while the frozen ones stay open and silent, as when a primary dies
+//! without a reset and a standby takes its address.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,8 +20,9 @@ pub struct Relay {
     target: SocketAddr,
     /// Cancelled to take the relay down; replaced when it comes back up.
     up: Mutex<Option<CancellationToken>>,
-    /// Cancelled to stop forwarding without closing anything (a network partition).
-    frozen: CancellationToken,
+    /// Cancelled to stop forwarding without closing anything (a network partition); replaced
+    /// by [`Relay::thaw_new`] so that connections made after it forward again.
+    frozen: Arc<Mutex<CancellationToken>>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -28,7 +34,7 @@ impl Relay {
             addr: listener.local_addr()?,
             target,
             up: Mutex::new(None),
-            frozen: CancellationToken::new(),
+            frozen: Default::default(),
             connections: Default::default(),
         };
         relay.serve(listener);
@@ -71,7 +77,13 @@ impl Relay {
     /// network between the two sides fails silently: nothing is refused or reset, nothing
     /// arrives. Until [`Relay::down`].
     pub fn freeze(&self) {
-        self.frozen.cancel();
+        self.frozen.lock().unwrap().cancel();
+    }
+
+    /// After [`Relay::freeze`]: connections made from now on forward again, while the frozen
+    /// ones stay open and silent until [`Relay::down`].
+    pub fn thaw_new(&self) {
+        *self.frozen.lock().unwrap() = CancellationToken::new();
     }
 
     /// Accepts connections again on the same port.
@@ -94,7 +106,8 @@ impl Relay {
                 };
                 let Ok((client, _)) = accepted else { continue };
                 connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::spawn(pipe(client, target, token.clone(), frozen.clone()));
+                let frozen = frozen.lock().unwrap().clone();
+                tokio::spawn(pipe(client, target, token.clone(), frozen));
             }
         });
     }

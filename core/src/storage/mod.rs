@@ -102,8 +102,8 @@ fn push_cache_lock_key(sql: &mut crate::sql::Sql, key: i64) {
 /// `begin()` is DEFERRED, which lets two writers both read and then fail to upgrade).
 pub async fn begin_exclusive(db: &Db) -> Result<Tx, StorageError> {
     match db {
-        Db::Postgres(pool) => {
-            let mut tx = Tx::Postgres(pool.begin().await?);
+        Db::Postgres(_) => {
+            let mut tx = db.begin().await?;
             let mut sql = tx.sql();
             sql.push("SELECT pg_advisory_xact_lock(");
             push_cache_lock_key(&mut sql, MIGRATION_LOCK_KEY);

@@ -5,12 +5,20 @@
 use super::StorageError;
 use crate::sql::{Db, SqlValue, Tx};
 
+const SCANS_TABLE: &str = "_sgcache_scans";
+
 /// The same DDL on both dialects (`BIGINT` is `INTEGER` affinity on SQLite).
 pub(super) const CREATE_SCANS: &str =
     "CREATE TABLE IF NOT EXISTS \"_sgcache_scans\" (entity_type TEXT PRIMARY KEY, \
      started_ms BIGINT NOT NULL)";
 
+/// Creates the table if it is missing: checked first, since the scanner records a scan of
+/// every type every interval and PostgreSQL logs an "already exists" notice for every
+/// `IF NOT EXISTS` of what exists.
 async fn ensure_table(tx: &mut Tx) -> Result<(), StorageError> {
+    if super::site_binding::table_exists(tx, SCANS_TABLE).await? {
+        return Ok(());
+    }
     let mut sql = tx.sql();
     sql.push(CREATE_SCANS);
     tx.execute(&sql).await?;
@@ -37,7 +45,10 @@ pub async fn record_scan_start(
 /// When the last complete scan of `entity_type` started (unix ms), if ever.
 pub async fn last_scan_start(db: &Db, entity_type: &str) -> Result<Option<i64>, StorageError> {
     let mut tx = db.begin().await?;
-    ensure_table(&mut tx).await?;
+    // Reading creates nothing: a cache without the table has no scan recorded.
+    if !super::site_binding::table_exists(&mut tx, SCANS_TABLE).await? {
+        return Ok(None);
+    }
     let mut sql = tx.sql();
     sql.push("SELECT started_ms FROM \"_sgcache_scans\" WHERE entity_type = ")
         .push_bind(SqlValue::Text(entity_type.into()));

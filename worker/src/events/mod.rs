@@ -97,9 +97,15 @@ pub async fn run_observed(
         gap_window_s = config.gap_window.as_secs(),
         "event follower starting"
     );
-    while let Some(mut leader) = Leader::acquire(&url, EVENTS_LOCK_KEY, &obs.heartbeat, &stop).await
+    while let Some(mut leader) =
+        Leader::acquire(&url, EVENTS_LOCK_KEY, &db, &obs.heartbeat, &stop).await
     {
-        follow(&db, &reader, &mut leader, &config, &obs, &stop).await;
+        // A lost lock stops the work at once, mid-batch included (its transaction rolls back).
+        let lost = leader.lost();
+        tokio::select! {
+            _ = follow(&db, &reader, &mut leader, &config, &obs, &lost) => {}
+            _ = lost.cancelled() => {}
+        }
         leader.release().await;
         obs.set_role(Role::Standby);
         if stop.is_cancelled() {

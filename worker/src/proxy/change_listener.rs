@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sgcache::sql::Db;
+use sgcache::sql::{Db, PgLimits};
 use sgcache::storage::notify;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +18,9 @@ pub async fn listen(state: Arc<AppState>, stop: CancellationToken) {
     if !state.results.enabled() {
         return;
     }
-    let mut delay = Duration::from_millis(500);
+    let mut delay = RETRY_FIRST;
+    // Said once per outage: a standby behind the address refuses LISTEN at every attempt.
+    let mut reported = false;
     loop {
         if let Some(Db::Sqlite(_)) = state.db() {
             tracing::info!(
@@ -27,14 +29,19 @@ pub async fn listen(state: Arc<AppState>, stop: CancellationToken) {
             return;
         }
         if let Some(Db::Postgres(pool)) = state.db() {
+            let started = Instant::now();
             match follow(&state, pool, &stop).await {
                 Ok(()) => return, // stopped
-                Err(e) => {
+                Err(e) if !reported => {
+                    reported = true;
                     tracing::warn!(error = %e, "change notifications lost; answers are not kept in memory until they are back")
                 }
+                Err(e) => tracing::debug!(error = %e, "change notifications still unavailable"),
             }
-            if state.results.is_live() {
-                delay = Duration::from_millis(500); // it worked for a while: retry soon
+            if state.results.is_live() && started.elapsed() >= STEADY {
+                // It worked for a while: retry soon, and say so if it fails again.
+                delay = RETRY_FIRST;
+                reported = false;
             }
             state.results.set_live(false);
         }
@@ -42,7 +49,7 @@ pub async fn listen(state: Arc<AppState>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
+        delay = (delay * 2).min(RETRY_MAX);
     }
 }
 
@@ -56,10 +63,12 @@ async fn follow(
     // Its own connection: a listener holds the connection it takes for as long as it lives,
     // and taking it from the proxy's pool would leave one less for reads (none at
     // `maxConnections: 1`).
-    let own = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with((*pool.connect_options()).clone())
+    // The same session limits and checks as the read pool: never listening on a standby.
+    let options = (*pool.connect_options()).clone();
+    let gate = sgcache::pg_server::Gate::of(&options);
+    gate.admit(&options).await?;
+    let own = sgcache::sql::pg_pool_options(1, Duration::from_secs(10), &PgLimits::WORKER, gate)
+        .connect_with(options)
         .await?;
     let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
     // Report a lost connection at once (Ok(None)) instead of first reconnecting, which can
@@ -107,6 +116,12 @@ async fn follow(
         }
     }
 }
+
+/// First and longest pause before listening again after the connection was lost.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(15);
+/// Listening this long counts as working again: the next loss is retried soon and logged.
+const STEADY: Duration = Duration::from_secs(30);
 
 /// How often the listener checks that it still hears its own notifications.
 const HEARTBEAT: Duration = Duration::from_secs(5);

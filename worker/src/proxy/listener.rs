@@ -1,13 +1,20 @@
 //! The proxy's listener: accepts connections up to `maxConnections` and serves each with a
 //! header read timeout, so a client that opens connections and never finishes a request
-//! cannot hold them (or the proxy's file descriptors) for long.
+//! cannot hold them (or the proxy's file descriptors) for long, and an idle timeout for
+//! keep-alive connections between requests.
 //!
-//! hyper starts the header timer when a connection starts waiting for a request, so the same
-//! timeout closes keep-alive connections left idle (clients reconnect on their next call).
-//! Body reads are bounded by the router's body timeout ([`super::app`]).
+//! hyper has one timer for both: it starts its header timer when a connection starts waiting
+//! for a request, so it also closes idle keep-alive connections. The official client does not
+//! survive that (it reuses the closed connection and fails with `BrokenPipeError`), so the two
+//! are separate here: hyper's timer is set to the longer idle timeout, and [`HeadWatch`]
+//! closes a connection whose request started arriving and did not complete its headers within
+//! the header timeout. Body reads are bounded by the router's body timeout ([`super::app`]).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -38,6 +45,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct ListenerLimits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
 impl Default for ListenerLimits {
@@ -51,6 +59,7 @@ impl ListenerLimits {
         ListenerLimits {
             max_connections: spec.max_connections as usize,
             header_read_timeout: spec.header_read_timeout.duration(),
+            idle_timeout: spec.idle_timeout.duration(),
         }
     }
 }
@@ -67,7 +76,11 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        // hyper's timer runs from the end of the last request: the idle timeout (plus the
+        // header timeout, so a request begun just before it may still complete).
+        .header_read_timeout(
+            limits.idle_timeout.max(limits.header_read_timeout) + limits.header_read_timeout,
+        );
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     loop {
@@ -89,12 +102,17 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let watch = HeadWatch::new();
+        let in_service = watch.clone();
         let stopping = stop.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let served = in_service.clone();
+            served.head_done();
             let answer = app.clone().oneshot(req.map(Body::new));
             let stopping = stopping.clone();
             async move {
                 let mut response = answer.await?;
+                served.idle();
                 if stopping.is_cancelled() {
                     response.headers_mut().insert(
                         axum::http::header::CONNECTION,
@@ -104,13 +122,21 @@ pub async fn serve(
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
+        let io = TokioIo::new(Watched {
+            inner: stream,
+            watch: watch.clone(),
+        });
+        let conn = builder.serve_connection(io, service).into_owned();
         let conn = graceful.watch(conn);
+        let header_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            tokio::select! {
+                done = conn => if let Err(e) = done {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                },
+                _ = watch.overdue(header_timeout) => {
+                    tracing::debug!("request headers not received within the header timeout; closing");
+                }
             }
             drop(slot);
         });
@@ -124,4 +150,122 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Where a connection is between requests, for the header timeout: the time its current
+/// request's first byte arrived (0: idle or in a request).
+#[derive(Clone, Default)]
+struct HeadWatch(Arc<HeadState>);
+
+#[derive(Default)]
+struct HeadState {
+    /// Milliseconds after `epoch` + 1 at which a request's first byte arrived; 0: none.
+    started: AtomicU64,
+    /// A request is being served: bytes read now are its body, not a new request.
+    serving: AtomicBool,
+    epoch: OnceLock<Instant>,
+}
+
+impl HeadWatch {
+    fn new() -> HeadWatch {
+        let w = HeadWatch::default();
+        let _ = w.0.epoch.set(Instant::now());
+        w
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.0
+            .epoch
+            .get()
+            .map_or(0, |e| e.elapsed().as_millis() as u64)
+            + 1
+    }
+
+    /// Bytes arrived: the start of a request's headers unless one is in progress.
+    fn bytes_read(&self) {
+        if !self.0.serving.load(Ordering::Relaxed) {
+            let now = self.now_ms();
+            let _ = self
+                .0
+                .started
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    fn head_done(&self) {
+        self.0.serving.store(true, Ordering::Relaxed);
+        self.0.started.store(0, Ordering::Relaxed);
+    }
+
+    fn idle(&self) {
+        self.0.serving.store(false, Ordering::Relaxed);
+    }
+
+    /// Resolves when a request's headers have been arriving longer than `limit`.
+    async fn overdue(&self, limit: Duration) {
+        loop {
+            let started = self.0.started.load(Ordering::Relaxed);
+            let wait = if started == 0 {
+                limit
+            } else {
+                let elapsed = Duration::from_millis(self.now_ms().saturating_sub(started));
+                if elapsed >= limit {
+                    return;
+                }
+                limit - elapsed
+            };
+            tokio::time::sleep(wait.max(Duration::from_millis(50))).await;
+        }
+    }
+}
+
+/// A client connection that tells its [`HeadWatch`] when bytes arrive.
+struct Watched {
+    inner: tokio::net::TcpStream,
+    watch: HeadWatch,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.watch.bytes_read();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }

@@ -361,6 +361,16 @@ pub struct Metrics {
     pub events_failures: Gauge,
     /// Reads of EventLogEntry (event daemons) by the path taken (method label `read`).
     pub event_log_reads: Family<RequestLabels, Counter>,
+    /// 1 for the proxy's verdict on its database (`ok` or why reads pass through).
+    pub database_state: Family<DatabaseStateLabels, Gauge>,
+    /// Types passed through because a write-through could not be stored.
+    pub unsynced_types: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatabaseStateLabels {
+    /// One of `super::db_guard::STATES`.
+    pub state: String,
 }
 
 /// Methods the labels name; anything else is `other`.
@@ -468,6 +478,18 @@ impl Default for Metrics {
             "Consecutive failed polls of the event follower (it retries the same position)",
             events_failures.clone(),
         );
+        let database_state = Family::<DatabaseStateLabels, Gauge>::default();
+        registry.register(
+            "database_state",
+            "1 for the proxy's verdict on its database: ok, or why every read passes through (not_writable, failover, rolled_back, follower_stopped, unknown)",
+            database_state.clone(),
+        );
+        let unsynced_types = Gauge::default();
+        registry.register(
+            "unsynced_types",
+            "Cached types passed through because a write-through could not be stored, until the follower or a scan brings the write in",
+            unsynced_types.clone(),
+        );
         // Every known label value starts at 0, so the series exist (and rate() and alerts see
         // them) before the first error or check.
         for outcome in ["match", "mismatch", "error", "skipped"] {
@@ -493,6 +515,8 @@ impl Default for Metrics {
         Metrics {
             event_log_reads,
             registry,
+            database_state,
+            unsynced_types,
             trust,
             read_statement_failures,
             result_hits,
@@ -512,6 +536,19 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Publishes the proxy's verdict on its database.
+    pub fn set_db_guard(&self, guard: &super::db_guard::DbGuard) {
+        let now = guard.state();
+        for state in super::db_guard::STATES {
+            self.database_state
+                .get_or_create(&DatabaseStateLabels {
+                    state: state.into(),
+                })
+                .set(i64::from(state == now));
+        }
+        self.unsynced_types.set(guard.unsynced() as i64);
+    }
+
     /// Publishes what the catalog says the cache cannot serve.
     pub fn set_fidelity(&self, catalog: &sgcache::query::Catalog) {
         let unservable = catalog

@@ -11,6 +11,7 @@ pub mod answer_cache;
 mod api3;
 pub mod auth;
 mod change_listener;
+pub mod db_guard;
 pub mod envelope;
 mod event_log;
 mod freshness;
@@ -160,6 +161,8 @@ pub struct AppState {
     pub trust: trust::Trust,
     /// Limits of refreshes from passed-through answers.
     pub stale_rows: stale_rows::StaleRows,
+    /// Whether the database can be vouched for (failover, rollback, unsynced writes).
+    pub db_guard: db_guard::DbGuard,
 }
 
 impl AppState {
@@ -195,6 +198,7 @@ impl AppState {
             catalog_load: tokio::sync::Mutex::new(()),
             trust: trust::Trust::new(config.trust.clone()),
             stale_rows: Default::default(),
+            db_guard: Default::default(),
         }))
     }
 
@@ -220,7 +224,8 @@ impl AppState {
 
     /// The database is connected and answers.
     pub fn db_ok(&self) -> bool {
-        self.db().is_some() && self.db_ok.load(Ordering::Relaxed)
+        self.db()
+            .is_some_and(|db| self.db_ok.load(Ordering::Relaxed) && self.db_guard.current(db))
     }
 
     /// A read failed in the database: probes it (`SELECT 1`) and returns whether it answers.
@@ -246,8 +251,16 @@ impl AppState {
     pub async fn refresh_catalog(&self) {
         let Some(db) = self.db() else { return };
         let _one_at_a_time = self.catalog_load.lock().await;
+        // Nothing from a database the proxy cannot vouch for (db_guard logs why).
+        let vouched = self.db_guard.check(db, self.upstream.health.is_up()).await;
+        self.metrics.set_db_guard(&self.db_guard);
+        let Ok(held_back) = vouched else {
+            self.db_ok.store(false, Ordering::Relaxed);
+            return;
+        };
         match freshness::load(db, self.max_lag).await {
-            Ok(loaded) => {
+            Ok(mut loaded) => {
+                db_guard::hold_back(&mut loaded.catalog, &held_back);
                 self.metrics.set_fidelity(&loaded.catalog);
                 self.metrics.events_failures.set(loaded.follower_failures);
                 *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded.catalog);
@@ -357,6 +370,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "stale_types": freshness::stale_types(&catalog),
         "unservable_fields": freshness::unservable_fields(&catalog),
     });
+    body["database_guard"] = state.db_guard.describe();
     if let Some(workers) = state.workers.get() {
         // Leader or standby of each worker in this process (`all`); they do not make the
         // proxy unready: it answers from the site meanwhile.

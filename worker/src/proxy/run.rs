@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sgcache::spec::process_env;
-use sgcache::sql::Db;
+use sgcache::sql::{Db, PgLimits};
 use sgcache::ShotgunCacheSpec;
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +43,7 @@ pub async fn run_with(
     let max = spec.database.max_connections;
     // Without its database the proxy still passes everything through, and keeps trying to
     // connect in the background.
-    let state = match Db::connect_with_timeout(&url, max, DB_ACQUIRE_TIMEOUT).await {
+    let state = match Db::connect_limited(&url, max, DB_ACQUIRE_TIMEOUT, &PgLimits::PROXY).await {
         Ok(db) => AppState::new(&config, Some(db))?,
         Err(e) => {
             tracing::error!(error = %e, "cache database unavailable at start; passing everything through");
@@ -86,7 +86,7 @@ async fn connect_later(state: Arc<AppState>, url: String, max: u32, stop: Cancel
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
-        match Db::connect_with_timeout(&url, max, DB_ACQUIRE_TIMEOUT).await {
+        match Db::connect_limited(&url, max, DB_ACQUIRE_TIMEOUT, &PgLimits::PROXY).await {
             Ok(db) => {
                 if let Err(e) = crate::site_binding::check(&db, state.upstream.base()).await {
                     // Never serve another site's data: keep passing everything through.

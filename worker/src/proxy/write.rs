@@ -54,10 +54,13 @@ pub async fn write(
     // The payload is built only now that the site accepted the write.
     if let (Some(answer), Some(db), Some(req)) = (answer, state.db(), env.to_request()) {
         if let Err(e) = write_through(state, db, &req, &answer).await {
-            // The cache may now be stale for these entities until the event follower
-            // catches up; reads of them keep matching once it does.
+            // The cache may now be older than the write: its types pass through until the
+            // follower or a scan has brought it in (read-your-writes, `db_guard`).
             state.metrics.write_through_failures.inc();
-            tracing::warn!(error = %e, "write-through failed");
+            tracing::warn!(error = %e, "write-through failed; the written types pass through until the cache has the write");
+            let types = super::db_guard::written_types(&req);
+            state.db_guard.write_failed(types, chrono::Utc::now());
+            state.refresh_catalog().await;
         }
         // Before the writer hears back: its next read must not get an answer kept from before
         // (the change notification is on its way, but may arrive after that read).

@@ -101,9 +101,14 @@ pub async fn run_observed(
             .map_err(anyhow::Error::from)
     } else {
         while let Some(mut leader) =
-            Leader::acquire(&url, SCANNER_LOCK_KEY, &obs.heartbeat, &stop).await
+            Leader::acquire(&url, SCANNER_LOCK_KEY, &db, &obs.heartbeat, &stop).await
         {
-            scan_loop(&db, &reader, spec, &args, &mut leader, &obs, &stop).await;
+            // A lost lock stops the scan at once (its page's transaction rolls back).
+            let lost = leader.lost();
+            tokio::select! {
+                _ = scan_loop(&db, &reader, spec, &args, &mut leader, &obs, &lost) => {}
+                _ = lost.cancelled() => {}
+            }
             leader.release().await;
             obs.set_role(Role::Standby);
             if stop.is_cancelled() {
@@ -219,7 +224,7 @@ async fn scan_loop(
             }
             backfill_pending(db, reader, args, obs).await?;
             if Instant::now() >= next_incremental {
-                next_incremental = Instant::now() + interval;
+                let started = Instant::now();
                 let state = storage::read_state(db).await?;
                 let types = selected(args, state.types.keys());
                 // Fields the site retyped or deleted stop being served before anything reads
@@ -228,6 +233,9 @@ async fn scan_loop(
                 for ty in types {
                     incremental::scan_changed(db, reader, &ty, overlap_ms, &[], obs).await?;
                 }
+                // Only a round that completed waits a whole interval: a failed one is retried
+                // after the backoff below (types done already are quick to scan again).
+                next_incremental = started + interval;
             }
             Ok(())
         };

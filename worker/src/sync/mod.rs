@@ -10,20 +10,30 @@ pub mod write;
 
 use std::time::Duration;
 
-use sgcache::sql::Db;
+use sgcache::sql::{Db, PgLimits};
 use sgcache::storage::redact_url;
 use tokio_util::sync::CancellationToken;
 
 use self::backoff::Backoff;
 
-/// Connects to the database, retrying (with backoff) until it answers or `stop` fires.
+/// How long a worker's call waits for a database connection.
+pub const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to the database, retrying (with backoff) until it answers or `stop` fires. Its
+/// sessions are bounded for the workers' short statements ([`PgLimits::WORKER`]), and only a
+/// writable primary is used.
 pub async fn connect_db(url: &str, max: u32, stop: &CancellationToken) -> Option<Db> {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     loop {
-        match Db::connect(url, max).await {
+        match Db::connect_limited(url, max, DB_ACQUIRE_TIMEOUT, &PgLimits::WORKER).await {
             Ok(db) => return Some(db),
             Err(e) => {
-                tracing::warn!(database = %redact_url(url), error = %e, "cannot connect to the database; retrying");
+                // Once per outage at WARN; the retries at DEBUG.
+                if backoff.failures == 0 {
+                    tracing::warn!(database = %redact_url(url), error = %e, "cannot connect to the database; retrying with backoff");
+                } else {
+                    tracing::debug!(database = %redact_url(url), error = %e, "cannot connect to the database");
+                }
                 if !backoff.wait(stop).await {
                     return None;
                 }
