@@ -82,17 +82,9 @@ fn passed_read(n: u64) -> Value {
     find("Playlist", &["code"], json!([]), 10 + n)
 }
 
-/// The test site on a runtime of its own, so the load generator cannot delay its answers.
-struct Site {
-    handle: SimHandle,
-    _rt: tokio::runtime::Runtime,
-}
-
-fn start_site(latency_ms: u64) -> anyhow::Result<Site> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
+/// The test site on a runtime (and thread) of its own, so the load generator cannot delay
+/// its answers.
+fn start_site(latency_ms: u64) -> anyhow::Result<SimHandle> {
     let mut config = SimConfig::default();
     for p in 0..PRINCIPALS {
         config.scripts.push(ScriptCredential {
@@ -101,11 +93,24 @@ fn start_site(latency_ms: u64) -> anyhow::Result<Site> {
             events: true,
         });
     }
-    let handle = rt.block_on(shotgun_sim::start(config, "127.0.0.1:0".parse()?))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("the site's runtime");
+        rt.block_on(async move {
+            let started = shotgun_sim::start(config, "127.0.0.1:0".parse().expect("address")).await;
+            let _ = tx.send(started);
+            std::future::pending::<()>().await
+        });
+    });
+    let handle = rx.recv()??;
     let mut faults = handle.faults();
     faults.latency_ms = latency_ms;
     handle.set_faults(faults);
-    Ok(Site { handle, _rt: rt })
+    Ok(handle)
 }
 
 struct Proxy {
@@ -295,7 +300,7 @@ async fn main() -> anyhow::Result<()> {
 
     let t = Instant::now();
     let site = start_site(latency)?;
-    let site_url = site.handle.url();
+    let site_url = site.url();
     let db = TestDb::create("sgcache_storm_bench").await?;
     let client = sgcache_tests::proxy::site_client(site_url.clone());
     let spec = ShotgunCacheSpec::from_yaml(ENTITIES, "storm")?;
@@ -397,14 +402,14 @@ async fn main() -> anyhow::Result<()> {
                     }
                 })
             });
-            let before = site_counts(&site.handle);
+            let before = site_counts(&site);
             let coalesced_before =
                 proxy_metric(&http, &proxy.url, "sgcache_proxy_coalesced_requests_total").await;
             let run = storm(&api, conns, secs, body).await;
             if let Some(w) = writer {
                 w.abort();
             }
-            let after = site_counts(&site.handle);
+            let after = site_counts(&site);
             let coalesced =
                 proxy_metric(&http, &proxy.url, "sgcache_proxy_coalesced_requests_total").await
                     - coalesced_before;
