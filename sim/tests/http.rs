@@ -363,7 +363,7 @@ async fn binary_prints_its_url_and_stops_on_sigterm() {
     assert_eq!(
         quirks,
         json!({"null_checkboxes": false, "text_case": "insensitive",
-               "sort_collation": "byte", "week_start": "sunday"})
+               "sort_collation": "byte", "week_start": "sunday", "null_hop": "null"})
     );
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
@@ -510,7 +510,7 @@ async fn quirks_switch_semantics_over_http() {
     assert_eq!(
         control(&h, "quirks").await,
         json!({"null_checkboxes": false, "text_case": "insensitive",
-               "sort_collation": "folded", "week_start": "monday"})
+               "sort_collation": "folded", "week_start": "monday", "null_hop": "null"})
     );
     assert_eq!(codes_sorted(&h, "HQ").await, ["hqa", "hqB"]);
     let r = put_control(&h, "quirks", json!({"sort_collation": "byte"})).await;

@@ -7,6 +7,22 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The `sgcache-worker` beside the running benchmark binary (`target/<profile>/`), or
+/// `SGCACHE_WORKER_BIN`: what the benchmarks measure.
+pub fn beside_this_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("SGCACHE_WORKER_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("own path");
+    let bin = exe.with_file_name(format!("sgcache-worker{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo build --release -p sgcache-worker (or set SGCACHE_WORKER_BIN)",
+        bin.display()
+    );
+    bin
+}
+
 /// Path of the `sgcache-worker` binary.
 pub fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("SGCACHE_WORKER_BIN") {

@@ -476,21 +476,6 @@ fn entity_count(entities: &str) -> usize {
     entities.matches("- type:").count()
 }
 
-/// The `sgcache-worker` beside this binary, or `SGCACHE_WORKER_BIN`.
-fn worker_bin() -> std::path::PathBuf {
-    if let Ok(p) = std::env::var("SGCACHE_WORKER_BIN") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().expect("own path");
-    let bin = exe.with_file_name(format!("sgcache-worker{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo build --release -p sgcache-worker (or set SGCACHE_WORKER_BIN)",
-        bin.display()
-    );
-    bin
-}
-
 struct Worker {
     child: Child,
     url: String,
@@ -527,7 +512,7 @@ fn start_worker(
     let config = dir.path().join("sgcache.yaml");
     std::fs::write(&config, yaml)?;
     let log = dir.path().join("worker.log");
-    let child = Command::new(worker_bin())
+    let child = Command::new(sgcache_tests::worker::beside_this_binary())
         .arg("--config")
         .arg(&config)
         .arg("all")
@@ -1017,7 +1002,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "\nwarm-up {warmup} s then {secs} s measured per client count; site latency {site_latency_ms} ms; \
          answers kept {result_cache_mb} MiB; worker: {}",
-        worker_bin().display()
+        sgcache_tests::worker::beside_this_binary().display()
     );
     print_tables(&shapes, &reasons, &phases);
 

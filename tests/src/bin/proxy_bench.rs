@@ -176,21 +176,6 @@ fn rss_mib(pid: u32) -> (f64, f64) {
     (kb("VmRSS:"), kb("VmHWM:"))
 }
 
-/// The release `sgcache-worker` beside this binary.
-fn worker_bin() -> std::path::PathBuf {
-    if let Ok(p) = std::env::var("SGCACHE_WORKER_BIN") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().expect("own path");
-    let bin = exe.with_file_name("sgcache-worker");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo build --release -p sgcache-worker",
-        bin.display()
-    );
-    bin
-}
-
 struct Proxy {
     child: Child,
     url: String,
@@ -222,7 +207,7 @@ async fn start_proxy(
              workers:\n  proxy:\n    port: {port}\n    authTtl: 600s\n    resultCacheMb: {result_cache_mb}\n{ENTITIES}"
         ),
     )?;
-    let child = Command::new(worker_bin())
+    let child = Command::new(sgcache_tests::worker::beside_this_binary())
         .arg("--config")
         .arg(&config)
         .arg("proxy")

@@ -126,16 +126,6 @@ impl Drop for Proxy {
     }
 }
 
-/// The release `sgcache-worker` beside this binary (or `SGCACHE_WORKER_BIN`).
-fn worker_bin() -> std::path::PathBuf {
-    if let Ok(p) = std::env::var("SGCACHE_WORKER_BIN") {
-        return p.into();
-    }
-    std::env::current_exe()
-        .expect("own path")
-        .with_file_name("sgcache-worker")
-}
-
 async fn start_proxy(site_url: &str, db_url: &str) -> anyhow::Result<Proxy> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -150,7 +140,7 @@ async fn start_proxy(site_url: &str, db_url: &str) -> anyhow::Result<Proxy> {
              workers:\n  proxy:\n    port: {port}\n    authTtl: 600s\n{ENTITIES}"
         ),
     )?;
-    let child = Command::new(worker_bin())
+    let child = Command::new(sgcache_tests::worker::beside_this_binary())
         .arg("--config")
         .arg(&config)
         .arg("proxy")

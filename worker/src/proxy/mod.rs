@@ -370,7 +370,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "stale_types": freshness::stale_types(&catalog),
         "unservable_fields": freshness::unservable_fields(&catalog),
     });
-    body["database_guard"] = state.db_guard.describe();
+    if state.db().is_some() {
+        // Whether the database can be vouched for (failover, rollback, unsynced writes);
+        // nothing to say without one.
+        body["database_guard"] = state.db_guard.describe();
+    }
     if let Some(workers) = state.workers.get() {
         // Leader or standby of each worker in this process (`all`); they do not make the
         // proxy unready: it answers from the site meanwhile.
