@@ -49,6 +49,11 @@ workers:
   events: {pollInterval: 250ms, gapWindow: 60s}
   scanner: {interval: 5s}
 eventLog: {retain: 1d}
+# Events link ApiUsers, named from `firstname` (a display field the protocol doc does not
+# confirm: class link:name). How a class earns trust is test_proxy_battery.py's and
+# tests/trust.rs's subject; here the log's own answers are, so the class is pinned on.
+trust:
+  classes: {"link:name": "on"}
 """
 
 
