@@ -78,3 +78,59 @@ pub fn texts(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A benchmark's `sgcache-worker proxy` process ([`beside_this_binary`]), stopped when dropped.
+pub struct BenchProxy {
+    pub child: std::process::Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for BenchProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl BenchProxy {
+    /// Starts the proxy on a free port with the config `config(port)` returns, and waits (up
+    /// to 20 s) until its database answers and `types_ready` types are served.
+    pub async fn start(
+        config: impl FnOnce(u16) -> String,
+        types_ready: u64,
+    ) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("sgcache.yaml");
+        std::fs::write(&path, config(port))?;
+        let child = Command::new(beside_this_binary())
+            .arg("--config")
+            .arg(&path)
+            .arg("proxy")
+            .env_remove("DATABASE_URL")
+            .env_remove("SHOTGUN_URL")
+            .env_remove("SGCACHE_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let proxy = BenchProxy {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let http = reqwest::Client::new();
+        for _ in 0..400 {
+            if let Ok(r) = http.get(format!("{}/readyz", proxy.url)).send().await {
+                let v: serde_json::Value = r.json().await.unwrap_or_default();
+                if v["database"] == "ok" && v["types_ready"].as_u64() >= Some(types_ready) {
+                    return Ok(proxy);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("the proxy did not become ready")
+    }
+}

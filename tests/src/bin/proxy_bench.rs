@@ -18,7 +18,6 @@
 //! Before measuring, every read variant is answered once by the proxy and once by the site and
 //! the two answers must be identical. Prints figures; asserts only correctness.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +31,7 @@ use sgcache::sql::{Sql, SqlValue};
 use sgcache::ShotgunCacheSpec;
 use sgcache_tests::pg::TestDb;
 use sgcache_tests::proxy::{script_auth, Harness};
+use sgcache_tests::worker::BenchProxy;
 use shotgun_sim::{SeedConfig, SimConfig};
 
 const ENTITIES: &str = "
@@ -176,64 +176,19 @@ fn rss_mib(pid: u32) -> (f64, f64) {
     (kb("VmRSS:"), kb("VmHWM:"))
 }
 
-struct Proxy {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start_proxy(
     site_url: &str,
     db_url: &str,
     pool: usize,
     result_cache_mb: usize,
-) -> anyhow::Result<Proxy> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("sgcache.yaml");
-    std::fs::write(
-        &config,
+) -> anyhow::Result<BenchProxy> {
+    let config = |port| {
         format!(
             "site:\n  url: {site_url}\ndatabase:\n  url:\n    value: {db_url}\n  maxConnections: {pool}\n\
              workers:\n  proxy:\n    port: {port}\n    authTtl: 600s\n    resultCacheMb: {result_cache_mb}\n{ENTITIES}"
-        ),
-    )?;
-    let child = Command::new(sgcache_tests::worker::beside_this_binary())
-        .arg("--config")
-        .arg(&config)
-        .arg("proxy")
-        .env_remove("DATABASE_URL")
-        .env_remove("SHOTGUN_URL")
-        .env_remove("SGCACHE_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let url = format!("http://127.0.0.1:{port}");
-    let proxy = Proxy {
-        child,
-        url,
-        _dir: dir,
+        )
     };
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if let Ok(r) = http.get(format!("{}/readyz", proxy.url)).send().await {
-            let v: Value = r.json().await.unwrap_or_default();
-            if v["database"] == "ok" && v["types_ready"].as_u64() >= Some(4) {
-                return Ok(proxy);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("the proxy did not become ready")
+    BenchProxy::start(config, 4).await
 }
 
 /// The load loops' call: status 200 and the path header, the body read but not parsed (the

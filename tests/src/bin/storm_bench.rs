@@ -18,7 +18,6 @@
 //! passed-through read, beside the target `seconds / site round trip + 1`. Prints figures; the
 //! only assertion is that the proxy answers as the site does before the storm starts.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +26,7 @@ use serde_json::{json, Value};
 use sgcache::plan::PlanOptions;
 use sgcache::ShotgunCacheSpec;
 use sgcache_tests::pg::TestDb;
+use sgcache_tests::worker::BenchProxy;
 use shotgun_sim::{ScriptCredential, SimConfig, SimHandle};
 
 const ENTITIES: &str = "
@@ -113,59 +113,15 @@ fn start_site(latency_ms: u64) -> anyhow::Result<SimHandle> {
     Ok(handle)
 }
 
-struct Proxy {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_proxy(site_url: &str, db_url: &str) -> anyhow::Result<Proxy> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("sgcache.yaml");
-    std::fs::write(
-        &config,
+async fn start_proxy(site_url: &str, db_url: &str) -> anyhow::Result<BenchProxy> {
+    let config = |port| {
         format!(
             "site:\n  url: {site_url}\n  scriptName: {{value: sgcache_test}}\n  apiKey: {{value: test_key}}\n\
              database:\n  url:\n    value: {db_url}\n\
              workers:\n  proxy:\n    port: {port}\n    authTtl: 600s\n{ENTITIES}"
-        ),
-    )?;
-    let child = Command::new(sgcache_tests::worker::beside_this_binary())
-        .arg("--config")
-        .arg(&config)
-        .arg("proxy")
-        .env_remove("DATABASE_URL")
-        .env_remove("SHOTGUN_URL")
-        .env_remove("SGCACHE_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let proxy = Proxy {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
+        )
     };
-    let http = reqwest::Client::new();
-    for _ in 0..400 {
-        if let Ok(r) = http.get(format!("{}/readyz", proxy.url)).send().await {
-            let v: Value = r.json().await.unwrap_or_default();
-            if v["database"] == "ok" && v["types_ready"].as_u64() >= Some(2) {
-                return Ok(proxy);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("the proxy did not become ready")
+    BenchProxy::start(config, 2).await
 }
 
 /// One request: the answer's path header, or `None` for a client error.
