@@ -309,7 +309,7 @@ impl Db {
                     }
                     other => other?,
                 };
-                rows.iter().map(decode_pg).collect()
+                decode_pg_rows(&rows)
             }
             Db::Sqlite(p) => sqlite_query(sql)
                 .fetch_all(p)
@@ -360,10 +360,8 @@ impl Tx {
                 .await
                 .inspect_err(|e| {
                     stale_plans::noted(e);
-                })?
-                .iter()
-                .map(decode_pg)
-                .collect(),
+                })
+                .map(|rows| decode_pg_rows(&rows))?,
             Tx::Sqlite(t) => sqlite_query(sql)
                 .fetch_all(&mut **t)
                 .await?
@@ -542,33 +540,91 @@ pub fn format_datetime(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-fn decode_pg(row: &PgRow) -> Result<Vec<SqlValue>, sqlx::Error> {
-    (0..row.columns().len())
-        .map(|i| {
+/// How a PostgreSQL column's values are decoded, from its type's name.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum PgKind {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    Numeric,
+    Json,
+    Date,
+    TimestampTz,
+    Timestamp,
+    Text,
+}
+
+impl PgKind {
+    fn of(type_name: &str) -> PgKind {
+        const NAMED: [(&str, PgKind); 12] = [
+            ("BOOL", PgKind::Bool),
+            ("INT2", PgKind::Int2),
+            ("INT4", PgKind::Int4),
+            ("INT8", PgKind::Int8),
+            ("FLOAT4", PgKind::Float4),
+            ("FLOAT8", PgKind::Float8),
+            ("NUMERIC", PgKind::Numeric),
+            ("JSON", PgKind::Json),
+            ("JSONB", PgKind::Json),
+            ("DATE", PgKind::Date),
+            ("TIMESTAMPTZ", PgKind::TimestampTz),
+            ("TIMESTAMP", PgKind::Timestamp),
+        ];
+        NAMED
+            .iter()
+            .find(|(name, _)| type_name.eq_ignore_ascii_case(name))
+            .map_or(PgKind::Text, |(_, kind)| *kind)
+    }
+}
+
+/// Decodes every row; the columns' kinds are worked out once (every row of a result has the
+/// same columns): per cell, this was an allocation and a dozen comparisons.
+fn decode_pg_rows(rows: &[PgRow]) -> Result<Vec<Vec<SqlValue>>, sqlx::Error> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let kinds: Vec<PgKind> = first
+        .columns()
+        .iter()
+        .map(|c| PgKind::of(c.type_info().name()))
+        .collect();
+    rows.iter().map(|r| decode_pg(r, &kinds)).collect()
+}
+
+fn decode_pg(row: &PgRow, kinds: &[PgKind]) -> Result<Vec<SqlValue>, sqlx::Error> {
+    kinds
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| {
             if row.try_get_raw(i)?.is_null() {
                 return Ok(SqlValue::Null);
             }
-            let ty = row.column(i).type_info().name().to_ascii_uppercase();
-            Ok(match ty.as_str() {
-                "BOOL" => SqlValue::Bool(row.try_get(i)?),
-                "INT2" => SqlValue::Int(row.try_get::<i16, _>(i)?.into()),
-                "INT4" => SqlValue::Int(row.try_get::<i32, _>(i)?.into()),
-                "INT8" => SqlValue::Int(row.try_get(i)?),
-                "FLOAT4" => SqlValue::Float(row.try_get::<f32, _>(i)?.into()),
-                "FLOAT8" => SqlValue::Float(row.try_get(i)?),
-                "NUMERIC" => SqlValue::Float(
+            // The kinds named after a built-in type decode it without checking the type
+            // again per cell (it is the column's); text and numeric are checked as before.
+            Ok(match kind {
+                PgKind::Bool => SqlValue::Bool(row.try_get_unchecked(i)?),
+                PgKind::Int2 => SqlValue::Int(row.try_get_unchecked::<i16, _>(i)?.into()),
+                PgKind::Int4 => SqlValue::Int(row.try_get_unchecked::<i32, _>(i)?.into()),
+                PgKind::Int8 => SqlValue::Int(row.try_get_unchecked(i)?),
+                PgKind::Float4 => SqlValue::Float(row.try_get_unchecked::<f32, _>(i)?.into()),
+                PgKind::Float8 => SqlValue::Float(row.try_get_unchecked(i)?),
+                PgKind::Numeric => SqlValue::Float(
                     row.try_get::<String, _>(i)
                         .ok()
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(f64::NAN),
                 ),
-                "JSON" | "JSONB" => SqlValue::Json(row.try_get(i)?),
-                "DATE" => SqlValue::Date(row.try_get(i)?),
-                "TIMESTAMPTZ" => SqlValue::DateTime(row.try_get(i)?),
-                "TIMESTAMP" => {
-                    SqlValue::DateTime(row.try_get::<chrono::NaiveDateTime, _>(i)?.and_utc())
-                }
-                _ => SqlValue::Text(row.try_get(i)?),
+                PgKind::Json => SqlValue::Json(row.try_get_unchecked(i)?),
+                PgKind::Date => SqlValue::Date(row.try_get_unchecked(i)?),
+                PgKind::TimestampTz => SqlValue::DateTime(row.try_get_unchecked(i)?),
+                PgKind::Timestamp => SqlValue::DateTime(
+                    row.try_get_unchecked::<chrono::NaiveDateTime, _>(i)?
+                        .and_utc(),
+                ),
+                PgKind::Text => SqlValue::Text(row.try_get(i)?),
             })
         })
         .collect()
@@ -595,6 +651,18 @@ fn decode_sqlite(row: &SqliteRow) -> Result<Vec<SqlValue>, sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn column_kinds_come_from_type_names_whatever_their_case() {
+        assert_eq!(PgKind::of("INT8"), PgKind::Int8);
+        assert_eq!(PgKind::of("int4"), PgKind::Int4);
+        assert_eq!(PgKind::of("JSONB"), PgKind::Json);
+        assert_eq!(PgKind::of("TIMESTAMP"), PgKind::Timestamp);
+        assert_eq!(PgKind::of("TIMESTAMPTZ"), PgKind::TimestampTz);
+        for text in ["TEXT", "VARCHAR", "citext", "NAME", "UUID"] {
+            assert_eq!(PgKind::of(text), PgKind::Text, "{text}");
+        }
+    }
 
     #[test]
     fn builder_binds_values_with_dialect_placeholders() {

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 
+pub mod cpu;
 pub mod layout;
 pub mod loader;
 pub mod pg;

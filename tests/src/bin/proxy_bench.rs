@@ -29,6 +29,7 @@ use sgcache::site::SiteClient;
 use sgcache::spec::SiteConnection;
 use sgcache::sql::{Sql, SqlValue};
 use sgcache::ShotgunCacheSpec;
+use sgcache_tests::cpu;
 use sgcache_tests::pg::TestDb;
 use sgcache_tests::proxy::{script_auth, Harness};
 use sgcache_tests::worker::BenchProxy;
@@ -282,6 +283,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let t = Instant::now();
     let db = TestDb::create("sgcache_proxy_bench").await?;
+    let db_name = db.name.clone();
     let h = Harness::start(sim, None).await?;
     let site = SiteClient::new(SiteConnection {
         url: h.sim.url(),
@@ -432,6 +434,12 @@ async fn main() -> anyhow::Result<()> {
             n
         })
     });
+    let me = std::process::id();
+    let backends = |db: &sgcache::sql::Db| {
+        let (db, name) = (db.clone(), db_name.clone());
+        async move { cpu::pg_backends(&db, &name).await }
+    };
+    let meter = cpu::Meter::start([pid, me].into_iter().chain(backends(&db.db).await));
     let proxy_run = {
         let (http, api, bodies) = (http.clone(), api.clone(), bodies.clone());
         load(clients, secs, move |i| {
@@ -440,6 +448,11 @@ async fn main() -> anyhow::Result<()> {
         })
         .await
     };
+    let proxy_cpu = meter.stop(vec![
+        ("proxy", vec![pid]),
+        ("postgres", backends(&db.db).await),
+        ("client", vec![me]),
+    ]);
     let rss_load = sampler.await?;
     if let Some(churn) = churn {
         println!("changes made during the run: {}", churn.await?);
@@ -462,6 +475,10 @@ async fn main() -> anyhow::Result<()> {
         proxy_run.line()
     );
     println!(
+        "  CPU per read: {}",
+        proxy_cpu.per_request(proxy_run.lat.len() as u64)
+    );
+    println!(
         "  site requests during the run: {}; answered from kept answers since start: {hits}",
         h.site_requests() - site_before
     );
@@ -475,6 +492,7 @@ async fn main() -> anyhow::Result<()> {
         .connect(&db.url)
         .await?;
     let sqls: Arc<Vec<Sql>> = Arc::new(plans.iter().map(|p| p.sql.clone()).collect());
+    let meter = cpu::Meter::start([pid, me].into_iter().chain(backends(&db.db).await));
     let sql_run = {
         let (pg, sqls) = (pg.clone(), sqls.clone());
         load(clients, secs, move |i| {
@@ -488,10 +506,19 @@ async fn main() -> anyhow::Result<()> {
         })
         .await
     };
+    let sql_cpu = meter.stop(vec![
+        ("proxy (idle)", vec![pid]),
+        ("postgres", backends(&db.db).await),
+        ("client", vec![me]),
+    ]);
     pg.close().await;
     println!(
         "sqlx direct (same SQL, pool {pool}), {clients} clients, {secs} s: {}",
         sql_run.line()
+    );
+    println!(
+        "  CPU per read: {}",
+        sql_cpu.per_request(sql_run.lat.len() as u64)
     );
     println!(
         "  proxy throughput / sqlx throughput: {:.0}%",

@@ -1,5 +1,6 @@
 //! `cargo run --release -p sgcache-tests --bin storm-bench [-- --connections 16,1000,5000
-//!  --seconds 15 --latency-ms 100 --only a,b,c,d]`
+//!  --seconds 15 --latency-ms 100 --only a,b,c,d --worker <sgcache-worker binary>
+//!  --client conn|reqwest]`
 //!
 //! The crowd benchmark of issue #20: a render farm's storm of identical reads. The test site
 //! (its own runtime, `--latency-ms` added to every answer) and the release `sgcache-worker
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sgcache::plan::PlanOptions;
 use sgcache::ShotgunCacheSpec;
+use sgcache_tests::cpu;
 use sgcache_tests::pg::TestDb;
 use sgcache_tests::worker::BenchProxy;
 use shotgun_sim::{ScriptCredential, SimConfig, SimHandle};
@@ -161,12 +163,80 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
 }
 
+/// The load generator's HTTP client.
+#[derive(Clone, Copy, PartialEq)]
+enum Client {
+    /// One HTTP/1.1 connection per job, requests written on it back to back (hyper's
+    /// connection API: no pool, no timers): the least CPU per request, so that on this
+    /// machine, whose two cores the generator shares with the proxy, the figures are the
+    /// proxy's rather than the generator's. No `accept-encoding`.
+    Conn,
+    /// One `reqwest::Client` per job (a pool of one connection, gzip accepted and decoded):
+    /// as the figures before 2026-12-06 were measured.
+    Reqwest,
+}
+
+/// One HTTP/1.1 connection to `addr` (`host:port`).
+async fn connect(
+    addr: &str,
+) -> Option<hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let _ = stream.set_nodelay(true);
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    Some(send)
+}
+
+/// One request on `conn`: the answer's path header, or `None` for a client error (the
+/// connection is then dropped: the next request opens another).
+async fn call_on(
+    conn: &mut Option<
+        hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+    >,
+    addr: &str,
+    body: String,
+) -> Option<String> {
+    use http_body_util::BodyExt;
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        *conn = connect(addr).await;
+    }
+    let send = conn.as_mut()?;
+    let request = hyper::Request::post("/api3/json")
+        .header("host", addr)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+        .ok()?;
+    let answered = async {
+        send.ready().await.ok()?;
+        let r = send.send_request(request).await.ok()?;
+        let path = r
+            .headers()
+            .get("x-sgcache-path")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let ok = r.status().is_success();
+        let body = r.into_body().collect().await.ok()?.to_bytes();
+        let error = body.windows(17).any(|w| w == b"\"exception\":true");
+        Some(path.filter(|_| ok && !error))
+    };
+    match tokio::time::timeout(Duration::from_secs(120), answered).await {
+        Ok(Some(path)) => path,
+        _ => {
+            *conn = None;
+            None
+        }
+    }
+}
+
 /// `connections` clients, each on its own connection, sending `body(i)` back to back.
 async fn storm(
     url: &str,
     connections: usize,
     secs: f64,
     body: Arc<dyn Fn(usize) -> String + Send + Sync>,
+    client: Client,
 ) -> Run {
     let start = Instant::now();
     let until = Duration::from_secs_f64(secs);
@@ -176,15 +246,28 @@ async fn storm(
         let (url, body, cache) = (url.to_string(), body.clone(), cache.clone());
         tasks.push(tokio::spawn(async move {
             // One client per connection: a render farm's jobs are separate processes.
-            let http = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .timeout(Duration::from_secs(120))
-                .build()
-                .expect("client");
+            let http = (client == Client::Reqwest).then(|| {
+                reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .timeout(Duration::from_secs(120))
+                    .build()
+                    .expect("client")
+            });
+            let addr = url
+                .trim_start_matches("http://")
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let mut conn = None;
             let (mut lat, mut errors) = (Vec::new(), 0u64);
             while start.elapsed() < until {
                 let t = Instant::now();
-                match call(&http, &url, body(c)).await {
+                let answer = match &http {
+                    None => call_on(&mut conn, &addr, body(c)).await,
+                    Some(http) => call(http, &url, body(c)).await,
+                };
+                match answer {
                     Some(path) => {
                         lat.push(t.elapsed());
                         if path == "cache" {
@@ -243,6 +326,14 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100);
     let only = arg("--only").unwrap_or_else(|| "a,b,c,d".into());
+    let generator = match arg("--client").as_deref() {
+        Some("reqwest") => Client::Reqwest,
+        _ => Client::Conn,
+    };
+    // Another build of the worker (the code before a change, for before/after figures).
+    if let Some(bin) = arg("--worker") {
+        std::env::set_var("SGCACHE_WORKER_BIN", bin);
+    }
 
     let t = Instant::now();
     let site = start_site(latency)?;
@@ -351,7 +442,12 @@ async fn main() -> anyhow::Result<()> {
             let before = site_counts(&site);
             let coalesced_before =
                 proxy_metric(&http, &proxy.url, "sgcache_proxy_coalesced_requests_total").await;
-            let run = storm(&api, conns, secs, body).await;
+            let meter = cpu::Meter::start([proxy.child.id(), std::process::id()]);
+            let run = storm(&api, conns, secs, body, generator).await;
+            let used = meter.stop(vec![
+                ("proxy", vec![proxy.child.id()]),
+                ("load generator + site", vec![std::process::id()]),
+            ]);
             if let Some(w) = writer {
                 w.abort();
             }
@@ -380,6 +476,10 @@ async fn main() -> anyhow::Result<()> {
                 after.0 - before.0,
                 per_distinct,
                 coalesced,
+            );
+            println!(
+                "          CPU per read: {}",
+                used.per_request(reads + run.errors)
             );
             // Let connections close and the proxy settle between runs.
             tokio::time::sleep(Duration::from_secs(2)).await;

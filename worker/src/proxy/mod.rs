@@ -18,6 +18,7 @@ mod freshness;
 pub mod intake;
 pub mod listener;
 pub mod metrics;
+mod plans;
 mod read;
 mod refresh;
 pub mod run;
@@ -140,6 +141,8 @@ pub struct AppState {
     pub cache_for: Option<sgcache::spec::CacheForSpec>,
     /// Answers kept in memory.
     pub results: answer_cache::ResultCache,
+    /// Plans of cached reads kept by payload.
+    plans: plans::Plans,
     /// Cached reads' statements in flight: identical ones run once.
     pub statements:
         upstream::flights::Flights<Result<answer_cache::Kept, sgcache::query::PassThrough>>,
@@ -190,6 +193,7 @@ impl AppState {
                 config.result_cache_bytes,
                 config.result_cache_ttl,
             ),
+            plans: Default::default(),
             statements: Default::default(),
             access_log: config.access_log,
             max_lag: config.max_lag,

@@ -97,8 +97,9 @@ async fn to_site(
     .await
 }
 
-/// The statement answering the read, or why the cache does not answer it.
-fn plan(state: &AppState, env: &Envelope<'_>) -> Result<ReadPlan, PassThrough> {
+/// The statement answering the read, or why the cache does not answer it; the plan kept for
+/// the same payload and catalog when there is one ([`super::plans`]).
+fn plan(state: &AppState, env: &Envelope<'_>) -> Result<Arc<ReadPlan>, PassThrough> {
     let Some(db) = state.db() else {
         return Err(sgcache::query::pass(Reason::Database, "no cache database"));
     };
@@ -114,28 +115,39 @@ fn plan(state: &AppState, env: &Envelope<'_>) -> Result<ReadPlan, PassThrough> {
             "payload too large to plan",
         ));
     }
+    let catalog = state.catalog();
+    if let Some(plan) = state.plans.get(env.payload_text(), &catalog) {
+        return Ok(plan);
+    }
     let payload = env
         .payload_value()
         .ok_or_else(|| sgcache::query::pass(Reason::Payload, "payload nested too deeply"))?;
     let read = ReadRequest::parse(&payload)
         .map_err(|e| sgcache::query::pass(Reason::Payload, e.message))?;
-    plan_read_at(
+    let plan = Arc::new(plan_read_at(
         &read,
-        &state.catalog(),
+        &catalog,
         db.dialect(),
         state.upstream.clock.now(),
-    )
+    )?);
+    state.plans.put(env.payload_text(), &catalog, plan.clone());
+    Ok(plan)
 }
 
 /// A plan the cache may answer, and whether its answer is also to be re-checked.
 struct Served {
-    plan: ReadPlan,
+    plan: Arc<ReadPlan>,
     recheck: bool,
 }
 
 /// A read of a learning class: the site answers it, and the cache's answer is compared with
 /// the site's in the background (see [`super::trust`]).
-async fn learn(state: &Arc<AppState>, call: &Call, key: &CredentialKey, plan: ReadPlan) -> Outcome {
+async fn learn(
+    state: &Arc<AppState>,
+    call: &Call,
+    key: &CredentialKey,
+    plan: Arc<ReadPlan>,
+) -> Outcome {
     forward_seen(state, call, Some(key), "trust_learning", |resp| {
         super::stale_rows::observe(state, resp);
         let site = resp
@@ -145,15 +157,15 @@ async fn learn(state: &Arc<AppState>, call: &Call, key: &CredentialKey, plan: Re
             .flatten()
             .and_then(trust::results_of);
         if let Some(site) = site {
-            trust::spawn_check(state, check(call, plan, Some(site), None));
+            trust::spawn_check(state, check(call, &plan, Some(site), None));
         }
     })
     .await
 }
 
-fn check(call: &Call, plan: ReadPlan, site: Option<Value>, cache: Option<Value>) -> Check {
+fn check(call: &Call, plan: &ReadPlan, site: Option<Value>, cache: Option<Value>) -> Check {
     Check {
-        plan,
+        plan: plan.clone(),
         path: call.path.clone(),
         headers: call.headers.clone(),
         body: call.body.clone(),
@@ -196,7 +208,7 @@ async fn cached(
                 let cache = serde_json::from_slice(&kept.body)
                     .ok()
                     .and_then(trust::results_of);
-                trust::spawn_check(state, check(call, served.plan, None, cache));
+                trust::spawn_check(state, check(call, plan, None, cache));
             }
             Outcome::new(kept_response(kept, wants_gzip), Path::Cache, "none")
         }
@@ -278,7 +290,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 /// on the time.
 async fn run_shared(
     state: &Arc<AppState>,
-    plan: &ReadPlan,
+    plan: &Arc<ReadPlan>,
     db: &Db,
     payload: &str,
     kept_key: Option<String>,
@@ -333,9 +345,9 @@ async fn run_and_keep(
             )
         })??;
     let body = Bytes::from(body);
-    let mut gz = None;
+    // Gzipped here rather than by the compression layer, kept or not (see `gzip`).
+    let gz = wants_gzip.then(|| answer_cache::gzip(&body)).flatten();
     if let (Some(key), Some(at)) = (kept_key, at) {
-        gz = wants_gzip.then(|| answer_cache::gzip(&body)).flatten();
         state.results.put(key, at, body.clone(), gz.clone());
     }
     Ok(Kept { body, gz })
