@@ -139,8 +139,17 @@ async fn current(state: &AppState) -> Result<Arc<Status>, String> {
         .db()
         .ok_or("the proxy has no cache database (it passes everything through)")?;
     let site = page.site.get_or_init(|| site_client(state)).as_ref();
-    let mut status = gather(db, site).await.map_err(|e| e.to_string())?;
-    status.proxy = Some(ProxyFigures::from_metrics(&state.metrics.encode()));
+    let guard = state.db_guard.describe();
+    // Why reads go to the site, said even when the database cannot be read at all (a standby
+    // behind its address).
+    let why = guard["reason"].as_str().map(String::from);
+    let mut status = gather(db, site).await.map_err(|e| match &why {
+        Some(why) => format!("{e}; every read goes to the site: {why}"),
+        None => e.to_string(),
+    })?;
+    let mut figures = ProxyFigures::from_metrics(&state.metrics.encode());
+    figures.database_guard_reason = why;
+    status.proxy = Some(figures);
     let trust = state.trust.config();
     super::trust::apply_settings(&mut status.trust, trust.samples, |c| {
         trust.pins.get(&c).copied()

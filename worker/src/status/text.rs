@@ -171,7 +171,14 @@ pub fn proxy_line(p: &super::ProxyFigures) -> String {
     let ratio = p.hit_ratio.map_or("no reads yet".into(), |r| {
         format!("hit ratio {}", percent(r))
     });
-    let mut line = format!(
+    let mut line = String::new();
+    if let Some(state) = &p.database_guard {
+        // First: while it holds, every read goes to the site, whatever the ratio says.
+        let why = p.database_guard_reason.as_deref().unwrap_or(state);
+        let _ = write!(line, "every read goes to the site ({state}: {why}); ");
+    }
+    let _ = write!(
+        line,
         "{ratio} ({} reads from the cache, {} from the site)",
         p.reads_cache, p.reads_site
     );
