@@ -440,6 +440,24 @@ async fn standby_behind_the_address(
         metrics.contains("sgcache_proxy_database_state{state=\"not_writable\"} 1"),
         "{case}: the metrics do not say the database is not writable"
     );
+    // The status page says it too (the database cannot even be read for the rest of it).
+    let page: Value = match rig
+        .http
+        .get(format!("{}/_sgcache/status.json", rig.proxy))
+        .send()
+        .await
+    {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    };
+    let said = page["error"]
+        .as_str()
+        .or(page["text"]["proxy"].as_str())
+        .unwrap_or_default();
+    assert!(
+        said.contains("every read goes to the site") && said.contains("standby"),
+        "{case}: the status page does not say why reads go to the site: {page}"
+    );
     tokio::time::sleep(outage - outage / 2).await;
 
     rig.relay.point(rig.pair.primary.addr());
