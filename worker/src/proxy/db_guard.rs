@@ -265,21 +265,21 @@ impl Memory {
                 return Err(Unvouched::Failover { what: what.clone() });
             }
         }
-        // After the more telling failover wait: both end when the follower caught up.
-        if let Some(at) = self.resumed {
-            if o.caught_up_at.is_none() || caught_up_after(at) {
-                tracing::info!("the follower caught up after the database came back");
-                self.resumed = None;
-            } else {
-                return Err(Unvouched::CatchingUp);
-            }
-        }
         if let (Some(position), Some(high)) = (o.position, self.high_water) {
             if position < high {
                 return Err(Unvouched::RolledBack {
                     position,
                     high_water: high,
                 });
+            }
+        }
+        // After the more telling failover and rollback waits: each ends as the follower catches up.
+        if let Some(at) = self.resumed {
+            if o.caught_up_at.is_none() || caught_up_after(at) {
+                tracing::info!("the follower caught up after the database came back");
+                self.resumed = None;
+            } else {
+                return Err(Unvouched::CatchingUp);
             }
         }
         self.high_water = self.high_water.max(o.position);
