@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::ProxyFigures;
-use crate::proxy::AppState;
+use crate::proxy::telemetry::Telemetry;
 
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 
@@ -67,7 +67,7 @@ impl ReadRates {
 }
 
 /// Samples the proxy's read counters into the status page's ring until `stop`.
-pub async fn sample_loop(state: Arc<AppState>, stop: CancellationToken) {
+pub async fn sample_loop(telemetry: Arc<Telemetry>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -75,8 +75,8 @@ pub async fn sample_loop(state: Arc<AppState>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let figures = ProxyFigures::from_metrics(&state.metrics.encode());
-        state.status_page.read_rates.record(
+        let figures = ProxyFigures::from_metrics(&telemetry.metrics.encode());
+        telemetry.status_page.read_rates.record(
             Instant::now(),
             chrono::Utc::now().timestamp_millis(),
             figures.reads_cache,
