@@ -102,7 +102,11 @@ impl Rig {
             all,
             log,
             proxy: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            // Bounded: a proxy that stops answering fails the test instead of hanging it.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .unwrap(),
         };
         let ready = eventually(Duration::from_secs(60), || async {
             let r = rig.readyz().await;
@@ -182,13 +186,18 @@ impl Rig {
         self.env.db.db = Db::connect(&self.env.db.url, 4).await.unwrap();
     }
 
-    async fn stop(mut self) {
+    async fn stop(self) {
+        // `all` is stopped, then the relay and the servers, as the rig drops.
+        // (The site stops with the test's runtime.)
+        self.env.db.db.close().await;
+    }
+}
+
+impl Drop for Rig {
+    /// A failed test must not leave `all` running (the servers go with the pair).
+    fn drop(&mut self) {
         let _ = self.all.kill();
         let _ = self.all.wait();
-        drop(self.relay);
-        self.env.db.db.close().await;
-        self.env.sim.shutdown().await;
-        drop(self.pair); // stops the servers and removes their folder
     }
 }
 
