@@ -30,6 +30,10 @@ const REUSE_FOR: Duration = Duration::from_secs(4);
 /// Longest wait for the site's event log while gathering.
 const SITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Longest wait for the whole status: a page that never answers tells nobody anything (a
+/// database whose address moved may leave calls waiting for their connection's timeouts).
+const GATHER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the proxy keeps for its status page.
 #[derive(Default)]
 pub struct StatusPage {
@@ -144,7 +148,14 @@ async fn current(state: &AppState) -> Result<Arc<Status>, String> {
     // Why reads go to the site, said even when the database cannot be read at all (a standby
     // behind its address).
     let why = guard["reason"].as_str().map(String::from);
-    let mut status = gather(db, site).await.map_err(|e| match &why {
+    let gathered = match tokio::time::timeout(GATHER_TIMEOUT, gather(db, site)).await {
+        Ok(gathered) => gathered.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "the status could not be gathered within {} s",
+            GATHER_TIMEOUT.as_secs()
+        )),
+    };
+    let mut status = gathered.map_err(|e| match &why {
         Some(why) => format!("{e}; every read goes to the site: {why}"),
         None => e.to_string(),
     })?;
