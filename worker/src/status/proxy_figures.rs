@@ -22,6 +22,9 @@ pub struct ProxyFigures {
     pub hit_ratio: Option<f64>,
     /// Why reads went to the site, most frequent first.
     pub pass_through: Vec<ReasonCount>,
+    /// Every reason's count (what this replica adds to the shared read counts).
+    #[serde(skip)]
+    pub site_by_reason: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -52,6 +55,7 @@ impl ProxyFigures {
                 _ => {}
             }
         }
+        out.site_by_reason = reasons.clone();
         let all = out.reads_cache + out.reads_site;
         out.hit_ratio = (all > 0).then(|| out.reads_cache as f64 / all as f64);
         let mut reasons: Vec<ReasonCount> = reasons
