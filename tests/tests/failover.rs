@@ -265,7 +265,7 @@ async fn a_read_only_old_primary_behind_the_address_is_never_served_and_the_cach
         json!("by proxy"),
         "the writer's next read is older than its write"
     );
-    let metrics = rig.state.metrics.encode();
+    let metrics = rig.state.telemetry.metrics.encode();
     assert!(
         metrics.contains("sgcache_proxy_database_state{state=\"not_writable\"} 1"),
         "metrics while read-only"

@@ -378,7 +378,7 @@ async fn reads_through_the_proxy_see_its_writes() {
     );
     let (path, rows) = agree(&h, by_id("Shot", 1, json!(["code"]), false)).await;
     assert_eq!((path.as_deref(), rows.len()), (Some("cache"), 0));
-    assert_eq!(h.state.metrics.write_through_failures.get(), 0);
+    assert_eq!(h.state.telemetry.metrics.write_through_failures.get(), 0);
     h.stop().await;
     db.drop().await;
 }
@@ -416,7 +416,7 @@ async fn without_its_database_the_proxy_passes_everything_through() {
         json!({"database": "unavailable", "site": "ok", "types_ready": 4,
             "stale_types": [], "unservable_fields": []})
     );
-    let metrics = h.state.metrics.encode();
+    let metrics = h.state.telemetry.metrics.encode();
     assert!(
         metrics.contains(r#"path="site",reason="database"}"#),
         "{metrics}"
@@ -432,7 +432,7 @@ async fn without_its_database_the_proxy_passes_everything_through() {
 async fn kept_answers_are_dropped_by_any_change_to_the_cache() {
     let Setup { h, db } = setup().await;
     let hits = |h: &Harness| {
-        let m = h.state.metrics.encode();
+        let m = h.state.telemetry.metrics.encode();
         m.lines()
             .find(|l| l.starts_with("sgcache_proxy_result_cache_hits_total "))
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -594,7 +594,7 @@ async fn only_listed_principals_are_answered_from_the_cache() {
     }
     // Three reads through the proxy and three direct ones, all at the site.
     assert_eq!(h.site_requests() - before, 6);
-    let metrics = h.state.metrics.encode();
+    let metrics = h.state.telemetry.metrics.encode();
     assert!(
         metrics.contains(r#"method="read",path="site",reason="principal"} 3"#),
         "{metrics}"
@@ -630,18 +630,18 @@ async fn a_database_outage_passes_reads_through_until_it_is_back() {
     let (relay, Setup { h, db }) = setup_relayed().await;
 
     assert!(
-        h.state.results.is_live(),
+        h.state.cache.results.is_live(),
         "answers are kept while notifications arrive"
     );
     relay.down();
     // The notification connection goes too: answers kept in memory are no longer trusted.
     let mut waited = 0;
-    while h.state.results.is_live() && waited < 100 {
+    while h.state.cache.results.is_live() && waited < 100 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         waited += 1;
     }
     assert!(
-        !h.state.results.is_live(),
+        !h.state.cache.results.is_live(),
         "kept answers outlived the database connection"
     );
     for (name, payload) in battery().into_iter().take(4) {
@@ -690,7 +690,7 @@ async fn a_database_outage_passes_reads_through_until_it_is_back() {
 #[tokio::test]
 async fn a_silent_network_failure_to_the_database_passes_reads_through() {
     let (relay, Setup { h, db }) = setup_relayed().await;
-    assert!(h.state.results.is_live());
+    assert!(h.state.cache.results.is_live());
 
     relay.freeze();
     let (name, payload) = battery().into_iter().nth(1).unwrap();
@@ -709,7 +709,7 @@ async fn a_silent_network_failure_to_the_database_passes_reads_through() {
 
     let mut stopped = false;
     for _ in 0..150 {
-        if !h.state.results.is_live() {
+        if !h.state.cache.results.is_live() {
             stopped = true;
             break;
         }
@@ -730,13 +730,14 @@ async fn a_silent_network_failure_to_the_database_passes_reads_through() {
 async fn a_database_attached_after_start_serves_reads() {
     let Setup { h, db } = setup_with(false, 0.0).await;
     h.state
-        .db_pending
+        .cache
+        .pending
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let (_, path, _) = h.proxy("read", script_auth(), shots(all())).await;
     assert_eq!(path.as_deref(), Some("site"));
     let ready: Value = h.get_json("/readyz").await;
     assert_eq!(ready["database"], "unavailable");
-    h.state.attach_db(db.db.clone());
+    h.state.cache.attach(db.db.clone());
     h.state.refresh_catalog().await;
     let (_, path, body) = h.proxy("read", script_auth(), shots(all())).await;
     assert_eq!(path.as_deref(), Some("cache"));
@@ -749,14 +750,14 @@ async fn a_database_attached_after_start_serves_reads() {
 /// Waits until the proxy's metrics contain `needle` (verification runs in the background).
 async fn wait_for_metric(h: &Harness, needle: &str) {
     for _ in 0..100 {
-        if h.state.metrics.encode().contains(needle) {
+        if h.state.telemetry.metrics.encode().contains(needle) {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!(
         "metric {needle} never appeared:\n{}",
-        h.state.metrics.encode()
+        h.state.telemetry.metrics.encode()
     );
 }
 

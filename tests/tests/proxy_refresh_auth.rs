@@ -33,6 +33,7 @@ entities:
 /// The value of the sample `name` (with its labels) in the proxy's metrics; 0 when absent.
 fn metric(h: &Harness, name: &str) -> f64 {
     h.state
+        .telemetry
         .metrics
         .encode()
         .lines()
@@ -55,13 +56,16 @@ async fn wait_for(h: &Harness, what: &str, done: impl Fn(&Harness) -> bool) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    panic!("{what} never happened:\n{}", h.state.metrics.encode());
+    panic!(
+        "{what} never happened:\n{}",
+        h.state.telemetry.metrics.encode()
+    );
 }
 
 /// Every row of the cache table of `ty`, whole (data and bookkeeping columns such as
 /// `_retired` and `_cached_at`), by id.
 async fn rows(h: &Harness, db: &TestDb, ty: &str) -> BTreeMap<i64, Value> {
-    let table = h.state.catalog().types[ty].table.clone();
+    let table = h.state.cache.catalog().types[ty].table.clone();
     let mut sql = db.db.sql();
     sql.push("SELECT t.id, to_jsonb(t)::text FROM ")
         .push_ident(&table)

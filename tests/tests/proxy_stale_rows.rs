@@ -26,6 +26,7 @@ fn silent_auth() -> Value {
 
 fn metric(h: &Harness, name: &str) -> f64 {
     h.state
+        .telemetry
         .metrics
         .encode()
         .lines()
@@ -122,7 +123,7 @@ async fn a_passed_through_answer_refreshes_the_row_it_shows_stale() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(refreshed, "{}", h.state.metrics.encode());
+    assert!(refreshed, "{}", h.state.telemetry.metrics.encode());
     assert_eq!(cached_code(&h).await, "changed_without_event");
     // Only the stale row was re-read: the other shot of the answer was current.
     assert_eq!(metric(&h, REFRESHED), 1.0);
@@ -147,7 +148,7 @@ async fn without_the_caches_own_credentials_nothing_is_refreshed() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(skipped, "{}", h.state.metrics.encode());
+    assert!(skipped, "{}", h.state.telemetry.metrics.encode());
     // The client's answer was not stored: the cache still holds what it had.
     assert_eq!(cached_code(&h).await, before);
     assert_eq!(metric(&h, REFRESHED), 0.0);

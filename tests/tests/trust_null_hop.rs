@@ -140,10 +140,10 @@ async fn check(h: &Harness, tally: &Tally, payload: Value) -> Result<(), TestCas
     prop_assert_eq!(&via, &site, "{} answered from {:?}", payload, path);
     tally.reads.fetch_add(1, Ordering::Relaxed);
     let req = ReadRequest::parse(&payload).unwrap();
-    let db = h.state.db().unwrap();
+    let db = h.state.cache.db().unwrap();
     let plan = plan_read_at(
         &req,
-        &h.state.catalog(),
+        &h.state.cache.catalog(),
         db.dialect(),
         h.state.upstream.clock.now(),
     );

@@ -110,14 +110,14 @@ async fn classes_learn_while_another_confirms_differences() {
         sort_collation: shotgun_sim::SortCollation::Byte,
         ..h.sim.semantics()
     });
-    let dialect = h.state.db().unwrap().dialect();
+    let dialect = h.state.cache.db().unwrap().dialect();
     let shapes: Vec<(Value, BTreeSet<TrustClass>)> = shapes()
         .into_iter()
         .map(|p| {
             let req = ReadRequest::parse(&p).unwrap();
             let plan = plan_read_at(
                 &req,
-                &h.state.catalog(),
+                &h.state.cache.catalog(),
                 dialect,
                 h.state.upstream.clock.now(),
             )
@@ -156,7 +156,7 @@ async fn classes_learn_while_another_confirms_differences() {
                     }
                     for c in classes {
                         *p.reads.entry(*c).or_default() += 1;
-                        if h.state.trust.state(*c).0 == TrustState::Trusted {
+                        if h.state.policy.trust.state(*c).0 == TrustState::Trusted {
                             let n = p.reads[c];
                             p.trusted_after.entry(*c).or_insert(n);
                         }
@@ -194,7 +194,7 @@ async fn classes_learn_while_another_confirms_differences() {
         );
     }
     assert_ne!(
-        h.state.trust.state(TrustClass::SortText).0,
+        h.state.policy.trust.state(TrustClass::SortText).0,
         TrustState::Trusted,
         "the differing class was trusted"
     );

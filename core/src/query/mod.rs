@@ -64,6 +64,25 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for vocabularies built on this one (the proxy's, its tests).
+    pub const ALL: &'static [Reason] = &[
+        Reason::Payload,
+        Reason::TypeNotCached,
+        Reason::FieldNotCached,
+        Reason::Relation,
+        Reason::Value,
+        Reason::Path,
+        Reason::Sort,
+        Reason::Paging,
+        Reason::ArchivedProjects,
+        Reason::LinkName,
+        Reason::Database,
+        Reason::DatabaseLimit,
+        Reason::Unservable,
+        Reason::Stale,
+        Reason::EventLogWindow,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Reason::Payload => "payload",

@@ -310,8 +310,8 @@ async fn main() -> anyhow::Result<()> {
     let t0 = Instant::now();
     loop {
         state.refresh_catalog().await;
-        if state.catalog().types.contains_key("EventLogEntry")
-            && state.catalog().ready_type("Shot").is_some()
+        if state.cache.catalog().types.contains_key("EventLogEntry")
+            && state.cache.catalog().ready_type("Shot").is_some()
         {
             break;
         }
@@ -336,7 +336,7 @@ async fn main() -> anyhow::Result<()> {
         }
         anyhow::ensure!(shortest > 0, "no events seen");
     }
-    let metrics = state.metrics.encode();
+    let metrics = state.telemetry.metrics.encode();
     for line in metrics
         .lines()
         .filter(|l| l.starts_with("sgcache_proxy_event_log_reads_total"))

@@ -8,6 +8,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::answer::Path;
+use super::reason::Reason;
 
 /// A request slower than this is logged at WARN (sampled).
 pub const SLOW: Duration = Duration::from_secs(5);
@@ -16,7 +17,8 @@ pub const SLOW: Duration = Duration::from_secs(5);
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// One answered request.
-pub fn answered(access_log: bool, method: &str, path: Path, reason: &str, elapsed: Duration) {
+pub fn answered(access_log: bool, method: &str, path: Path, reason: Reason, elapsed: Duration) {
+    let reason = reason.label();
     // Two decimals: `ms=0.63`, not `ms=0.6309440000000001`.
     let ms = (elapsed.as_secs_f64() * 100_000.0).round() / 100.0;
     let path = path.label();

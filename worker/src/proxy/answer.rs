@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use sgcache::api3::{Api3Error, ErrorCode};
 
+use super::reason::Reason;
+
 /// Response header naming the path a request took (`cache`, `site` or `error`), for operators.
 pub const PATH_HEADER: &str = "x-sgcache-path";
 
@@ -34,12 +36,12 @@ impl Path {
 pub struct Outcome {
     pub response: Response,
     pub path: Path,
-    /// Why a read passed through, or what kind of request it was (`none` otherwise).
-    pub reason: &'static str,
+    /// Why a read passed through, or why the request was answered as it was.
+    pub reason: Reason,
 }
 
 impl Outcome {
-    pub fn new(response: Response, path: Path, reason: &'static str) -> Outcome {
+    pub fn new(response: Response, path: Path, reason: Reason) -> Outcome {
         Outcome {
             response,
             path,

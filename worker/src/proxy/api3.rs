@@ -14,6 +14,7 @@ use tracing::Instrument;
 use super::answer::{busy_response, internal_error_response, unreachable_response, Outcome, Path};
 use super::auth::CredentialKey;
 use super::envelope::{Envelope, Method};
+use super::reason::Reason;
 use super::site::SiteResponse;
 use super::upstream::{Failure, Kind, SiteCall};
 use super::AppState;
@@ -51,7 +52,7 @@ pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
                 tracing::debug!(error = %e, "malformed API3 request; passing it through");
                 (
                     "unparsed".to_string(),
-                    send(&state, &call, Kind::Other, None, "malformed", |_| {}).await,
+                    send(&state, &call, Kind::Other, None, Reason::Malformed, |_| {}).await,
                 )
             }
             Ok(env) => {
@@ -59,7 +60,7 @@ pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
                 let method = super::metrics::method_label(&env.method_name);
                 let outcome = match env.method {
                     Method::Read => super::event_log::counted(
-                        &state,
+                        &state.telemetry.metrics,
                         &env,
                         super::read::read(&state, &call, &env).await,
                     ),
@@ -81,7 +82,7 @@ pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
                             Kind::Other
                         };
                         let key = env.principal();
-                        send(&state, &call, kind, key.as_ref(), "none", |_| {}).await
+                        send(&state, &call, kind, key.as_ref(), Reason::None, |_| {}).await
                     }
                 };
                 (method, outcome)
@@ -99,9 +100,16 @@ fn record(state: &AppState, method: &str, outcome: Outcome, start: Instant) -> R
     let elapsed = start.elapsed();
     let (path, reason) = (outcome.path.label(), outcome.reason);
     state
+        .telemetry
         .metrics
         .observe(method, path, reason, elapsed.as_secs_f64());
-    super::access_log::answered(state.access_log, method, outcome.path, reason, elapsed);
+    super::access_log::answered(
+        state.telemetry.access_log,
+        method,
+        outcome.path,
+        reason,
+        elapsed,
+    );
     outcome.into_response()
 }
 
@@ -112,7 +120,7 @@ pub async fn forward_seen(
     state: &AppState,
     call: &Call,
     key: Option<&CredentialKey>,
-    reason: &'static str,
+    reason: Reason,
     seen: impl FnOnce(&SiteResponse),
 ) -> Outcome {
     send(state, call, Kind::Read, key, reason, seen).await
@@ -124,7 +132,7 @@ pub async fn send(
     call: &Call,
     kind: Kind,
     key: Option<&CredentialKey>,
-    reason: &'static str,
+    reason: Reason,
     seen: impl FnOnce(&SiteResponse),
 ) -> Outcome {
     let answer = state.upstream.send(site_call(call, kind, key)).await;
@@ -151,11 +159,11 @@ pub fn site_call<'a>(call: &'a Call, kind: Kind, key: Option<&CredentialKey>) ->
 }
 
 /// What the client gets when the site gave no answer.
-pub fn failed(failure: Failure, reason: &'static str) -> Outcome {
+pub fn failed(failure: Failure, reason: Reason) -> Outcome {
     match failure {
         Failure::Unreachable(why) => Outcome::new(unreachable_response(&why), Path::Error, reason),
-        Failure::Busy(busy) => Outcome::new(busy_response(), Path::Error, busy.label()),
-        Failure::Panicked => Outcome::new(internal_error_response(), Path::Error, "panic"),
+        Failure::Busy(busy) => Outcome::new(busy_response(), Path::Error, Reason::Busy(busy)),
+        Failure::Panicked => Outcome::new(internal_error_response(), Path::Error, Reason::Panic),
     }
 }
 
@@ -170,22 +178,27 @@ async fn info(state: &AppState, call: &Call) -> Outcome {
                 && resp.status.is_success()
                 && resp.json().is_some_and(|b| !is_error_body(&b))
             {
-                *state.last_info.write().unwrap_or_else(|e| e.into_inner()) = Some(resp.clone());
+                *state
+                    .upstream
+                    .last_info
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(resp.clone());
             }
-            Outcome::new(resp.into_response(), Path::Site, "none")
+            Outcome::new(resp.into_response(), Path::Site, Reason::None)
         }
         other => {
             let last = state
+                .upstream
                 .last_info
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             match (last, other) {
                 (Some(last), _) => {
-                    Outcome::new(last.into_response(), Path::Cache, "site_unavailable")
+                    Outcome::new(last.into_response(), Path::Cache, Reason::SiteUnavailable)
                 }
-                (None, Ok(a)) => Outcome::new(a.response.into_response(), Path::Site, "none"),
-                (None, Err(failure)) => failed(failure, "none"),
+                (None, Ok(a)) => Outcome::new(a.response.into_response(), Path::Site, Reason::None),
+                (None, Err(failure)) => failed(failure, Reason::None),
             }
         }
     }
@@ -217,7 +230,8 @@ pub async fn stream(state: Arc<AppState>, req: Request) -> Response {
         }
     };
     state
+        .telemetry
         .metrics
-        .observe("raw", path, "none", start.elapsed().as_secs_f64());
+        .observe("raw", path, Reason::None, start.elapsed().as_secs_f64());
     resp
 }

@@ -9,28 +9,28 @@ use sgcache::sql::{Db, PgLimits};
 use sgcache::storage::notify;
 use tokio_util::sync::CancellationToken;
 
-use super::AppState;
+use super::cache_db::CacheDb;
 
-/// Listens for change notifications while the proxy runs and keeps `state.results` live only
+/// Listens for change notifications while the proxy runs and keeps `cache.results` live only
 /// while it hears them. Reconnects after losing the connection (answers kept meanwhile are
 /// dropped: notifications may have been missed).
-pub async fn listen(state: Arc<AppState>, stop: CancellationToken) {
-    if !state.results.enabled() {
+pub async fn listen(cache: Arc<CacheDb>, stop: CancellationToken) {
+    if !cache.results.enabled() {
         return;
     }
     let mut delay = RETRY_FIRST;
     // Said once per outage: a standby behind the address refuses LISTEN at every attempt.
     let mut reported = false;
     loop {
-        if let Some(Db::Sqlite(_)) = state.db() {
+        if let Some(Db::Sqlite(_)) = cache.db() {
             tracing::info!(
                 "SQLite cache: answers are not kept in memory (no change notifications)"
             );
             return;
         }
-        if let Some(Db::Postgres(pool)) = state.db() {
+        if let Some(Db::Postgres(pool)) = cache.db() {
             let started = Instant::now();
-            match follow(&state, pool, &stop).await {
+            match follow(&cache, pool, &stop).await {
                 Ok(()) => return, // stopped
                 Err(e) if !reported => {
                     reported = true;
@@ -38,12 +38,12 @@ pub async fn listen(state: Arc<AppState>, stop: CancellationToken) {
                 }
                 Err(e) => tracing::debug!(error = %e, "change notifications still unavailable"),
             }
-            if state.results.is_live() && started.elapsed() >= STEADY {
+            if cache.results.is_live() && started.elapsed() >= STEADY {
                 // It worked for a while: retry soon, and say so if it fails again.
                 delay = RETRY_FIRST;
                 reported = false;
             }
-            state.results.set_live(false);
+            cache.results.set_live(false);
         }
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -56,7 +56,7 @@ pub async fn listen(state: Arc<AppState>, stop: CancellationToken) {
 /// One connection's worth of listening; returns `Ok` when stopped, `Err` when the connection
 /// is lost or a table lacks its trigger.
 async fn follow(
-    state: &AppState,
+    cache: &CacheDb,
     pool: &sqlx::PgPool,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -76,15 +76,15 @@ async fn follow(
     // served as soon as changes may go unheard.
     listener.eager_reconnect(false);
     // The channel of this cache's schema: other caches in the database use their own.
-    let channel = notify::channel_of(state.db().expect("a pool")).await?;
+    let channel = notify::channel_of(cache.db().expect("a pool")).await?;
     listener.listen(&channel).await?;
-    let missing = notify::untriggered_tables(state.db().expect("a pool")).await?;
+    let missing = notify::untriggered_tables(cache.db().expect("a pool")).await?;
     if !missing.is_empty() {
         anyhow::bail!(
             "tables without a change trigger (run `sgcache-worker migrate`): {missing:?}"
         );
     }
-    state.results.set_live(true);
+    cache.results.set_live(true);
     tracing::info!("listening for changes; keeping answers in memory");
     // A connection can die without a word (a network partition): our own heartbeat, sent
     // through the read pool, must keep coming back on the listening connection.
@@ -99,14 +99,14 @@ async fn follow(
                     anyhow::bail!("no heartbeat heard back for {:?}", heard.elapsed());
                 }
                 // Bounded: a query on a dead connection may never return.
-                tokio::time::timeout(HEARTBEAT, heartbeat(state.db().expect("a pool"), &channel, &token))
+                tokio::time::timeout(HEARTBEAT, heartbeat(cache.db().expect("a pool"), &channel, &token))
                     .await
                     .map_err(|_| anyhow::anyhow!("the heartbeat did not get through"))??;
             }
             note = listener.try_recv() => match note? {
                 Some(n) if n.payload() == token => heard = Instant::now(),
                 Some(n) => {
-                    state.results.changed(n.payload());
+                    cache.results.changed(n.payload());
                     if STATE_TABLES.contains(&n.payload()) {
                         crate::ready_signal::announce(); // another process moved field states
                     }

@@ -21,6 +21,7 @@ use sgcache::api3::{Api3Error, ErrorCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::answer::{error_response, error_with_status, Outcome, Path};
+use super::reason::Reason;
 
 /// How much of a refused body is read and thrown away before the refusal is sent: a client
 /// (`shotgun_api3` included) sends its whole body before it reads the answer, and closing a
@@ -56,7 +57,7 @@ impl IntakeLimits {
 }
 
 /// Why a request was not taken in.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// The body is over `maxBodyMb` (as sent, or decoded).
     TooLarge { limit: usize },
@@ -100,7 +101,7 @@ impl Refusal {
                 "The request body could not be read: {why}"
             ))),
         };
-        Outcome::new(response, Path::Error, self.label())
+        Outcome::new(response, Path::Error, Reason::Refused(*self))
     }
 }
 

@@ -1,5 +1,6 @@
 //! Prometheus metrics of the proxy, one registry prefixed `sgcache_proxy`.
 
+use super::reason::Reason;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -562,13 +563,13 @@ impl Metrics {
         self.stale_types.set(stale as i64);
     }
 
-    pub fn observe(&self, method: &str, path: &str, reason: &str, seconds: f64) {
+    pub fn observe(&self, method: &str, path: &str, reason: Reason, seconds: f64) {
         let method = method_label(method);
         self.requests
             .get_or_create(&RequestLabels {
                 method: method.clone(),
                 path: path.into(),
-                reason: reason.into(),
+                reason: reason.label().into(),
             })
             .inc();
         self.latency

@@ -10,6 +10,7 @@ pub mod answer;
 pub mod answer_cache;
 mod api3;
 pub mod auth;
+pub mod cache_db;
 mod change_listener;
 pub mod db_guard;
 pub mod envelope;
@@ -18,21 +19,24 @@ mod freshness;
 pub mod intake;
 pub mod listener;
 pub mod metrics;
+pub mod policy;
 mod read;
+pub mod reason;
 mod refresh;
 pub mod run;
 pub mod site;
 pub mod site_clock;
 pub mod site_health;
 pub mod stale_rows;
+pub mod telemetry;
 pub mod trust;
 pub mod upstream;
 pub mod verify;
 mod write;
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -43,7 +47,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures::FutureExt;
 use serde_json::json;
-use sgcache::query::Catalog;
 use sgcache::sql::Db;
 use sgcache::ShotgunCacheSpec;
 use tokio_util::sync::CancellationToken;
@@ -51,15 +54,14 @@ use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use auth::AuthCache;
+use cache_db::CacheDb;
 use intake::{Intake, IntakeLimits};
 use listener::ListenerLimits;
-use metrics::Metrics;
+use policy::ReadPolicy;
+use reason::Reason;
 use site::Site;
+use telemetry::Telemetry;
 use upstream::Upstream;
-
-/// Longest wait for the proxy's own probe of the cache database (`SELECT 1`) after a read
-/// failed in it: a database that cannot answer that is unavailable for every read.
-const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Settings of one proxy.
 #[derive(Clone, Debug)]
@@ -117,163 +119,53 @@ impl ProxyConfig {
     }
 }
 
-/// Shared state of the proxy's handlers.
+/// Shared state of the proxy's handlers: a few components, each saying what a part of the
+/// proxy depends on.
 pub struct AppState {
+    /// The cache database, the catalog of ready fields and the answers kept in memory.
+    pub cache: Arc<CacheDb>,
     /// Every request to the site goes through it (with the site's health and clock, and
     /// what the site said about each principal's credentials).
     pub upstream: Arc<Upstream>,
-    /// The cache; unset runs a pure pass-through proxy (see [`AppState::attach_db`]).
-    db: OnceLock<Db>,
-    /// A database connection is being retried in the background.
-    pub db_pending: AtomicBool,
-    pub catalog: RwLock<Arc<Catalog>>,
-    pub metrics: Metrics,
-    /// The database answers the proxy (catalog refreshes, probes); when false every read
-    /// passes through.
-    db_ok: AtomicBool,
+    /// What may be answered from the cache and how answers are checked.
+    pub policy: ReadPolicy,
+    /// Metrics, the access log, the status page, the in-process workers' probes.
+    pub telemetry: Arc<Telemetry>,
     /// Requests in flight and bodies buffered.
     pub intake: Intake,
-    /// The last good `info` answer, replayed while the site is unreachable.
-    pub last_info: RwLock<Option<site::SiteResponse>>,
-    pub service_auth: Option<serde_json::Map<String, serde_json::Value>>,
-    pub verify_sample_rate: f64,
-    pub cache_for: Option<sgcache::spec::CacheForSpec>,
-    /// Answers kept in memory.
-    pub results: answer_cache::ResultCache,
-    /// Cached reads' statements in flight: identical ones run once.
-    pub statements:
-        upstream::flights::Flights<Result<answer_cache::Kept, sgcache::query::PassThrough>>,
-    /// See [`ProxyConfig::access_log`].
-    pub access_log: bool,
-    /// See [`ProxyConfig::max_lag`].
-    pub max_lag: Duration,
-    /// The status page's read rates and last gathered status (`/_sgcache/`).
-    pub status_page: crate::status::page::StatusPage,
-    /// The event follower and scanner running in this process (`all`): their metrics,
-    /// heartbeats and roles are served with the proxy's.
-    pub workers: OnceLock<crate::observe::Probes>,
-    /// Held across each catalog load and store, so a load that began before a change can
-    /// never replace the catalog a later load stored (under load, the periodic refresh and
-    /// one asked for after a backfill overlapped and the older one won: a ready type read as
-    /// not cached until the next refresh).
-    catalog_load: tokio::sync::Mutex<()>,
-    /// Which inferred read shapes have earned answers from the cache.
-    pub trust: trust::Trust,
-    /// Limits of refreshes from passed-through answers.
-    pub stale_rows: stale_rows::StaleRows,
-    /// Whether the database can be vouched for (failover, rollback, unsynced writes).
-    pub db_guard: db_guard::DbGuard,
 }
 
 impl AppState {
     pub fn new(config: &ProxyConfig, db: Option<Db>) -> anyhow::Result<Arc<AppState>> {
-        let metrics = Metrics::default();
+        let telemetry = Arc::new(Telemetry {
+            access_log: config.access_log,
+            ..Default::default()
+        });
         let upstream = Upstream::new(
             Site::new(&config.site_url, config.site_timeout)?,
             AuthCache::new(config.auth_ttl, config.auth_grace),
             config.site_gate.clone(),
-            metrics.upstream.clone(),
+            telemetry.metrics.upstream.clone(),
         );
         Ok(Arc::new(AppState {
+            cache: Arc::new(CacheDb::new(config, db)),
             upstream,
-            db_ok: AtomicBool::new(db.is_some()),
-            db: db.map(OnceLock::from).unwrap_or_default(),
-            db_pending: AtomicBool::new(false),
-            catalog: RwLock::new(Arc::new(Catalog::default())),
-            metrics,
+            policy: ReadPolicy::new(config),
+            telemetry,
             intake: Intake::new(config.intake.clone()),
-            last_info: RwLock::new(None),
-            service_auth: config.service_auth.clone(),
-            verify_sample_rate: config.verify_sample_rate,
-            cache_for: config.cache_for.clone(),
-            results: answer_cache::ResultCache::new(
-                config.result_cache_bytes,
-                config.result_cache_ttl,
-            ),
-            statements: Default::default(),
-            access_log: config.access_log,
-            max_lag: config.max_lag,
-            status_page: Default::default(),
-            workers: OnceLock::new(),
-            catalog_load: tokio::sync::Mutex::new(()),
-            trust: trust::Trust::new(config.trust.clone()),
-            stale_rows: Default::default(),
-            db_guard: Default::default(),
         }))
     }
 
-    /// The cache database, once connected.
-    pub fn db(&self) -> Option<&Db> {
-        self.db.get()
-    }
-
-    /// Connects the cache after start (the database was unreachable then); reads are served
-    /// from it from the next catalog refresh on.
-    pub fn attach_db(&self, db: Db) {
-        if self.db.set(db).is_ok() {
-            self.db_pending.store(false, Ordering::Relaxed);
-        }
-    }
-
-    pub fn catalog(&self) -> Arc<Catalog> {
-        self.catalog
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// The database is connected and answers.
-    pub fn db_ok(&self) -> bool {
-        self.db()
-            .is_some_and(|db| self.db_ok.load(Ordering::Relaxed) && self.db_guard.current(db))
-    }
-
-    /// A read failed in the database: probes it (`SELECT 1`) and returns whether it answers.
-    /// Only a failed probe marks it unavailable for every read (until the next successful
-    /// catalog refresh): a statement error or a slow statement is that read's problem.
-    pub async fn recheck_db(&self) -> bool {
-        let Some(db) = self.db() else { return false };
-        let mut probe = db.sql();
-        probe.push("SELECT 1");
-        let up = matches!(
-            tokio::time::timeout(DB_PROBE_TIMEOUT, db.fetch_all(&probe)).await,
-            Ok(Ok(_))
-        );
-        if !up && self.db_ok.swap(false, Ordering::Relaxed) {
-            tracing::warn!(
-                "cache database does not answer the proxy's probe; passing reads through"
-            );
-        }
-        up
-    }
-
-    /// Re-reads the catalog; a failure marks the database unavailable (reads pass through).
+    /// Re-reads the catalog (a failure marks the database unavailable: reads pass through),
+    /// then the trust classes' state.
     pub async fn refresh_catalog(&self) {
-        let Some(db) = self.db() else { return };
-        let _one_at_a_time = self.catalog_load.lock().await;
-        // Nothing from a database the proxy cannot vouch for (db_guard logs why).
-        let vouched = self.db_guard.check(db, self.upstream.health.is_up()).await;
-        self.metrics.set_db_guard(&self.db_guard);
-        let Ok(held_back) = vouched else {
-            self.db_ok.store(false, Ordering::Relaxed);
-            return;
-        };
-        match freshness::load(db, self.max_lag).await {
-            Ok(mut loaded) => {
-                db_guard::hold_back(&mut loaded.catalog, &held_back);
-                self.metrics.set_fidelity(&loaded.catalog);
-                self.metrics.events_failures.set(loaded.follower_failures);
-                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded.catalog);
-                if !self.db_ok.swap(true, Ordering::Relaxed) {
-                    tracing::info!("cache database available again");
-                }
-                self.trust.refresh(db, &self.metrics).await;
-            }
-            Err(e) => {
-                if self.db_ok.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "cache database unavailable; passing reads through");
-                }
-            }
+        let metrics = &self.telemetry.metrics;
+        if let Some(db) = self
+            .cache
+            .refresh(self.upstream.health.is_up(), metrics)
+            .await
+        {
+            self.policy.trust.refresh(db, metrics).await;
         }
     }
 }
@@ -317,8 +209,9 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
         Ok(slot) => slot,
         Err(refusal) => {
             state
+                .telemetry
                 .metrics
-                .observe("other", "error", refusal.label(), 0.0);
+                .observe("other", "error", Reason::Refused(refusal), 0.0);
             return refusal.outcome().into_response();
         }
     };
@@ -334,13 +227,16 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
 /// A request whose handling panicked gets an API3 error (never a dropped connection), and
 /// the panic is counted; the panic hook has logged where it happened.
 fn panicked(state: &AppState) -> Response {
-    state.metrics.upstream.panics.inc();
-    state.metrics.observe("other", "error", "panic", 0.0);
+    state.telemetry.metrics.upstream.panics.inc();
+    state
+        .telemetry
+        .metrics
+        .observe("other", "error", Reason::Panic, 0.0);
     tracing::error!("handling a request panicked; answered with an API3 error");
     answer::Outcome::new(
         answer::internal_error_response(),
         answer::Path::Error,
-        "panic",
+        Reason::Panic,
     )
     .into_response()
 }
@@ -348,17 +244,17 @@ fn panicked(state: &AppState) -> Response {
 /// Ready when the cache or the site can answer (reads are served from either). The body
 /// says which of the two is available.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let db = state.db_ok();
+    let db = state.cache.ok();
     let site = state.upstream.health.is_up();
     let status = if db || site {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let catalog = state.catalog();
+    let catalog = state.cache.catalog();
     let types_ready = catalog.types.values().filter(|t| t.ready).count();
     let mut body = json!({
-        "database": match (state.db().is_some(), db, state.db_pending.load(Ordering::Relaxed)) {
+        "database": match (state.cache.db().is_some(), db, state.cache.pending.load(Ordering::Relaxed)) {
             (_, true, _) => "ok",
             (false, _, false) => "disabled",
             _ => "unavailable",
@@ -370,12 +266,12 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "stale_types": freshness::stale_types(&catalog),
         "unservable_fields": freshness::unservable_fields(&catalog),
     });
-    if state.db().is_some() {
+    if state.cache.db().is_some() {
         // Whether the database can be vouched for (failover, rollback, unsynced writes);
         // nothing to say without one.
-        body["database_guard"] = state.db_guard.describe();
+        body["database_guard"] = state.cache.guard.describe();
     }
-    if let Some(workers) = state.workers.get() {
+    if let Some(workers) = state.telemetry.workers.get() {
         // Leader or standby of each worker in this process (`all`); they do not make the
         // proxy unready: it answers from the site meanwhile.
         body["workers"] = serde_json::Value::Object(workers.roles().1);
@@ -385,7 +281,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 /// Alive; in `all`, only while the follower's and the scanner's loops make progress too.
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    match state.workers.get().map(|w| w.health()) {
+    match state.telemetry.workers.get().map(|w| w.health()) {
         Some((false, body)) => (StatusCode::SERVICE_UNAVAILABLE, body).into_response(),
         Some((true, body)) => body.into_response(),
         None => "ok".into_response(),
@@ -398,7 +294,12 @@ async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        Body::from(state.metrics.encode_with(state.workers.get())),
+        Body::from(
+            state
+                .telemetry
+                .metrics
+                .encode_with(state.telemetry.workers.get()),
+        ),
     )
         .into_response()
 }
@@ -443,10 +344,11 @@ pub async fn serve(
         config.catalog_refresh,
         stop.clone(),
     ));
-    let changes = tokio::spawn(change_listener::listen(state.clone(), stop.clone()));
+    let changes = tokio::spawn(change_listener::listen(state.cache.clone(), stop.clone()));
     let prober = tokio::spawn(probe_loop(state.clone(), stop.clone()));
     let rates = tokio::spawn(crate::status::read_rates::sample_loop(
-        state.clone(),
+        state.telemetry.clone(),
+        state.cache.clone(),
         stop.clone(),
     ));
     tracing::info!(addr = %listener.local_addr()?, site = %state.upstream.base(), "proxy listening");

@@ -16,7 +16,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use serde_json::Value;
 use sgcache::api3::ReadRequest;
-use sgcache::query::{plan_read_at, PassThrough, ReadPlan, Reason};
+use sgcache::query::{self, plan_read_at, PassThrough, ReadPlan};
 use sgcache::sql::Db;
 use sha2::{Digest, Sha256};
 
@@ -25,6 +25,7 @@ use super::answer_cache::{self, Kept};
 use super::api3::{failed, forward_seen, site_call, Call};
 use super::auth::{CredentialKey, Verdict};
 use super::envelope::{Envelope, MAX_READ_PAYLOAD};
+use super::reason::Reason;
 use super::trust::{self, Check, Gate};
 use super::upstream::Kind;
 use super::AppState;
@@ -34,25 +35,30 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn read(state: &Arc<AppState>, call: &Call, env: &Envelope<'_>) -> Outcome {
     let (Some(auth), Some(key)) = (env.auth_map(), env.principal()) else {
-        return to_site(state, call, None, "credentials").await;
+        return to_site(state, call, None, Reason::Credentials).await;
     };
-    if !state.cache_for.as_ref().is_none_or(|c| c.allows(auth)) {
-        return to_site(state, call, Some(&key), "principal").await;
+    if !state
+        .policy
+        .cache_for
+        .as_ref()
+        .is_none_or(|c| c.allows(auth))
+    {
+        return to_site(state, call, Some(&key), Reason::Principal).await;
     }
     let plan = match plan(state, env) {
         Ok(p) => p,
         Err(pt) => {
             tracing::debug!(reason = %pt, "read passed through");
-            return to_site(state, call, Some(&key), pt.reason.label()).await;
+            return to_site(state, call, Some(&key), pt.reason.into()).await;
         }
     };
-    let recheck = match state.trust.gate(&plan.classes) {
-        Gate::Off => return to_site(state, call, Some(&key), "trust_off").await,
+    let recheck = match state.policy.trust.gate(&plan.classes) {
+        Gate::Off => return to_site(state, call, Some(&key), Reason::TrustOff).await,
         Gate::Learn => return learn(state, call, &key, plan).await,
         Gate::Serve { recheck } => recheck,
     };
     let plan = Served { plan, recheck };
-    let db = state.db().expect("a plan implies a database");
+    let db = state.cache.db().expect("a plan implies a database");
     let verdict = state.upstream.auth.verdict(&key);
     let grace = verdict == Verdict::Grace;
     if verdict == Verdict::Fresh || (grace && !state.upstream.health.is_up()) {
@@ -68,7 +74,7 @@ pub async fn read(state: &Arc<AppState>, call: &Call, env: &Envelope<'_>) -> Out
             return Outcome::new(
                 answer.unwrap().response.into_response(),
                 Path::Site,
-                "verify_auth",
+                Reason::VerifyAuth,
             );
         }
     }
@@ -78,8 +84,8 @@ pub async fn read(state: &Arc<AppState>, call: &Call, env: &Envelope<'_>) -> Out
         return cached(state, call, env, &key, db, plan).await;
     }
     match answer {
-        Ok(a) => Outcome::new(a.response.into_response(), Path::Site, "verify_auth"),
-        Err(failure) => failed(failure, "verify_auth"),
+        Ok(a) => Outcome::new(a.response.into_response(), Path::Site, Reason::VerifyAuth),
+        Err(failure) => failed(failure, Reason::VerifyAuth),
     }
 }
 
@@ -89,7 +95,7 @@ async fn to_site(
     state: &Arc<AppState>,
     call: &Call,
     key: Option<&CredentialKey>,
-    reason: &'static str,
+    reason: Reason,
 ) -> Outcome {
     forward_seen(state, call, key, reason, |resp| {
         super::stale_rows::observe(state, resp)
@@ -99,29 +105,32 @@ async fn to_site(
 
 /// The statement answering the read, or why the cache does not answer it.
 fn plan(state: &AppState, env: &Envelope<'_>) -> Result<ReadPlan, PassThrough> {
-    let Some(db) = state.db() else {
-        return Err(sgcache::query::pass(Reason::Database, "no cache database"));
-    };
-    if !state.db_ok() {
+    let Some(db) = state.cache.db() else {
         return Err(sgcache::query::pass(
-            Reason::Database,
+            query::Reason::Database,
+            "no cache database",
+        ));
+    };
+    if !state.cache.ok() {
+        return Err(sgcache::query::pass(
+            query::Reason::Database,
             "cache database unavailable",
         ));
     }
     if env.payload_text().len() > MAX_READ_PAYLOAD {
         return Err(sgcache::query::pass(
-            Reason::Payload,
+            query::Reason::Payload,
             "payload too large to plan",
         ));
     }
     let payload = env
         .payload_value()
-        .ok_or_else(|| sgcache::query::pass(Reason::Payload, "payload nested too deeply"))?;
+        .ok_or_else(|| sgcache::query::pass(query::Reason::Payload, "payload nested too deeply"))?;
     let read = ReadRequest::parse(&payload)
-        .map_err(|e| sgcache::query::pass(Reason::Payload, e.message))?;
+        .map_err(|e| sgcache::query::pass(query::Reason::Payload, e.message))?;
     plan_read_at(
         &read,
-        &state.catalog(),
+        &state.cache.catalog(),
         db.dialect(),
         state.upstream.clock.now(),
     )
@@ -136,7 +145,7 @@ struct Served {
 /// A read of a learning class: the site answers it, and the cache's answer is compared with
 /// the site's in the background (see [`super::trust`]).
 async fn learn(state: &Arc<AppState>, call: &Call, key: &CredentialKey, plan: ReadPlan) -> Outcome {
-    forward_seen(state, call, Some(key), "trust_learning", |resp| {
+    forward_seen(state, call, Some(key), Reason::TrustLearning, |resp| {
         super::stale_rows::observe(state, resp);
         let site = resp
             .status
@@ -174,11 +183,12 @@ async fn cached(
     // Keyed by the payload only: every principal allowed here gets the same answer. Not kept
     // when it depends on the time (a relative-date window moves on without any change).
     let timeless = !plan.classes.iter().any(|c| c.is_relative_date());
-    let kept_key = (state.results.enabled() && timeless).then(|| env.payload_text().to_string());
+    let kept_key =
+        (state.cache.results.enabled() && timeless).then(|| env.payload_text().to_string());
     let wants_gzip = accepts_gzip(&call.headers);
-    let hit = kept_key.as_deref().and_then(|k| state.results.get(k));
+    let hit = kept_key.as_deref().and_then(|k| state.cache.results.get(k));
     if hit.is_some() {
-        state.metrics.result_hits.inc();
+        state.telemetry.metrics.result_hits.inc();
     }
     let answer = match hit {
         Some(kept) => Ok(kept),
@@ -191,21 +201,24 @@ async fn cached(
     match answer {
         Ok(kept) => {
             maybe_verify(state, call, &kept.body);
-            state.trust.served(&plan.classes, &state.metrics);
+            state
+                .policy
+                .trust
+                .served(&plan.classes, &state.telemetry.metrics);
             if served.recheck {
                 let cache = serde_json::from_slice(&kept.body)
                     .ok()
                     .and_then(trust::results_of);
                 trust::spawn_check(state, check(call, served.plan, None, cache));
             }
-            Outcome::new(kept_response(kept, wants_gzip), Path::Cache, "none")
+            Outcome::new(kept_response(kept, wants_gzip), Path::Cache, Reason::None)
         }
         Err(pt) => {
-            let mut reason = pt.reason.label();
-            if pt.reason == Reason::Database && state.recheck_db().await {
+            let mut reason = Reason::Query(pt.reason);
+            if pt.reason == query::Reason::Database && state.cache.recheck().await {
                 // The database answers the proxy's own probe: the statement was the problem.
-                state.metrics.read_statement_failures.inc();
-                reason = "statement";
+                state.telemetry.metrics.read_statement_failures.inc();
+                reason = Reason::Statement;
             }
             tracing::debug!(reason = %pt, "cached read fell back to the site");
             to_site(state, call, Some(key), reason).await
@@ -215,7 +228,9 @@ async fn cached(
 
 /// Re-runs a sampled cached read against the site in the background.
 fn maybe_verify(state: &Arc<AppState>, call: &Call, body: &Bytes) {
-    if state.verify_sample_rate <= 0.0 || rand::random::<f64>() >= state.verify_sample_rate {
+    if state.policy.verify_sample_rate <= 0.0
+        || rand::random::<f64>() >= state.policy.verify_sample_rate
+    {
         return;
     }
     let results = serde_json::from_slice::<Value>(body)
@@ -231,7 +246,7 @@ fn maybe_verify(state: &Arc<AppState>, call: &Call, body: &Bytes) {
     );
     // Within the trust checks' bounded slots: never more at once than they allow.
     if !super::trust::spawn_site_task(state, check) {
-        state.metrics.verified("skipped");
+        state.telemetry.metrics.verified("skipped");
     }
 }
 
@@ -286,23 +301,24 @@ async fn run_shared(
 ) -> Result<Kept, PassThrough> {
     let mut h = Sha256::new();
     h.update(b"cache\0");
-    h.update(state.results.generation().to_le_bytes());
+    h.update(state.cache.results.generation().to_le_bytes());
     h.update(payload.as_bytes());
     let key = h.finalize().into();
     let (state2, plan2, db2) = (state.clone(), plan.clone(), db.clone());
     let (result, shared) = state
+        .cache
         .statements
         .run(key, move || async move {
             run_and_keep(&state2, &plan2, &db2, kept_key, wants_gzip).await
         })
         .await;
     if shared {
-        state.metrics.upstream.coalesced("cache");
+        state.telemetry.metrics.upstream.coalesced("cache");
     }
     result.unwrap_or_else(|_| {
-        state.metrics.upstream.panics.inc();
+        state.telemetry.metrics.upstream.panics.inc();
         Err(sgcache::query::pass(
-            Reason::Database,
+            query::Reason::Database,
             "the cached read's statement failed (panic)",
         ))
     })
@@ -319,7 +335,7 @@ async fn run_and_keep(
     // Read before the query: a change while it runs must keep its answer from being kept.
     let at = kept_key.as_ref().and_then(|_| {
         let tables = answer_cache::quoted_identifiers(&plan.sql.text);
-        state.results.snapshot(tables)
+        state.cache.results.snapshot(tables)
     });
     // The answer's JSON text is written straight from the rows (no intermediate value).
     // Bounded: over a dead connection a query may never return, and the site can answer.
@@ -328,7 +344,7 @@ async fn run_and_keep(
         .map_err(|_| {
             tracing::warn!(timeout = ?READ_TIMEOUT, "cached read timed out; passing through");
             sgcache::query::pass(
-                Reason::Database,
+                query::Reason::Database,
                 "the cache database did not answer in time",
             )
         })??;
@@ -336,7 +352,7 @@ async fn run_and_keep(
     let mut gz = None;
     if let (Some(key), Some(at)) = (kept_key, at) {
         gz = wants_gzip.then(|| answer_cache::gzip(&body)).flatten();
-        state.results.put(key, at, body.clone(), gz.clone());
+        state.cache.results.put(key, at, body.clone(), gz.clone());
     }
     Ok(Kept { body, gz })
 }

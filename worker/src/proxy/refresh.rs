@@ -33,9 +33,9 @@ pub enum Missing {
 /// The cache's own credentials, without which nothing is refreshed (counted in
 /// `sgcache_proxy_refreshes_skipped_total`).
 pub fn service_auth(state: &AppState) -> Option<&Map<String, Value>> {
-    let auth = state.service_auth.as_ref();
+    let auth = state.policy.service_auth.as_ref();
     if auth.is_none() {
-        state.metrics.refreshes_skipped.inc();
+        state.telemetry.metrics.refreshes_skipped.inc();
         tracing::warn!(
             "no credentials of the cache's own (SHOTGUN_SCRIPT_NAME/SHOTGUN_API_KEY): entities are not refreshed from the site"
         );

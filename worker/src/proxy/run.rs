@@ -48,16 +48,16 @@ pub async fn run_with(
         Err(e) => {
             tracing::error!(error = %e, "cache database unavailable at start; passing everything through");
             let state = AppState::new(&config, None)?;
-            state.db_pending.store(true, Ordering::Relaxed);
+            state.cache.pending.store(true, Ordering::Relaxed);
             tokio::spawn(connect_later(state.clone(), url, max, stop.clone()));
             state
         }
     };
     if !workers.is_empty() {
-        let _ = state.workers.set(workers);
+        let _ = state.telemetry.workers.set(workers);
     }
-    state.status_page.set_spec(spec);
-    if let Some(db) = state.db() {
+    state.telemetry.status_page.set_spec(spec);
+    if let Some(db) = state.cache.db() {
         crate::site_binding::check(db, &config.site_url).await?;
     }
     let listener = listen(spec).await?;
@@ -95,7 +95,7 @@ async fn connect_later(state: Arc<AppState>, url: String, max: u32, stop: Cancel
                     return;
                 }
                 tracing::info!("cache database connected");
-                state.attach_db(db);
+                state.cache.attach(db);
                 state.refresh_catalog().await;
                 return;
             }

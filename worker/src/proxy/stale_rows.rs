@@ -83,14 +83,14 @@ impl Default for StaleRows {
 
 /// Looks, in the background, at the rows of an answer the site gave to a passed-through read.
 pub fn observe(state: &Arc<AppState>, resp: &SiteResponse) {
-    if !resp.status.is_success() || state.db().is_none() || !state.db_ok() {
+    if !resp.status.is_success() || state.cache.db().is_none() || !state.cache.ok() {
         return;
     }
     // Cheap before parsing: only `read` answers hold `entities`.
     if !contains(&resp.body, b"\"entities\"") || !contains(&resp.body, b"\"updated_at\"") {
         return;
     }
-    if !Rate::take(&state.stale_rows.looks) {
+    if !Rate::take(&state.policy.stale_rows.looks) {
         return;
     }
     let (state, body) = (state.clone(), resp.body.clone());
@@ -113,10 +113,10 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 async fn look(state: &AppState, rows: &[Value]) -> anyhow::Result<()> {
-    let Some(db) = state.db() else {
+    let Some(db) = state.cache.db() else {
         return Ok(());
     };
-    let catalog = state.catalog();
+    let catalog = state.cache.catalog();
     let Some((ty, fields)) = comparable(&catalog, rows) else {
         return Ok(());
     };
@@ -131,14 +131,18 @@ async fn look(state: &AppState, rows: &[Value]) -> anyhow::Result<()> {
     if stale.is_empty() {
         return Ok(());
     }
-    if !Rate::take(&state.stale_rows.refreshes) {
+    if !Rate::take(&state.policy.stale_rows.refreshes) {
         tracing::debug!(entity_type = %ty, entities = stale.len(), "stale rows seen; refresh rate spent, left to the scanner");
         return Ok(());
     }
     let n = refresh(state, db, &ty, &stale, Missing::Keep).await?;
     if n > 0 {
-        state.results.invalidate();
-        state.metrics.passthrough_refreshed.inc_by(n as u64);
+        state.cache.results.invalidate();
+        state
+            .telemetry
+            .metrics
+            .passthrough_refreshed
+            .inc_by(n as u64);
         tracing::debug!(entity_type = %ty, entities = n, "refreshed rows a passed-through answer showed stale");
     }
     Ok(())

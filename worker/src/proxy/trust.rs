@@ -392,11 +392,11 @@ pub struct Check {
 /// are spent: a learning check takes a learning slot (the site's answer is in hand), a
 /// re-check a site slot and a token.
 pub fn spawn_check(state: &Arc<AppState>, check: Check) {
-    let trust = &state.trust;
+    let trust = &state.policy.trust;
     if check.site.is_some() {
         // A learning check waits its turn among the learning checks only.
         let Ok(place) = trust.learning_queue.clone().try_acquire_owned() else {
-            trust.skipped(&check.plan.classes, Skip::Busy, &state.metrics);
+            trust.skipped(&check.plan.classes, Skip::Busy, &state.telemetry.metrics);
             return;
         };
         let (state, slots) = (state.clone(), trust.learning.clone());
@@ -413,7 +413,7 @@ pub fn spawn_check(state: &Arc<AppState>, check: Check) {
     let permit = match trust.site_slot() {
         Ok(p) => p,
         Err(why) => {
-            trust.skipped(&check.plan.classes, why, &state.metrics);
+            trust.skipped(&check.plan.classes, why, &state.telemetry.metrics);
             return;
         }
     };
@@ -428,7 +428,7 @@ pub fn spawn_site_task<F>(state: &AppState, task: F) -> bool
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let Ok(permit) = state.trust.site_checks.clone().try_acquire_owned() else {
+    let Ok(permit) = state.policy.trust.site_checks.clone().try_acquire_owned() else {
         return false;
     };
     tokio::spawn(
@@ -446,7 +446,7 @@ fn unpinned(state: &AppState, plan: &ReadPlan) -> Vec<TrustClass> {
     plan.classes
         .iter()
         .copied()
-        .filter(|c| !state.trust.config.pins.contains_key(c))
+        .filter(|c| !state.policy.trust.config.pins.contains_key(c))
         .collect()
 }
 
@@ -522,12 +522,12 @@ fn event_log_common(site: Value, cache: Value) -> (Value, Value) {
 
 async fn run_check(state: &Arc<AppState>, check: Check, permit: OwnedSemaphorePermit) {
     let classes = unpinned(state, &check.plan);
-    let Some(db) = state.db() else { return };
+    let Some(db) = state.cache.db() else { return };
     if classes.is_empty() {
         return;
     }
     let all = &check.plan.classes;
-    let metrics = &state.metrics;
+    let metrics = &state.telemetry.metrics;
     let first = compare(
         state,
         db,
@@ -540,26 +540,26 @@ async fn run_check(state: &Arc<AppState>, check: Check, permit: OwnedSemaphorePe
     let (cache, site) = match first {
         Compared::Same => {
             matched(state, db, &classes).await;
-            state.trust.ended(all, "match", metrics);
+            state.policy.trust.ended(all, "match", metrics);
             return;
         }
-        Compared::Missing => return state.trust.ended(all, "inconclusive", metrics),
+        Compared::Missing => return state.policy.trust.ended(all, "inconclusive", metrics),
         Compared::Different(c, s) => (c, s),
     };
-    if !state.trust.start_confirming(&classes) {
+    if !state.policy.trust.start_confirming(&classes) {
         // Another check is confirming one of these classes already.
-        return state.trust.ended(all, "inconclusive", metrics);
+        return state.policy.trust.ended(all, "inconclusive", metrics);
     }
     let outcome = confirm(state, db, &check, &classes).await;
-    state.trust.stop_confirming(&classes);
+    state.policy.trust.stop_confirming(&classes);
     match outcome {
         Ok(true) => {
             turn_off(state, db, &classes, &check.plan, &cache, &site).await;
-            state.trust.ended(all, "difference", metrics);
+            state.policy.trust.ended(all, "difference", metrics);
         }
         // It differed, then agreed: the cache was behind, not wrong.
-        Ok(false) => state.trust.ended(all, "inconclusive", metrics),
-        Err(why) => state.trust.skipped(all, why, metrics),
+        Ok(false) => state.policy.trust.ended(all, "inconclusive", metrics),
+        Err(why) => state.policy.trust.skipped(all, why, metrics),
     }
 }
 
@@ -572,11 +572,11 @@ async fn confirm(
     classes: &[TrustClass],
 ) -> Result<bool, Skip> {
     for _ in 0..CONFIRMATIONS {
-        tokio::time::sleep(state.trust.config.confirm_delay).await;
-        if state.trust.state_of_all(classes, TrustState::Off) {
+        tokio::time::sleep(state.policy.trust.config.confirm_delay).await;
+        if state.policy.trust.state_of_all(classes, TrustState::Off) {
             return Ok(false); // another replica or check turned them off meanwhile
         }
-        let permit = state.trust.site_slot()?;
+        let permit = state.policy.trust.site_slot()?;
         match compare(state, db, check, None, None, permit).await {
             Compared::Different(..) => {}
             Compared::Same | Compared::Missing => return Ok(false),
@@ -587,14 +587,14 @@ async fn confirm(
 
 async fn matched(state: &AppState, db: &Db, classes: &[TrustClass]) {
     for c in classes {
-        match storage::record_match(db, *c, state.trust.config.samples).await {
+        match storage::record_match(db, *c, state.policy.trust.config.samples).await {
             Ok(now) => {
                 if now == TrustState::Trusted
-                    && state.trust.record(*c).state == TrustState::Learning
+                    && state.policy.trust.record(*c).state == TrustState::Learning
                 {
                     tracing::info!(class = %c, "trust class earned: its reads are now answered from the cache");
                 }
-                state.trust.set_state(*c, now);
+                state.policy.trust.set_state(*c, now);
             }
             Err(e) => tracing::warn!(class = %c, error = %e, "could not record a trust check"),
         }
@@ -627,7 +627,7 @@ async fn turn_off(
             differs = %detail,
             "trust class turned off: the cache's answer differed from the site's; its reads go to the site until it is reset"
         );
-        state.trust.set_state(*c, TrustState::Off);
+        state.policy.trust.set_state(*c, TrustState::Off);
         if let Err(e) = storage::record_difference(db, *c, &detail).await {
             tracing::warn!(class = %c, error = %e, "could not record a trust difference");
         }
@@ -637,7 +637,7 @@ async fn turn_off(
 /// The read re-run against the site: with the cache's own credentials when it has them (the
 /// cache holds what its script sees), else with the client's.
 async fn site_results(state: &AppState, check: &Check) -> Option<Value> {
-    let body = match &state.service_auth {
+    let body = match &state.policy.service_auth {
         Some(auth) => {
             let mut req: Value = serde_json::from_slice(&check.body).ok()?;
             *req.get_mut("params")?.get_mut(0)? = Value::Object(auth.clone());
@@ -645,7 +645,7 @@ async fn site_results(state: &AppState, check: &Check) -> Option<Value> {
         }
         None => check.body.clone(),
     };
-    state.metrics.trust.site_requests.inc();
+    state.telemetry.metrics.trust.site_requests.inc();
     let resp = send(state, &check.path, &check.headers, body).await?;
     if !resp.status.is_success() {
         return None;

@@ -121,16 +121,16 @@ pub async fn verify(
         .and_then(|r| r.json())
         .filter(|b| !is_error_body(b));
     let Some(site) = site else {
-        state.metrics.verified("error");
+        state.telemetry.metrics.verified("error");
         return;
     };
     let site_results = site.get("results").cloned().unwrap_or(Value::Null);
     let diff = difference(&cached, &site_results);
     if diff.is_empty() {
-        state.metrics.verified("match");
+        state.telemetry.metrics.verified("match");
         return;
     }
-    state.metrics.verified("mismatch");
+    state.telemetry.metrics.verified("mismatch");
     let req = api3::Request::parse(&body).ok();
     let entity_type = req
         .as_ref()
@@ -149,7 +149,7 @@ pub async fn verify(
         return;
     };
     // Refreshed with the cache's own credentials only (see `super::refresh`).
-    let (Some(db), Some(_)) = (state.db(), service_auth(&state)) else {
+    let (Some(db), Some(_)) = (state.cache.db(), service_auth(&state)) else {
         return;
     };
     let mut targets = diff.linked;
@@ -158,8 +158,8 @@ pub async fn verify(
         let ids: Vec<i64> = ids.into_iter().collect();
         match refresh(&state, db, &ty, &ids, Missing::Retire).await {
             Ok(n) => {
-                state.results.invalidate();
-                state.metrics.verify_refreshed.inc_by(n as u64);
+                state.cache.results.invalidate();
+                state.telemetry.metrics.verify_refreshed.inc_by(n as u64);
                 tracing::info!(entity_type = %ty, entities = n, "refreshed entities after a verification mismatch");
             }
             Err(e) => {

@@ -24,6 +24,7 @@ use sgcache::storage::{self, WriteSource};
 use super::answer::{Outcome, Path};
 use super::api3::failed;
 use super::envelope::Envelope;
+use super::reason::Reason;
 use super::refresh::{refresh, Missing};
 use super::upstream::{Kind, SiteCall};
 use super::AppState;
@@ -46,27 +47,27 @@ pub async fn write(
     // Never retried or synthesised as 502/504: the write may have reached the site.
     let resp = match state.upstream.send(call).await {
         Ok(answer) => answer.response,
-        Err(failure) => return failed(failure, "write"),
+        Err(failure) => return failed(failure, Reason::Write),
     };
     let answer = resp
         .json()
         .filter(|b| resp.status.is_success() && !is_error_body(b));
     // The payload is built only now that the site accepted the write.
-    if let (Some(answer), Some(db), Some(req)) = (answer, state.db(), env.to_request()) {
+    if let (Some(answer), Some(db), Some(req)) = (answer, state.cache.db(), env.to_request()) {
         if let Err(e) = write_through(state, db, &req, &answer).await {
             // The cache may now be older than the write: its types pass through until the
             // follower or a scan has brought it in (read-your-writes, `db_guard`).
-            state.metrics.write_through_failures.inc();
+            state.telemetry.metrics.write_through_failures.inc();
             tracing::warn!(error = %e, "write-through failed; the written types pass through until the cache has the write");
             let types = super::db_guard::written_types(&req);
-            state.db_guard.write_failed(types, chrono::Utc::now());
+            state.cache.guard.write_failed(types, chrono::Utc::now());
             state.refresh_catalog().await;
         }
         // Before the writer hears back: its next read must not get an answer kept from before
         // (the change notification is on its way, but may arrive after that read).
-        state.results.invalidate();
+        state.cache.results.invalidate();
     }
-    Outcome::new(resp.into_response(), Path::Site, "write")
+    Outcome::new(resp.into_response(), Path::Site, Reason::Write)
 }
 
 /// Entities to re-read, by type.
@@ -92,7 +93,7 @@ async fn write_through(
     } else {
         vec![(req.method_name.clone(), req.payload.clone(), results)]
     };
-    let cat = state.catalog();
+    let cat = state.cache.catalog();
     let dbstate = storage::read_state(db).await?;
     let mut touched = Touched::new();
     let mut retired: Vec<(String, i64)> = Vec::new();

@@ -139,7 +139,7 @@ async fn status_json(State(state): State<Arc<AppState>>) -> Response {
             let data = PageData {
                 status,
                 text: page_text,
-                reads_per_second: state.status_page.read_rates.points(),
+                reads_per_second: state.telemetry.status_page.read_rates.points(),
                 sample_every_s: SAMPLE_EVERY.as_secs(),
             };
             ([(header::CACHE_CONTROL, "no-store")], Json(data)).into_response()
@@ -155,20 +155,23 @@ async fn status_json(State(state): State<Arc<AppState>>) -> Response {
 
 /// The status, gathered afresh unless a recent one can be reused.
 async fn current(state: &AppState) -> Result<Arc<Status>, String> {
-    let page = &state.status_page;
+    let page = &state.telemetry.status_page;
     if let Some((at, status)) = &*page.last.lock().unwrap_or_else(|e| e.into_inner()) {
         if at.elapsed() < REUSE_FOR {
             return Ok(status.clone());
         }
     }
     let db = state
+        .cache
         .db()
         .ok_or("the proxy has no cache database (it passes everything through)")?;
     let site = page.site.get_or_init(|| site_client(state)).as_ref();
     let spec = page.spec.get().map(|s| s.as_ref());
     let mut status = gather(db, site, spec).await.map_err(|e| e.to_string())?;
-    status.proxy = Some(ProxyFigures::from_metrics(&state.metrics.encode()));
-    let trust = state.trust.config();
+    status.proxy = Some(ProxyFigures::from_metrics(
+        &state.telemetry.metrics.encode(),
+    ));
+    let trust = state.policy.trust.config();
     super::trust::apply_settings(&mut status.trust, trust.samples, |c| {
         trust.pins.get(&c).copied()
     });
@@ -179,7 +182,7 @@ async fn current(state: &AppState) -> Result<Arc<Status>, String> {
 
 /// A client for the site as the cache's own script, when the proxy has its credentials.
 fn site_client(state: &AppState) -> Option<SiteClient> {
-    let auth = state.service_auth.as_ref()?;
+    let auth = state.policy.service_auth.as_ref()?;
     let text = |k: &str| auth.get(k).and_then(Value::as_str).map(String::from);
     SiteClient::new(SiteConnection {
         url: state.upstream.base().to_string(),

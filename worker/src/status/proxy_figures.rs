@@ -128,18 +128,30 @@ fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::reason::Reason;
+    use sgcache::query;
 
     #[test]
     fn reads_hit_ratio_and_top_reasons_from_the_proxys_counters() {
         let metrics = crate::proxy::metrics::Metrics::default();
         for _ in 0..6 {
-            metrics.observe("read", "cache", "none", 0.001);
+            metrics.observe("read", "cache", Reason::None, 0.001);
         }
-        metrics.observe("read", "site", "field_not_cached", 0.1);
-        metrics.observe("read", "site", "field_not_cached", 0.1);
-        metrics.observe("read", "site", "stale", 0.1);
-        metrics.observe("update", "site", "none", 0.1);
-        metrics.observe("find_one", "cache", "none", 0.1);
+        metrics.observe(
+            "read",
+            "site",
+            Reason::Query(query::Reason::FieldNotCached),
+            0.1,
+        );
+        metrics.observe(
+            "read",
+            "site",
+            Reason::Query(query::Reason::FieldNotCached),
+            0.1,
+        );
+        metrics.observe("read", "site", Reason::Query(query::Reason::Stale), 0.1);
+        metrics.observe("update", "site", Reason::Write, 0.1);
+        metrics.observe("find_one", "cache", Reason::None, 0.1);
         let f = ProxyFigures::from_metrics(&metrics.encode());
         assert_eq!((f.reads_cache, f.reads_site), (6, 3));
         assert_eq!(f.hit_ratio, Some(6.0 / 9.0));

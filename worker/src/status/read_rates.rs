@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::read_share::FLUSH_EVERY;
 use super::ProxyFigures;
-use crate::proxy::AppState;
+use crate::proxy::cache_db::CacheDb;
+use crate::proxy::telemetry::Telemetry;
 
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 
@@ -68,8 +69,8 @@ impl ReadRates {
 }
 
 /// Samples the proxy's read counters into the status page's ring until `stop`, and every
-/// [`FLUSH_EVERY`] adds them to the counts shared by every replica.
-pub async fn sample_loop(state: Arc<AppState>, stop: CancellationToken) {
+/// [`FLUSH_EVERY`] adds them to the counts shared by every replica (in `cache`'s database).
+pub async fn sample_loop(telemetry: Arc<Telemetry>, cache: Arc<CacheDb>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let replica = super::read_share::replica_id();
@@ -80,9 +81,9 @@ pub async fn sample_loop(state: Arc<AppState>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let figures = ProxyFigures::from_metrics(&state.metrics.encode());
+        let figures = ProxyFigures::from_metrics(&telemetry.metrics.encode());
         let now = chrono::Utc::now();
-        state.status_page.read_rates.record(
+        telemetry.status_page.read_rates.record(
             Instant::now(),
             now.timestamp_millis(),
             figures.reads_cache,
@@ -92,7 +93,7 @@ pub async fn sample_loop(state: Arc<AppState>, stop: CancellationToken) {
             continue;
         }
         last_flush = Instant::now();
-        if let Some(db) = state.db() {
+        if let Some(db) = cache.db() {
             let minute = sgcache::storage::read_counts::minute_of(now);
             if let Err(e) = flushed.flush(db, &replica, &figures, minute).await {
                 // Kept for the next flush; the status shows older counts meanwhile.

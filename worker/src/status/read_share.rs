@@ -109,11 +109,14 @@ pub fn share_line(share: &ReadShare) -> String {
 mod tests {
     use super::*;
 
+    use crate::proxy::reason::Reason;
+    use sgcache::query;
+
     #[test]
     fn only_what_is_new_since_the_last_flush_is_added() {
         let metrics = crate::proxy::metrics::Metrics::default();
-        metrics.observe("read", "cache", "none", 0.001);
-        metrics.observe("read", "site", "stale", 0.1);
+        metrics.observe("read", "cache", Reason::None, 0.001);
+        metrics.observe("read", "site", Reason::Query(query::Reason::Stale), 0.1);
         let first = ProxyFigures::from_metrics(&metrics.encode());
         let mut flushed = Flushed::default();
         let p = flushed.pending(&first, 7);
@@ -121,8 +124,8 @@ mod tests {
         assert_eq!(p.site, BTreeMap::from([("stale".to_string(), 1)]));
         flushed.cache = first.reads_cache;
         flushed.site = first.site_by_reason.clone();
-        metrics.observe("read", "cache", "none", 0.001);
-        metrics.observe("read", "site", "link_name", 0.1);
+        metrics.observe("read", "cache", Reason::None, 0.001);
+        metrics.observe("read", "site", Reason::Query(query::Reason::LinkName), 0.1);
         let second = ProxyFigures::from_metrics(&metrics.encode());
         let p = flushed.pending(&second, 8);
         assert_eq!(p.cache, 1);

@@ -110,6 +110,8 @@ pub struct Upstream {
     flights: Flights<Result<SiteResponse, Failure>>,
     writes: WriteMarks,
     pub metrics: UpstreamMetrics,
+    /// The last good `info` answer, replayed while the site is unreachable.
+    pub last_info: std::sync::RwLock<Option<SiteResponse>>,
 }
 
 impl Upstream {
@@ -128,6 +130,7 @@ impl Upstream {
             flights: Flights::default(),
             writes: WriteMarks::default(),
             metrics,
+            last_info: Default::default(),
         })
     }
 
