@@ -420,8 +420,10 @@ fn reads_over_every_proxy_are_shown_with_a_floored_share() {
         site: 5,
         reasons: vec![("link_name".into(), 4), ("stale".into(), 1)],
     };
-    let mut snap = DbSnapshot::default();
-    snap.reads = Some(share);
+    let snap = DbSnapshot {
+        reads: Some(share),
+        ..DbSnapshot::default()
+    };
     let s = build(&healthy(snap), None, now());
     let r = s.reads.expect("reads in the status");
     assert_eq!(r.cached, "99%", "99.5% is not every read");
