@@ -27,6 +27,9 @@ pub struct ProxyFigures {
     pub database_guard: Option<String>,
     /// The guard's reason, when the proxy said it (its `/readyz`, or in-process).
     pub database_guard_reason: Option<String>,
+    /// Every reason's count (what this replica adds to the shared read counts).
+    #[serde(skip)]
+    pub site_by_reason: BTreeMap<String, u64>,
 }
 
 /// The gauge of the database guard's state (see `proxy::db_guard`).
@@ -65,6 +68,7 @@ impl ProxyFigures {
                 _ => {}
             }
         }
+        out.site_by_reason = reasons.clone();
         let all = out.reads_cache + out.reads_site;
         out.hit_ratio = (all > 0).then(|| out.reads_cache as f64 / all as f64);
         let mut reasons: Vec<ReasonCount> = reasons
