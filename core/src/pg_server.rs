@@ -182,6 +182,8 @@ pub struct Gate {
     /// The server and database new connections reach, and how often that changed.
     server: Mutex<Option<String>>,
     changes: std::sync::atomic::AtomicU64,
+    /// How often the address was closed.
+    closings: std::sync::atomic::AtomicU64,
     /// One probe at a time.
     probing: tokio::sync::Mutex<()>,
 }
@@ -198,9 +200,11 @@ struct Closed {
     wait: Duration,
 }
 
-/// First and longest wait between probes of a closed address.
+/// First and longest wait between probes of a closed address: a probe is one connection, and
+/// the longest wait is how long after the primary is back the cache may still pass reads
+/// through.
 const PROBE_FIRST: Duration = Duration::from_secs(1);
-const PROBE_MAX: Duration = Duration::from_secs(15);
+const PROBE_MAX: Duration = Duration::from_secs(5);
 /// Longest a probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -225,6 +229,7 @@ impl Gate {
                     state: Mutex::new(GateState::default()),
                     server: Mutex::new(None),
                     changes: Default::default(),
+                    closings: Default::default(),
                     probing: tokio::sync::Mutex::new(()),
                 })
             })
@@ -249,6 +254,11 @@ impl Gate {
         self.changes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// How often the address was closed (see [`Gate::close`]).
+    pub fn closings(&self) -> u64 {
+        self.closings.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -266,6 +276,8 @@ impl Gate {
             .as_ref()
             .map_or(PROBE_FIRST, |c| (c.wait * 2).min(PROBE_MAX));
         if state.closed.is_none() {
+            self.closings
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(reason = %why,
                 "the cache database is not a writable primary: not using it until it is");
             crate::sql::reconnect_all();

@@ -41,6 +41,12 @@ pub struct ShotgunCacheSpec {
     /// Overrides of the display field (the `name` in entity links) per entity type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub display_fields: Vec<DisplayFieldSpec>,
+    /// Whether the target types of cached links that `entities` does not list are cached
+    /// too, with what a link needs: the display field (the link's `name`) and whether the
+    /// target is retired. Absent or `true`: they are ("implied by links"); `false`: reads
+    /// returning such links go to the site (the `Coverage` condition lists them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imply_link_targets: Option<bool>,
     /// Settings of the proxy, event and scanner workers.
     #[serde(default)]
     pub workers: WorkersSpec,
@@ -820,6 +826,11 @@ impl ShotgunCacheSpec {
             ));
         }
         self.trust.validate()
+    }
+
+    /// Whether link targets the spec does not list are cached (`implyLinkTargets`, default on).
+    pub fn implies_link_targets(&self) -> bool {
+        self.imply_link_targets != Some(false)
     }
 
     /// The entity spec for a type, if declared.

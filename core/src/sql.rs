@@ -255,6 +255,14 @@ impl Db {
         }
     }
 
+    /// How often this pool's address was closed as not a writable primary (0 on SQLite).
+    pub fn closings(&self) -> u64 {
+        match self {
+            Db::Postgres(p) => pg_server::Gate::of(&p.connect_options()).closings(),
+            Db::Sqlite(_) => 0,
+        }
+    }
+
     pub fn dialect(&self) -> Dialect {
         match self {
             Db::Postgres(_) => Dialect::Postgres,

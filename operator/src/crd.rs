@@ -51,6 +51,12 @@ pub const FINALIZER: &str = "sgcache.io/cleanup";
         description = "fields ready / total",
         json_path = ".status.fieldsSummary"
     ),
+    printcolumn(
+        name = "Cached",
+        type_ = "string",
+        description = "share of reads answered from the cache over the last minutes, all proxies",
+        json_path = ".status.reads.cached"
+    ),
     printcolumn(name = "Event lag", type_ = "string", json_path = ".status.events.lag"),
     printcolumn(
         name = "Lag checked",
@@ -90,9 +96,10 @@ pub mod condition {
     /// some since they were cached; they are dropped and reads of them go to the site). Not
     /// part of `Ready`: the rest of the cache keeps serving.
     pub const SITE_SCHEMA_IN_SYNC: &str = "SiteSchemaInSync";
-    /// Every declared read can be answered from the cache (`False`: declared links whose
-    /// target types are not cached, named in the message). Not part of `Ready`, which says so
-    /// in its message.
+    /// Every declared link can be named from the cache (`False`: declared links whose target
+    /// types the cache cannot name, each with why: opted out with `implyLinkTargets: false`,
+    /// a type the site lacks, no text display field). Types implied by links count as cached.
+    /// Not part of `Ready`, which says so in its message.
     pub const COVERAGE: &str = "Coverage";
     /// No trust class is off (`False`: a proxy found the cache's answer to an inferred read
     /// shape different from the site's; those reads go to the site until a person resets the
@@ -155,6 +162,36 @@ pub struct ShotgunCacheStatus {
     /// checked: their state, samples, reads served from the cache and differences found.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trust: Vec<TrustClassStatus>,
+    /// Reads over every proxy replica in the last minutes: how many the cache answered, how
+    /// many went to the site and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reads: Option<ReadsStatus>,
+}
+
+/// Reads over every proxy replica (the proxies add their counts to the cache database).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadsStatus {
+    /// The window, in minutes up to the reconcile that wrote it.
+    pub window_minutes: i64,
+    /// Proxy replicas that counted reads in the window.
+    pub replicas: i64,
+    pub from_cache: i64,
+    pub to_site: i64,
+    /// Share answered from the cache, e.g. `97%` (`-` without reads), for the printer column.
+    pub cached: String,
+    /// Why reads went to the site, most first (at most five reasons).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pass_through: Vec<ReasonReads>,
+}
+
+/// Reads passed through for one reason.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReasonReads {
+    /// The reason, as in the proxy's metrics (`link_name`, `stale`, ...).
+    pub reason: String,
+    pub reads: i64,
 }
 
 /// What one trust class has earned.
@@ -221,6 +258,10 @@ pub struct TypeStatus {
     /// Entities to backfill, over fields still backfilling.
     #[serde(default)]
     pub backfill_total: i64,
+    /// For a type the spec does not list: the cached link fields it is cached for (implied
+    /// by links, with its display field only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub implied_by: Vec<String>,
 }
 
 /// The event follower's position in EventLogEntry.

@@ -209,6 +209,7 @@ mod tests {
                 "Reason",
                 "Types",
                 "Fields",
+                "Cached",
                 "Event lag",
                 "Lag checked",
                 "Age"

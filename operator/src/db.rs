@@ -66,6 +66,8 @@ pub struct DbSnapshot {
     pub events: Option<EventsRow>,
     /// The trust classes that have a row (learning with no samples otherwise).
     pub trust: Vec<crate::crd::TrustClassStatus>,
+    /// Reads over every proxy replica in the last minutes.
+    pub reads: Option<sgcache::storage::read_counts::ReadShare>,
 }
 
 /// The outcome of a migration, in words for Events.
@@ -78,6 +80,8 @@ pub struct MigrationOutcome {
     /// Declared link fields whose target types are not cached, so reads returning them pass
     /// through (`Shot.sg_sequence -> Sequence`).
     pub uncovered: Vec<String>,
+    /// Types the spec does not list, cached for the links to them.
+    pub implied: Vec<sgcache::plan::ImpliedType>,
 }
 
 /// Why the database step failed.

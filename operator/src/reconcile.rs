@@ -187,8 +187,12 @@ async fn apply(cache: &ShotgunCache, ctx: &Context) -> Result<Action> {
     };
     let outcome = steps(cache, ctx, &ns, &mut obs).await;
     if let Err(f) = &outcome {
-        ctx.event(cache, EventType::Warning, &f.reason, f.message.clone())
-            .await;
+        // Once per failure: a status that already says it (written by this process or an
+        // earlier one) was announced already.
+        if !status::reports_failure(cache.status.as_ref(), &f.reason, &f.message) {
+            ctx.event(cache, EventType::Warning, &f.reason, f.message.clone())
+                .await;
+        }
     }
     let status = match patch_status(cache, ctx, &obs).await {
         Ok(status) => status,
@@ -201,6 +205,7 @@ async fn apply(cache: &ShotgunCache, ctx: &Context) -> Result<Action> {
             return Err(e);
         }
     };
+    degraded_events(cache, ctx, &status).await;
     match outcome {
         Err(Failure {
             retry: Retry::Inputs,
@@ -260,15 +265,7 @@ async fn steps(
         }
     }
     match ctx.db.snapshot(&conn).await {
-        Ok(s) => {
-            obs.snapshot = Some(s);
-            let off = crate::status::classes_off(obs);
-            if !off.is_empty() {
-                let note = format!("answered from the site until reset: {}", off.join(", "));
-                ctx.event(cache, EventType::Warning, "TrustClassOff", note)
-                    .await;
-            }
-        }
+        Ok(s) => obs.snapshot = Some(s),
         Err(e) => {
             obs.database = Some(Err((e.reason().into(), e.to_string())));
             return Err(Failure::backoff(
@@ -315,23 +312,13 @@ async fn database(
         Ok(outcome) => {
             obs.database = Some(Ok(()));
             obs.schema = Some(Ok(()));
-            if !outcome.gone.is_empty() {
-                warn!(gone = %outcome.gone.join(", "), "the site deleted cached types or fields");
-                let note = format!("deleted on the site: {}", outcome.gone.join(", "));
-                ctx.event(cache, EventType::Warning, "SiteSchemaDrift", note)
-                    .await;
-            }
             obs.gone_from_site = Some(outcome.gone);
-            if !outcome.uncovered.is_empty() {
-                let note = format!(
-                    "reads returning these links go to the site (their target types are not \
-                     cached; add them to spec.entities): {}",
-                    outcome.uncovered.join(", ")
-                );
-                ctx.event(cache, EventType::Warning, "CoverageDegraded", note)
-                    .await;
-            }
             obs.uncovered = Some(outcome.uncovered);
+            obs.implied = outcome.implied.iter().map(ToString::to_string).collect();
+            obs.declared = obs
+                .declared
+                .take()
+                .map(|d| d.with_implied(&outcome.implied));
             if !outcome.changes.is_empty() {
                 info!(changes = outcome.changes.len(), "schema changed");
                 let note = outcome.changes.join("; ");
@@ -462,6 +449,34 @@ pub fn backfill_resync(backfilled: &crate::crd::Condition, now: chrono::DateTime
             RESYNC_BACKFILL_YOUNG
         }
         _ => RESYNC_BACKFILLING,
+    }
+}
+
+/// The conditions outside `Ready` that a Warning Event announces when they turn `False` (or
+/// their message changes), with the Event's reason.
+const DEGRADED: [(&str, &str); 3] = [
+    (condition::COVERAGE, "CoverageDegraded"),
+    (condition::SITE_SCHEMA_IN_SYNC, "SiteSchemaDrift"),
+    (condition::TRUST_CLASSES_ON, "TrustClassOff"),
+];
+
+/// One Warning Event per transition of a [`DEGRADED`] condition, observed against the status
+/// the object held before this reconcile: what it already said (whichever process wrote it)
+/// is not announced again, so an operator restart repeats nothing.
+async fn degraded_events(cache: &ShotgunCache, ctx: &Context, new: &ShotgunCacheStatus) {
+    for (type_, reason) in DEGRADED {
+        let Some(now) = new.condition(type_).filter(|c| c.status == "False") else {
+            continue;
+        };
+        let was = cache.status.as_ref().and_then(|s| s.condition(type_));
+        if was.is_some_and(|w| w.status == "False" && w.message == now.message) {
+            continue;
+        }
+        if type_ == condition::SITE_SCHEMA_IN_SYNC {
+            warn!(message = %now.message, "the site deleted cached types or fields");
+        }
+        ctx.event(cache, EventType::Warning, reason, now.message.clone())
+            .await;
     }
 }
 

@@ -242,6 +242,7 @@ async fn backfill_progress_is_reported_and_announced() {
     let mut h = Harness::new();
     *h.db.snapshot.lock().unwrap() = DbSnapshot {
         trust: Vec::new(),
+        reads: None,
         fields: vec![FieldRow {
             entity_type: "Shot".into(),
             field_name: "sg_status_list".into(),
@@ -604,6 +605,7 @@ async fn backfill_started_is_announced_after_an_unknown_backfilled() {
     let mut h = Harness::new();
     *h.db.snapshot.lock().unwrap() = DbSnapshot {
         trust: Vec::new(),
+        reads: None,
         fields: vec![FieldRow {
             entity_type: "Shot".into(),
             field_name: "code".into(),
@@ -791,4 +793,125 @@ fn a_young_backfill_is_polled_every_second_an_old_one_every_30_s() {
     };
     assert_eq!(backfill_resync(&started(2), now), RESYNC_BACKFILL_YOUNG);
     assert_eq!(backfill_resync(&started(600), now), RESYNC_BACKFILLING);
+}
+
+/// The cache as a new operator process finds it: the status the last reconcile wrote.
+fn with_status(cache: &ShotgunCache, status: ShotgunCacheStatus) -> ShotgunCache {
+    let mut c = cache.clone();
+    c.status = Some(status);
+    c
+}
+
+#[tokio::test]
+async fn a_restarted_operator_does_not_repeat_a_failure_the_status_reports() {
+    let cache = ShotgunCache::test().finalized();
+    let missing = || {
+        vec![
+            expect(
+                Method::GET,
+                "/api/v1/namespaces/default/secrets/db",
+                Reply::Status(404, "NotFound"),
+            ),
+            expect(
+                Method::GET,
+                "/api/v1/namespaces/default/secrets/site",
+                Reply::Json(secret_json("site", &[("apiKey", "k")])),
+            ),
+        ]
+    };
+    let mut first = Harness::new();
+    let mut calls = missing();
+    calls.push(event("SecretNotFound"));
+    calls.push(status_patch(&cache));
+    let server = first.serve(calls);
+    reconcile(Arc::new(cache.clone()), first.ctx.clone())
+        .await
+        .unwrap();
+    finished(server).await;
+    assert_eq!(events_posted(&first), ["SecretNotFound"]);
+
+    // A new process (its own Event publisher, nothing in memory) reads the stored status.
+    let stored = with_status(&cache, sent_status(&first));
+    let mut second = Harness::new();
+    let mut calls = missing();
+    calls.push(status_patch(&stored));
+    let server = second.serve(calls);
+    reconcile(Arc::new(stored.clone()), second.ctx.clone())
+        .await
+        .unwrap();
+    finished(server).await;
+    assert!(events_posted(&second).is_empty(), "announced already");
+
+    // Another failure than the one reported is news.
+    let mut third = Harness::new();
+    let mut calls = vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/default/secrets/db",
+            Reply::Json(secret_json("db", &[("other", "x")])),
+        ),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/default/secrets/site",
+            Reply::Json(secret_json("site", &[("apiKey", "k")])),
+        ),
+    ];
+    calls.push(event("SecretKeyNotFound"));
+    calls.push(status_patch(&stored));
+    let server = third.serve(calls);
+    reconcile(Arc::new(stored), third.ctx.clone())
+        .await
+        .unwrap();
+    finished(server).await;
+    assert_eq!(events_posted(&third).len(), 1);
+}
+
+#[tokio::test]
+async fn coverage_is_announced_once_per_transition_not_per_process() {
+    let cache = ShotgunCache::test().finalized();
+    let degraded = MigrationOutcome {
+        uncovered: vec![
+            "Shot.sg_sequence -> Sequence (not listed; implyLinkTargets is false)".into(),
+        ],
+        ..MigrationOutcome::default()
+    };
+    let run = |cache: ShotgunCache, outcome: MigrationOutcome, events: Vec<&'static str>| async move {
+        let mut h = Harness::new();
+        *h.db.migrate.lock().unwrap() = Ok(outcome);
+        let mut calls = secrets_ok();
+        calls.extend(children());
+        calls.push(status_patch(&cache));
+        calls.extend(events.iter().map(|r| event(r)));
+        let server = h.serve(calls);
+        reconcile(Arc::new(cache), h.ctx.clone()).await.unwrap();
+        finished(server).await;
+        h
+    };
+    let h = run(cache.clone(), degraded.clone(), vec!["CoverageDegraded"]).await;
+    assert_eq!(events_posted(&h), ["CoverageDegraded"]);
+    let status = sent_status(&h);
+    let c = status.condition("Coverage").unwrap();
+    assert_eq!(c.status, "False");
+    assert!(
+        c.message.contains("Shot.sg_sequence -> Sequence"),
+        "{}",
+        c.message
+    );
+
+    // Restarted: the stored status says it already; nothing is published.
+    let stored = with_status(&cache, status.clone());
+    let h = run(stored.clone(), degraded.clone(), vec![]).await;
+    assert!(events_posted(&h).is_empty(), "{:?}", events_posted(&h));
+
+    // Fixed, then degraded again: a new transition, announced again.
+    let h = run(stored, MigrationOutcome::default(), vec![]).await;
+    let fixed = sent_status(&h);
+    assert_eq!(fixed.condition("Coverage").unwrap().status, "True");
+    let h = run(
+        with_status(&cache, fixed),
+        degraded,
+        vec!["CoverageDegraded"],
+    )
+    .await;
+    assert_eq!(events_posted(&h), ["CoverageDegraded"]);
 }

@@ -6,11 +6,15 @@ use futures::future::BoxFuture;
 use sgcache::plan::PlanOptions;
 use sgcache::site::SiteClient;
 use sgcache::sql::Db;
+use sgcache::storage::read_counts;
 use sgcache::{storage, ShotgunCacheSpec};
 
 use crate::db::{
     CacheDatabase, Connection, DbError, DbSnapshot, EventsRow, FieldRow, MigrationOutcome, SiteLag,
 };
+
+/// The window of the read counts in the status (as `sgcache-worker status` shows).
+const READS_WINDOW_MINUTES: i64 = 5;
 
 /// Connections the operator opens per call; it only runs short statements.
 const POOL: u32 = 2;
@@ -46,16 +50,16 @@ impl CacheDatabase for SqlCacheDatabase {
             let result = match schema {
                 Ok(schema) => storage::migrate(&db, spec, &schema, PlanOptions::default())
                     .await
-                    .map(|plan| (plan, sgcache::plan::link_gaps(spec, &schema)))
                     .map_err(|e| DbError::Migration(e.to_string())),
                 Err(e) => Err(e),
             };
             db.close().await;
-            let (plan, gaps) = result?;
+            let plan = result?;
             Ok(MigrationOutcome {
                 changes: plan.changes.iter().map(ToString::to_string).collect(),
                 gone: plan.gone,
-                uncovered: gaps.iter().map(ToString::to_string).collect(),
+                uncovered: plan.uncovered,
+                implied: plan.implied,
             })
         })
     }
@@ -99,11 +103,16 @@ async fn snapshot(db: &Db, site: &SiteClient) -> Result<DbSnapshot, DbError> {
         })
         .collect();
     let trust = trust_rows(db).await?;
+    let minute = read_counts::minute_of(Utc::now());
+    let reads = read_counts::read_share(db, minute, READS_WINDOW_MINUTES)
+        .await
+        .map_err(query)?;
     let Some(position) = storage::read_event_position(db).await.map_err(query)? else {
         return Ok(DbSnapshot {
             fields,
             events: None,
             trust,
+            reads: Some(reads),
         });
     };
     let backlog = match &position.backlog {
@@ -123,6 +132,7 @@ async fn snapshot(db: &Db, site: &SiteClient) -> Result<DbSnapshot, DbError> {
         fields,
         events: Some(events),
         trust,
+        reads: Some(reads),
     })
 }
 

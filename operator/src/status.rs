@@ -4,16 +4,24 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
+use sgcache::plan::ImpliedType;
 use sgcache::ShotgunCacheSpec;
 
-use crate::crd::{condition, Condition, EventsStatus, ShotgunCacheStatus, TypeStatus};
+use crate::crd::{
+    condition, Condition, EventsStatus, ReadsStatus, ReasonReads, ShotgunCacheStatus, TypeStatus,
+};
 use crate::db::{DbSnapshot, SiteLag};
 
-/// The fields a spec declares, per entity type (`None`: every field, `["*"]`). The status
-/// counts these only: the cache also keeps fields of its own (`id`, `updated_at`, the display
-/// field) that the user did not ask for.
+/// The fields a spec declares, per entity type (`None`: every field, `["*"]`), and the types
+/// implied by links with their display field. The status counts these only: the cache also
+/// keeps fields of its own (`id`, `updated_at`, the display field) that the user did not ask
+/// for.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Declared(BTreeMap<String, Option<BTreeSet<String>>>);
+pub struct Declared {
+    types: BTreeMap<String, Option<BTreeSet<String>>>,
+    /// Implied type → the link fields it is cached for.
+    implied: BTreeMap<String, Vec<String>>,
+}
 
 impl Declared {
     pub fn of(spec: &ShotgunCacheSpec) -> Declared {
@@ -21,15 +29,33 @@ impl Declared {
             let fields = (!e.all_fields()).then(|| e.fields.iter().cloned().collect());
             (e.entity_type.clone(), fields)
         });
-        Declared(types.collect())
+        Declared {
+            types: types.collect(),
+            implied: BTreeMap::new(),
+        }
+    }
+
+    /// Also counts the types implied by links (their display field).
+    pub fn with_implied(mut self, implied: &[ImpliedType]) -> Declared {
+        for t in implied {
+            let fields = BTreeSet::from([t.display_field.clone()]);
+            self.types.insert(t.entity_type.clone(), Some(fields));
+            self.implied
+                .insert(t.entity_type.clone(), t.linked_from.clone());
+        }
+        self
     }
 
     fn contains(&self, entity_type: &str, field: &str) -> bool {
-        match self.0.get(entity_type) {
+        match self.types.get(entity_type) {
             Some(Some(fields)) => fields.contains(field),
             Some(None) => true,
             None => false,
         }
+    }
+
+    fn implied_by(&self, entity_type: &str) -> Vec<String> {
+        self.implied.get(entity_type).cloned().unwrap_or_default()
     }
 }
 
@@ -58,9 +84,11 @@ pub struct Observed {
     pub proxy_selector: Option<String>,
     /// Declared names the site deleted since they were cached; `None` when not checked.
     pub gone_from_site: Option<Vec<String>>,
-    /// Declared links whose targets are not cached (`Shot.sg_sequence -> Sequence`); `None`
-    /// when not checked.
+    /// Declared links whose targets the cache cannot name (`Shot.sg_sequence -> Sequence
+    /// (why)`); `None` when not checked.
     pub uncovered: Option<Vec<String>>,
+    /// Types cached for links only (`Sequence (code) for Shot.sg_sequence`).
+    pub implied: Vec<String>,
 }
 
 /// Builds the status; `previous` keeps each condition's `lastTransitionTime` while its status
@@ -107,6 +135,11 @@ pub fn build(
             .as_ref()
             .map(|s| s.trust.clone())
             .unwrap_or_default(),
+        reads: obs
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.reads.as_ref())
+            .map(reads_status),
     };
     status.conditions = conds
         .into_iter()
@@ -130,6 +163,29 @@ pub fn build(
     status
 }
 
+/// The read counts of every proxy, as the status shows them.
+pub fn reads_status(share: &sgcache::storage::read_counts::ReadShare) -> ReadsStatus {
+    ReadsStatus {
+        window_minutes: share.minutes,
+        replicas: share.replicas as i64,
+        from_cache: share.cache as i64,
+        to_site: share.site as i64,
+        // Floored, so 99.6% is not shown as every read.
+        cached: share
+            .ratio()
+            .map_or("-".into(), |r| format!("{}%", (r * 100.0).floor() as i64)),
+        pass_through: share
+            .reasons
+            .iter()
+            .take(5)
+            .map(|(reason, reads)| ReasonReads {
+                reason: reason.clone(),
+                reads: *reads as i64,
+            })
+            .collect(),
+    }
+}
+
 /// The proxy Deployment's available replicas.
 fn proxy_available(obs: &Observed) -> Option<i32> {
     let workers = obs.workers.as_ref()?.as_ref().ok()?;
@@ -148,6 +204,9 @@ pub fn type_statuses(snap: &DbSnapshot, declared: Option<&Declared>) -> Vec<Type
     for f in snap.fields.iter().filter(counted) {
         let t = by_type.entry(&f.entity_type).or_insert_with(|| TypeStatus {
             entity_type: f.entity_type.clone(),
+            implied_by: declared
+                .map(|d| d.implied_by(&f.entity_type))
+                .unwrap_or_default(),
             ..TypeStatus::default()
         });
         match f.state.as_str() {
@@ -235,7 +294,10 @@ fn conditions(obs: &Observed, waiting: &BTreeMap<String, i64>) -> Vec<Cond> {
             condition::READY,
             "True",
             "Ready".into(),
-            format!("reads are served from the cache, except: {}", coverage.3),
+            format!(
+                "reads are served from the cache, except: {}",
+                uncovered_sentence(obs.uncovered.as_deref().unwrap_or_default())
+            ),
         ),
         None => (
             condition::READY,
@@ -264,6 +326,16 @@ fn conditions(obs: &Observed, waiting: &BTreeMap<String, i64>) -> Vec<Cond> {
         site_schema(obs),
         trust_classes(obs),
     ]
+}
+
+/// Whether `previous` (the status the object holds) already reports this failure: a
+/// condition `False` with its reason and message.
+pub fn reports_failure(previous: Option<&ShotgunCacheStatus>, reason: &str, message: &str) -> bool {
+    previous.is_some_and(|p| {
+        p.conditions
+            .iter()
+            .any(|c| c.status == "False" && c.reason == reason && c.message == message)
+    })
 }
 
 /// The classes a difference turned off, if any.
@@ -303,27 +375,37 @@ fn trust_classes(obs: &Observed) -> Cond {
     )
 }
 
-/// `Coverage`: whether every declared read can be answered from the cache.
+/// `Coverage`: whether every declared link can be named from the cache.
 fn coverage(obs: &Observed) -> Cond {
+    let implied = if obs.implied.is_empty() {
+        String::new()
+    } else {
+        format!("; implied by links: {}", obs.implied.join("; "))
+    };
     match &obs.uncovered {
         None => from_step(condition::COVERAGE, &None, ""),
         Some(gaps) if gaps.is_empty() => (
             condition::COVERAGE,
             "True",
             "AllDeclaredServed".into(),
-            String::new(),
+            format!("every declared link is served from the cache{implied}"),
         ),
         Some(gaps) => (
             condition::COVERAGE,
             "False",
             "LinkTargetsNotCached".into(),
-            format!(
-                "reads returning {} go to the site: their target types are not cached (add \
-                 them to spec.entities)",
-                gaps.join(", ")
-            ),
+            format!("{}{implied}", uncovered_sentence(gaps)),
         ),
     }
+}
+
+/// The sentence the Coverage condition and its Event say about links not served.
+pub fn uncovered_sentence(gaps: &[String]) -> String {
+    format!(
+        "reads returning these declared links go to the site, the cache cannot name their \
+         targets: {} (list the target types in spec.entities, or leave implyLinkTargets on)",
+        gaps.join("; ")
+    )
 }
 
 fn site_schema(obs: &Observed) -> Cond {

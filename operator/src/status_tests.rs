@@ -33,6 +33,7 @@ fn healthy(snapshot: DbSnapshot) -> Observed {
         proxy_selector: Some("app=proxy".into()),
         gone_from_site: Some(vec![]),
         uncovered: Some(vec![]),
+        implied: vec![],
     }
 }
 
@@ -44,6 +45,7 @@ fn cond<'a>(s: &'a ShotgunCacheStatus, t: &str) -> &'a Condition {
 fn counts_fields_per_type_and_backfill_progress() {
     let snap = DbSnapshot {
         trust: Vec::new(),
+        reads: None,
         fields: vec![
             row("Shot", "code", "ready", 0, None),
             row("Shot", "description", "backfilling", 40, Some(100)),
@@ -106,6 +108,7 @@ fn counts_fields_per_type_and_backfill_progress() {
 fn all_ready_means_ready_with_observed_generation() {
     let snap = DbSnapshot {
         trust: Vec::new(),
+        reads: None,
         fields: vec![row("Shot", "code", "ready", 0, None)],
         events: None,
     };
@@ -245,6 +248,7 @@ fn transition_time_is_kept_while_status_holds() {
 fn a_caught_up_cache_has_no_lag_however_quiet_the_site() {
     let snap = |lag| DbSnapshot {
         trust: Vec::new(),
+        reads: None,
         fields: vec![row("Shot", "code", "ready", 0, None)],
         events: Some(EventsRow {
             last_event_id: Some(7),
@@ -271,6 +275,7 @@ fn a_caught_up_cache_has_no_lag_however_quiet_the_site() {
 fn fields_count_what_the_spec_declares_not_the_cache_own_fields() {
     let snap = DbSnapshot {
         trust: Vec::new(),
+        reads: None,
         fields: vec![
             row("Shot", "id", "ready", 0, None),
             row("Shot", "updated_at", "ready", 0, None),
@@ -327,6 +332,7 @@ fn an_apply_error_is_a_workers_condition_and_degrades() {
 fn fields_deleted_on_the_site_show_as_drift_without_making_the_cache_unready() {
     let snap = DbSnapshot {
         trust: Vec::new(),
+        reads: None,
         fields: vec![row("Shot", "code", "ready", 0, None)],
         events: None,
     };
@@ -343,4 +349,89 @@ fn fields_deleted_on_the_site_show_as_drift_without_making_the_cache_unready() {
     assert!(drift.message.contains("Shot.sg_cut_note"), "{drift:?}");
     assert_eq!(cond(&s, condition::READY).status, "True");
     assert_eq!(s.phase, "Ready");
+}
+
+#[test]
+fn types_implied_by_links_are_counted_and_marked() {
+    let row = |ty: &str, f: &str| crate::db::FieldRow {
+        entity_type: ty.into(),
+        field_name: f.into(),
+        state: "ready".into(),
+        backfill_done: 0,
+        backfill_total: None,
+    };
+    let snap = DbSnapshot {
+        fields: vec![
+            row("Shot", "code"),
+            row("Shot", "sg_sequence"),
+            row("Shot", "id"),
+            row("Sequence", "code"),
+            row("Sequence", "id"),
+            row("Sequence", "updated_at"),
+        ],
+        ..DbSnapshot::default()
+    };
+    let spec = ShotgunCacheSpec::from_yaml(
+        "entities:\n  - {type: Shot, fields: [code, sg_sequence]}\n",
+        "test",
+    )
+    .unwrap();
+    let implied = sgcache::plan::ImpliedType {
+        entity_type: "Sequence".into(),
+        display_field: "code".into(),
+        linked_from: vec!["Shot.sg_sequence".into()],
+    };
+    let mut obs = healthy(snap);
+    obs.declared = Some(Declared::of(&spec).with_implied(std::slice::from_ref(&implied)));
+    obs.implied = vec![implied.to_string()];
+    let s = build(&obs, None, now());
+    let seq = s
+        .types
+        .iter()
+        .find(|t| t.entity_type == "Sequence")
+        .unwrap();
+    assert_eq!(
+        (seq.ready, seq.implied_by.clone()),
+        (1, vec!["Shot.sg_sequence".to_string()])
+    );
+    let shot = s.types.iter().find(|t| t.entity_type == "Shot").unwrap();
+    assert!(shot.implied_by.is_empty());
+    assert_eq!(
+        s.fields_summary, "3/3",
+        "two declared, one display field implied"
+    );
+    let c = cond(&s, condition::COVERAGE);
+    assert_eq!(c.status, "True");
+    assert!(
+        c.message
+            .contains("implied by links: Sequence (code) for Shot.sg_sequence"),
+        "{}",
+        c.message
+    );
+}
+
+#[test]
+fn reads_over_every_proxy_are_shown_with_a_floored_share() {
+    use sgcache::storage::read_counts::ReadShare;
+    let share = ReadShare {
+        minutes: 5,
+        replicas: 2,
+        cache: 995,
+        site: 5,
+        reasons: vec![("link_name".into(), 4), ("stale".into(), 1)],
+    };
+    let snap = DbSnapshot {
+        reads: Some(share),
+        ..DbSnapshot::default()
+    };
+    let s = build(&healthy(snap), None, now());
+    let r = s.reads.expect("reads in the status");
+    assert_eq!(r.cached, "99%", "99.5% is not every read");
+    assert_eq!(
+        (r.from_cache, r.to_site, r.replicas, r.window_minutes),
+        (995, 5, 2, 5)
+    );
+    assert_eq!(r.pass_through[0].reason, "link_name");
+    let none = reads_status(&ReadShare::default());
+    assert_eq!(none.cached, "-");
 }

@@ -42,6 +42,7 @@ impl CacheDatabase for ReadyDb {
         Box::pin(async move {
             Ok(DbSnapshot {
                 trust: Vec::new(),
+                reads: None,
                 fields: vec![field],
                 events: None,
             })

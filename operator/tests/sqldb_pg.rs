@@ -89,7 +89,18 @@ async fn migrate_then_snapshot_reads_the_state_tables() {
     for f in ["code", "sg_status_list", "assets"] {
         assert!(names.contains(&f), "{f} in {names:?}");
     }
-    assert!(snap.fields.iter().all(|f| f.entity_type == "Shot"));
+    // Asset is cached for Shot.assets (implied by links), with its display field.
+    let implied: Vec<String> = first.implied.iter().map(ToString::to_string).collect();
+    assert_eq!(implied, ["Asset (code) for Shot.assets"]);
+    assert!(first.uncovered.is_empty(), "{:?}", first.uncovered);
+    assert!(snap
+        .fields
+        .iter()
+        .all(|f| f.entity_type == "Shot" || f.entity_type == "Asset"));
+    assert!(snap
+        .fields
+        .iter()
+        .any(|f| (f.entity_type.as_str(), f.field_name.as_str()) == ("Asset", "code")));
     assert!(snap.fields.iter().all(|f| f.state == "pending"), "{snap:?}");
     assert!(snap.events.is_none(), "no follower position yet");
     assert!(pg.tables().await.contains(&"shot".to_string()));
@@ -274,4 +285,74 @@ async fn deletion_policy_retain_keeps_the_tables() {
     assert_eq!(left.notify_functions, [default_schema("default", "cache")]);
     assert_eq!(left.events, ["CacheRetained"]);
     assert!(left.finalizer_removed);
+}
+
+#[tokio::test]
+async fn snapshot_sums_the_read_counts_of_every_proxy() {
+    use sgcache::storage::read_counts::{self, MinuteReads};
+    let pg = PgDb::create("op_sqldb_reads").await;
+    let site = sim().await;
+    let conn = connection(&pg.url, &site.url());
+    let db = SqlCacheDatabase;
+    db.migrate(&conn, &spec()).await.expect("migration");
+    let none = db
+        .snapshot(&conn)
+        .await
+        .unwrap()
+        .reads
+        .expect("read counts");
+    assert_eq!((none.cache, none.site, none.ratio()), (0, 0, None));
+
+    // Two replicas' counts this minute and last minute, and one from an hour ago.
+    let cache_db = Db::connect(&pg.url, 1).await.unwrap();
+    let now = read_counts::minute_of(chrono::Utc::now());
+    let reads = |minute, cache, site: &[(&str, u64)]| MinuteReads {
+        minute,
+        cache,
+        site: site.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+    };
+    read_counts::add_reads(
+        &cache_db,
+        "proxy-a",
+        &reads(now - 61, 1000, &[("stale", 1000)]),
+    )
+    .await
+    .unwrap();
+    read_counts::add_reads(
+        &cache_db,
+        "proxy-a",
+        &reads(now - 1, 50, &[("link_name", 2)]),
+    )
+    .await
+    .unwrap();
+    read_counts::add_reads(&cache_db, "proxy-a", &reads(now, 40, &[("link_name", 1)]))
+        .await
+        .unwrap();
+    read_counts::add_reads(
+        &cache_db,
+        "proxy-b",
+        &reads(now, 7, &[("stale", 1), ("link_name", 3)]),
+    )
+    .await
+    .unwrap();
+    let share = db.snapshot(&conn).await.unwrap().reads.unwrap();
+    assert_eq!(
+        (share.cache, share.site, share.replicas),
+        (97, 7, 2),
+        "{share:?}"
+    );
+    assert_eq!(
+        share.reasons,
+        [("link_name".to_string(), 6), ("stale".to_string(), 1)],
+        "the hour-old counts are trimmed and out of the window"
+    );
+    let status = sgcache_operator::status::reads_status(&share);
+    assert_eq!(status.cached, "93%");
+    assert_eq!(
+        (status.from_cache, status.to_site, status.replicas),
+        (97, 7, 2)
+    );
+    cache_db.close().await;
+    site.shutdown().await;
+    pg.drop().await;
 }

@@ -269,23 +269,53 @@ class Suite:
         return f"shotgun_api3 find Shot {fields}: {len(proxy)} records equal to the site's, from the cache ({n})"
 
     def coverage(self):
-        # Applied without Sequence: a Shot read returning sg_sequence cannot render the link's
-        # `name` from the cache and passes through; the status must not hide it.
-        for _ in range(3):
-            _, path = raw_read(self.proxy, "Shot", ["code", "sg_sequence"])
-            expect(path == "site", f"Shot.sg_sequence without Sequence cached answered by {path}")
-        c = self.condition(self.cache(), "Coverage")
-        degraded = f"Coverage {c['status']} {c['reason']}: {c['message']}" if c else "no Coverage condition"
-        expect(c is not None and c["status"] == "False", degraded)
-        kubectl("-n", NS, "patch", "shotguncache", "studio", "--type=json", "-p", json.dumps([
-            {"op": "add", "path": "/spec/entities/-", "value": {"type": "Sequence", "fields": ["code"]}}]))
+        # Applied without Sequence: implied by Shot.sg_sequence, the type is cached with its
+        # display field, and a Shot read returning sg_sequence is answered from the cache.
         t = time.monotonic()
         n = self.served_from_cache("Shot", ["code", "sg_sequence"], timeout=90)
+        served_in = time.monotonic() - t
         obj = self.wait_ready("studio", NS, 60)
         c = self.condition(obj, "Coverage")
-        expect(c is not None and c["status"] == "True", f"Coverage after the patch: {c}")
-        return (f"without Sequence: passed through, {degraded}; patched in, served from the cache "
-                f"{time.monotonic() - t:.1f} s later ({n} shots), Coverage True")
+        expect(c is not None and c["status"] == "True" and "implied by links: Sequence" in c["message"],
+               f"Coverage with Sequence implied: {c}")
+        seq = [x for x in obj["status"].get("types", []) if x["type"] == "Sequence"]
+        expect(seq and seq[0].get("impliedBy") == ["Shot.sg_sequence"], f"Sequence in status.types: {seq}")
+        # Opted out: those reads go to the site, and the status says which and why.
+        kubectl("-n", NS, "patch", "shotguncache", "studio", "--type=merge", "-p",
+                json.dumps({"spec": {"implyLinkTargets": False}}))
+
+        def degraded():
+            o = self.cache()
+            c = self.condition(o, "Coverage")
+            current = (o.get("status") or {}).get("observedGeneration") == o["metadata"]["generation"]
+            return c if current and c and c["status"] == "False" else None
+        c = wait_for("Coverage False after opting out", degraded, 60)
+        expect("Shot.sg_sequence -> Sequence" in c["message"], c["message"])
+        wait_for("Shot.sg_sequence passed through",
+                 lambda: raw_read(self.proxy, "Shot", ["code", "sg_sequence"])[1] == "site" or None, 90)
+        # Back on (the field removed): served again.
+        kubectl("-n", NS, "patch", "shotguncache", "studio", "--type=json", "-p", json.dumps([
+            {"op": "remove", "path": "/spec/implyLinkTargets"}]))
+        t = time.monotonic()
+        self.served_from_cache("Shot", ["code", "sg_sequence"], timeout=120)
+        self.wait_ready("studio", NS, 60)
+        return (f"without Sequence listed: served from the cache ({n} shots, {served_in:.1f} s), Coverage True "
+                f"with Sequence implied by links; opted out: passed through, {c['reason']}; back on: served "
+                f"{time.monotonic() - t:.1f} s later")
+
+    def read_share(self):
+        # The proxies add their read counts to the database; the operator sums them over every
+        # replica into status.reads and the CACHED printer column.
+        def shown():
+            r = (self.cache().get("status") or {}).get("reads")
+            return r if r and r.get("fromCache", 0) > 0 else None
+        r = wait_for("status.reads with reads from the cache", shown, 150)
+        out = kubectl("-n", NS, "get", "shotguncache", "studio")
+        header, row = out.splitlines()[0], out.splitlines()[1]
+        expect("CACHED" in header and r["cached"] in row.split(), out)
+        top = ", ".join(f"{p['reason']} {p['reads']}" for p in r.get("passThrough", []))
+        return (f"status.reads: {r['cached']} of {r['fromCache'] + r['toSite']} reads from the cache over "
+                f"{r['windowMinutes']} min, {r['replicas']} proxies; passed through: {top or 'none'}")
 
     def probes_on_start(self):
         # Every worker pod of the cache started, and none failed a probe doing so (kubelet's
@@ -475,6 +505,7 @@ CHECKS = [
     ("cached read equals the site's", "cached_read_equals_site"),
     ("no probe failed on start", "probes_on_start"),
     ("links served (coverage)", "coverage"),
+    ("share of reads from the cache in the status", "read_share"),
     ("field added by patch served", "field_add"),
     ("scale subresource", "scale"),
     ("proxy pod deleted under reads", "proxy_pod_deletion"),

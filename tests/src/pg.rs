@@ -19,12 +19,20 @@ pub struct TestDb {
     pub name: String,
     pub url: String,
     pub db: Db,
+    /// The database it was created from (and is dropped from).
+    admin: String,
     /// The folder of a SQLite database; `None` on PostgreSQL.
     dir: Option<tempfile::TempDir>,
 }
 
 impl TestDb {
     pub async fn create(prefix: &str) -> anyhow::Result<TestDb> {
+        Self::create_on(&server_url(), &admin_url(), prefix).await
+    }
+
+    /// A database on the server at `server` (a URL without a database), created from the
+    /// database `admin` (a full URL).
+    pub async fn create_on(server: &str, admin: &str, prefix: &str) -> anyhow::Result<TestDb> {
         // The clock alone is not unique: tests running side by side read the same tick.
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let name = format!(
@@ -33,17 +41,18 @@ impl TestDb {
             chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
             SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let admin = Db::connect(&admin_url(), 1).await?;
-        let mut s = admin.sql();
+        let admin_db = Db::connect(admin, 1).await?;
+        let mut s = admin_db.sql();
         s.push("CREATE DATABASE ").push_ident(&name);
-        admin.execute(&s).await?;
-        admin.close().await;
-        let url = format!("{}/{name}", server_url());
+        admin_db.execute(&s).await?;
+        admin_db.close().await;
+        let url = format!("{server}/{name}");
         let db = Db::connect(&url, 5).await?;
         Ok(TestDb {
             name,
             url,
             db,
+            admin: admin.to_string(),
             dir: None,
         })
     }
@@ -57,6 +66,7 @@ impl TestDb {
             name: "cache.db".into(),
             url,
             db,
+            admin: String::new(),
             dir: Some(dir),
         })
     }
@@ -66,7 +76,7 @@ impl TestDb {
         if self.dir.is_some() {
             return; // the folder goes with it
         }
-        if let Ok(admin) = Db::connect(&admin_url(), 1).await {
+        if let Ok(admin) = Db::connect(&self.admin, 1).await {
             let mut s = admin.sql();
             s.push("DROP DATABASE IF EXISTS ")
                 .push_ident(&self.name)

@@ -6,7 +6,9 @@
 //! It is also the failover tests' fault proxy: existing connections can be frozen silently
 //! while new ones hang ([`Relay::freeze`]) and then go to the server again
 //! ([`Relay::thaw_new`]) while the frozen ones stay open and silent, as when a primary dies
-//! without a reset and a standby takes its address.
+//! without a reset and a standby takes its address. The address can be moved to another
+//! server ([`Relay::point`]) with the open connections left where they are, or cut
+//! ([`Relay::cut`]), as a virtual IP or a Kubernetes Service moving does.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,7 +19,10 @@ use tokio_util::sync::CancellationToken;
 /// A relay from a local port to `target`.
 pub struct Relay {
     pub addr: SocketAddr,
-    target: SocketAddr,
+    /// Where new connections go.
+    target: Arc<Mutex<SocketAddr>>,
+    /// Cancelled to end the connections open now (the relay stays up); replaced by it.
+    open: Arc<Mutex<CancellationToken>>,
     /// Cancelled to take the relay down; replaced when it comes back up.
     up: Mutex<Option<CancellationToken>>,
     /// Cancelled to stop forwarding without closing anything (a network partition); replaced
@@ -32,7 +37,8 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let relay = Relay {
             addr: listener.local_addr()?,
-            target,
+            target: Arc::new(Mutex::new(target)),
+            open: Default::default(),
             up: Mutex::new(None),
             frozen: Default::default(),
             connections: Default::default(),
@@ -66,6 +72,23 @@ impl Relay {
         self.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// New connections go to `target` from now on; open ones stay where they are.
+    pub fn point(&self, target: SocketAddr) {
+        *self.target.lock().unwrap() = target;
+    }
+
+    /// Where new connections go.
+    pub fn target(&self) -> SocketAddr {
+        *self.target.lock().unwrap()
+    }
+
+    /// Ends every open connection (both sides see it closed); new ones are accepted.
+    pub fn cut(&self) {
+        let mut open = self.open.lock().unwrap();
+        open.cancel();
+        *open = CancellationToken::new();
+    }
+
     /// Cuts every open connection and refuses new ones.
     pub fn down(&self) {
         if let Some(up) = self.up.lock().unwrap().take() {
@@ -96,8 +119,8 @@ impl Relay {
     fn serve(&self, listener: TcpListener) {
         let token = CancellationToken::new();
         *self.up.lock().unwrap() = Some(token.clone());
-        let (target, connections) = (self.target, self.connections.clone());
-        let frozen = self.frozen.clone();
+        let (target, connections) = (self.target.clone(), self.connections.clone());
+        let (frozen, open) = (self.frozen.clone(), self.open.clone());
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -107,7 +130,9 @@ impl Relay {
                 let Ok((client, _)) = accepted else { continue };
                 connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let frozen = frozen.lock().unwrap().clone();
-                tokio::spawn(pipe(client, target, token.clone(), frozen));
+                let to = *target.lock().unwrap();
+                let cut = open.lock().unwrap().clone();
+                tokio::spawn(pipe(client, to, token.clone(), frozen, cut));
             }
         });
     }
@@ -126,13 +151,18 @@ async fn pipe(
     target: SocketAddr,
     down: CancellationToken,
     frozen: CancellationToken,
+    cut: CancellationToken,
 ) {
     let Ok(mut server) = TcpStream::connect(target).await else {
         return;
     };
     tokio::select! {
         _ = down.cancelled() => {}
-        _ = frozen.cancelled() => down.cancelled().await,
+        _ = cut.cancelled() => {}
+        _ = frozen.cancelled() => tokio::select! {
+            _ = down.cancelled() => {}
+            _ = cut.cancelled() => {}
+        },
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
     }
     drop((client, server));

@@ -87,6 +87,15 @@ impl fmt::Display for Plan {
                 p.entity_type, p.field_name, p.data_type, p.reason
             )?;
         }
+        for t in &self.implied {
+            writeln!(f, "= implied by links: {t}")?;
+        }
+        for u in &self.uncovered {
+            writeln!(
+                f,
+                "! reads returning {u} go to the site (the cache cannot name the link)"
+            )?;
+        }
         for g in &self.gone {
             writeln!(
                 f,

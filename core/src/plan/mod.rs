@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::schema::{DataType, SiteSchema, Storage};
 use crate::spec::ShotgunCacheSpec;
 
-pub use coverage::{link_gaps, LinkGap};
+pub use coverage::{link_gaps, link_targets, state_coverage, ImpliedType, LinkGap, LinkTargets};
 pub use narrow::narrow_to_site;
 pub use resolve::{is_viewer_dependent, uncacheable_reason, ASSOC_INDEX_SUFFIX};
 pub use state::{DbState, FieldRecord, FieldState, TypeState};
@@ -107,6 +107,13 @@ pub struct Plan {
     /// (`Shot.sg_cut`): planned as out of the spec, so they are dropped, not an error.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gone: Vec<String>,
+    /// Types the spec does not list, cached for the links that point to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub implied: Vec<ImpliedType>,
+    /// Declared links the cache still cannot render (`Shot.sg_sequence -> Sequence (why)`):
+    /// reads returning them go to the site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uncovered: Vec<String>,
 }
 
 impl Plan {
@@ -155,9 +162,12 @@ pub fn plan(
     options: PlanOptions,
 ) -> Result<Plan, PlanError> {
     let (narrowed, gone) = narrow_to_site(spec, site, current);
-    let desired = resolve::resolve(&narrowed, site)?;
+    let targets = link_targets(&narrowed, site);
+    let desired = resolve::resolve(&targets.extend(&narrowed), site)?;
     Ok(Plan {
         gone,
+        implied: targets.implied,
+        uncovered: targets.gaps.iter().map(ToString::to_string).collect(),
         ..diff::diff(&desired, current, options)
     })
 }

@@ -97,7 +97,11 @@ fn check_display_overrides(spec: &ShotgunCacheSpec, site: &SiteSchema) -> Result
     Ok(())
 }
 
-fn display_field<'a>(spec: &'a ShotgunCacheSpec, schema: &'a EntitySchema) -> Option<&'a str> {
+/// The field naming links to a type: the spec's override, else the site's.
+pub(super) fn display_field<'a>(
+    spec: &'a ShotgunCacheSpec,
+    schema: &'a EntitySchema,
+) -> Option<&'a str> {
     spec.display_fields
         .iter()
         .find(|d| d.entity_type == schema.entity_type)

@@ -27,13 +27,18 @@ fn new_type_gets_table_declared_and_implicit_fields() {
     let text = p.to_string();
     assert_eq!(
         text,
-        "+ create table shot for Shot (display field code)\n\
+        "+ create table asset for Asset (display field code)\n\
+         + add field Asset.code (text), pending backfill\n\
+         + add field Asset.id (number), pending backfill\n\
+         + add field Asset.updated_at (date_time), pending backfill\n\
+         + create table shot for Shot (display field code)\n\
          + add field Shot.assets (multi_entity), pending backfill\n\
          + add field Shot.code (text), pending backfill\n\
          + add field Shot.id (number), pending backfill\n\
          + add field Shot.sg_status_list (status_list), pending backfill\n\
          + add field Shot.updated_at (date_time), pending backfill\n\
-         = pass through Shot.image (declared, image): image URLs are signed and expire\n"
+         = pass through Shot.image (declared, image): image URLs are signed and expire\n\
+         = implied by links: Asset (code) for Shot.assets\n"
     );
     let after = DbState::default().after(&p);
     assert!(plan(&s, &site, &after, NO_PRUNE).unwrap().is_empty());
@@ -112,7 +117,10 @@ fn removing_then_pruning_and_retyping() {
     let pruned = plan(&less, &site, &dropped, PRUNE).unwrap();
     assert_eq!(
         pruned.to_string(),
-        "- prune field Shot.assets (multi_entity): storage dropped\n- prune table step of Step\n"
+        "- prune table asset of Asset\n\
+         - prune field Shot.assets (multi_entity): storage dropped\n\
+         - prune table step of Step\n",
+        "Asset was implied by Shot.assets only"
     );
     // The site retypes a field: rebuild.
     let mut retyped = site.clone();
@@ -406,37 +414,167 @@ fn unservable_fields_are_backfilled_again_by_the_next_migration() {
 }
 
 #[test]
-fn a_link_to_a_type_not_cached_is_a_coverage_gap_until_the_type_is() {
+fn a_link_target_not_listed_is_implied_with_its_display_field_only() {
     let site = fixture();
-    let without = spec(
-        "entities:\n  - {type: Shot, fields: [code, sg_sequence, assets, sg_status_list]}\n  - {type: Asset, fields: [code]}\n",
-    );
-    let gaps = link_gaps(&without, &site);
+    let s = spec("entities:\n  - {type: Shot, fields: [code, sg_sequence, sg_status_list]}\n");
+    let p = plan(&s, &site, &DbState::default(), NO_PRUNE).unwrap();
     assert_eq!(
-        gaps.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        ["Shot.sg_sequence -> Sequence"],
-        "assets links to Asset, cached; a status list is no link"
+        p.implied,
+        [ImpliedType {
+            entity_type: "Sequence".into(),
+            display_field: "code".into(),
+            linked_from: vec!["Shot.sg_sequence".into()],
+        }]
     );
-    let with = spec(
-        "entities:\n  - {type: Shot, fields: [code, sg_sequence, assets]}\n  - {type: Asset, fields: [code]}\n  - {type: Sequence, fields: [code]}\n",
+    assert!(p.uncovered.is_empty(), "{:?}", p.uncovered);
+    let text = p.to_string();
+    assert!(
+        text.contains("+ create table sequence for Sequence (display field code)\n"),
+        "{text}"
     );
-    assert!(link_gaps(&with, &site).is_empty());
+    assert!(
+        text.ends_with("= implied by links: Sequence (code) for Shot.sg_sequence\n"),
+        "{text}"
+    );
+    let after = DbState::default().after(&p);
+    let seq: BTreeSet<&str> = after.fields["Sequence"]
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        seq,
+        BTreeSet::from(["code", "id", "updated_at"]),
+        "what a link needs"
+    );
+    let again = plan(&s, &site, &after, NO_PRUNE).unwrap();
+    assert!(again.is_empty(), "{again}");
+    assert_eq!(again.implied, p.implied, "still implied, shown every time");
+    // The cache as it stands says the same as the plan.
+    let standing = state_coverage(&s, &after);
+    assert_eq!(standing.implied, p.implied);
+    assert!(standing.gaps.is_empty());
 }
 
 #[test]
-fn a_link_to_any_type_is_a_gap_and_a_wildcard_is_not_checked() {
+fn opting_out_leaves_the_link_to_the_site_and_drops_what_was_implied() {
     let site = fixture();
-    let s = spec("entities:\n  - {type: Shot, fields: [code]}\n  - {type: Task, fields: [content, entity]}\n");
-    let gaps = link_gaps(&s, &site);
-    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let on = spec("entities:\n  - {type: Shot, fields: [code, sg_sequence, assets]}\n  - {type: Asset, fields: [code]}\n");
+    let cached =
+        DbState::default().after(&plan(&on, &site, &DbState::default(), NO_PRUNE).unwrap());
+    let off = spec("implyLinkTargets: false\nentities:\n  - {type: Shot, fields: [code, sg_sequence, assets]}\n  - {type: Asset, fields: [code]}\n");
+    let p = plan(&off, &site, &cached, NO_PRUNE).unwrap();
+    assert!(p.implied.is_empty());
     assert_eq!(
-        (gaps[0].entity_type.as_str(), gaps[0].field_name.as_str()),
-        ("Task", "entity")
+        p.uncovered,
+        ["Shot.sg_sequence -> Sequence (not listed; implyLinkTargets is false)"],
+        "assets links to Asset, listed"
     );
+    assert_eq!(
+        p.changes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [
+            "- drop field Sequence.code (no longer served; storage kept)",
+            "- drop field Sequence.id (no longer served; storage kept)",
+            "- drop field Sequence.updated_at (no longer served; storage kept)",
+        ]
+    );
+    assert!(p.to_string().contains(
+        "! reads returning Shot.sg_sequence -> Sequence (not listed; implyLinkTargets is false) go to the site"
+    ));
+    let dropped = cached.after(&p);
+    assert_eq!(link_gaps(&off, &site).len(), 1);
+    assert_eq!(
+        state_coverage(&off, &dropped).gaps.len(),
+        1,
+        "the standing cache agrees"
+    );
+    let pruned = plan(&off, &site, &cached, PRUNE).unwrap();
+    assert_eq!(
+        pruned
+            .changes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["- prune table sequence of Sequence"]
+    );
+    // Back on: the kept columns are revived and backfilled.
+    let back = plan(&on, &site, &dropped, NO_PRUNE).unwrap();
     assert!(
-        !gaps[0].missing.contains(&"Shot".to_string()),
-        "Shot is cached"
+        back.changes
+            .iter()
+            .all(|c| matches!(c, Change::ReviveField(_))),
+        "{back}"
     );
-    let wild = spec("entities:\n  - {type: Shot, fields: [\"*\"]}\n");
-    assert!(link_gaps(&wild, &site).is_empty());
+}
+
+#[test]
+fn a_listed_target_is_not_implied_and_its_own_fields_stay_as_listed() {
+    let site = fixture();
+    let s = spec("entities:\n  - {type: Shot, fields: [code, sg_sequence]}\n  - {type: Sequence, fields: [code, description]}\n");
+    let p = plan(&s, &site, &DbState::default(), NO_PRUNE).unwrap();
+    assert!(p.implied.is_empty());
+    assert!(p.uncovered.is_empty());
+}
+
+#[test]
+fn targets_without_a_text_display_field_or_any_type_links_stay_gaps() {
+    let site = fixture();
+    // Attachment's display field is a URL, not text: a link to it cannot be named.
+    let attachment_links: Vec<(String, String)> = site
+        .entities
+        .values()
+        .flat_map(|e| e.fields.values().map(move |f| (e, f)))
+        .filter(|(_, f)| f.valid_types == ["Attachment"])
+        .map(|(e, f)| (e.entity_type.clone(), f.name.clone()))
+        .collect();
+    let (ty, field) = attachment_links.first().expect("a link to Attachment only");
+    let s = spec(&format!(
+        "entities:\n  - {{type: {ty}, fields: [{field}]}}\n"
+    ));
+    let t = link_targets(&s, &site);
+    assert!(t.implied.iter().all(|i| i.entity_type != "Attachment"));
+    assert_eq!(t.gaps.len(), 1);
+    assert_eq!(t.gaps[0].missing_types(), ["Attachment"]);
+    assert!(
+        t.gaps[0].to_string().contains("is not text"),
+        "{}",
+        t.gaps[0]
+    );
+}
+
+#[test]
+fn links_through_a_wildcard_imply_their_targets_too_but_only_declared_links_are_gaps() {
+    let site = fixture();
+    let s = spec("entities:\n  - {type: Version, fields: [\"*\"], exclude: [viewed_by_current_user, viewed_by_current_user_at]}\n");
+    let t = link_targets(&s, &site);
+    let implied: BTreeSet<&str> = t.implied.iter().map(|i| i.entity_type.as_str()).collect();
+    for ty in ["Playlist", "Note", "Task", "HumanUser", "Project", "Shot"] {
+        assert!(implied.contains(ty), "{ty} in {implied:?}");
+    }
+    assert!(t.gaps.is_empty(), "no field named explicitly: {:?}", t.gaps);
+    // Planned as the spec plus those types, and idempotent.
+    let p = plan(&s, &site, &DbState::default(), NO_PRUNE).unwrap();
+    let after = DbState::default().after(&p);
+    assert!(implied.iter().all(|t| after.types.contains_key(*t)));
+    assert!(plan(&s, &site, &after, NO_PRUNE).unwrap().is_empty());
+}
+
+#[test]
+fn an_implied_type_deleted_on_the_site_is_dropped_not_an_error() {
+    let mut site = fixture();
+    let s = spec("entities:\n  - {type: Shot, fields: [code, sg_sequence]}\n");
+    let cached = DbState::default().after(&plan(&s, &site, &DbState::default(), NO_PRUNE).unwrap());
+    site.entities.remove("Sequence");
+    let p = plan(&s, &site, &cached, NO_PRUNE).unwrap();
+    assert!(p.implied.is_empty());
+    assert_eq!(
+        p.uncovered,
+        ["Shot.sg_sequence -> Sequence (the site has no such type)"]
+    );
+    assert!(p
+        .changes
+        .iter()
+        .all(|c| matches!(c, Change::DropField { entity_type, .. } if entity_type == "Sequence")));
 }

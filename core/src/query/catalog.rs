@@ -92,6 +92,8 @@ impl Catalog {
     /// The catalog a fully backfilled cache of `spec` would have (every field ready). Used by
     /// tests and benchmarks; the proxy loads the real states with [`Catalog::load`].
     pub fn from_schema(schema: &SiteSchema, spec: &ShotgunCacheSpec) -> Catalog {
+        // With the types implied by links, as a migration would cache them.
+        let spec = &crate::plan::link_targets(spec, schema).extend(spec);
         let mut types = BTreeMap::new();
         for es in &spec.entities {
             let Some(entity) = schema.entity(&es.entity_type) else {
@@ -291,6 +293,13 @@ mod tests {
             shot.ready_field("sg_sequence").unwrap().valid_types,
             vec!["Sequence"]
         );
-        assert!(cat.ready_type("Asset").is_none());
+        // Link targets come with what a link needs (implied by links), nothing more.
+        let asset = cat
+            .ready_type("Asset")
+            .expect("Asset, implied by Shot.assets");
+        let fields: Vec<&str> = asset.fields.keys().map(String::as_str).collect();
+        assert_eq!(fields, ["code", "id", "updated_at"]);
+        assert!(cat.ready_type("Sequence").is_some());
+        assert!(cat.ready_type("Version").is_none());
     }
 }

@@ -99,6 +99,7 @@ pub fn spec_hash(spec: &ShotgunCacheSpec) -> String {
     let shape = serde_json::json!({
         "entities": spec.entities,
         "displayFields": spec.display_fields,
+        "implyLinkTargets": spec.implies_link_targets(),
     });
     hex::encode(Sha256::digest(shape.to_string().as_bytes()))
 }

@@ -8,6 +8,7 @@ mod drift;
 pub mod event_log;
 mod migrate;
 pub mod notify;
+pub mod read_counts;
 mod rows;
 mod scans;
 mod schema_follow;

@@ -29,6 +29,7 @@ const PG_TABLES: &[&str] = &[
      PRIMARY KEY (event_id, entity_type, entity_id, field_name))",
     super::scans::CREATE_SCANS,
     super::trust::CREATE_TRUST,
+    super::read_counts::CREATE_READ_COUNTS,
     super::event_log::PG_DDL[0],
     super::event_log::PG_DDL[1],
 ];
@@ -52,6 +53,7 @@ const SQLITE_TABLES: &[&str] = &[
      PRIMARY KEY (event_id, entity_type, entity_id, field_name))",
     super::scans::CREATE_SCANS,
     super::trust::CREATE_TRUST,
+    super::read_counts::CREATE_READ_COUNTS,
     super::event_log::SQLITE_DDL[0],
     super::event_log::SQLITE_DDL[1],
 ];
@@ -69,6 +71,7 @@ pub const STATE_TABLES: &[&str] = &[
     "_sgcache_dead_letters",
     "_sgcache_scans",
     "_sgcache_trust",
+    "_sgcache_read_counts",
     "_sgcache_event_log",
     "_sgcache_event_log_window",
 ];

@@ -14,6 +14,11 @@
 //! - **rolled back**: the follower's saved position went below the highest this proxy has
 //!   seen (the database lost writes): reads pass through until the follower has replayed past
 //!   it. A type whose last scan start went back likewise passes through until scanned again;
+//! - **catching up**: the database was not writable or did not answer (an address moved to a
+//!   standby, a restart, a network cut) and answers again: reads pass through until the
+//!   follower has caught up with the site after it came back, and each scanned type until a
+//!   scan started after it (the workers could not write meanwhile, so the copy is as old as
+//!   the outage);
 //! - **follower stopped**: its position and caught-up time have not moved for
 //!   [`FOLLOWER_QUIET`] by this process's clock, while the site is up (with the site down the
 //!   cache is the only answer, and `maxLag` still bounds it);
@@ -48,6 +53,8 @@ pub enum Unvouched {
     Failover { what: String },
     #[error("the database lost writes: follower position {position} < {high_water} seen before; waiting for the follower to replay past it")]
     RolledBack { position: i64, high_water: i64 },
+    #[error("the database is back after an outage; waiting for the follower to catch up")]
+    CatchingUp,
     #[error("the event follower made no progress for {quiet_s} s")]
     FollowerStopped { quiet_s: u64 },
     #[error("the database cannot be checked: {0}")]
@@ -61,6 +68,7 @@ impl Unvouched {
             Unvouched::NotWritable(_) => "not_writable",
             Unvouched::Failover { .. } => "failover",
             Unvouched::RolledBack { .. } => "rolled_back",
+            Unvouched::CatchingUp => "catching_up",
             Unvouched::FollowerStopped { .. } => "follower_stopped",
             Unvouched::Unknown(_) => "unknown",
         }
@@ -77,11 +85,12 @@ pub fn hold_back(catalog: &mut Catalog, types: &BTreeSet<String>) {
 }
 
 /// Every label [`DbGuard::state`] reports, `ok` included.
-pub const STATES: [&str; 6] = [
+pub const STATES: [&str; 7] = [
     "ok",
     "not_writable",
     "failover",
     "rolled_back",
+    "catching_up",
     "follower_stopped",
     "unknown",
 ];
@@ -114,6 +123,12 @@ struct Memory {
     progress: Option<(Progress, Instant)>,
     /// Types written through the proxy whose write could not be stored, and when.
     unsynced: BTreeMap<String, DateTime<Utc>>,
+    /// When the database answered again after an outage: the follower must have caught up
+    /// after it before answers resume.
+    resumed: Option<DateTime<Utc>>,
+    /// The same moment (unix ms) for the scanner: a type scanned before it passes through
+    /// until scanned after it.
+    scan_after: Option<i64>,
     verdict: Option<Unvouched>,
 }
 
@@ -122,6 +137,9 @@ pub struct DbGuard {
     memory: Mutex<Memory>,
     /// The database's server changes as of the last check that vouched for it.
     vouched_at: std::sync::atomic::AtomicU64,
+    /// How often the address had been closed (not writable) as of the last check: an outage
+    /// shorter than the time between two checks is an outage all the same.
+    closings: std::sync::atomic::AtomicU64,
 }
 
 impl DbGuard {
@@ -133,6 +151,11 @@ impl DbGuard {
     /// nothing may be answered from the cache. Logs changes of verdict.
     pub async fn check(&self, db: &Db, site_up: bool) -> Result<BTreeSet<String>, Unvouched> {
         let changes = db.server_changes();
+        let closings = db.closings();
+        let closed_since = self
+            .closings
+            .swap(closings, std::sync::atomic::Ordering::Relaxed)
+            != closings;
         let observed = match tokio::time::timeout(CHECK_TIMEOUT, observe(db)).await {
             Ok(Ok(o)) => Ok(o),
             Ok(Err(e)) => Err(unvouched_by(&e)),
@@ -145,6 +168,9 @@ impl DbGuard {
             }
         };
         let mut memory = self.memory();
+        if closed_since {
+            memory.outage();
+        }
         let judged = match observed {
             Ok(o) => memory.judge(&o, Instant::now(), Utc::now(), site_up),
             Err(why) => Err(why),
@@ -163,12 +189,15 @@ impl DbGuard {
         db.server_changes() == self.vouched_at.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// A write-through of `types` could not be stored at `at`.
-    pub fn write_failed(&self, types: impl IntoIterator<Item = String>, at: DateTime<Utc>) {
+    /// A write-through of `types` could not be stored at `at`. True when no type was held
+    /// back by such a write before (the first of a spell).
+    pub fn write_failed(&self, types: impl IntoIterator<Item = String>, at: DateTime<Utc>) -> bool {
         let mut memory = self.memory();
+        let first = memory.unsynced.is_empty();
         for t in types {
             memory.unsynced.insert(t, at);
         }
+        first
     }
 
     /// For `/readyz`: the verdict and the types held back by unsynced writes or rollbacks.
@@ -196,6 +225,17 @@ impl DbGuard {
 }
 
 impl Memory {
+    /// The database was out (not writable, or silent) since the last check, even if this
+    /// check finds it well: what the workers could not write meanwhile is missing.
+    fn outage(&mut self) {
+        if !matches!(
+            self.verdict,
+            Some(Unvouched::NotWritable(_) | Unvouched::Unknown(_))
+        ) {
+            self.verdict = Some(Unvouched::Unknown("its address was closed".into()));
+        }
+    }
+
     /// The verdict on `o`: types to pass through, or why the whole cache must.
     fn judge(
         &mut self,
@@ -208,6 +248,14 @@ impl Memory {
             return Err(Unvouched::NotWritable(why.clone()));
         }
         self.note_identity(o, wall);
+        if matches!(
+            self.verdict,
+            Some(Unvouched::NotWritable(_) | Unvouched::Unknown(_))
+        ) {
+            // Back after an outage: start waiting from now (a later outage restarts it).
+            self.resumed = Some(wall);
+            self.scan_after = Some(wall.timestamp_millis());
+        }
         let caught_up_after = |at: DateTime<Utc>| o.caught_up_at.is_some_and(|c| c > at);
         if let Some((at, what)) = &self.failover {
             if o.caught_up_at.is_none() || caught_up_after(*at) {
@@ -225,6 +273,15 @@ impl Memory {
                 });
             }
         }
+        // After the more telling failover and rollback waits: each ends as the follower catches up.
+        if let Some(at) = self.resumed {
+            if o.caught_up_at.is_none() || caught_up_after(at) {
+                tracing::info!("the follower caught up after the database came back");
+                self.resumed = None;
+            } else {
+                return Err(Unvouched::CatchingUp);
+            }
+        }
         self.high_water = self.high_water.max(o.position);
         self.judge_progress(o, now, site_up)?;
         let mut pass = BTreeSet::new();
@@ -235,6 +292,15 @@ impl Memory {
             } else {
                 *high = *ms;
             }
+            if self.scan_after.is_some_and(|after| *ms <= after) {
+                pass.insert(ty.clone()); // not scanned since the outage
+            }
+        }
+        if self
+            .scan_after
+            .is_some_and(|after| o.scanned_ms.values().all(|ms| *ms > after))
+        {
+            self.scan_after = None;
         }
         self.unsynced.retain(|ty, at| {
             let scanned = o
@@ -463,6 +529,32 @@ mod tests {
         assert!(m.judge(&promoted, now, at(21), true).is_err());
         promoted.caught_up_at = Some(at(22));
         assert!(m.judge(&promoted, now, at(22), true).is_ok());
+    }
+
+    #[test]
+    fn after_an_outage_answers_wait_for_the_follower_and_a_scan_after_it() {
+        let mut m = Memory::default();
+        let now = Instant::now();
+        let mut o = obs(100, 10);
+        o.scanned_ms.insert("Shot".into(), 9_000);
+        assert!(m.judge(&o, now, at(10), true).is_ok());
+        m.verdict = Some(Unvouched::NotWritable("a standby".into()));
+        // Back at 20; the follower last caught up at 10.
+        let err = m.judge(&o, now, at(20), true).unwrap_err();
+        assert_eq!(err, Unvouched::CatchingUp);
+        m.verdict = Some(err);
+        o.caught_up_at = Some(at(21));
+        let pass = m.judge(&o, now, at(21), true).unwrap();
+        assert_eq!(pass, BTreeSet::from(["Shot".to_string()]));
+        m.verdict = None;
+        o.scanned_ms.insert("Shot".into(), 22_000);
+        assert!(m.judge(&o, now, at(22), true).unwrap().is_empty());
+        // An outage no check saw (the address was closed between two) counts too.
+        m.outage();
+        assert_eq!(
+            m.judge(&o, now, at(30), true).unwrap_err(),
+            Unvouched::CatchingUp
+        );
     }
 
     #[test]

@@ -349,6 +349,7 @@ pub async fn serve(
     let prober = tokio::spawn(probe_loop(state.clone(), stop.clone()));
     let rates = tokio::spawn(crate::status::read_rates::sample_loop(
         state.telemetry.clone(),
+        state.cache.clone(),
         stop.clone(),
     ));
     tracing::info!(addr = %listener.local_addr()?, site = %state.upstream.base(), "proxy listening");

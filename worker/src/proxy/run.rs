@@ -56,6 +56,7 @@ pub async fn run_with(
     if !workers.is_empty() {
         let _ = state.telemetry.workers.set(workers);
     }
+    state.telemetry.status_page.set_spec(spec);
     if let Some(db) = state.cache.db() {
         crate::site_binding::check(db, &config.site_url).await?;
     }

@@ -58,9 +58,14 @@ pub async fn write(
             // The cache may now be older than the write: its types pass through until the
             // follower or a scan has brought it in (read-your-writes, `db_guard`).
             state.telemetry.metrics.write_through_failures.inc();
-            tracing::warn!(error = %e, "write-through failed; the written types pass through until the cache has the write");
             let types = super::db_guard::written_types(&req);
-            state.cache.guard.write_failed(types, chrono::Utc::now());
+            // Once per spell (every write fails while the database is out; the counter
+            // counts them).
+            if state.cache.guard.write_failed(types, chrono::Utc::now()) {
+                tracing::warn!(error = %e, "write-through failed; the written types pass through until the cache has the write");
+            } else {
+                tracing::debug!(error = %e, "write-through failed");
+            }
             state.refresh_catalog().await;
         }
         // Before the writer hears back: its next read must not get an answer kept from before

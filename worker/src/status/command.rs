@@ -61,7 +61,7 @@ async fn status(spec: &ShotgunCacheSpec, args: &StatusArgs) -> Result<String, St
         c.timeout = c.timeout.min(WAIT);
         SiteClient::new(c).ok()
     });
-    let gathered = gather(&db, site.as_ref()).await;
+    let gathered = gather(&db, site.as_ref(), Some(spec)).await;
     db.close().await;
     let mut status = gathered.map_err(|e| format!("{} ({})", e, redact_url(&url)))?;
     super::trust::apply_settings(&mut status.trust, spec.trust.samples, |c| spec.trust.pin(c));

@@ -10,6 +10,7 @@ pub mod command;
 pub mod page;
 pub mod proxy_figures;
 pub mod read_rates;
+pub mod read_share;
 pub mod site_events;
 pub mod text;
 pub mod trust;
@@ -20,6 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sgcache::plan::FieldState;
 use sgcache::site::SiteClient;
+use sgcache::spec::ShotgunCacheSpec;
 use sgcache::sql::Db;
 use sgcache::storage::{self, StorageError};
 
@@ -46,6 +48,22 @@ pub struct Status {
     pub proxy_error: Option<String>,
     /// Each trust class's progress.
     pub trust: Vec<trust::TrustClassStatus>,
+    /// Reads over every proxy replica in the last minutes (from the shared counts).
+    pub reads: sgcache::storage::read_counts::ReadShare,
+    /// Link targets: types cached for links only, and declared links the cache cannot name;
+    /// `None` when gathered without the spec.
+    pub links: Option<LinkCoverage>,
+}
+
+/// What the links of the spec need, as the cache stands (see `sgcache::plan::state_coverage`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LinkCoverage {
+    /// Types the spec does not list, cached for the links to them: `Sequence (code) for
+    /// Shot.sg_sequence`.
+    pub implied: Vec<String>,
+    /// Declared links whose targets the cache cannot name: reads returning them go to the
+    /// site (`Shot.sg_sequence -> Sequence (not cached)`).
+    pub uncovered: Vec<String>,
 }
 
 /// One cached entity type.
@@ -63,6 +81,10 @@ pub struct TypeStatus {
     pub last_scan: Option<DateTime<Utc>>,
     /// Values met that the cache could not store.
     pub dead_letters: i64,
+    /// For a type the spec does not list: the link fields it is cached for (implied by
+    /// links).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub implied_by: Vec<String>,
 }
 
 impl TypeStatus {
@@ -134,7 +156,11 @@ impl KeptLog {
 /// Reads the cache's state from `db` and, when given, the site's event log. A site that cannot
 /// be reached leaves the site's figures empty with the reason; a database that cannot be read
 /// is an error.
-pub async fn gather(db: &Db, site: Option<&SiteClient>) -> Result<Status, StatusError> {
+pub async fn gather(
+    db: &Db,
+    site: Option<&SiteClient>,
+    spec: Option<&ShotgunCacheSpec>,
+) -> Result<Status, StatusError> {
     let state = storage::read_state(db).await?;
     if state.types.is_empty() && state.fields.is_empty() {
         return Err(StatusError::NotMigrated);
@@ -155,6 +181,21 @@ pub async fn gather(db: &Db, site: Option<&SiteClient>) -> Result<Status, Status
         }
     }
     types.sort_by(|a, b| a.entity_type.cmp(&b.entity_type));
+    let links = spec.map(|spec| {
+        let targets = sgcache::plan::state_coverage(spec, &state);
+        for implied in &targets.implied {
+            if let Some(t) = types
+                .iter_mut()
+                .find(|t| t.entity_type == implied.entity_type)
+            {
+                t.implied_by = implied.linked_from.clone();
+            }
+        }
+        LinkCoverage {
+            implied: targets.implied.iter().map(ToString::to_string).collect(),
+            uncovered: targets.gaps.iter().map(ToString::to_string).collect(),
+        }
+    });
     let mut events = FollowerStatus {
         applied_event_id: position.and_then(|p| p.last_event_id),
         caught_up_at: freshness.caught_up_at,
@@ -172,6 +213,8 @@ pub async fn gather(db: &Db, site: Option<&SiteClient>) -> Result<Status, Status
         proxy: None,
         proxy_error: None,
         trust,
+        links,
+        reads: read_share::gather(db).await?,
     })
 }
 

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::Value;
 use sgcache::site::SiteClient;
-use sgcache::spec::SiteConnection;
+use sgcache::spec::{ShotgunCacheSpec, SiteConnection};
 
 use super::read_rates::{RatePoint, ReadRates, SAMPLE_EVERY};
 use super::{gather, text, ProxyFigures, Status};
@@ -30,6 +30,10 @@ const REUSE_FOR: Duration = Duration::from_secs(4);
 /// Longest wait for the site's event log while gathering.
 const SITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Longest wait for the whole status: a page that never answers tells nobody anything (a
+/// database whose address moved may leave calls waiting for their connection's timeouts).
+const GATHER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the proxy keeps for its status page.
 #[derive(Default)]
 pub struct StatusPage {
@@ -37,6 +41,16 @@ pub struct StatusPage {
     /// The site client reading the event log as the cache's script (made on first use).
     site: OnceLock<Option<SiteClient>>,
     last: Mutex<Option<(Instant, Arc<Status>)>>,
+    /// The spec the proxy runs with: which types are listed (the rest are implied by links).
+    spec: OnceLock<Arc<ShotgunCacheSpec>>,
+}
+
+impl StatusPage {
+    /// Gives the page the proxy's spec (set once at start; without it the page leaves the
+    /// links out).
+    pub fn set_spec(&self, spec: &ShotgunCacheSpec) {
+        let _ = self.spec.set(Arc::new(spec.clone()));
+    }
 }
 
 /// The page's routes, merged into the proxy's router.
@@ -73,6 +87,11 @@ struct PageData {
 
 #[derive(Serialize)]
 struct PageText {
+    /// Whether declared links are served, and one line per implied type or link not served.
+    links: String,
+    links_detail: Vec<String>,
+    /// Reads over every replica in the last minutes.
+    reads: String,
     events: String,
     proxy: String,
     /// Per type, in the order of `status.types`: its state word and backfill progress.
@@ -83,6 +102,7 @@ struct PageText {
 
 #[derive(Serialize)]
 struct TypeText {
+    name: String,
     state: &'static str,
     backfill: String,
 }
@@ -90,7 +110,16 @@ struct TypeText {
 async fn status_json(State(state): State<Arc<AppState>>) -> Response {
     match current(&state).await {
         Ok(status) => {
+            let links = status.links.clone().unwrap_or_default();
             let page_text = PageText {
+                links: text::coverage_line(&links),
+                links_detail: links
+                    .implied
+                    .iter()
+                    .map(|t| format!("implied by links: {t}"))
+                    .chain(links.uncovered.iter().map(|u| format!("to the site: {u}")))
+                    .collect(),
+                reads: super::read_share::share_line(&status.reads),
                 events: text::events_line(&status.events),
                 proxy: match (&status.proxy, &status.proxy_error) {
                     (Some(p), _) => text::proxy_line(p),
@@ -100,6 +129,7 @@ async fn status_json(State(state): State<Arc<AppState>>) -> Response {
                     .types
                     .iter()
                     .map(|t| TypeText {
+                        name: text::type_cell(t),
                         state: text::state_word(t),
                         backfill: text::backfill_text(t),
                     })
@@ -140,10 +170,25 @@ async fn current(state: &AppState) -> Result<Arc<Status>, String> {
         .db()
         .ok_or("the proxy has no cache database (it passes everything through)")?;
     let site = page.site.get_or_init(|| site_client(state)).as_ref();
-    let mut status = gather(db, site).await.map_err(|e| e.to_string())?;
-    status.proxy = Some(ProxyFigures::from_metrics(
-        &state.telemetry.metrics.encode(),
-    ));
+    let spec = page.spec.get().map(|s| s.as_ref());
+    let guard = state.cache.guard.describe();
+    // Why reads go to the site, said even when the database cannot be read at all (a standby
+    // behind its address).
+    let why = guard["reason"].as_str().map(String::from);
+    let gathered = match tokio::time::timeout(GATHER_TIMEOUT, gather(db, site, spec)).await {
+        Ok(gathered) => gathered.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "the status could not be gathered within {} s",
+            GATHER_TIMEOUT.as_secs()
+        )),
+    };
+    let mut status = gathered.map_err(|e| match &why {
+        Some(why) => format!("{e}; every read goes to the site: {why}"),
+        None => e.to_string(),
+    })?;
+    let mut figures = ProxyFigures::from_metrics(&state.telemetry.metrics.encode());
+    figures.database_guard_reason = why;
+    status.proxy = Some(figures);
     let trust = state.policy.trust.config();
     super::trust::apply_settings(&mut status.trust, trust.samples, |c| {
         trust.pins.get(&c).copied()

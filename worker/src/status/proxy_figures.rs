@@ -22,7 +22,18 @@ pub struct ProxyFigures {
     pub hit_ratio: Option<f64>,
     /// Why reads went to the site, most frequent first.
     pub pass_through: Vec<ReasonCount>,
+    /// The proxy's database guard when it cannot vouch for the cache database (every read goes
+    /// to the site): its state (`not_writable`, `failover`, …), None while it can.
+    pub database_guard: Option<String>,
+    /// The guard's reason, when the proxy said it (its `/readyz`, or in-process).
+    pub database_guard_reason: Option<String>,
+    /// Every reason's count (what this replica adds to the shared read counts).
+    #[serde(skip)]
+    pub site_by_reason: BTreeMap<String, u64>,
 }
+
+/// The gauge of the database guard's state (see `proxy::db_guard`).
+const GUARD: &str = "sgcache_proxy_database_state";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReasonCount {
@@ -36,6 +47,11 @@ impl ProxyFigures {
         let mut out = ProxyFigures::default();
         let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
         for line in text.lines() {
+            if let Some((labels, 1)) = sample(line, GUARD) {
+                out.database_guard = label(labels, "state")
+                    .filter(|s| *s != "ok")
+                    .map(String::from);
+            }
             let Some((labels, value)) = sample(line, REQUESTS) else {
                 continue;
             };
@@ -52,6 +68,7 @@ impl ProxyFigures {
                 _ => {}
             }
         }
+        out.site_by_reason = reasons.clone();
         let all = out.reads_cache + out.reads_site;
         out.hit_ratio = (all > 0).then(|| out.reads_cache as f64 / all as f64);
         let mut reasons: Vec<ReasonCount> = reasons
@@ -84,7 +101,17 @@ impl ProxyFigures {
         if !text.contains(REQUESTS) && !text.contains("sgcache_proxy_") {
             return Err(format!("{url} is not an sgcache proxy's metrics"));
         }
-        Ok(ProxyFigures::from_metrics(&text))
+        let mut figures = ProxyFigures::from_metrics(&text);
+        if figures.database_guard.is_some() {
+            // Why, in the proxy's words (best effort: the state alone says enough).
+            let readyz = format!("{}/readyz", base.trim_end_matches('/'));
+            if let Ok(r) = http.get(&readyz).send().await {
+                let v: serde_json::Value = r.json().await.unwrap_or_default();
+                figures.database_guard_reason =
+                    v["database_guard"]["reason"].as_str().map(String::from);
+            }
+        }
+        Ok(figures)
     }
 }
 
@@ -157,6 +184,17 @@ mod tests {
             .map(|r| (r.reason.as_str(), r.reads))
             .collect();
         assert_eq!(reasons, [("field_not_cached", 2), ("stale", 1)]);
+    }
+
+    #[test]
+    fn the_database_guards_verdict_is_read_from_its_gauge() {
+        let metrics = crate::proxy::metrics::Metrics::default();
+        let f = ProxyFigures::from_metrics(&metrics.encode());
+        assert_eq!(f.database_guard, None);
+        let text = "sgcache_proxy_database_state{state=\"ok\"} 0\n\
+                    sgcache_proxy_database_state{state=\"not_writable\"} 1\n";
+        let f = ProxyFigures::from_metrics(text);
+        assert_eq!(f.database_guard.as_deref(), Some("not_writable"));
     }
 
     #[test]

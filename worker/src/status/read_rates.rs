@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::read_share::FLUSH_EVERY;
 use super::ProxyFigures;
+use crate::proxy::cache_db::CacheDb;
 use crate::proxy::telemetry::Telemetry;
 
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
@@ -66,22 +68,38 @@ impl ReadRates {
     }
 }
 
-/// Samples the proxy's read counters into the status page's ring until `stop`.
-pub async fn sample_loop(telemetry: Arc<Telemetry>, stop: CancellationToken) {
+/// Samples the proxy's read counters into the status page's ring until `stop`, and every
+/// [`FLUSH_EVERY`] adds them to the counts shared by every replica (in `cache`'s database).
+pub async fn sample_loop(telemetry: Arc<Telemetry>, cache: Arc<CacheDb>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let replica = super::read_share::replica_id();
+    let mut flushed = super::read_share::Flushed::default();
+    let mut last_flush = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
         let figures = ProxyFigures::from_metrics(&telemetry.metrics.encode());
+        let now = chrono::Utc::now();
         telemetry.status_page.read_rates.record(
             Instant::now(),
-            chrono::Utc::now().timestamp_millis(),
+            now.timestamp_millis(),
             figures.reads_cache,
             figures.reads_site,
         );
+        if last_flush.elapsed() < FLUSH_EVERY {
+            continue;
+        }
+        last_flush = Instant::now();
+        if let Some(db) = cache.db() {
+            let minute = sgcache::storage::read_counts::minute_of(now);
+            if let Err(e) = flushed.flush(db, &replica, &figures, minute).await {
+                // Kept for the next flush; the status shows older counts meanwhile.
+                tracing::debug!(error = %e, "cannot add this replica's read counts");
+            }
+        }
     }
 }
 

@@ -24,7 +24,21 @@ pub fn render(status: &Status) -> String {
         (None, Some(e)) => format!("not reached: {e}"),
         (None, None) => "not asked".into(),
     };
+    let _ = writeln!(
+        out,
+        "reads   {}",
+        super::read_share::share_line(&status.reads)
+    );
     let _ = writeln!(out, "proxy   {proxy}");
+    if let Some(links) = &status.links {
+        let _ = writeln!(out, "links   {}", coverage_line(links));
+        for t in &links.implied {
+            let _ = writeln!(out, "  implied by links: {t}");
+        }
+        for u in &links.uncovered {
+            let _ = writeln!(out, "  to the site: {u}");
+        }
+    }
     if !status.trust.is_empty() {
         let _ = writeln!(out, "\ntrust classes");
         for t in &status.trust {
@@ -66,6 +80,15 @@ pub fn backfill_text(t: &TypeStatus) -> String {
     }
 }
 
+/// The type's name, marked when it is cached for links only.
+pub fn type_cell(t: &TypeStatus) -> String {
+    if t.implied_by.is_empty() {
+        t.entity_type.clone()
+    } else {
+        format!("{} (implied by links)", t.entity_type)
+    }
+}
+
 fn types_table(types: &[TypeStatus]) -> String {
     let header = [
         "TYPE",
@@ -82,7 +105,7 @@ fn types_table(types: &[TypeStatus]) -> String {
         .iter()
         .map(|t| {
             [
-                t.entity_type.clone(),
+                type_cell(t),
                 state_word(t).into(),
                 t.ready.to_string(),
                 t.pending.to_string(),
@@ -139,6 +162,24 @@ pub fn log_line(log: Option<&super::KeptLog>) -> String {
     line
 }
 
+/// Whether every declared link can be named from the cache, and how many types are cached
+/// for links only.
+pub fn coverage_line(links: &super::LinkCoverage) -> String {
+    let implied = match links.implied.len() {
+        0 => String::new(),
+        n => format!("; {n} type(s) cached for links only (implied by links)"),
+    };
+    if links.uncovered.is_empty() {
+        format!("every declared link is served from the cache{implied}")
+    } else {
+        format!(
+            "coverage degraded: reads returning {} declared link(s) go to the site (the cache \
+             cannot name their targets){implied}",
+            links.uncovered.len()
+        )
+    }
+}
+
 /// Where the follower is: applied id, how far behind, since when caught up.
 pub fn events_line(e: &FollowerStatus) -> String {
     let applied = e
@@ -171,7 +212,14 @@ pub fn proxy_line(p: &super::ProxyFigures) -> String {
     let ratio = p.hit_ratio.map_or("no reads yet".into(), |r| {
         format!("hit ratio {}", percent(r))
     });
-    let mut line = format!(
+    let mut line = String::new();
+    if let Some(state) = &p.database_guard {
+        // First: while it holds, every read goes to the site, whatever the ratio says.
+        let why = p.database_guard_reason.as_deref().unwrap_or(state);
+        let _ = write!(line, "every read goes to the site ({state}: {why}); ");
+    }
+    let _ = write!(
+        line,
         "{ratio} ({} reads from the cache, {} from the site)",
         p.reads_cache, p.reads_site
     );
@@ -234,6 +282,11 @@ mod tests {
             )),
             proxy_error: None,
             trust: vec![],
+            reads: Default::default(),
+            links: Some(super::super::LinkCoverage {
+                implied: vec!["Sequence (code) for Shot.sg_sequence".into()],
+                uncovered: vec!["Task.entity -> Note (not cached)".into()],
+            }),
         };
         let text = render(&status);
         let lines: Vec<&str> = text.lines().collect();
@@ -249,5 +302,8 @@ mod tests {
         assert!(text.contains(
             "proxy   hit ratio 66.7% (2 reads from the cache, 1 from the site); passed through: stale 1"
         ));
+        assert!(text.contains("links   coverage degraded: reads returning 1 declared link(s)"));
+        assert!(text.contains("  implied by links: Sequence (code) for Shot.sg_sequence\n"));
+        assert!(text.contains("  to the site: Task.entity -> Note (not cached)\n"));
     }
 }
