@@ -90,7 +90,8 @@ async fn evolve(url: &str, db: &Db) {
     assert_eq!(
         out,
         "+ add field Shot.description (text), pending backfill\n\
-         + add field Shot.sg_cut_in (number), pending backfill\n"
+         + add field Shot.sg_cut_in (number), pending backfill\n\
+         = implied by links: Asset (code) for Shot.assets\n"
     );
     let states = field_states(db, "Shot").await;
     assert!(
@@ -108,7 +109,8 @@ async fn evolve(url: &str, db: &Db) {
         links
     );
 
-    // Remove two: dropped (not served), storage and data kept.
+    // Remove two: dropped (not served), storage and data kept; Asset was only implied by
+    // Shot.assets, so it goes with it.
     let v3 = write_spec(
         dir.path(),
         "v3.yaml",
@@ -117,7 +119,10 @@ async fn evolve(url: &str, db: &Db) {
     let out = migrate_ok(&v3, url, &[]);
     assert_eq!(
         out,
-        "- drop field Shot.assets (no longer served; storage kept)\n\
+        "- drop field Asset.code (no longer served; storage kept)\n\
+         - drop field Asset.id (no longer served; storage kept)\n\
+         - drop field Asset.updated_at (no longer served; storage kept)\n\
+         - drop field Shot.assets (no longer served; storage kept)\n\
          - drop field Shot.sg_status_list (no longer served; storage kept)\n"
     );
     let states = field_states(db, "Shot").await;
@@ -140,7 +145,8 @@ async fn evolve(url: &str, db: &Db) {
     let out = migrate_ok(&v3, url, &["--prune"]);
     assert_eq!(
         out,
-        "- prune field Shot.assets (multi_entity): storage dropped\n\
+        "- prune table asset of Asset\n\
+         - prune field Shot.assets (multi_entity): storage dropped\n\
          - prune field Shot.sg_status_list (status_list): storage dropped\n"
     );
     let pruned = layout::read(db).await.unwrap();
