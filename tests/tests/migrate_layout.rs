@@ -121,6 +121,38 @@ fn expected(dialect: Dialect) -> BTreeMap<String, BTreeMap<String, Column>> {
         }
         tables.insert(table, cols);
     }
+    // Types implied by links: the targets of cached links that the spec does not list, with
+    // what a link needs (the display field) besides the columns every table has.
+    let listed: Vec<&str> = spec
+        .entities
+        .iter()
+        .map(|e| e.entity_type.as_str())
+        .collect();
+    for e in &spec.entities {
+        for (name, field) in schema[&e.entity_type].as_object().unwrap() {
+            let wanted = e.all_fields() || e.fields.iter().any(|f| f == name);
+            let dt = field["data_type"]["value"].as_str().unwrap();
+            if !wanted
+                || e.exclude.iter().any(|x| x == name)
+                || !matches!(dt, "entity" | "multi_entity")
+            {
+                continue;
+            }
+            let targets = field["properties"]["valid_types"]["value"].as_array();
+            for t in targets.into_iter().flatten().filter_map(Value::as_str) {
+                if listed.contains(&t) || schema.get(t).is_none() {
+                    continue;
+                }
+                let mut cols: BTreeMap<String, Column> =
+                    metadata_columns(dialect).into_iter().collect();
+                for f in ["updated_at", display_field(t)] {
+                    let dt = schema[t][f]["data_type"]["value"].as_str().unwrap();
+                    cols.extend(columns_of(dialect, f, dt).unwrap());
+                }
+                tables.insert(t.to_lowercase(), cols);
+            }
+        }
+    }
     tables
 }
 

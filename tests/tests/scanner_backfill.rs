@@ -137,7 +137,8 @@ async fn a_site_page_cap_below_the_page_size_loses_no_rows() {
         max_entities_per_page: 25,
         ..SimConfig::default()
     };
-    let entities = "\n  - type: Shot\n    fields: [code, project]\n";
+    // Only Shot is scanned below, so Project (the target of Shot.project) is not implied.
+    let entities = "\n  - type: Shot\n    fields: [code, project]\nimplyLinkTargets: false\n";
     let workers = "  scanner:\n    pageSize: 500";
     let env = Env::start_site("scan_cap", site, entities, workers).await;
     let projects: Vec<i64> = site_rows(&env.writer, "Project", &["name".into()])

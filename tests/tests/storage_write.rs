@@ -12,7 +12,10 @@ use sgcache::ShotgunCacheSpec;
 use sgcache_tests::pg::TestDb;
 use sgcache_tests::worker;
 
-const SPEC: &str = "entities:
+// Only the listed types: writes to a type the spec does not cache are refused (below), so no
+// link target is implied.
+const SPEC: &str = "implyLinkTargets: false
+entities:
   - type: Version
     fields: [code, sg_first_frame, sg_frames_aspect_ratio, flagged, created_at,
              sg_uploaded_movie, tag_list, entity, playlists, sg_status_list]
