@@ -66,10 +66,13 @@ for _ in $(seq 1 300); do
     # Ready once the backfill is done and the proxy's catalog has every type.
     pending=$(psql "$pg/$db" -tAc "SELECT count(*) FROM _sgcache_fields WHERE state NOT IN ('ready', 'dropped', 'unservable')" 2>/dev/null || echo 1)
     types=$(curl -sf "$proxy/readyz" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["types_ready"])' 2>/dev/null || echo 0)
-    [ "$pending" = "0" ] && [ "$types" = "11" ] && break
+    # Every type the migration planned, listed or implied by links.
+    planned=$(psql "$pg/$db" -tAc "SELECT count(*) FROM _sgcache_types" 2>/dev/null || echo -1)
+    [ "$pending" = "0" ] && [ "$types" = "$planned" ] && break
     kill -0 "$worker_pid" 2>/dev/null || { cat "$work/worker.log" >&2; exit 1; }
     sleep 1
 done
+[ "$pending" = "0" ] && [ "$types" = "$planned" ] || { echo "compat: the cache was not ready after 300 s ($pending fields pending, $types of $planned types ready)" >&2; exit 1; }
 echo "compat: proxy $proxy in front of $site, cache $db ready" >&2
 # Every record stored, every field servable: nothing the site returned was refused.
 unservable=$(psql "$pg/$db" -tAc "SELECT string_agg(entity_type || '.' || field_name || ': ' || unservable_reason, ', ') FROM _sgcache_fields WHERE state = 'unservable'")
