@@ -134,3 +134,33 @@ impl BenchProxy {
         anyhow::bail!("the proxy did not become ready")
     }
 }
+
+/// A benchmark's API3 POST as the proxy answered it: the `x-sgcache-path` header, whether
+/// the HTTP status was a success, and the body. `None` when no answer came (a client error).
+/// Each benchmark judges the answer its own way (an API3 error, an empty body, JSON to parse).
+pub struct Posted {
+    pub path: Option<String>,
+    pub success: bool,
+    pub body: reqwest::Result<hyper::body::Bytes>,
+}
+
+pub async fn post_api3(http: &reqwest::Client, url: &str, body: String) -> Option<Posted> {
+    let r = http
+        .post(url)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    let path = r
+        .headers()
+        .get("x-sgcache-path")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let success = r.status().is_success();
+    Some(Posted {
+        path,
+        success,
+        body: r.bytes().await,
+    })
+}

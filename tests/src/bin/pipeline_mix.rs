@@ -567,22 +567,9 @@ async fn wait_backfilled(
 
 /// POSTs a read: the `x-sgcache-path` header and the parsed body, if it answered.
 async fn post(http: &reqwest::Client, url: &str, body: String) -> Option<(String, Value)> {
-    let r = http
-        .post(url)
-        .header("content-type", "application/json; charset=utf-8")
-        .body(body)
-        .send()
-        .await
-        .ok()?;
-    let path = r
-        .headers()
-        .get("x-sgcache-path")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let ok = r.status().is_success();
-    let v: Value = serde_json::from_slice(&r.bytes().await.ok()?).ok()?;
-    ok.then_some((path, v))
+    let posted = sgcache_tests::worker::post_api3(http, url, body).await?;
+    let v: Value = serde_json::from_slice(&posted.body.ok()?).ok()?;
+    posted.success.then(|| (posted.path.unwrap_or_default(), v))
 }
 
 /// The proxy's `/metrics` as `name{labels}` → value (comments skipped).

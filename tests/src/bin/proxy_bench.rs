@@ -195,20 +195,9 @@ async fn start_proxy(
 /// The load loops' call: status 200 and the path header, the body read but not parsed (the
 /// client's CPU is the proxy's and the database's CPU on this machine).
 async fn post_path(http: &reqwest::Client, url: &str, body: String) -> Option<String> {
-    let r = http
-        .post(url)
-        .header("content-type", "application/json; charset=utf-8")
-        .body(body)
-        .send()
-        .await
-        .ok()?;
-    let path = r
-        .headers()
-        .get("x-sgcache-path")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let ok = r.status().is_success() && r.bytes().await.is_ok_and(|b| !b.is_empty());
-    path.filter(|_| ok)
+    let posted = sgcache_tests::worker::post_api3(http, url, body).await?;
+    let ok = posted.success && posted.body.is_ok_and(|b| !b.is_empty());
+    posted.path.filter(|_| ok)
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: String) -> Option<(Option<String>, Value)> {

@@ -128,25 +128,14 @@ async fn start_proxy(site_url: &str, db_url: &str) -> anyhow::Result<BenchProxy>
 
 /// One request: the answer's path header, or `None` for a client error.
 async fn call(http: &reqwest::Client, url: &str, body: String) -> Option<String> {
-    let r = http
-        .post(url)
-        .header("content-type", "application/json; charset=utf-8")
-        .body(body)
-        .send()
-        .await
-        .ok()?;
-    let path = r
-        .headers()
-        .get("x-sgcache-path")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    if !r.status().is_success() {
+    let posted = sgcache_tests::worker::post_api3(http, url, body).await?;
+    if !posted.success {
         return None;
     }
-    let body = r.bytes().await.ok()?;
+    let body = posted.body.ok()?;
     // An API3 error (`"exception": true`) is a client error too.
     let error = body.windows(17).any(|w| w == b"\"exception\":true");
-    path.filter(|_| !error)
+    posted.path.filter(|_| !error)
 }
 
 struct Run {
