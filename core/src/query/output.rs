@@ -316,19 +316,7 @@ fn retired_target(
             continue;
         };
         let j = ctx.alias();
-        let mut join = Frag::new();
-        join.lit(" LEFT JOIN ")
-            .ident(&ty.table)
-            .lit(" ")
-            .alias(&j)
-            .lit(" ON ")
-            .col(type_col.0, type_col.1)
-            .lit(" = ")
-            .bind(SqlValue::Text(t.clone()))
-            .lit(" AND ")
-            .col(&j, "id")
-            .lit(" = ")
-            .col(id_col.0, id_col.1);
+        let join = target_join(&ty.table, &j, type_col, id_col, t);
         ctx.output_joins.push(join);
         let mut arm = Frag::new();
         arm.lit("(")
@@ -343,6 +331,31 @@ fn retired_target(
         x.lit("(").frag(Frag::join(arms, " OR ")).lit(")");
         x
     })
+}
+
+/// `LEFT JOIN <table> <j>` on the link's type column naming `target` and its id column
+/// holding the target's id: the join of one valid target type of a link.
+fn target_join(
+    table: &str,
+    j: &str,
+    type_col: (&str, &str),
+    id_col: (&str, &str),
+    target: &str,
+) -> Frag {
+    let mut join = Frag::new();
+    join.lit(" LEFT JOIN ")
+        .ident(table)
+        .lit(" ")
+        .alias(j)
+        .lit(" ON ")
+        .col(type_col.0, type_col.1)
+        .lit(" = ")
+        .bind(SqlValue::Text(target.to_string()))
+        .lit(" AND ")
+        .col(j, "id")
+        .lit(" = ")
+        .col(id_col.0, id_col.1);
+    join
 }
 
 /// Joins each nameable target type and returns the `name` and `ok` expressions.
@@ -386,19 +399,7 @@ pub(super) fn join_arms(
             continue;
         };
         let j = ctx.alias();
-        let mut join = Frag::new();
-        join.lit(" LEFT JOIN ")
-            .ident(&ty.table)
-            .lit(" ")
-            .alias(&j)
-            .lit(" ON ")
-            .col(type_col.0, type_col.1)
-            .lit(" = ")
-            .bind(SqlValue::Text(t.clone()))
-            .lit(" AND ")
-            .col(&j, "id")
-            .lit(" = ")
-            .col(id_col.0, id_col.1);
+        let join = target_join(&ty.table, &j, type_col, id_col, t);
         joins.push(join);
         let mut n = Frag::new();
         n.lit(" WHEN ").col(&j, "id").lit(" IS NOT NULL THEN ");
