@@ -119,7 +119,7 @@ class Site:
             self.proc.kill()
 
 
-def raw_read(base, entity, fields, key=KEY, conditions=()):
+def raw_read(base, entity, fields, key=KEY, conditions=(), timeout=30):
     """A read as shotgun_api3 sends it, for the `x-sgcache-path` header the client hides."""
     body = json.dumps({"method_name": "read", "params": [
         {"script_name": SCRIPT, "script_key": key},
@@ -129,8 +129,45 @@ def raw_read(base, entity, fields, key=KEY, conditions=()):
          "sorts": [{"field_name": "id", "direction": "asc"}], "return_only": "active",
          "paging": {"entities_per_page": 500, "current_page": 1}}]}).encode()
     req = urllib.request.Request(base + "/api3/json", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
+    with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.load(r), r.headers.get("x-sgcache-path")
+
+
+class FirstCachedRead(threading.Thread):
+    """From `helm install` on, polls every 0.1 s: the proxy Service's address, then the same
+    read through it, until one is answered from the cache. The install -> first cached read
+    figure, and the moments on the way, come from here, not from the pace of the other
+    checks (which wait on kubectl)."""
+
+    def __init__(self, t0):
+        super().__init__(daemon=True)
+        self.t0 = t0
+        self.moments = {}
+        self.done = threading.Event()
+
+    def mark(self, what):
+        self.moments.setdefault(what, round(time.monotonic() - self.t0, 2))
+
+    def run(self):
+        deadline = self.t0 + 120
+        url = None
+        while time.monotonic() < deadline and not self.done.is_set():
+            if url is None:
+                ip = kubectl("-n", NS, "get", "service", "studio", "-o",
+                             "jsonpath={.spec.clusterIP}:{.spec.ports[0].port}", check=False)
+                if ip and ip.strip() and not ip.startswith(":"):
+                    url = "http://" + ip.strip()
+                    self.mark("service")
+            else:
+                try:
+                    _, path = raw_read(url, "Shot", ["code", "sg_status_list", "description"], timeout=2)
+                    self.mark(f"first answer ({path})")
+                    if path == "cache":
+                        self.mark("cache")
+                        return
+                except Exception:
+                    pass
+            time.sleep(0.1)
 
 
 class Suite:
@@ -232,6 +269,8 @@ class Suite:
             kubectl("create", "namespace", ns)
         self.secrets(NS)
         self.t_install = time.monotonic()
+        self.first_read = FirstCachedRead(self.t_install)
+        self.first_read.start()
         config = Configuration(namespace=SYSTEM_NS, kubeconfig=os.environ["KUBECONFIG"])
         asyncio.run(Install(config).run(RELEASE, str(CHART), values={}, wait=False, timeout=120))
         self.installed = True
@@ -239,25 +278,35 @@ class Suite:
         wait_for("the CRD established", lambda: "Established" in kubectl(
             "get", "crd", "shotguncaches.sgcache.io", "-o",
             "jsonpath={.status.conditions[?(@.status=='True')].type}", check=False), 30)
+        self.first_read.mark("crd established")
         apply(self.example("studio", NS, self.schemas[0], with_sequence=False))
         self.t_apply = time.monotonic()
+        self.first_read.mark("cache applied")
         wait_for("the operator Ready", lambda: "True" in kubectl(
             "-n", SYSTEM_NS, "get", "pods", "-o",
             "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}"), 120)
+        self.first_read.mark("operator ready")
         return f"helm install {RELEASE} in {SYSTEM_NS}: operator Ready {time.monotonic() - self.t_install:.1f} s after install"
 
     def ready(self):
         obj = self.wait_ready("studio", NS, 180)
         ready_at = time.monotonic()
+        self.first_read.mark("cache ready")
         self.proxy = self.proxy_url()
         c = self.condition(obj, "Ready")
         return f"Ready {ready_at - self.t_apply:.1f} s after kubectl apply ({c['message']})"
 
     def first_cached_read(self):
-        n = self.served_from_cache("Shot", ["code", "sg_status_list", "description"], timeout=120)
-        t = time.monotonic() - self.t_install
-        self.figures["install_to_first_cached_read_s"] = round(t, 1)
-        return f"helm install -> first read answered from the cache: {t:.1f} s ({n} shots)"
+        self.first_read.join(timeout=120)
+        self.first_read.done.set()
+        moments = self.first_read.moments
+        expect("cache" in moments, f"no read answered from the cache within 120 s of the install ({moments})")
+        n = self.served_from_cache("Shot", ["code", "sg_status_list", "description"], timeout=60)
+        t = moments["cache"]
+        self.figures["install_to_first_cached_read_s"] = t
+        self.figures["install_timeline_s"] = moments
+        steps = ", ".join(f"{k} {v:.1f}" for k, v in sorted(moments.items(), key=lambda kv: kv[1]))
+        return f"helm install -> first read answered from the cache: {t:.1f} s ({n} shots; {steps})"
 
     def cached_read_equals_site(self):
         fields = ["code", "sg_status_list", "description", "assets"]

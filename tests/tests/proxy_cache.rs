@@ -413,7 +413,7 @@ async fn without_its_database_the_proxy_passes_everything_through() {
     ready.as_object_mut().unwrap().remove("database_guard");
     assert_eq!(
         ready,
-        json!({"database": "unavailable", "site": "ok", "types_ready": 4,
+        json!({"database": "unavailable", "site": "ok", "types_ready": 4, "types_planned": 4,
             "stale_types": [], "unservable_fields": []})
     );
     let metrics = h.state.telemetry.metrics.encode();

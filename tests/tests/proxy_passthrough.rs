@@ -84,7 +84,7 @@ async fn site_outages_keep_the_sites_status_and_info_is_replayed() {
     let ready: Value = h.get_json("/readyz").await;
     assert_eq!(
         ready,
-        json!({"database": "disabled", "site": "unavailable", "types_ready": 0,
+        json!({"database": "disabled", "site": "unavailable", "types_ready": 0, "types_planned": 0,
             "stale_types": [], "unservable_fields": []})
     );
     h.stop().await;

@@ -25,6 +25,7 @@ const WORKERS: &str = "  events:\n    pollInterval: 200ms\n    gapWindow: 30s\n 
 /// own, as `sgcache-worker events` / `scanner` do.
 struct Workers {
     events: Arc<EventsMetrics>,
+    scanner: Arc<ScannerMetrics>,
     events_url: String,
     scanner_url: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -57,6 +58,7 @@ async fn start_workers(spec: &ShotgunCacheSpec, stop: &CancellationToken) -> Wor
     });
     Workers {
         events,
+        scanner,
         events_url,
         scanner_url,
         tasks: vec![t1, t2, t3, t4],
@@ -454,6 +456,115 @@ async fn liveness_fails_while_the_site_hangs_and_recovers_after() {
     })
     .await
     .is_some());
+    w.stop(&stop).await;
+    env.stop().await;
+}
+
+/// The scanner's liveness fails when every scan fails (here: the whole site answers 503), not
+/// only when a call hangs, and it recovers by itself; a write no event announces is then
+/// scanned in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scanner_liveness_fails_while_every_scan_fails_and_recovers_after() {
+    let workers = "  events:\n    pollInterval: 200ms\n    gapWindow: 30s\n  scanner:\n    interval: 200ms\n    overlap: 5s\n    pageSize: 50";
+    let mut env = Env::start("obs_scan_liveness", 10, ENTITIES, workers).await;
+    // Quiet for at most max(10 × 200 ms, 3 × 1 s) = 3 s.
+    env.spec.site.timeout = "1s".into();
+    let stop = CancellationToken::new();
+    let w = start_workers(&env.spec, &stop).await;
+    assert_eq!(w.scanner.heartbeat.allowed(), Duration::from_secs(3));
+    assert_backfilled(&env).await;
+    let (status, body) = get(&w.scanner_url, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+
+    env.sim
+        .set_faults(env.sim.faults().merged(&json!({"down": true})).unwrap());
+    let mut stuck = None;
+    for _ in 0..150 {
+        let (status, body) = get(&w.scanner_url, "/healthz").await;
+        if status == 503 {
+            stuck = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = stuck.expect("the scanner's /healthz never failed while every scan failed");
+    assert!(body.contains("scanner: stuck: no progress for"), "{body}");
+    assert!(
+        w.scanner.heartbeat.quiet() > w.scanner.heartbeat.allowed(),
+        "failed only past the allowance"
+    );
+    // Still the leader: readiness tells the role, liveness tells progress.
+    let (status, body) = get(&w.scanner_url, "/readyz").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"scanner":"leader"}"#));
+
+    env.sim
+        .set_faults(env.sim.faults().merged(&json!({"down": false})).unwrap());
+    // Back within the longest backoff (10 s) and one round.
+    let healthy = eventually(Duration::from_secs(30), || async {
+        get(&w.scanner_url, "/healthz").await.0 == 200
+    })
+    .await;
+    assert!(
+        healthy.is_some(),
+        "/healthz never recovered after the site came back"
+    );
+    // Every round now fails at its start (the field list is gone from the database): the
+    // failures are counted, and liveness fails again, past the allowance, until it is back.
+    let db = &env.db.db;
+    let failed_before = value(
+        &metrics(&w.scanner_url).await,
+        "sgcache_scanner_failures_total",
+        &[],
+    );
+    let mut away = db.sql();
+    away.push("ALTER TABLE \"_sgcache_fields\" RENAME TO \"_sgcache_fields_away\"");
+    db.fetch_all(&away).await.unwrap();
+    let failing = eventually(Duration::from_secs(30), || async {
+        get(&w.scanner_url, "/healthz").await.0 == 503
+    })
+    .await;
+    let failed = value(
+        &metrics(&w.scanner_url).await,
+        "sgcache_scanner_failures_total",
+        &[],
+    );
+    let mut back = db.sql();
+    back.push("ALTER TABLE \"_sgcache_fields_away\" RENAME TO \"_sgcache_fields\"");
+    db.fetch_all(&back).await.unwrap();
+    assert!(
+        failing.is_some(),
+        "/healthz never failed while every round failed"
+    );
+    assert!(
+        failed >= failed_before + 2.0,
+        "{failed_before} -> {failed} failed rounds counted"
+    );
+    let healthy = eventually(Duration::from_secs(30), || async {
+        get(&w.scanner_url, "/healthz").await.0 == 200
+    })
+    .await;
+    assert!(
+        healthy.is_some(),
+        "/healthz never recovered after the database did"
+    );
+    let shot = first_shot(&env).await;
+    update(
+        &env.silent,
+        "Shot",
+        shot,
+        json!({"description": "scanned in"}),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            cached(&env, "Shot", shot)
+                .await
+                .is_some_and(|(_, r)| r["description"] == "scanned in")
+        })
+        .await
+        .is_some(),
+        "a write without an event was not scanned in after the outage"
+    );
     w.stop(&stop).await;
     env.stop().await;
 }

@@ -262,6 +262,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         },
         "site": if site { "ok" } else { "unavailable" },
         "types_ready": types_ready,
+        // Every type the cache holds (listed or implied by links), ready or still backfilling.
+        "types_planned": catalog.types.len(),
         // Passed through rather than served: types too far behind the site (maxLag) and
         // fields holding a value the cache cannot store.
         "stale_types": freshness::stale_types(&catalog),
