@@ -214,6 +214,11 @@ grep -Eq '^Uid:\s+65532\s+65532\s+65532\s+65532$' "/proc/$worker/status" || fail
 grep -Eq '^Groups:\s*$' "/proc/$worker/status" || fail "supplementary groups left"
 ss -Hltn "sport = :$port" | grep -q "0.0.0.0:$port" || fail "the proxy does not listen on 0.0.0.0 (SGCACHE_BIND)"
 echo "/healthz ok: pid $worker, uid 65532, root $root, listening on 0.0.0.0:$port"
+# The pods' startup probe, as the kubelet runs it in the container (the operator's
+# WORKER_BINARY is the image's entrypoint).
+"${config_py[@]}" run "$storage/worker.json" "$root" -- probe --port "$port" \
+  || fail "the startup probe (sgcache-worker probe) in the image"
+echo "startup probe ok: sgcache-worker probe --port $port in the image"
 for _ in $(seq 1 120); do
   ready=$(curl -fsS "$proxy/readyz" 2>/dev/null || true)
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); sys.exit(not (r["database"]=="ok" and r["site"]=="ok" and r["types_ready"]==1))' "$ready" 2>/dev/null && break

@@ -106,7 +106,17 @@ impl BenchProxy {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("sgcache.yaml");
         std::fs::write(&path, config(port))?;
-        let child = Command::new(beside_this_binary())
+        // `SGCACHE_BENCH_PROXY_CPUS` (a `taskset` CPU list) keeps the proxy on its own cores,
+        // apart from the load generator: what it measures is the proxy, not the two sharing.
+        let mut cmd = match std::env::var("SGCACHE_BENCH_PROXY_CPUS") {
+            Ok(cpus) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpus).arg(beside_this_binary());
+                c
+            }
+            Err(_) => Command::new(beside_this_binary()),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&path)
             .arg("proxy")

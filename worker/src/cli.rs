@@ -130,6 +130,21 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::commands::trust::TrustAction,
     },
+    /// Wait for this container's worker to listen, then ask its `/healthz`: exit 0 when it
+    /// answers 2xx (the pods' startup probe; reads no spec).
+    Probe {
+        /// The port the worker serves its probes on.
+        #[arg(long)]
+        port: u16,
+        /// Host to connect to.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+        /// How long to wait for the worker to listen, in seconds.
+        #[arg(long, default_value_t = 3)]
+        wait_seconds: u64,
+    },
     /// Migrate, then run the proxy, event follower and scanner in one process (local use).
     All {
         #[command(flatten)]
@@ -142,6 +157,21 @@ pub enum Command {
 
 /// Runs a command and maps the outcome to the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
+    if let Command::Probe {
+        port,
+        ref host,
+        ref path,
+        wait_seconds,
+    } = cli.command
+    {
+        let args = crate::commands::probe::ProbeArgs {
+            host: host.clone(),
+            port,
+            path: path.clone(),
+            wait: std::time::Duration::from_secs(wait_seconds),
+        };
+        return crate::commands::probe::run(&args).await;
+    }
     let mut spec = match ShotgunCacheSpec::from_file(&cli.config) {
         Ok(spec) => spec,
         Err(e) => {
@@ -207,6 +237,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             observe::server::spawn(spec.workers.proxy.bind, port, probes, shutdown.clone()).await;
             crate::scanner::run_observed(&spec, args, shutdown.clone(), obs).await
         }
+        Command::Probe { .. } => unreachable!("answered before the spec is read"),
         Command::All { listen, reset } => {
             listen.apply(&mut spec);
             let args = crate::commands::migrate::MigrateArgs {

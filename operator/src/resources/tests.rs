@@ -111,13 +111,25 @@ fn proxy_deployment_scales_probes_and_runs_locked_down() {
         .as_ref()
         .unwrap();
     assert_eq!(live.path.as_deref(), Some("/healthz"));
-    // No probe before the process listens; readiness then within a second.
+    // From the container's first second, a probe that waits for the listener (never a
+    // failure on a healthy start), then readiness.
     let startup = c.startup_probe.as_ref().expect("a startup probe");
+    let exec = startup.exec.as_ref().unwrap().command.clone().unwrap();
     assert_eq!(
-        startup.http_get.as_ref().unwrap().path.as_deref(),
-        Some("/healthz")
+        exec,
+        [
+            super::workloads::WORKER_BINARY,
+            "probe",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "8010",
+            "--wait-seconds",
+            "3"
+        ]
     );
-    assert!(startup.initial_delay_seconds >= Some(1));
+    assert_eq!(startup.initial_delay_seconds, None);
+    assert!(startup.timeout_seconds > Some(super::workloads::STARTUP_WAIT_SECONDS));
     assert!(startup.failure_threshold.unwrap() * startup.period_seconds.unwrap() >= 60);
     assert_eq!(c.readiness_probe.as_ref().unwrap().period_seconds, Some(1));
     // Serves on while its removal from the endpoints spreads, then gets SIGTERM.
@@ -190,8 +202,17 @@ fn events_and_scanner_run_one_replica_with_recreate() {
             _ => 9102,
         };
         assert_eq!(port.container_port, expected);
+        let startup = c.startup_probe.as_ref().unwrap().exec.clone().unwrap();
+        assert!(
+            startup.command.unwrap().ends_with(&[
+                "--port".into(),
+                expected.to_string(),
+                "--wait-seconds".into(),
+                "3".into()
+            ]),
+            "the startup probe waits for the worker's own port"
+        );
         for (probe, path) in [
-            (&c.startup_probe, "/healthz"),
             (&c.readiness_probe, "/readyz"),
             (&c.liveness_probe, "/healthz"),
         ] {
@@ -335,5 +356,20 @@ fn kubernetes_validation_accepts_the_sample_and_lists_each_problem() {
             .iter()
             .any(|p| p.contains("Shot is declared twice")),
         "{problems:?}"
+    );
+}
+
+/// The startup probe runs the worker binary where its image puts it: the entrypoint of
+/// Dockerfile.worker's final stage (which scripts/images.sh builds from too).
+#[test]
+fn the_startup_probe_runs_the_images_entrypoint() {
+    let dockerfile = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Dockerfile.worker"),
+    )
+    .unwrap();
+    let entrypoint = format!("ENTRYPOINT [\"{}\"]", super::workloads::WORKER_BINARY);
+    assert!(
+        dockerfile.lines().any(|l| l.trim() == entrypoint),
+        "Dockerfile.worker has no `{entrypoint}`"
     );
 }

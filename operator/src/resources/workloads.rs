@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, SeccompProfile, SecurityContext, SleepAction, Volume, VolumeMount,
+    ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -180,10 +180,11 @@ fn container(cache: &ShotgunCache, component: Component, settings: &WorkerSettin
         // The follower's and the scanner's `/readyz` answer 200 on standby too (it is where a
         // second instance should be); their `/healthz` fails when their loop stops making
         // progress for longer than its allowance (docs: "Metrics and probes"). The startup
-        // probe holds the other two until the process listens (a probe sent before would
-        // fail, with a Warning Event, on every healthy start), then readiness follows within
-        // a second.
-        startup_probe: probe_port.map(|(name, _)| startup_probe(name)),
+        // probe runs in the container from its first second and waits for the process to
+        // listen (an HTTP probe sent before would fail, with a Warning Event, on every healthy
+        // start; one held back by a fixed delay makes every pod that much later); the kubelet
+        // then runs readiness at once.
+        startup_probe: probe_port.map(|(_, port)| startup_probe(port, probe_host(cache))),
         readiness_probe: probe_port.map(|(name, _)| http_probe(name, "/readyz", 1)),
         liveness_probe: probe_port.map(|(name, _)| http_probe(name, "/healthz", 15)),
         lifecycle: (component == Component::Proxy).then(|| Lifecycle {
@@ -226,11 +227,43 @@ fn container(cache: &ShotgunCache, component: Component, settings: &WorkerSettin
 /// `/healthz` every second from one second after the start, for up to two minutes: the
 /// workers listen within milliseconds of starting (the proxy after connecting to its
 /// database).
-fn startup_probe(port: &str) -> Probe {
+/// Where the worker binary is in its image (Dockerfile.worker; scripts/images.sh reads the same
+/// final stage): the startup probe runs it.
+pub const WORKER_BINARY: &str = "/usr/local/bin/sgcache-worker";
+
+/// How long one startup probe waits for the worker to listen; the kubelet gives it a second
+/// more before it counts as a failure.
+pub const STARTUP_WAIT_SECONDS: i32 = 3;
+
+/// `sgcache-worker probe`: waits for the port, then asks `/healthz` (see its module). Up to
+/// 120 attempts a second apart, as long as a start may take.
+fn startup_probe(port: i32, host: String) -> Probe {
     Probe {
-        initial_delay_seconds: Some(1),
+        exec: Some(ExecAction {
+            command: Some(vec![
+                WORKER_BINARY.into(),
+                "probe".into(),
+                "--host".into(),
+                host,
+                "--port".into(),
+                port.to_string(),
+                "--wait-seconds".into(),
+                STARTUP_WAIT_SECONDS.to_string(),
+            ]),
+        }),
+        period_seconds: Some(1),
+        timeout_seconds: Some(STARTUP_WAIT_SECONDS + 1),
         failure_threshold: Some(120),
-        ..http_probe(port, "/healthz", 1)
+        ..Probe::default()
+    }
+}
+
+/// The address the startup probe connects to inside the pod: the one the worker binds, or
+/// loopback when it binds every address (the default in pods).
+fn probe_host(cache: &ShotgunCache) -> String {
+    match cache.spec.workers.proxy.bind {
+        Some(ip) if !ip.is_unspecified() => ip.to_string(),
+        _ => "127.0.0.1".into(),
     }
 }
 

@@ -1,6 +1,10 @@
 //! `cargo run --release -p sgcache-tests --bin storm-bench [-- --connections 16,1000,5000
 //!  --seconds 15 --latency-ms 100 --only a,b,c,d --worker <sgcache-worker binary>
-//!  --client conn|reqwest]`
+//!  --client conn|reqwest --proxy-cpus 0]`
+//!
+//! `--proxy-cpus` pins the proxy to those CPUs (`taskset -c`); run the benchmark itself under
+//! `taskset -c` on the others, so the load generator and the site do not take the proxy's
+//! cores and the figures say how the proxy scales with connections.
 //!
 //! The crowd benchmark of issue #20: a render farm's storm of identical reads. The test site
 //! (its own runtime, `--latency-ms` added to every answer) and the release `sgcache-worker
@@ -319,6 +323,9 @@ async fn main() -> anyhow::Result<()> {
         Some("reqwest") => Client::Reqwest,
         _ => Client::Conn,
     };
+    if let Some(cpus) = arg("--proxy-cpus") {
+        std::env::set_var("SGCACHE_BENCH_PROXY_CPUS", cpus);
+    }
     // Another build of the worker (the code before a change, for before/after figures).
     if let Some(bin) = arg("--worker") {
         std::env::set_var("SGCACHE_WORKER_BIN", bin);
