@@ -306,7 +306,7 @@ class Suite:
         self.figures["install_to_first_cached_read_s"] = t
         self.figures["install_timeline_s"] = moments
         steps = ", ".join(f"{k} {v:.1f}" for k, v in sorted(moments.items(), key=lambda kv: kv[1]))
-        return f"helm install -> first read answered from the cache: {t:.1f} s ({n} shots; {steps})"
+        return f"helm install -> first read answered from the cache: {t:.1f} s (a page of {n} shots from a site of 1,000; {steps})"
 
     def cached_read_equals_site(self):
         fields = ["code", "sg_status_list", "description", "assets"]

@@ -92,6 +92,9 @@ pub struct Verdict {
     pub regressions: Vec<String>,
     /// Of those, any regression at all (no tolerance), for the record.
     pub strict_regressions: usize,
+    /// The strict regressions per field and by who answered (`cache`/`site`): how many, and
+    /// the most out of date one (how long before the read began its value was superseded).
+    pub strict_by_field: BTreeMap<(&'static str, &'static str), (usize, Duration)>,
     /// Answers from the cache older than `bound` allows.
     pub stale: Vec<String>,
     /// Reads after a write through the proxy that answered something older than it.
@@ -182,6 +185,10 @@ impl History {
                     v.strict_regressions += 1;
                     let older_by =
                         superseded(key, *n).map(|at| r.started.saturating_duration_since(at));
+                    let path = if r.cache { "cache" } else { "site" };
+                    let entry = v.strict_by_field.entry((field, path)).or_default();
+                    entry.0 += 1;
+                    entry.1 = entry.1.max(older_by.unwrap_or_default());
                     if older_by.is_some_and(|d| d > REGRESSION_TOLERANCE) {
                         v.regressions.push(format!(
                             "shot {} {field}: answered {n} ({}) after {high} had been given, {older_by:?} out of date",
@@ -445,6 +452,10 @@ mod tests {
         let v = h.judge(|_| Duration::from_secs(10));
         assert_eq!(v.regressions.len(), 1, "{v:?}");
         assert_eq!(v.strict_regressions, 1);
+        assert_eq!(
+            v.strict_by_field,
+            BTreeMap::from([(("description", "cache"), (1, Duration::from_millis(2_900)))])
+        );
         assert!(v.stale.is_empty());
         let v = h.judge(|_| Duration::from_secs(2));
         assert_eq!(v.stale.len(), 1, "{v:?}");

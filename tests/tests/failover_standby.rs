@@ -383,7 +383,7 @@ fn watch_guard(rig_proxy: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHan
 fn assert_clean(case: &str, history: &History) -> Verdict {
     let v = history.judge(bound);
     eprintln!(
-        "{case}: {} reads ({} cache, {} site), {} writes, {} regressions ({} strict), {} stale, \
+        "{case}: {} reads ({} cache, {} site), {} writes, {} regressions ({} strict: {:?}), {} stale, \
          {} read-your-writes failures, max staleness {:?}, errors: {} writes {} reads",
         v.reads,
         v.cache_reads,
@@ -391,6 +391,7 @@ fn assert_clean(case: &str, history: &History) -> Verdict {
         v.writes,
         v.regressions.len(),
         v.strict_regressions,
+        v.strict_by_field,
         v.stale.len(),
         v.read_your_writes.len(),
         v.max_staleness,
