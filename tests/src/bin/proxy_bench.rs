@@ -122,6 +122,20 @@ impl Run {
 }
 
 /// `clients` tasks looping `op(i)` for `secs`; latencies of the successful calls.
+/// The read variant of request `i` of [`load`] (client `i % clients`, its `i / clients`-th
+/// request): each client cycles through variants no other client sends (`c`, `c + clients`, …)
+/// while there are as many variants as clients, so no two clients ever send the same read at
+/// once and the proxy cannot share one statement between them (a flight): the proxy and the
+/// direct sqlx run execute the same statements, one per read.
+fn variant(i: usize, clients: usize, variants: usize) -> usize {
+    let (c, k) = (i % clients, i / clients);
+    let mine = variants.saturating_sub(c).div_ceil(clients);
+    if mine == 0 {
+        return i % variants; // more clients than variants: some must share
+    }
+    c + clients * (k % mine)
+}
+
 async fn load<F, Fut>(clients: usize, secs: f64, op: F) -> Run
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
@@ -160,6 +174,18 @@ where
     run.per_s = run.lat.len() as f64 / start.elapsed().as_secs_f64();
     run.lat.sort();
     run
+}
+
+/// Reads the proxy answered with another read's statement (a flight), from its metrics.
+async fn coalesced(http: &reqwest::Client, proxy: &str) -> u64 {
+    let Ok(r) = http.get(format!("{proxy}/metrics")).send().await else {
+        return 0;
+    };
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with("sgcache_proxy_coalesced_requests_total{path=\"cache\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
 /// `VmRSS` and `VmHWM` (peak) of a process, in MiB.
@@ -387,6 +413,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 2. Through the proxy at concurrency, sampling its RSS.
     let site_before = h.site_requests();
+    let shared_before = coalesced(&http, &proxy.url).await;
     let sampler = tokio::spawn(async move {
         let mut max: f64 = 0.0;
         let end = Instant::now() + Duration::from_secs_f64(secs);
@@ -432,7 +459,8 @@ async fn main() -> anyhow::Result<()> {
     let proxy_run = {
         let (http, api, bodies) = (http.clone(), api.clone(), bodies.clone());
         load(clients, secs, move |i| {
-            let (http, api, b) = (http.clone(), api.clone(), bodies[i % bodies.len()].clone());
+            let b = bodies[variant(i, clients, bodies.len())].clone();
+            let (http, api) = (http.clone(), api.clone());
             async move { post_path(&http, &api, b).await.as_deref() == Some("cache") }
         })
         .await
@@ -468,8 +496,10 @@ async fn main() -> anyhow::Result<()> {
         proxy_cpu.per_request(proxy_run.lat.len() as u64)
     );
     println!(
-        "  site requests during the run: {}; answered from kept answers since start: {hits}",
-        h.site_requests() - site_before
+        "  site requests during the run: {}; answered from kept answers since start: {hits}; \
+         reads that shared another's statement in flight: {}",
+        h.site_requests() - site_before,
+        coalesced(&http, &proxy.url).await - shared_before
     );
     println!(
         "  proxy RSS: {rss_idle:.1} MiB idle, {rss_load:.1} MiB max sampled under load, {rss_peak:.1} MiB peak (VmHWM)"
@@ -487,7 +517,7 @@ async fn main() -> anyhow::Result<()> {
         load(clients, secs, move |i| {
             let (pg, sqls) = (pg.clone(), sqls.clone());
             async move {
-                pg_query(&sqls[i % sqls.len()])
+                pg_query(&sqls[variant(i, clients, sqls.len())])
                     .fetch_all(&pg)
                     .await
                     .is_ok_and(|r| r.len() == 51)
@@ -545,4 +575,23 @@ async fn main() -> anyhow::Result<()> {
     h.stop().await;
     db.drop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::variant;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn clients_never_share_a_variant_while_there_are_enough() {
+        let (clients, variants) = (16, 28);
+        let mut seen: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); clients];
+        for i in 0..clients * 10 {
+            seen[i % clients].insert(variant(i, clients, variants));
+        }
+        let all: BTreeSet<usize> = seen.iter().flatten().copied().collect();
+        assert_eq!(all.len(), variants, "every variant is read");
+        let total: usize = seen.iter().map(BTreeSet::len).sum();
+        assert_eq!(total, variants, "no variant is read by two clients");
+    }
 }
