@@ -32,7 +32,7 @@ pub async fn run(args: &ProbeArgs) -> ExitCode {
 }
 
 async fn probe(args: &ProbeArgs) -> Result<(), String> {
-    let url = format!("http://{}:{}{}", args.host, args.port, args.path);
+    let url = url(args);
     let client = reqwest::Client::builder()
         .timeout(args.wait.max(Duration::from_secs(1)))
         .no_proxy()
@@ -50,6 +50,15 @@ async fn probe(args: &ProbeArgs) -> Result<(), String> {
             Err(e) => return Err(format!("{url}: {e}")),
         }
     }
+}
+
+/// `http://host:port/path`, an IPv6 address in brackets.
+fn url(args: &ProbeArgs) -> String {
+    let host = match args.host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+        _ => args.host.clone(),
+    };
+    format!("http://{host}:{}{}", args.port, args.path)
 }
 
 #[cfg(test)]
@@ -85,6 +94,14 @@ mod tests {
             ),
         );
         tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+
+    #[test]
+    fn an_ipv6_host_is_bracketed() {
+        let mut a = args(8010, 0);
+        assert_eq!(url(&a), "http://127.0.0.1:8010/healthz");
+        a.host = "::1".into();
+        assert_eq!(url(&a), "http://[::1]:8010/healthz");
     }
 
     #[tokio::test]
