@@ -127,11 +127,31 @@ impl Rig {
         rig
     }
 
+    /// The proxy's `/readyz` body, or `{"error": …}` saying why there is none. A failed
+    /// exchange is tried again twice, half a second apart: on two loaded cores one HTTP
+    /// exchange can fail without the proxy being at fault, and what the callers check is what
+    /// it says (a proxy that keeps not answering still fails them, with the errors).
     async fn readyz(&self) -> Value {
-        match self.http.get(format!("{}/readyz", self.proxy)).send().await {
-            Ok(r) => r.json().await.unwrap_or(Value::Null),
-            Err(_) => Value::Null,
+        let mut errors = Vec::new();
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            match self.http.get(format!("{}/readyz", self.proxy)).send().await {
+                Ok(r) => {
+                    let status = r.status();
+                    match r.text().await {
+                        Ok(text) => match serde_json::from_str(&text) {
+                            Ok(v) => return v,
+                            Err(_) => errors.push(format!("{status}: {text}")),
+                        },
+                        Err(e) => errors.push(format!("{status}: {e:?}")),
+                    }
+                }
+                Err(e) => errors.push(format!("{e:?}")),
+            }
         }
+        serde_json::json!({ "error": errors })
     }
 
     async fn metrics(&self) -> String {
