@@ -29,6 +29,7 @@ use sgcache::ShotgunCacheSpec;
 use shotgun_sim::{SeedConfig, SimConfig};
 
 use crate::pg::TestDb;
+use crate::worker::free_port;
 
 const ENTITIES: &str = r#"
   - type: Shot
@@ -93,14 +94,6 @@ fn client(url: &str, script: &str, key: &str) -> SiteClient {
         timeout: Duration::from_secs(30),
     })
     .expect("site client")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs the trials until at least `kills` SIGKILLs were sent; `worker` is the

@@ -79,6 +79,12 @@ pub fn texts(out: &Output) -> (String, String) {
     )
 }
 
+/// A local port nothing listens on now (bound, then released), for a worker to listen on.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free local port");
+    l.local_addr().expect("its address").port()
+}
+
 /// A benchmark's `sgcache-worker proxy` process ([`beside_this_binary`]), stopped when dropped.
 pub struct BenchProxy {
     pub child: std::process::Child,

@@ -35,6 +35,7 @@ use sgcache_tests::history::{History, Load, Target, Verdict};
 use sgcache_tests::pg::TestDb;
 use sgcache_tests::pg_pair::{PgNode, PgPair};
 use sgcache_tests::relay::Relay;
+use sgcache_tests::worker::free_port;
 use shotgun_sim::{SeedConfig, SimConfig};
 
 const WORKERS: &str = "  events:\n    pollInterval: 200ms\n    gapWindow: 30s\n  scanner:\n    interval: 2s\n    overlap: 2s\n    pageSize: 100";
@@ -224,14 +225,6 @@ impl Drop for Rig {
         let _ = self.all.kill();
         let _ = self.all.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `sgcache-worker all` on `database_url`, its proxy on `port`, JSON logs at `info` to `log`.

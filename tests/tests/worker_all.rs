@@ -8,16 +8,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sgcache_tests::pg::TestDb;
+use sgcache_tests::worker::free_port;
 use shotgun_sim::{SeedConfig, SimConfig, SimHandle};
 
 const ENTITIES: &str = "\n  - type: Shot\n    fields: [code, sg_status_list, project]\n";
 const WORKERS: &str =
     "  proxy:\n    port: PORT\n  events:\n    pollInterval: 300ms\n  scanner:\n    interval: 2s\n";
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// Starts `all` with a spec for `sim` and `database_url`, logging to a file in `dir`.
 fn start_all(sim: &SimHandle, database_url: &str, dir: &std::path::Path, port: u16) -> Child {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use freshness_common::*;
 use serde_json::{json, Value};
 use sgcache::ShotgunCacheSpec;
+use sgcache_tests::worker::free_port;
 use sgcache_worker::events::metrics::EventsMetrics;
 use sgcache_worker::observe::{self, Probes};
 use sgcache_worker::scanner::metrics::ScannerMetrics;
@@ -80,6 +81,22 @@ async fn get(url: &str, path: &str) -> (u16, String) {
         .await
         .expect("GET probe");
     (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// Polls `url`'s `/healthz` every 100 ms until it answers `status`: that answer's body, or
+/// None when it has not within `within`.
+async fn healthz_until(url: &str, status: u16, within: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (got, body) = get(url, "/healthz").await;
+        if got == status {
+            return Some(body);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn metrics(url: &str) -> String {
@@ -410,16 +427,9 @@ async fn liveness_fails_while_the_site_hangs_and_recovers_after() {
             .merged(&json!({"latency_ms": 2000}))
             .unwrap(),
     );
-    let mut stuck = None;
-    for _ in 0..100 {
-        let (status, body) = get(&w.events_url, "/healthz").await;
-        if status == 503 {
-            stuck = Some(body);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let body = stuck.expect("/healthz never failed while the site hung");
+    let body = healthz_until(&w.events_url, 503, Duration::from_secs(20))
+        .await
+        .expect("/healthz never failed while the site hung");
     assert!(body.contains("events: stuck: no progress for"), "{body}");
     assert!(
         w.events.heartbeat.quiet() > Duration::from_secs(3),
@@ -431,15 +441,11 @@ async fn liveness_fails_while_the_site_hangs_and_recovers_after() {
 
     env.sim
         .set_faults(env.sim.faults().merged(&json!({"latency_ms": 0})).unwrap());
-    let mut healthy = false;
-    for _ in 0..150 {
-        if get(&w.events_url, "/healthz").await.0 == 200 {
-            healthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(healthy, "/healthz never recovered after the site came back");
+    let healthy = healthz_until(&w.events_url, 200, Duration::from_secs(30)).await;
+    assert!(
+        healthy.is_some(),
+        "/healthz never recovered after the site came back"
+    );
     // And the follower works again: a write reaches the cache.
     let shot = first_shot(&env).await;
     update(
@@ -478,16 +484,9 @@ async fn scanner_liveness_fails_while_every_scan_fails_and_recovers_after() {
 
     env.sim
         .set_faults(env.sim.faults().merged(&json!({"down": true})).unwrap());
-    let mut stuck = None;
-    for _ in 0..150 {
-        let (status, body) = get(&w.scanner_url, "/healthz").await;
-        if status == 503 {
-            stuck = Some(body);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let body = stuck.expect("the scanner's /healthz never failed while every scan failed");
+    let body = healthz_until(&w.scanner_url, 503, Duration::from_secs(15))
+        .await
+        .expect("the scanner's /healthz never failed while every scan failed");
     assert!(body.contains("scanner: stuck: no progress for"), "{body}");
     assert!(
         w.scanner.heartbeat.quiet() > w.scanner.heartbeat.allowed(),
@@ -500,10 +499,7 @@ async fn scanner_liveness_fails_while_every_scan_fails_and_recovers_after() {
     env.sim
         .set_faults(env.sim.faults().merged(&json!({"down": false})).unwrap());
     // Back within the longest backoff (10 s) and one round.
-    let healthy = eventually(Duration::from_secs(30), || async {
-        get(&w.scanner_url, "/healthz").await.0 == 200
-    })
-    .await;
+    let healthy = healthz_until(&w.scanner_url, 200, Duration::from_secs(30)).await;
     assert!(
         healthy.is_some(),
         "/healthz never recovered after the site came back"
@@ -519,10 +515,7 @@ async fn scanner_liveness_fails_while_every_scan_fails_and_recovers_after() {
     let mut away = db.sql();
     away.push("ALTER TABLE \"_sgcache_fields\" RENAME TO \"_sgcache_fields_away\"");
     db.fetch_all(&away).await.unwrap();
-    let failing = eventually(Duration::from_secs(30), || async {
-        get(&w.scanner_url, "/healthz").await.0 == 503
-    })
-    .await;
+    let failing = healthz_until(&w.scanner_url, 503, Duration::from_secs(30)).await;
     let failed = value(
         &metrics(&w.scanner_url).await,
         "sgcache_scanner_failures_total",
@@ -539,10 +532,7 @@ async fn scanner_liveness_fails_while_every_scan_fails_and_recovers_after() {
         failed >= failed_before + 2.0,
         "{failed_before} -> {failed} failed rounds counted"
     );
-    let healthy = eventually(Duration::from_secs(30), || async {
-        get(&w.scanner_url, "/healthz").await.0 == 200
-    })
-    .await;
+    let healthy = healthz_until(&w.scanner_url, 200, Duration::from_secs(30)).await;
     assert!(
         healthy.is_some(),
         "/healthz never recovered after the database did"
@@ -719,11 +709,6 @@ async fn the_charts_dashboard_and_alerts_name_only_metrics_the_workers_export() 
     let _ = proxy_task.await;
     w.stop(&stop).await;
     env.stop().await;
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -227,20 +227,9 @@ async fn post_path(http: &reqwest::Client, url: &str, body: String) -> Option<St
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: String) -> Option<(Option<String>, Value)> {
-    let r = http
-        .post(url)
-        .header("content-type", "application/json; charset=utf-8")
-        .body(body)
-        .send()
-        .await
-        .ok()?;
-    let path = r
-        .headers()
-        .get("x-sgcache-path")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let v: Value = serde_json::from_slice(&r.bytes().await.ok()?).ok()?;
-    Some((path, v))
+    let posted = sgcache_tests::worker::post_api3(http, url, body).await?;
+    let v: Value = serde_json::from_slice(&posted.body.ok()?).ok()?;
+    Some((posted.path, v))
 }
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
