@@ -21,6 +21,8 @@
 #   SGCACHE_E2E_PROFILE  debug (default) or release: which binaries go into the images; they
 #                        are built with cargo when missing (images.sh --no-build reuses them)
 #   KUBECTL              kubectl to use (default: kubectl on PATH)
+#   SGCACHE_E2E_KEEP     set: leave the namespaces, release and schemas in place at the end,
+#                        to look at pods, logs and Events (the cluster is then yours to clean)
 # The host must reach ClusterIPs (the proxy Service is read at its ClusterIP, so a deleted
 # proxy pod is seen as a client of the Service sees it): true on a node of the cluster.
 #

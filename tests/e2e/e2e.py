@@ -527,6 +527,13 @@ class Suite:
 
     # -- cleanup ---------------------------------------------------------------------------
     def cleanup(self):
+        if os.environ.get("SGCACHE_E2E_KEEP"):
+            # Left for a look at the pods, logs and Events; `down.sh` or a later run's
+            # namespaces do not collide (each run has its own names).
+            print(f"cleanup skipped (SGCACHE_E2E_KEEP): namespaces {SYSTEM_NS}, {NS}", file=sys.stderr)
+            if self.site:
+                self.site.stop()
+            return
         for ns in (NS, DOOMED_NS):
             kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s", "--ignore-not-found", check=False, timeout=150)
         if self.installed:

@@ -21,6 +21,18 @@ pub fn seconds(pid: u32) -> f64 {
     (tick(11) + tick(12)) / TICKS
 }
 
+/// CPU seconds used by this process's children that have ended and been waited for (a load
+/// generator run as a child, say): `cutime` + `cstime` of `/proc/self/stat`.
+pub fn ended_children_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(13) + tick(14)) / TICKS
+}
+
 /// The PostgreSQL backends serving `database` now (the proxy's pool and any other), by pid.
 pub async fn pg_backends(db: &sgcache::sql::Db, database: &str) -> Vec<u32> {
     let mut q = db.sql();

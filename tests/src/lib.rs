@@ -12,3 +12,4 @@ pub mod proxy;
 pub mod relay;
 pub mod rss;
 pub mod worker;
+pub mod wrk;

@@ -1,6 +1,9 @@
 //! `cargo run --release -p sgcache-tests --bin storm-bench [-- --connections 16,1000,5000
 //!  --seconds 15 --latency-ms 100 --only a,b,c,d --worker <sgcache-worker binary>
-//!  --client conn|reqwest --proxy-cpus 0]`
+//!  --client conn|reqwest|wrk --proxy-cpus 0]`
+//!
+//! `--client wrk` drives the storm with `wrk` (Debian's package; far less CPU per request than
+//! a Rust client sharing the machine's cores): see [`sgcache_tests::wrk`].
 //!
 //! `--proxy-cpus` pins the proxy to those CPUs (`taskset -c`); run the benchmark itself under
 //! `taskset -c` on the others, so the load generator and the site do not take the proxy's
@@ -144,9 +147,46 @@ async fn call(http: &reqwest::Client, url: &str, body: String) -> Option<String>
 
 struct Run {
     lat: Vec<Duration>,
+    /// Each connection's first read, its connect included (a farm's jobs connecting at once).
+    first: Vec<Duration>,
+    /// Every read after each connection's first.
+    later: Vec<Duration>,
     errors: u64,
     cache: u64,
     secs: f64,
+}
+
+/// What a run's line reports, from either load generator.
+struct Figures {
+    reads: u64,
+    secs: f64,
+    p50: f64,
+    p99: f64,
+    errors: u64,
+    cache: u64,
+    /// The connections' first reads against the later ones (the built-in generator only).
+    first: Option<String>,
+}
+
+impl Run {
+    fn figures(&self) -> Figures {
+        Figures {
+            reads: self.lat.len() as u64,
+            secs: self.secs,
+            p50: percentile(&self.lat, 0.5),
+            p99: percentile(&self.lat, 0.99),
+            errors: self.errors,
+            cache: self.cache,
+            first: Some(format!(
+                "first read of each connection (connect included): p50 {:.1} ms, p99 {:.1} ms, \
+                 max {:.1} ms; the reads after it: p99 {:.1} ms",
+                percentile(&self.first, 0.5),
+                percentile(&self.first, 0.99),
+                percentile(&self.first, 1.0),
+                percentile(&self.later, 0.99),
+            )),
+        }
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -167,7 +207,17 @@ enum Client {
     /// One `reqwest::Client` per job (a pool of one connection, gzip accepted and decoded):
     /// as the figures before 2026-12-06 were measured.
     Reqwest,
+    /// `wrk` (a C load generator on epoll, far less CPU per request than either of the
+    /// above): what the proxy does for a crowd when the generator is not the one waiting for
+    /// CPU. The connections send the scenario's reads in turn rather than one each.
+    Wrk,
 }
+
+/// Answers the proxy gave from the cache, and as errors (counted by the proxy: `--client
+/// wrk` does not read bodies).
+const CACHE_ANSWERS: &str = "sgcache_proxy_requests_total{method=\"read\",path=\"cache\"";
+const ALL_READS: &str = "sgcache_proxy_requests_total{method=\"read\"";
+const ERROR_ANSWERS: &str = "sgcache_proxy_requests_total{method=\"read\",path=\"error\"";
 
 /// One HTTP/1.1 connection to `addr` (`host:port`).
 async fn connect(
@@ -253,7 +303,7 @@ async fn storm(
                 .unwrap_or_default()
                 .to_string();
             let mut conn = None;
-            let (mut lat, mut errors) = (Vec::new(), 0u64);
+            let (mut lat, mut errors, mut first, mut later) = (Vec::new(), 0u64, None, Vec::new());
             while start.elapsed() < until {
                 let t = Instant::now();
                 let answer = match &http {
@@ -263,6 +313,11 @@ async fn storm(
                 match answer {
                     Some(path) => {
                         lat.push(t.elapsed());
+                        if first.is_none() {
+                            first = Some(t.elapsed());
+                        } else {
+                            later.push(t.elapsed());
+                        }
                         if path == "cache" {
                             cache.fetch_add(1, Ordering::Relaxed);
                         }
@@ -270,23 +325,29 @@ async fn storm(
                     None => errors += 1,
                 }
             }
-            (lat, errors)
+            (lat, errors, first, later)
         }));
     }
     let mut run = Run {
         lat: Vec::new(),
+        first: Vec::new(),
+        later: Vec::new(),
         errors: 0,
         cache: 0,
         secs: 0.0,
     };
     for t in tasks {
-        let (l, e) = t.await.expect("client task");
+        let (l, e, f, later) = t.await.expect("client task");
         run.lat.extend(l);
+        run.first.extend(f);
+        run.later.extend(later);
         run.errors += e;
     }
     run.secs = start.elapsed().as_secs_f64();
     run.cache = cache.load(Ordering::Relaxed);
     run.lat.sort();
+    run.first.sort();
+    run.later.sort();
     run
 }
 
@@ -321,6 +382,7 @@ async fn main() -> anyhow::Result<()> {
     let only = arg("--only").unwrap_or_else(|| "a,b,c,d".into());
     let generator = match arg("--client").as_deref() {
         Some("reqwest") => Client::Reqwest,
+        Some("wrk") => Client::Wrk,
         _ => Client::Conn,
     };
     if let Some(cpus) = arg("--proxy-cpus") {
@@ -395,31 +457,25 @@ async fn main() -> anyhow::Result<()> {
     let rtt = latency.max(1) as f64 / 1000.0;
     for scenario in only.split(',') {
         for &conns in &connections {
-            let (body, distinct_passed): (Arc<dyn Fn(usize) -> String + Send + Sync>, u64) =
-                match scenario {
-                    "a" | "c" => {
-                        let b = read_body(0, &cached_read(shots[0]));
-                        (Arc::new(move |_| b.clone()), 0)
-                    }
-                    "b" => {
-                        let b = read_body(0, &passed_read(0));
-                        (Arc::new(move |_| b.clone()), 1)
-                    }
-                    _ => {
-                        // 20 distinct reads, each always from the same one of 5 principals.
-                        let bodies: Vec<String> = (0..20)
-                            .map(|i| {
-                                let p = i % PRINCIPALS;
-                                if i % 2 == 0 {
-                                    read_body(p, &cached_read(shots[i / 2]))
-                                } else {
-                                    read_body(p, &passed_read(i as u64))
-                                }
-                            })
-                            .collect();
-                        (Arc::new(move |c| bodies[c % 20].clone()), 10)
-                    }
-                };
+            // Connection `c` sends `bodies[c % bodies.len()]` back to back.
+            let (bodies, distinct_passed): (Vec<String>, u64) = match scenario {
+                "a" | "c" => (vec![read_body(0, &cached_read(shots[0]))], 0),
+                "b" => (vec![read_body(0, &passed_read(0))], 1),
+                // 20 distinct reads, each always from the same one of 5 principals.
+                _ => (
+                    (0..20)
+                        .map(|i| {
+                            let p = i % PRINCIPALS;
+                            if i % 2 == 0 {
+                                read_body(p, &cached_read(shots[i / 2]))
+                            } else {
+                                read_body(p, &passed_read(i as u64))
+                            }
+                        })
+                        .collect(),
+                    10,
+                ),
+            };
             let writer = (scenario == "c").then(|| {
                 let (api, http, shot) = (api.clone(), http.clone(), shots[0]);
                 tokio::spawn(async move {
@@ -439,11 +495,37 @@ async fn main() -> anyhow::Result<()> {
             let coalesced_before =
                 proxy_metric(&http, &proxy.url, "sgcache_proxy_coalesced_requests_total").await;
             let meter = cpu::Meter::start([proxy.child.id(), std::process::id()]);
-            let run = storm(&api, conns, secs, body, generator).await;
-            let used = meter.stop(vec![
+            let cached_before = proxy_metric(&http, &proxy.url, CACHE_ANSWERS).await;
+            let errors_before = proxy_metric(&http, &proxy.url, ERROR_ANSWERS).await;
+            let reads_before = proxy_metric(&http, &proxy.url, ALL_READS).await;
+            let mut wrk_cpu = None;
+            let mut fig = match generator {
+                Client::Wrk => {
+                    let w = sgcache_tests::wrk::run(&api, conns, secs, &bodies).await?;
+                    wrk_cpu = Some(w.cpu_secs);
+                    Figures {
+                        reads: w.requests,
+                        secs: w.secs,
+                        p50: w.p50_ms,
+                        p99: w.p99_ms,
+                        errors: w.errors,
+                        cache: 0,
+                        first: None,
+                    }
+                }
+                _ => {
+                    let body = Arc::new(move |c: usize| bodies[c % bodies.len()].clone());
+                    storm(&api, conns, secs, body, generator).await.figures()
+                }
+            };
+            let mut used = meter.stop(vec![
                 ("proxy", vec![proxy.child.id()]),
                 ("load generator + site", vec![std::process::id()]),
             ]);
+            if let Some(secs) = wrk_cpu {
+                used.groups[1].0 = "site";
+                used.groups.push(("wrk", secs));
+            }
             if let Some(w) = writer {
                 w.abort();
             }
@@ -451,32 +533,44 @@ async fn main() -> anyhow::Result<()> {
             let coalesced =
                 proxy_metric(&http, &proxy.url, "sgcache_proxy_coalesced_requests_total").await
                     - coalesced_before;
-            let reads = run.lat.len() as u64;
+            if generator == Client::Wrk {
+                // wrk cannot read the answers' bodies at this rate: the proxy says which
+                // answers came from the cache and which were errors (the proxy's count of
+                // reads includes those still in flight when wrk stopped counting).
+                let all = proxy_metric(&http, &proxy.url, ALL_READS).await - reads_before;
+                let cached = proxy_metric(&http, &proxy.url, CACHE_ANSWERS).await - cached_before;
+                fig.cache = (cached / all.max(1.0) * fig.reads as f64).round() as u64;
+                fig.errors +=
+                    (proxy_metric(&http, &proxy.url, ERROR_ANSWERS).await - errors_before) as u64;
+            }
             let passed_reads = after.1 - before.1;
             let per_distinct = if distinct_passed > 0 {
                 format!(
                     "{:.1} ({:.0})",
                     passed_reads as f64 / distinct_passed as f64,
-                    run.secs / rtt + 1.0
+                    fig.secs / rtt + 1.0
                 )
             } else {
                 "-".into()
             };
             println!(
                 "({scenario}) {conns:>5} | {:>8.0} {:>8.1} {:>8.1} {:>7} {:>10.1}% | {:>14} {:>32} | {:>9.0}",
-                reads as f64 / run.secs,
-                percentile(&run.lat, 0.5),
-                percentile(&run.lat, 0.99),
-                run.errors,
-                100.0 * run.cache as f64 / reads.max(1) as f64,
+                fig.reads as f64 / fig.secs,
+                fig.p50,
+                fig.p99,
+                fig.errors,
+                100.0 * fig.cache as f64 / fig.reads.max(1) as f64,
                 after.0 - before.0,
                 per_distinct,
                 coalesced,
             );
             println!(
                 "          CPU per read: {}",
-                used.per_request(reads + run.errors)
+                used.per_request(fig.reads + fig.errors)
             );
+            if let Some(first) = &fig.first {
+                println!("          {first}");
+            }
             // Let connections close and the proxy settle between runs.
             tokio::time::sleep(Duration::from_secs(2)).await;
         }

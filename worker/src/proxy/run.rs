@@ -72,12 +72,34 @@ async fn listen(spec: &ShotgunCacheSpec) -> anyhow::Result<tokio::net::TcpListen
         .bind
         .unwrap_or(Ipv4Addr::LOCALHOST.into());
     let addr = SocketAddr::new(ip, spec.workers.proxy.port);
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+    bind_with_backlog(addr, backlog(spec.workers.proxy.limits.max_connections)).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {addr}: {e} (choose another with --port/SGCACHE_PORT or \
              --bind/SGCACHE_BIND)"
         )
     })
+}
+
+/// The accept queue's length: room for a render farm's connections arriving at once.
+/// `TcpListener::bind` asks for 128 (the standard library's figure); when thousands of jobs
+/// connect in the same instant the kernel drops what does not fit, and each dropped
+/// connection waits a whole SYN retransmission (1 s, then 3 s) before it is even accepted
+/// (BENCHMARKS.md, the crowd: p99 at 5,000 connections). The kernel caps it at
+/// `net.core.somaxconn` (4,096 on current kernels, per network namespace).
+fn backlog(max_connections: u32) -> u32 {
+    max_connections.clamp(128, 65_535)
+}
+
+fn bind_with_backlog(addr: SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted proxy rebinds while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Retries the database connection until it works (or the proxy stops).
@@ -101,5 +123,37 @@ async fn connect_later(state: Arc<AppState>, url: String, max: u32, stop: Cancel
             }
             Err(e) => tracing::debug!(error = %e, "cache database still unavailable"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst of connections nobody has accepted yet all complete their handshake: they fit
+    /// in the accept queue instead of waiting for SYN retransmissions (with the standard
+    /// 128, the 130th connection's SYN is dropped and its `connect` hangs for a second).
+    #[tokio::test]
+    async fn a_burst_of_connections_fits_in_the_accept_queue() {
+        let listener =
+            bind_with_backlog("127.0.0.1:0".parse().unwrap(), backlog(10_000)).expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let connects = (0..400).map(|_| {
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        });
+        let streams = futures::future::join_all(connects).await;
+        let connected = streams.iter().filter(|s| matches!(s, Ok(Ok(_)))).count();
+        assert_eq!(
+            connected, 400,
+            "every connection fits in the queue, none accepted yet"
+        );
+        drop(listener);
+    }
+
+    #[test]
+    fn the_backlog_follows_max_connections_within_bounds() {
+        assert_eq!(backlog(10_000), 10_000);
+        assert_eq!(backlog(16), 128);
+        assert_eq!(backlog(u32::MAX), 65_535);
     }
 }
