@@ -126,6 +126,17 @@ pub trait CacheDatabase: Send + Sync + 'static {
     /// Reads field states and the event position.
     fn snapshot<'a>(&'a self, conn: &'a Connection) -> BoxFuture<'a, Result<DbSnapshot, DbError>>;
 
+    /// Resolves `Ok(true)` once fewer of the cache's fields are pending or backfilling than
+    /// `pending` (a backfill finished), `Ok(false)` when `within` passed first. It follows the
+    /// cache's change notifications (the state tables notify as every cache table does), so
+    /// the status can follow a backfill at once rather than at the next requeue.
+    fn backfill_progressed<'a>(
+        &'a self,
+        conn: &'a Connection,
+        pending: usize,
+        within: std::time::Duration,
+    ) -> BoxFuture<'a, Result<bool, DbError>>;
+
     /// Drops the cache (deletion policy `Delete`): its whole schema when it has its own, else
     /// every cache table and state table. Idempotent.
     fn drop_cache<'a>(&'a self, conn: &'a Connection) -> BoxFuture<'a, Result<(), DbError>>;

@@ -164,6 +164,8 @@ pub struct FakeDb {
     pub log: Log,
     pub migrate: Mutex<Result<MigrationOutcome, DbError>>,
     pub snapshot: Mutex<DbSnapshot>,
+    /// What `backfill_progressed` answers (at once).
+    pub progressed: Mutex<bool>,
 }
 
 impl FakeDb {
@@ -193,6 +195,16 @@ impl CacheDatabase for FakeDb {
         let out = self.snapshot.lock().unwrap().clone();
         Box::pin(async move { Ok(out) })
     }
+    fn backfill_progressed<'a>(
+        &'a self,
+        _: &'a Connection,
+        pending: usize,
+        _: std::time::Duration,
+    ) -> BoxFuture<'a, Result<bool, DbError>> {
+        self.record("backfill_progressed", json!({ "pending": pending }));
+        let out = *self.progressed.lock().unwrap();
+        Box::pin(async move { Ok(out) })
+    }
     fn drop_cache<'a>(&'a self, conn: &'a Connection) -> BoxFuture<'a, Result<(), DbError>> {
         self.record(
             "drop",
@@ -219,6 +231,7 @@ impl Harness {
             log: log.clone(),
             migrate: Mutex::new(Ok(MigrationOutcome::default())),
             snapshot: Mutex::new(DbSnapshot::default()),
+            progressed: Mutex::new(false),
         });
         let settings = WorkerSettings {
             image: "sgcache-worker:test".into(),

@@ -1,6 +1,7 @@
 //! sgcache's Kubernetes operator: the `ShotgunCache` resource, the pure builders of its worker
 //! objects, its database step and the reconcile loop.
 
+pub mod backfill_wake;
 pub mod cleanup;
 pub mod crd;
 pub mod crdgen;

@@ -159,6 +159,10 @@ async fn main() -> anyhow::Result<()> {
     );
     ctx.events = sgcache_operator::events::Events::new(client.clone(), Some(identity.clone()))
         .with_home(own_pod(pod_name.as_deref(), &namespace));
+    let wakes = ctx
+        .backfill_wakes
+        .take_receiver()
+        .expect("the backfill wakes are taken once");
     let ctx = Arc::new(ctx);
     let controller = Controller::new(caches, watcher::Config::default().any_semantic());
     let store = controller.store();
@@ -186,6 +190,10 @@ async fn main() -> anyhow::Result<()> {
                 caches_referencing(&store.state(), &ns, &name)
             },
         )
+        // A backfill that progressed reconciles its cache at once (backfill_wake.rs).
+        .reconcile_on(futures::stream::unfold(wakes, |mut rx| async move {
+            rx.recv().await.map(|target| (target, rx))
+        }))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(move |result| {

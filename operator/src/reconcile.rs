@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{info, instrument, warn};
 
+use crate::backfill_wake::BackfillWakes;
 use crate::cleanup;
 use crate::crd::{condition, FIELD_MANAGER, FINALIZER};
 use crate::db::{CacheDatabase, Connection};
@@ -54,6 +55,8 @@ pub struct Context {
     /// Per object, the database URL of its last reconcile: a `Delete` cleanup can still drop
     /// the tables when a namespace deletion removed the Secret first.
     databases: Mutex<HashMap<String, String>>,
+    /// Reconciles a backfilling cache as soon as its backfill progresses.
+    pub backfill_wakes: Arc<BackfillWakes>,
 }
 
 impl Context {
@@ -71,6 +74,7 @@ impl Context {
             metrics,
             failures: Mutex::default(),
             databases: Mutex::default(),
+            backfill_wakes: Arc::default(),
         }
     }
 
@@ -215,11 +219,16 @@ async fn apply(cache: &ShotgunCache, ctx: &Context) -> Result<Action> {
             retry: Retry::Backoff(e),
             ..
         }) => Err(e),
-        Ok(()) => {
+        Ok(conn) => {
             backfill_events(cache, ctx, &status).await;
             let backfilling = status
                 .condition(condition::BACKFILLED)
                 .filter(|c| c.status != "True");
+            if backfilling.is_some() {
+                let pending = obs.snapshot.as_ref().map_or(0, still_to_fill);
+                ctx.backfill_wakes
+                    .follow(ctx.db.clone(), cache, conn, pending);
+            }
             Ok(Action::requeue(match backfilling {
                 Some(c) => backfill_resync(c, Utc::now()),
                 None => RESYNC,
@@ -228,13 +237,14 @@ async fn apply(cache: &ShotgunCache, ctx: &Context) -> Result<Action> {
     }
 }
 
-/// Inputs → database (migration) → children → snapshot, each recording its outcome in `obs`.
+/// Inputs → database (migration) → children → snapshot, each recording its outcome in `obs`;
+/// the connection they used.
 async fn steps(
     cache: &ShotgunCache,
     ctx: &Context,
     ns: &str,
     obs: &mut Observed,
-) -> Result<(), Failure> {
+) -> Result<Connection, Failure> {
     let conn = match inputs(cache, ctx, ns).await {
         Ok(Ok(conn)) => conn,
         Ok(Err((reason, message))) => {
@@ -275,7 +285,7 @@ async fn steps(
             ));
         }
     }
-    Ok(())
+    Ok(conn)
 }
 
 /// Validates the spec and resolves its Secrets. `Ok(Err(_))` is a user error (condition +
@@ -299,6 +309,15 @@ async fn inputs(
         .await
         .map_err(Error::Kube)?;
     Ok(secrets::connection(spec, ns, &found))
+}
+
+/// Fields the snapshot shows pending or backfilling.
+fn still_to_fill(snapshot: &crate::db::DbSnapshot) -> usize {
+    snapshot
+        .fields
+        .iter()
+        .filter(|f| f.state == "pending" || f.state == "backfilling")
+        .count()
 }
 
 /// Runs the migration before any worker changes; publishes the schema changes.

@@ -11,6 +11,7 @@ use super::*;
 use crate::db::{DbError, DbSnapshot, FieldRow, MigrationOutcome};
 use crate::fixtures::{expect, finished, secret_json, Expect, Harness, Reply};
 use crate::metrics::ErrorLabels;
+use kube::runtime::reflector::ObjectRef;
 
 const CACHE: &str = "/apis/sgcache.io/v1alpha1/namespaces/default/shotguncaches/cache";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
@@ -267,6 +268,54 @@ async fn backfill_progress_is_reported_and_announced() {
         (10, 50)
     );
     assert_eq!(action, Action::requeue(RESYNC_BACKFILL_YOUNG));
+}
+
+/// A backfilling cache is followed: when the database says its backfill progressed, the cache
+/// is sent to the controller at once (instead of waiting for the requeue); a ready cache is not.
+#[tokio::test]
+async fn a_backfill_that_progresses_wakes_its_cache() {
+    let mut h = Harness::new();
+    let backfilling = |state: &str| DbSnapshot {
+        fields: vec![FieldRow {
+            entity_type: "Shot".into(),
+            field_name: "sg_status_list".into(),
+            state: state.into(),
+            backfill_done: 10,
+            backfill_total: Some(50),
+        }],
+        ..DbSnapshot::default()
+    };
+    *h.db.snapshot.lock().unwrap() = backfilling("backfilling");
+    *h.db.progressed.lock().unwrap() = true;
+    let mut wakes = h.ctx.backfill_wakes.take_receiver().expect("receiver");
+    let cache = ShotgunCache::test().finalized();
+    let mut calls = secrets_ok();
+    calls.extend(children());
+    calls.push(status_patch(&cache));
+    calls.push(event("BackfillStarted"));
+    let server = h.serve(calls);
+    reconcile(Arc::new(cache.clone()), h.ctx.clone()).await.unwrap();
+    finished(server).await;
+    let woken = tokio::time::timeout(Duration::from_secs(5), wakes.recv())
+        .await
+        .expect("a wake")
+        .expect("the channel is open");
+    assert_eq!(woken, ObjectRef::from_obj(&cache));
+    let asked = h.call("db:backfill_progressed");
+    assert_eq!(asked.body["pending"], 1, "one field left to fill");
+    assert!(!h.ctx.backfill_wakes.follows(&cache), "the task ended");
+
+    // Backfilled: nothing is followed.
+    let mut h = Harness::new();
+    *h.db.snapshot.lock().unwrap() = backfilling("ready");
+    let cache = ShotgunCache::test().finalized();
+    let mut calls = secrets_ok();
+    calls.extend(children());
+    calls.push(status_patch(&cache));
+    let server = h.serve(calls);
+    reconcile(Arc::new(cache), h.ctx.clone()).await.unwrap();
+    finished(server).await;
+    assert!(h.calls().iter().all(|c| c != "db:backfill_progressed"));
 }
 
 #[tokio::test]

@@ -3,11 +3,14 @@
 
 use chrono::Utc;
 use futures::future::BoxFuture;
+use sgcache::plan::FieldState;
 use sgcache::plan::PlanOptions;
 use sgcache::site::SiteClient;
 use sgcache::sql::Db;
-use sgcache::storage::read_counts;
+use sgcache::storage::{notify, read_counts};
 use sgcache::{storage, ShotgunCacheSpec};
+use sqlx::postgres::PgListener;
+use std::time::Duration;
 
 use crate::db::{
     CacheDatabase, Connection, DbError, DbSnapshot, EventsRow, FieldRow, MigrationOutcome, SiteLag,
@@ -75,6 +78,22 @@ impl CacheDatabase for SqlCacheDatabase {
         })
     }
 
+    fn backfill_progressed<'a>(
+        &'a self,
+        conn: &'a Connection,
+        pending: usize,
+        within: Duration,
+    ) -> BoxFuture<'a, Result<bool, DbError>> {
+        Box::pin(async move {
+            let db = connect(&conn.database_url).await?;
+            let result = tokio::time::timeout(within, backfill_progressed(&db, pending))
+                .await
+                .unwrap_or(Ok(false));
+            db.close().await;
+            result
+        })
+    }
+
     fn drop_cache<'a>(&'a self, conn: &'a Connection) -> BoxFuture<'a, Result<(), DbError>> {
         Box::pin(async move {
             let db = connect(&conn.database_url).await?;
@@ -87,6 +106,39 @@ impl CacheDatabase for SqlCacheDatabase {
             db.close().await;
             result
         })
+    }
+}
+
+/// Fields still to fill: pending or backfilling.
+async fn still_pending(db: &Db) -> Result<usize, DbError> {
+    let fields = storage::list_fields(db).await.map_err(query)?;
+    Ok(fields
+        .iter()
+        .filter(|f| matches!(f.state, FieldState::Pending | FieldState::Backfilling))
+        .count())
+}
+
+/// Waits on the cache's notifications until fewer than `pending` fields are left to fill.
+/// Counted once after `LISTEN` (a backfill that finished before it is seen at once), then again
+/// at each change of a state table only: a backfill's pages write the cache tables far more
+/// often than it finishes fields.
+async fn backfill_progressed(db: &Db, pending: usize) -> Result<bool, DbError> {
+    let Db::Postgres(pool) = db else {
+        return Ok(false); // no notifications: the requeue follows it
+    };
+    let channel = notify::channel_of(db).await.map_err(query)?;
+    let mut listener = PgListener::connect_with(pool).await.map_err(query)?;
+    listener.listen(&channel).await.map_err(query)?;
+    loop {
+        if still_pending(db).await? < pending {
+            return Ok(true);
+        }
+        loop {
+            let note = listener.recv().await.map_err(query)?;
+            if notify::SERVING_STATE_TABLES.contains(&note.payload()) {
+                break;
+            }
+        }
     }
 }
 

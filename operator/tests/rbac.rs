@@ -48,6 +48,14 @@ impl CacheDatabase for ReadyDb {
             })
         })
     }
+    fn backfill_progressed<'a>(
+        &'a self,
+        _: &'a Connection,
+        _: usize,
+        _: std::time::Duration,
+    ) -> BoxFuture<'a, Result<bool, DbError>> {
+        Box::pin(async { Ok(false) })
+    }
     fn drop_cache<'a>(&'a self, _: &'a Connection) -> BoxFuture<'a, Result<(), DbError>> {
         Box::pin(async { Ok(()) })
     }

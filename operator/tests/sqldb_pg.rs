@@ -356,3 +356,71 @@ async fn snapshot_sums_the_read_counts_of_every_proxy() {
     site.shutdown().await;
     pg.drop().await;
 }
+
+/// `backfill_progressed` follows the cache's notifications: a write to a cache table alone
+/// does not count, a field turning ready does (seen while waiting); a backfill that finished
+/// before the wait began is seen at once; nothing happening ends at the deadline.
+#[tokio::test]
+async fn backfill_progress_is_heard_through_notifications() {
+    let pg = PgDb::create("op_sqldb_wake").await;
+    let site = sim().await;
+    let conn = connection(&pg.url, &site.url());
+    let db = SqlCacheDatabase;
+    db.migrate(&conn, &spec()).await.expect("migration");
+    let pending = db
+        .snapshot(&conn)
+        .await
+        .unwrap()
+        .fields
+        .iter()
+        .filter(|f| f.state == "pending")
+        .count();
+    assert!(pending >= 3, "the declared fields wait for their backfill");
+
+    assert!(
+        !db.backfill_progressed(&conn, pending, Duration::from_millis(300))
+            .await
+            .unwrap(),
+        "nothing moved"
+    );
+
+    let waiting = {
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            SqlCacheDatabase
+                .backfill_progressed(&conn, pending, Duration::from_secs(20))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cache = Db::connect(&pg.url, 1).await.unwrap();
+    // A page of rows written: a notification of a cache table, no field finished.
+    let mut q = cache.sql();
+    let table = sgcache::ident::quote(&sgcache::ident::table_name("Shot"));
+    q.push(&format!("INSERT INTO {table} (id, code) VALUES (1, 'a')"));
+    cache.execute(&q).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "a row written is not progress");
+    let mut tx = cache.begin().await.unwrap();
+    storage::set_field_state(
+        &mut tx,
+        "Shot",
+        &["code".to_string()],
+        sgcache::plan::FieldState::Ready,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("heard before its deadline")
+        .unwrap();
+    assert!(heard.unwrap(), "a field turned ready");
+
+    // Already fewer than the caller saw: true at once, without waiting for a notification.
+    assert!(db
+        .backfill_progressed(&conn, pending, Duration::from_secs(20))
+        .await
+        .unwrap());
+    cache.close().await;
+}

@@ -9,6 +9,10 @@
 use super::StorageError;
 use crate::sql::{Dialect, SqlValue, Tx};
 
+/// The state tables whose notifications say a process moved field or type states (a
+/// backfill finished, a field was dropped), which changes what the cache serves.
+pub const SERVING_STATE_TABLES: [&str; 2] = ["_sgcache_fields", "_sgcache_types"];
+
 /// The channel proxies listen on, for a cache in the default schema.
 pub const CHANNEL: &str = "sgcache_changed";
 

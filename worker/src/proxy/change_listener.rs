@@ -107,7 +107,7 @@ async fn follow(
                 Some(n) if n.payload() == token => heard = Instant::now(),
                 Some(n) => {
                     cache.results.changed(n.payload());
-                    if STATE_TABLES.contains(&n.payload()) {
+                    if notify::SERVING_STATE_TABLES.contains(&n.payload()) {
                         crate::ready_signal::announce(); // another process moved field states
                     }
                 }
@@ -125,9 +125,6 @@ const STEADY: Duration = Duration::from_secs(30);
 
 /// How often the listener checks that it still hears its own notifications.
 const HEARTBEAT: Duration = Duration::from_secs(5);
-
-/// The state tables whose changes change what the catalog serves.
-const STATE_TABLES: [&str; 2] = ["_sgcache_fields", "_sgcache_types"];
 
 async fn heartbeat(db: &Db, channel: &str, token: &str) -> anyhow::Result<()> {
     let mut q = db.sql();
