@@ -294,7 +294,9 @@ async fn a_backfill_that_progresses_wakes_its_cache() {
     calls.push(status_patch(&cache));
     calls.push(event("BackfillStarted"));
     let server = h.serve(calls);
-    reconcile(Arc::new(cache.clone()), h.ctx.clone()).await.unwrap();
+    reconcile(Arc::new(cache.clone()), h.ctx.clone())
+        .await
+        .unwrap();
     finished(server).await;
     let woken = tokio::time::timeout(Duration::from_secs(5), wakes.recv())
         .await
