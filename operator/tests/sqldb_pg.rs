@@ -423,4 +423,5 @@ async fn backfill_progress_is_heard_through_notifications() {
         .await
         .unwrap());
     cache.close().await;
+    pg.drop().await;
 }

@@ -576,5 +576,6 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     drop(proxy);
+    db.drop().await;
     Ok(())
 }
