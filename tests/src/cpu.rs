@@ -10,27 +10,27 @@ const TICKS: f64 = 100.0;
 
 /// User + system CPU seconds a process (all its threads) has used, 0 when it is gone.
 pub fn seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): state is the first, utime the
-    // 12th, stime the 13th (fields 14 and 15 of proc(5)).
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) / TICKS
+    // utime and stime: fields 14 and 15 of proc(5).
+    stat_seconds(&format!("/proc/{pid}/stat"), 11)
 }
 
 /// CPU seconds used by this process's children that have ended and been waited for (a load
-/// generator run as a child, say): `cutime` + `cstime` of `/proc/self/stat`.
+/// generator run as a child, say).
 pub fn ended_children_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // cutime and cstime: fields 16 and 17 of proc(5).
+    stat_seconds("/proc/self/stat", 13)
+}
+
+/// The sum of two adjacent clock-tick fields of a `stat` file, in seconds; `first` counts
+/// from the state field (the first after the command name, which may hold spaces).
+fn stat_seconds(path: &str, first: usize) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let Some((_, rest)) = stat.rsplit_once(')') else {
         return 0.0;
     };
     let f: Vec<&str> = rest.split_whitespace().collect();
     let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(13) + tick(14)) / TICKS
+    (tick(first) + tick(first + 1)) / TICKS
 }
 
 /// The PostgreSQL backends serving `database` now (the proxy's pool and any other), by pid.
