@@ -146,7 +146,6 @@ async fn call(http: &reqwest::Client, url: &str, body: String) -> Option<String>
 }
 
 struct Run {
-    lat: Vec<Duration>,
     /// Each connection's first read, its connect included (a farm's jobs connecting at once).
     first: Vec<Duration>,
     /// Every read after each connection's first.
@@ -170,11 +169,13 @@ struct Figures {
 
 impl Run {
     fn figures(&self) -> Figures {
+        let mut all: Vec<Duration> = self.first.iter().chain(&self.later).copied().collect();
+        all.sort();
         Figures {
-            reads: self.lat.len() as u64,
+            reads: all.len() as u64,
             secs: self.secs,
-            p50: percentile(&self.lat, 0.5),
-            p99: percentile(&self.lat, 0.99),
+            p50: percentile(&all, 0.5),
+            p99: percentile(&all, 0.99),
             errors: self.errors,
             cache: self.cache,
             first: Some(format!(
@@ -303,7 +304,7 @@ async fn storm(
                 .unwrap_or_default()
                 .to_string();
             let mut conn = None;
-            let (mut lat, mut errors, mut first, mut later) = (Vec::new(), 0u64, None, Vec::new());
+            let (mut errors, mut first, mut later) = (0u64, None, Vec::new());
             while start.elapsed() < until {
                 let t = Instant::now();
                 let answer = match &http {
@@ -312,7 +313,6 @@ async fn storm(
                 };
                 match answer {
                     Some(path) => {
-                        lat.push(t.elapsed());
                         if first.is_none() {
                             first = Some(t.elapsed());
                         } else {
@@ -325,11 +325,10 @@ async fn storm(
                     None => errors += 1,
                 }
             }
-            (lat, errors, first, later)
+            (errors, first, later)
         }));
     }
     let mut run = Run {
-        lat: Vec::new(),
         first: Vec::new(),
         later: Vec::new(),
         errors: 0,
@@ -337,15 +336,13 @@ async fn storm(
         secs: 0.0,
     };
     for t in tasks {
-        let (l, e, f, later) = t.await.expect("client task");
-        run.lat.extend(l);
+        let (e, f, later) = t.await.expect("client task");
         run.first.extend(f);
         run.later.extend(later);
         run.errors += e;
     }
     run.secs = start.elapsed().as_secs_f64();
     run.cache = cache.load(Ordering::Relaxed);
-    run.lat.sort();
     run.first.sort();
     run.later.sort();
     run
@@ -358,12 +355,40 @@ fn site_counts(site: &SimHandle) -> (u64, u64, u64) {
     (s.requests_total, of("Playlist"), of("Shot"))
 }
 
-async fn proxy_metric(http: &reqwest::Client, proxy: &str, name: &str) -> f64 {
-    let text = sgcache_tests::proxy::metrics(http, proxy).await;
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// The proxy's counters a run reports, from one read of its metrics.
+#[derive(Clone, Copy)]
+struct ProxyCounts {
+    coalesced: f64,
+    reads: f64,
+    cached: f64,
+    errors: f64,
+}
+
+impl ProxyCounts {
+    async fn read(http: &reqwest::Client, proxy: &str) -> ProxyCounts {
+        let text = sgcache_tests::proxy::metrics(http, proxy).await;
+        let sum = |name: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        ProxyCounts {
+            coalesced: sum("sgcache_proxy_coalesced_requests_total"),
+            reads: sum(ALL_READS),
+            cached: sum(CACHE_ANSWERS),
+            errors: sum(ERROR_ANSWERS),
+        }
+    }
+
+    fn since(self, before: ProxyCounts) -> ProxyCounts {
+        ProxyCounts {
+            coalesced: self.coalesced - before.coalesced,
+            reads: self.reads - before.reads,
+            cached: self.cached - before.cached,
+            errors: self.errors - before.errors,
+        }
+    }
 }
 
 #[tokio::main]
@@ -492,12 +517,8 @@ async fn main() -> anyhow::Result<()> {
                 })
             });
             let before = site_counts(&site);
-            let coalesced_before =
-                proxy_metric(&http, &proxy.url, "sgcache_proxy_coalesced_requests_total").await;
+            let counts_before = ProxyCounts::read(&http, &proxy.url).await;
             let meter = cpu::Meter::start([proxy.child.id(), std::process::id()]);
-            let cached_before = proxy_metric(&http, &proxy.url, CACHE_ANSWERS).await;
-            let errors_before = proxy_metric(&http, &proxy.url, ERROR_ANSWERS).await;
-            let reads_before = proxy_metric(&http, &proxy.url, ALL_READS).await;
             let mut wrk_cpu = None;
             let mut fig = match generator {
                 Client::Wrk => {
@@ -530,18 +551,17 @@ async fn main() -> anyhow::Result<()> {
                 w.abort();
             }
             let after = site_counts(&site);
-            let coalesced =
-                proxy_metric(&http, &proxy.url, "sgcache_proxy_coalesced_requests_total").await
-                    - coalesced_before;
+            let counts = ProxyCounts::read(&http, &proxy.url)
+                .await
+                .since(counts_before);
+            let coalesced = counts.coalesced;
             if generator == Client::Wrk {
                 // wrk cannot read the answers' bodies at this rate: the proxy says which
                 // answers came from the cache and which were errors (the proxy's count of
                 // reads includes those still in flight when wrk stopped counting).
-                let all = proxy_metric(&http, &proxy.url, ALL_READS).await - reads_before;
-                let cached = proxy_metric(&http, &proxy.url, CACHE_ANSWERS).await - cached_before;
-                fig.cache = (cached / all.max(1.0) * fig.reads as f64).round() as u64;
-                fig.errors +=
-                    (proxy_metric(&http, &proxy.url, ERROR_ANSWERS).await - errors_before) as u64;
+                fig.cache =
+                    (counts.cached / counts.reads.max(1.0) * fig.reads as f64).round() as u64;
+                fig.errors += counts.errors as u64;
             }
             let passed_reads = after.1 - before.1;
             let per_distinct = if distinct_passed > 0 {
