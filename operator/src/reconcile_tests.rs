@@ -238,21 +238,24 @@ async fn adding_a_field_migrates_first_then_rolls_the_pods() {
         .contains("description"));
 }
 
-#[tokio::test]
-async fn backfill_progress_is_reported_and_announced() {
-    let mut h = Harness::new();
-    *h.db.snapshot.lock().unwrap() = DbSnapshot {
-        trust: Vec::new(),
-        reads: None,
+/// A snapshot of one field, `Shot.sg_status_list`, in `state`, 10 of 50 rows backfilled.
+fn one_field(state: &str) -> DbSnapshot {
+    DbSnapshot {
         fields: vec![FieldRow {
             entity_type: "Shot".into(),
             field_name: "sg_status_list".into(),
-            state: "backfilling".into(),
+            state: state.into(),
             backfill_done: 10,
             backfill_total: Some(50),
         }],
-        events: None,
-    };
+        ..DbSnapshot::default()
+    }
+}
+
+#[tokio::test]
+async fn backfill_progress_is_reported_and_announced() {
+    let mut h = Harness::new();
+    *h.db.snapshot.lock().unwrap() = one_field("backfilling");
     let cache = ShotgunCache::test().finalized();
     let mut calls = secrets_ok();
     calls.extend(children());
@@ -275,17 +278,7 @@ async fn backfill_progress_is_reported_and_announced() {
 #[tokio::test]
 async fn a_backfill_that_progresses_wakes_its_cache() {
     let mut h = Harness::new();
-    let backfilling = |state: &str| DbSnapshot {
-        fields: vec![FieldRow {
-            entity_type: "Shot".into(),
-            field_name: "sg_status_list".into(),
-            state: state.into(),
-            backfill_done: 10,
-            backfill_total: Some(50),
-        }],
-        ..DbSnapshot::default()
-    };
-    *h.db.snapshot.lock().unwrap() = backfilling("backfilling");
+    *h.db.snapshot.lock().unwrap() = one_field("backfilling");
     *h.db.progressed.lock().unwrap() = true;
     let mut wakes = h.ctx.backfill_wakes.take_receiver().expect("receiver");
     let cache = ShotgunCache::test().finalized();
@@ -309,7 +302,7 @@ async fn a_backfill_that_progresses_wakes_its_cache() {
 
     // Backfilled: nothing is followed.
     let mut h = Harness::new();
-    *h.db.snapshot.lock().unwrap() = backfilling("ready");
+    *h.db.snapshot.lock().unwrap() = one_field("ready");
     let cache = ShotgunCache::test().finalized();
     let mut calls = secrets_ok();
     calls.extend(children());
