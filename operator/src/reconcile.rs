@@ -225,7 +225,9 @@ async fn apply(cache: &ShotgunCache, ctx: &Context) -> Result<Action> {
                 .condition(condition::BACKFILLED)
                 .filter(|c| c.status != "True");
             if backfilling.is_some() {
-                let pending = obs.snapshot.as_ref().map_or(0, still_to_fill);
+                let pending = obs.snapshot.as_ref().map_or(0, |snap| {
+                    status::waiting_fields(snap).values().sum::<i64>() as usize
+                });
                 ctx.backfill_wakes
                     .follow(ctx.db.clone(), cache, conn, pending);
             }
@@ -309,15 +311,6 @@ async fn inputs(
         .await
         .map_err(Error::Kube)?;
     Ok(secrets::connection(spec, ns, &found))
-}
-
-/// Fields the snapshot shows pending or backfilling.
-fn still_to_fill(snapshot: &crate::db::DbSnapshot) -> usize {
-    snapshot
-        .fields
-        .iter()
-        .filter(|f| f.state == "pending" || f.state == "backfilling")
-        .count()
 }
 
 /// Runs the migration before any worker changes; publishes the schema changes.

@@ -226,7 +226,7 @@ pub fn type_statuses(snap: &DbSnapshot, declared: Option<&Declared>) -> Vec<Type
 
 /// Per entity type, the number of fields (declared or kept by the cache) still pending or
 /// backfilling: any of them keeps reads of that type from the cache.
-fn waiting_fields(snap: &DbSnapshot) -> BTreeMap<String, i64> {
+pub(crate) fn waiting_fields(snap: &DbSnapshot) -> BTreeMap<String, i64> {
     let mut waiting = BTreeMap::new();
     for f in &snap.fields {
         if f.state == "pending" || f.state == "backfilling" {
