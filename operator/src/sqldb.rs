@@ -3,7 +3,6 @@
 
 use chrono::Utc;
 use futures::future::BoxFuture;
-use sgcache::plan::FieldState;
 use sgcache::plan::PlanOptions;
 use sgcache::site::SiteClient;
 use sgcache::sql::Db;
@@ -112,10 +111,7 @@ impl CacheDatabase for SqlCacheDatabase {
 /// Fields still to fill: pending or backfilling.
 async fn still_pending(db: &Db) -> Result<usize, DbError> {
     let fields = storage::list_fields(db).await.map_err(query)?;
-    Ok(fields
-        .iter()
-        .filter(|f| matches!(f.state, FieldState::Pending | FieldState::Backfilling))
-        .count())
+    Ok(fields.iter().filter(|f| f.state.to_fill()).count())
 }
 
 /// Waits on the cache's notifications until fewer than `pending` fields are left to fill.

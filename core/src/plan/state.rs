@@ -37,6 +37,12 @@ impl FieldState {
         }
     }
 
+    /// Still to fill: pending or backfilling (the scanner's work, and what keeps a type's
+    /// reads from the cache).
+    pub fn to_fill(self) -> bool {
+        matches!(self, FieldState::Pending | FieldState::Backfilling)
+    }
+
     pub fn parse(s: &str) -> Option<FieldState> {
         Some(match s {
             "pending" => FieldState::Pending,

@@ -87,7 +87,7 @@ fn storage_of(state: &DbState, entity_type: &str, field: &str) -> Option<Storage
 fn has_pending(state: &DbState, entity_type: &str) -> bool {
     state
         .live_fields(entity_type)
-        .any(|(_, r)| matches!(r.state, FieldState::Pending | FieldState::Backfilling))
+        .any(|(_, r)| r.state.to_fill())
 }
 
 /// The value to store for a scalar `new_value`, or None when its shape is unexpected.

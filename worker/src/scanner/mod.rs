@@ -192,7 +192,7 @@ async fn full_run(
 fn pending_names(fields: &[&FieldStatus]) -> Vec<String> {
     fields
         .iter()
-        .filter(|f| matches!(f.state, FieldState::Pending | FieldState::Backfilling))
+        .filter(|f| f.state.to_fill())
         .map(|f| f.field_name.clone())
         .collect()
 }
@@ -297,11 +297,8 @@ async fn backfill_pending(
         if !(args.types.is_empty() || args.types.iter().any(|t| t == ty)) {
             continue;
         }
-        let pending: Vec<&FieldStatus> = live
-            .iter()
-            .copied()
-            .filter(|f| matches!(f.state, FieldState::Pending | FieldState::Backfilling))
-            .collect();
+        let pending: Vec<&FieldStatus> =
+            live.iter().copied().filter(|f| f.state.to_fill()).collect();
         if pending.is_empty() {
             continue;
         }
@@ -349,11 +346,8 @@ fn publish_backfills(fields: &[FieldStatus], obs: &ScannerMetrics) {
         by_type.entry(f.entity_type.as_str()).or_default().push(f);
     }
     for (ty, live) in by_type {
-        let pending: Vec<&FieldStatus> = live
-            .iter()
-            .copied()
-            .filter(|f| matches!(f.state, FieldState::Pending | FieldState::Backfilling))
-            .collect();
+        let pending: Vec<&FieldStatus> =
+            live.iter().copied().filter(|f| f.state.to_fill()).collect();
         obs.pending_fields(ty, pending.len());
         // The backfill in progress (the least advanced pending field), else the last one.
         let progress = if pending.is_empty() { &live } else { &pending };

@@ -244,7 +244,7 @@ fn type_statuses(
             FieldState::Unservable => t.unservable += 1,
             FieldState::Dropped => {}
         }
-        if matches!(f.state, FieldState::Pending | FieldState::Backfilling) {
+        if f.state.to_fill() {
             // The fields of one backfill share their progress; a field added later starts
             // over, so the least advanced one says how far the type is.
             let this = BackfillProgress {
