@@ -40,6 +40,12 @@ pub struct PgLimits {
     /// A pooled connection is closed after this, so none outlives a move of the address by
     /// more than that.
     pub max_lifetime: Duration,
+    /// Whether an idle connection is pinged (one round trip) each time it is taken from the
+    /// pool. The proxy does not: a cached read is one statement, and the ping cost it a
+    /// round trip and a wake-up on both sides of the socket; a connection found dead by its
+    /// statement instead makes every connection reconnect and the read is run once more on
+    /// a fresh one ([`crate::sql::Db::fetch_all`]).
+    pub ping_idle: bool,
 }
 
 impl PgLimits {
@@ -49,6 +55,7 @@ impl PgLimits {
         lock_timeout: Duration::from_secs(15),
         idle_in_transaction: Duration::from_secs(300),
         max_lifetime: Duration::from_secs(180),
+        ping_idle: true,
     };
 
     /// The proxy: its reads of the cache take milliseconds; one that takes seconds is better
@@ -58,6 +65,7 @@ impl PgLimits {
         lock_timeout: Duration::from_secs(5),
         idle_in_transaction: Duration::from_secs(60),
         max_lifetime: Duration::from_secs(180),
+        ping_idle: false,
     };
 
     /// `migrate` and the operator: a column rebuilt or an index built on a large table may
@@ -68,6 +76,7 @@ impl PgLimits {
         lock_timeout: Duration::from_secs(120),
         idle_in_transaction: Duration::from_secs(600),
         max_lifetime: Duration::from_secs(180),
+        ping_idle: true,
     };
 }
 

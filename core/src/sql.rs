@@ -312,7 +312,7 @@ impl Db {
                 // migrate changed a column it reads.
                 let call = PgCall::on(p).await?;
                 let rows = match call.run(pg_query(sql).fetch_all(p)).await {
-                    Err(e) if stale_plans::noted(&e) => {
+                    Err(e) if stale_plans::noted(&e) || call.retry_on_fresh(p, &e) => {
                         call.run(pg_query(sql).fetch_all(p)).await?
                     }
                     other => other?,
@@ -399,6 +399,7 @@ pub fn pg_pool_options(
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
         .max_lifetime(limits.max_lifetime)
+        .test_before_acquire(limits.ping_idle)
         // `CREATE … IF NOT EXISTS` of what exists is a NOTICE, which sqlx logs: one line per
         // statement on every start, saying nothing anyone must act on. And only a writable
         // primary is used: a standby or a read-only server behind the address closes it.
@@ -453,6 +454,15 @@ impl PgCall {
         })
     }
 
+    /// Whether a statement that failed with `e` is worth one more try: on a pool that does
+    /// not ping its idle connections, a connection the server closed (a restart, a
+    /// terminated session) is only found dead by the statement sent on it. Every connection
+    /// of that time was marked for reconnecting when the error was noted, so the retry runs
+    /// on a fresh one. Never after a timeout: a silent server would be waited for twice.
+    fn retry_on_fresh(&self, p: &PgPool, e: &sqlx::Error) -> bool {
+        !p.options().get_test_before_acquire() && connection_dropped(e)
+    }
+
     /// Runs one call within the bound; a call that overruns it, or fails in a way that says
     /// the server went away or is no longer the primary, makes every connection reconnect.
     async fn run<T>(
@@ -496,11 +506,33 @@ fn note_pg_error(gate: &pg_server::Gate, e: &sqlx::Error) {
             _ => None,
         };
         gate.close(why.unwrap_or(pg_server::NotWritable::ReadOnly));
-    } else if matches!(
-        e,
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)
-    ) {
+    } else if connection_dropped(e)
+        || matches!(
+            e,
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)
+        )
+    {
         reconnect_all();
+    }
+}
+
+/// The server closed the connection under the statement (as opposed to refusing the
+/// statement, or not answering in time).
+fn connection_dropped(e: &sqlx::Error) -> bool {
+    use std::io::ErrorKind;
+    match e {
+        sqlx::Error::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof
+                | ErrorKind::NotConnected
+        ),
+        // admin_shutdown, crash_shutdown: the session was ended (a restart,
+        // `pg_terminate_backend`); its connection is gone with it.
+        sqlx::Error::Database(d) => matches!(d.code().as_deref(), Some("57P01" | "57P02")),
+        _ => false,
     }
 }
 
@@ -563,6 +595,8 @@ enum PgKind {
     TimestampTz,
     Timestamp,
     Text,
+    /// A type neither listed nor readable as text.
+    Unreadable,
 }
 
 impl PgKind {
@@ -597,45 +631,60 @@ fn decode_pg_rows(rows: &[PgRow]) -> Result<Vec<Vec<SqlValue>>, sqlx::Error> {
     let kinds: Vec<PgKind> = first
         .columns()
         .iter()
-        .map(|c| PgKind::of(c.type_info().name()))
+        .map(|c| match PgKind::of(c.type_info().name()) {
+            // Checked once per column rather than per cell, as `try_get` would.
+            PgKind::Text if !<String as sqlx::Type<sqlx::Postgres>>::compatible(c.type_info()) => {
+                PgKind::Unreadable
+            }
+            kind => kind,
+        })
         .collect();
     rows.iter().map(|r| decode_pg(r, &kinds)).collect()
 }
 
+/// Each cell read once and decoded by sqlx's decoder for the column's type.
 fn decode_pg(row: &PgRow, kinds: &[PgKind]) -> Result<Vec<SqlValue>, sqlx::Error> {
     kinds
         .iter()
         .enumerate()
         .map(|(i, kind)| {
-            if row.try_get_raw(i)?.is_null() {
+            let raw = row.try_get_raw(i)?;
+            if raw.is_null() {
                 return Ok(SqlValue::Null);
             }
-            // The kinds named after a built-in type decode it without checking the type
-            // again per cell (it is the column's); text and numeric are checked as before.
-            Ok(match kind {
-                PgKind::Bool => SqlValue::Bool(row.try_get_unchecked(i)?),
-                PgKind::Int2 => SqlValue::Int(row.try_get_unchecked::<i16, _>(i)?.into()),
-                PgKind::Int4 => SqlValue::Int(row.try_get_unchecked::<i32, _>(i)?.into()),
-                PgKind::Int8 => SqlValue::Int(row.try_get_unchecked(i)?),
-                PgKind::Float4 => SqlValue::Float(row.try_get_unchecked::<f32, _>(i)?.into()),
-                PgKind::Float8 => SqlValue::Float(row.try_get_unchecked(i)?),
-                PgKind::Numeric => SqlValue::Float(
-                    row.try_get::<String, _>(i)
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(f64::NAN),
-                ),
-                PgKind::Json => SqlValue::Json(row.try_get_unchecked(i)?),
-                PgKind::Date => SqlValue::Date(row.try_get_unchecked(i)?),
-                PgKind::TimestampTz => SqlValue::DateTime(row.try_get_unchecked(i)?),
-                PgKind::Timestamp => SqlValue::DateTime(
-                    row.try_get_unchecked::<chrono::NaiveDateTime, _>(i)?
-                        .and_utc(),
-                ),
-                PgKind::Text => SqlValue::Text(row.try_get(i)?),
+            decode_pg_cell(raw, *kind).map_err(|source| sqlx::Error::ColumnDecode {
+                index: i.to_string(),
+                source,
             })
         })
         .collect()
+}
+
+fn decode_pg_cell(
+    raw: sqlx::postgres::PgValueRef<'_>,
+    kind: PgKind,
+) -> Result<SqlValue, sqlx::error::BoxDynError> {
+    use sqlx::Decode;
+    type Pg = sqlx::Postgres;
+    Ok(match kind {
+        PgKind::Bool => SqlValue::Bool(<bool as Decode<Pg>>::decode(raw)?),
+        PgKind::Int2 => SqlValue::Int(<i16 as Decode<Pg>>::decode(raw)?.into()),
+        PgKind::Int4 => SqlValue::Int(<i32 as Decode<Pg>>::decode(raw)?.into()),
+        PgKind::Int8 => SqlValue::Int(<i64 as Decode<Pg>>::decode(raw)?),
+        PgKind::Float4 => SqlValue::Float(<f32 as Decode<Pg>>::decode(raw)?.into()),
+        PgKind::Float8 => SqlValue::Float(<f64 as Decode<Pg>>::decode(raw)?),
+        // The cache stores numbers as bigint or double precision; a numeric would be an
+        // expression's (a sum): refused rather than guessed (the read goes to the site).
+        PgKind::Numeric => return Err("a numeric column, which the cache never stores".into()),
+        PgKind::Json => SqlValue::Json(<serde_json::Value as Decode<Pg>>::decode(raw)?),
+        PgKind::Date => SqlValue::Date(<NaiveDate as Decode<Pg>>::decode(raw)?),
+        PgKind::TimestampTz => SqlValue::DateTime(<DateTime<Utc> as Decode<Pg>>::decode(raw)?),
+        PgKind::Timestamp => {
+            SqlValue::DateTime(<chrono::NaiveDateTime as Decode<Pg>>::decode(raw)?.and_utc())
+        }
+        PgKind::Text => SqlValue::Text(<&str as Decode<Pg>>::decode(raw)?.to_owned()),
+        PgKind::Unreadable => return Err("a column of a type the cache does not read".into()),
+    })
 }
 
 fn decode_sqlite(row: &SqliteRow) -> Result<Vec<SqlValue>, sqlx::Error> {

@@ -14,6 +14,25 @@ fn admin_url() -> String {
     format!("{}/{db}", server_url())
 }
 
+/// Ends every session on database `name` but the caller's, as a server restart does; how
+/// many it ended.
+pub async fn terminate_sessions(name: &str) -> usize {
+    let admin = Db::connect(&admin_url(), 1)
+        .await
+        .expect("the admin database");
+    let mut q = admin.sql();
+    q.push("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ")
+        .push_bind(sgcache::sql::SqlValue::Text(name.to_string()))
+        .push(" AND pid <> pg_backend_pid()");
+    let ended = admin
+        .fetch_all(&q)
+        .await
+        .expect("pg_terminate_backend")
+        .len();
+    admin.close().await;
+    ended
+}
+
 /// A database created for one test. Call [`TestDb::drop`] at the end.
 pub struct TestDb {
     pub name: String,

@@ -786,3 +786,50 @@ async fn sampled_cached_reads_are_checked_against_the_site() {
     h.stop().await;
     db.drop().await;
 }
+
+/// The proxy's pool does not ping a connection before each statement (a round trip per read):
+/// a connection the server ended (a restart, `pg_terminate_backend`) is found dead by the
+/// statement itself, and the read is run again on a fresh connection, still answered from
+/// the cache, not sent to the site.
+#[tokio::test]
+async fn a_read_on_a_connection_the_server_ended_is_run_again_on_a_fresh_one() {
+    let db = TestDb::create("sgcache_proxy").await.unwrap();
+    let proxy_db = Db::connect_limited(
+        &db.url,
+        2,
+        sgcache_worker::proxy::run::DB_ACQUIRE_TIMEOUT,
+        &sgcache::pg_server::PgLimits::PROXY,
+    )
+    .await
+    .unwrap();
+    let Setup { h, db } = setup_on(db, Some(proxy_db), |c| c.result_cache_bytes = 0).await;
+    let read = |status: &str| shots(cond("sg_status_list", "is", json!(status)));
+    // The principal's first read verifies its credentials at the site.
+    h.proxy("read", script_auth(), read("ip")).await;
+    // Both connections of the pool open and idle.
+    let (a, b) = tokio::join!(
+        h.proxy("read", script_auth(), read("ip")),
+        h.proxy("read", script_auth(), read("fin"))
+    );
+    assert_eq!(
+        (a.1.as_deref(), b.1.as_deref()),
+        (Some("cache"), Some("cache"))
+    );
+
+    let ended = sgcache_tests::pg::terminate_sessions(&db.name).await;
+    assert!(ended >= 2, "ended {ended} sessions");
+    for status in ["ip", "fin", "wtg"] {
+        let (status_code, path, proxied) = h.proxy("read", script_auth(), read(status)).await;
+        let (_, _, direct) = h.direct("read", script_auth(), read(status)).await;
+        assert_eq!(
+            (status_code, path.as_deref()),
+            (200, Some("cache")),
+            "{status}"
+        );
+        assert_eq!(proxied, direct, "{status}");
+    }
+    let ready: Value = h.get_json("/readyz").await;
+    assert_eq!(ready["database"], "ok", "{ready}");
+    h.stop().await;
+    db.drop().await;
+}

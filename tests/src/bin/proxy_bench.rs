@@ -11,7 +11,10 @@
 //! 2. `--concurrency` clients for `--seconds`: latency percentiles and throughput through the
 //!    proxy, the proxy's RSS while under that load;
 //! 3. the same SQL statements (text and binds from the translator) issued directly through
-//!    sqlx at the same concurrency on a pool of the same size: the ceiling for the proxy;
+//!    sqlx at the same concurrency on a pool of the same size: the ceiling for the proxy,
+//!    with the rows only fetched and with every value read; then the proxy and the latter
+//!    alternately in short phases (`--rounds`), the fairer ratio on a machine whose speed
+//!    drifts;
 //! 4. the same reads passed through to the site with `--latency-ms` of injected latency
 //!    (a proxy without a cache database), at the same concurrency.
 //!
@@ -250,6 +253,29 @@ fn pg_query(sql: &Sql) -> PgQuery<'_> {
         };
     }
     q
+}
+
+/// Reads every value of every row into the Rust type of its column, as a program using
+/// the rows would; false if one cannot be read.
+fn read_every_value(rows: &[sqlx::postgres::PgRow]) -> bool {
+    use sqlx::{Column, Row, TypeInfo};
+    rows.iter().all(|row| {
+        row.columns().iter().all(|c| {
+            let i = c.ordinal();
+            match c.type_info().name() {
+                "BOOL" => row.try_get::<Option<bool>, _>(i).is_ok(),
+                "INT4" => row.try_get::<Option<i32>, _>(i).is_ok(),
+                "INT8" => row.try_get::<Option<i64>, _>(i).is_ok(),
+                "FLOAT8" => row.try_get::<Option<f64>, _>(i).is_ok(),
+                "DATE" => row.try_get::<Option<chrono::NaiveDate>, _>(i).is_ok(),
+                "TIMESTAMPTZ" => row
+                    .try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(i)
+                    .is_ok(),
+                "JSON" | "JSONB" => row.try_get::<Option<Value>, _>(i).is_ok(),
+                _ => row.try_get::<Option<String>, _>(i).is_ok(),
+            }
+        })
+    })
 }
 
 #[tokio::main]
@@ -494,44 +520,92 @@ async fn main() -> anyhow::Result<()> {
         "  proxy RSS: {rss_idle:.1} MiB idle, {rss_load:.1} MiB max sampled under load, {rss_peak:.1} MiB peak (VmHWM)"
     );
 
-    // 3. The same statements straight through sqlx, same concurrency, same pool size.
+    // 3. The same statements straight through sqlx, same concurrency, same pool size: the
+    //    rows only fetched, then fetched with every value read as a program using them
+    //    would (the proxy reads every value too, to write its answer).
     let pg = sqlx::postgres::PgPoolOptions::new()
         .max_connections(pool as u32)
         .connect(&db.url)
         .await?;
     let sqls: Arc<Vec<Sql>> = Arc::new(plans.iter().map(|p| p.sql.clone()).collect());
-    let meter = cpu::Meter::start([pid, me].into_iter().chain(backends(&db.db).await));
-    let sql_run = {
+    for read_values in [false, true] {
+        let meter = cpu::Meter::start([pid, me].into_iter().chain(backends(&db.db).await));
+        let sql_run = {
+            let (pg, sqls) = (pg.clone(), sqls.clone());
+            load(clients, secs, move |i| {
+                let (pg, sqls) = (pg.clone(), sqls.clone());
+                async move {
+                    let rows = pg_query(&sqls[variant(i, clients, sqls.len())])
+                        .fetch_all(&pg)
+                        .await;
+                    rows.is_ok_and(|r| r.len() == 51 && (!read_values || read_every_value(&r)))
+                }
+            })
+            .await
+        };
+        let sql_cpu = meter.stop(vec![
+            ("proxy (idle)", vec![pid]),
+            ("postgres", backends(&db.db).await),
+            ("client", vec![me]),
+        ]);
+        let what = if read_values {
+            "rows fetched, every value read"
+        } else {
+            "rows fetched"
+        };
+        println!(
+            "sqlx direct (same SQL, pool {pool}, {what}), {clients} clients, {secs} s: {}",
+            sql_run.line()
+        );
+        println!(
+            "  CPU per read: {}",
+            sql_cpu.per_request(sql_run.lat.len() as u64)
+        );
+        println!(
+            "  proxy throughput / sqlx throughput ({what}): {:.0}%",
+            100.0 * proxy_run.per_s / sql_run.per_s
+        );
+    }
+    // 3b. The proxy and sqlx (every value read) alternately, `--rounds` times for
+    //    `--seconds` / 2 each: PostgreSQL's cost per statement drifts by ±15 % from one
+    //    phase to the next on a shared machine, which alone moves a single pair's ratio by
+    //    as much; alternating short phases spreads the drift over both.
+    let rounds = arg("--rounds", 4);
+    let (mut proxy_reads, mut sql_reads) = (0.0, 0.0);
+    for _ in 0..rounds {
+        let (http, api, bodies) = (http.clone(), api.clone(), bodies.clone());
+        proxy_reads += load(clients, secs / 2.0, move |i| {
+            let b = bodies[variant(i, clients, bodies.len())].clone();
+            let (http, api) = (http.clone(), api.clone());
+            async move { post_path(&http, &api, b).await.as_deref() == Some("cache") }
+        })
+        .await
+        .per_s;
         let (pg, sqls) = (pg.clone(), sqls.clone());
-        load(clients, secs, move |i| {
+        sql_reads += load(clients, secs / 2.0, move |i| {
             let (pg, sqls) = (pg.clone(), sqls.clone());
             async move {
-                pg_query(&sqls[variant(i, clients, sqls.len())])
+                let rows = pg_query(&sqls[variant(i, clients, sqls.len())])
                     .fetch_all(&pg)
-                    .await
-                    .is_ok_and(|r| r.len() == 51)
+                    .await;
+                rows.is_ok_and(|r| r.len() == 51 && read_every_value(&r))
             }
         })
         .await
-    };
-    let sql_cpu = meter.stop(vec![
-        ("proxy (idle)", vec![pid]),
-        ("postgres", backends(&db.db).await),
-        ("client", vec![me]),
-    ]);
+        .per_s;
+    }
+    if rounds > 0 {
+        println!(
+            "alternating {rounds} x ({:.1} s proxy, {:.1} s sqlx with every value read): \
+             {:.0} / {:.0} reads/s, proxy / sqlx {:.0}%",
+            secs / 2.0,
+            secs / 2.0,
+            proxy_reads / rounds as f64,
+            sql_reads / rounds as f64,
+            100.0 * proxy_reads / sql_reads
+        );
+    }
     pg.close().await;
-    println!(
-        "sqlx direct (same SQL, pool {pool}), {clients} clients, {secs} s: {}",
-        sql_run.line()
-    );
-    println!(
-        "  CPU per read: {}",
-        sql_cpu.per_request(sql_run.lat.len() as u64)
-    );
-    println!(
-        "  proxy throughput / sqlx throughput: {:.0}%",
-        100.0 * proxy_run.per_s / sql_run.per_s
-    );
 
     // 4. Passed through to the site with injected latency.
     h.faults(json!({ "latency_ms": latency }));

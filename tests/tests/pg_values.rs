@@ -1,0 +1,80 @@
+//! PostgreSQL values as the cache reads them (`sgcache::sql::Db::fetch_all`): each column
+//! type comes back as the value it holds, nulls as nulls; a type the cache never stores is
+//! refused (the read then goes to the site), never read as something else.
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use serde_json::json;
+use sgcache::sql::{Db, SqlValue};
+use sgcache_tests::pg::TestDb;
+
+async fn select(db: &Db, expr: &str) -> Result<Vec<Vec<SqlValue>>, sqlx::Error> {
+    let mut q = db.sql();
+    q.push("SELECT ").push(expr);
+    db.fetch_all(&q).await
+}
+
+#[tokio::test]
+async fn every_column_type_the_cache_reads_comes_back_as_stored() {
+    let t = TestDb::create("sgcache_pg_values").await.unwrap();
+    let rows = select(
+        &t.db,
+        "true, 7::int2, -8::int4, 9007199254740993::int8, 1.5::float4, -2.25::float8, \
+         'ß \"q\" ☃'::text, 'v'::varchar, '2024-02-29'::date, \
+         '2024-02-29 23:59:58+00'::timestamptz, '0001-01-01 00:00:00'::timestamp, \
+         '{\"k\": [1, \"ü\"]}'::json, '{\"k\": null}'::jsonb, \
+         NULL::text, NULL::int8, NULL::timestamptz",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![vec![
+            SqlValue::Bool(true),
+            SqlValue::Int(7),
+            SqlValue::Int(-8),
+            SqlValue::Int(9_007_199_254_740_993),
+            SqlValue::Float(1.5),
+            SqlValue::Float(-2.25),
+            SqlValue::Text("ß \"q\" ☃".into()),
+            SqlValue::Text("v".into()),
+            SqlValue::Date(NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()),
+            SqlValue::DateTime(Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 58).unwrap()),
+            SqlValue::DateTime(Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap()),
+            SqlValue::Json(json!({"k": [1, "ü"]})),
+            SqlValue::Json(json!({"k": null})),
+            SqlValue::Null,
+            SqlValue::Null,
+            SqlValue::Null,
+        ]]
+    );
+    // Read once per column, every row alike.
+    let rows = select(&t.db, "n, n::text FROM generate_series(1, 3) n")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        (1..=3)
+            .map(|n| vec![SqlValue::Int(n), SqlValue::Text(n.to_string())])
+            .collect::<Vec<_>>()
+    );
+    t.drop().await;
+}
+
+#[tokio::test]
+async fn a_type_the_cache_never_stores_is_refused_not_guessed() {
+    let t = TestDb::create("sgcache_pg_values").await.unwrap();
+    for expr in [
+        "1.5::numeric",
+        "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid",
+        "'{1,2}'::int4[]",
+    ] {
+        let e = select(&t.db, expr).await.expect_err(expr);
+        assert!(matches!(e, sqlx::Error::ColumnDecode { .. }), "{expr}: {e}");
+    }
+    // A null of such a type holds no value to misread.
+    assert_eq!(
+        select(&t.db, "NULL::numeric").await.unwrap(),
+        vec![vec![SqlValue::Null]]
+    );
+    t.drop().await;
+}
