@@ -1,6 +1,12 @@
 //! `cargo run --release -p sgcache-tests --bin storm-bench [-- --connections 16,1000,5000
 //!  --seconds 15 --latency-ms 100 --only a,b,c,d --worker <sgcache-worker binary>
-//!  --client conn|reqwest|wrk --proxy-cpus 0]`
+//!  --client conn|reqwest|wrk --proxy-cpus 0 --think-ms 0]`
+//!
+//! `--think-ms N` makes each connection wait N ms after each answer before its next read (a
+//! job working between its reads) instead of sending back to back: the connections still
+//! start at the same instant, so with no other spread they send in waves, every connection at
+//! once, as a farm's jobs do when they start together. 0 (the default) is the closed loop
+//! that keeps the two cores saturated. Built-in generators only.
 //!
 //! `--client wrk` drives the storm with `wrk` (Debian's package; far less CPU per request than
 //! a Rust client sharing the machine's cores): see [`sgcache_tests::wrk`].
@@ -281,6 +287,7 @@ async fn storm(
     secs: f64,
     body: Arc<dyn Fn(usize) -> String + Send + Sync>,
     client: Client,
+    think: Duration,
 ) -> Run {
     let start = Instant::now();
     let until = Duration::from_secs_f64(secs);
@@ -323,6 +330,9 @@ async fn storm(
                         }
                     }
                     None => errors += 1,
+                }
+                if !think.is_zero() {
+                    tokio::time::sleep(think).await;
                 }
             }
             (errors, first, later)
@@ -405,11 +415,20 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100);
     let only = arg("--only").unwrap_or_else(|| "a,b,c,d".into());
+    let think = Duration::from_millis(
+        arg("--think-ms")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    );
     let generator = match arg("--client").as_deref() {
         Some("reqwest") => Client::Reqwest,
         Some("wrk") => Client::Wrk,
         _ => Client::Conn,
     };
+    anyhow::ensure!(
+        think.is_zero() || generator != Client::Wrk,
+        "--think-ms needs a built-in generator (--client conn or reqwest)"
+    );
     if let Some(cpus) = arg("--proxy-cpus") {
         std::env::set_var("SGCACHE_BENCH_PROXY_CPUS", cpus);
     }
@@ -439,6 +458,12 @@ async fn main() -> anyhow::Result<()> {
         "setup: {rows} rows cached, site latency {latency} ms, {secs} s per run, in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    if !think.is_zero() {
+        println!(
+            "each connection waits {} ms after each answer (reads in waves)",
+            think.as_millis()
+        );
+    }
 
     // The shots the cached reads return, and the proxy answering them as the site does.
     let shots: Vec<i64> = {
@@ -536,7 +561,9 @@ async fn main() -> anyhow::Result<()> {
                 }
                 _ => {
                     let body = Arc::new(move |c: usize| bodies[c % bodies.len()].clone());
-                    storm(&api, conns, secs, body, generator).await.figures()
+                    storm(&api, conns, secs, body, generator, think)
+                        .await
+                        .figures()
                 }
             };
             let mut used = meter.stop(vec![
