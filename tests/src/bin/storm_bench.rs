@@ -415,11 +415,7 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100);
     let only = arg("--only").unwrap_or_else(|| "a,b,c,d".into());
-    let think = Duration::from_millis(
-        arg("--think-ms")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
-    );
+    let think = Duration::from_millis(arg("--think-ms").and_then(|s| s.parse().ok()).unwrap_or(0));
     let generator = match arg("--client").as_deref() {
         Some("reqwest") => Client::Reqwest,
         Some("wrk") => Client::Wrk,
