@@ -278,7 +278,12 @@ impl Db {
         Ok(match self {
             Db::Postgres(p) => {
                 let call = PgCall::on(p).await?;
-                Tx::Postgres(call.run(p.begin()).await?, call)
+                // BEGIN changes nothing: safe to send again on a fresh connection.
+                let tx = match call.run(p.begin()).await {
+                    Err(e) if call.retry_on_fresh(p, &e) => call.run(p.begin()).await?,
+                    other => other?,
+                };
+                Tx::Postgres(tx, call)
             }
             // IMMEDIATE: a deferred transaction that reads and then writes while another
             // connection wrote meanwhile fails at once with "database is locked" (its WAL
@@ -294,8 +299,16 @@ impl Db {
             Db::Postgres(p) => {
                 let call = PgCall::on(p).await?;
                 let first = call.run(pg_query(sql).execute(p)).await;
+                // Sent again only when it cannot have taken effect: a session the server
+                // ended rolled the statement back; a connection lost some other way may have
+                // committed it.
                 let done = match first {
-                    Err(e) if stale_plans::noted(&e) => call.run(pg_query(sql).execute(p)).await?,
+                    Err(e)
+                        if stale_plans::noted(&e)
+                            || (session_ended(&e) && call.retry_on_fresh(p, &e)) =>
+                    {
+                        call.run(pg_query(sql).execute(p)).await?
+                    }
                     other => other?,
                 };
                 Ok(done.rows_affected())
@@ -454,9 +467,9 @@ impl PgCall {
         })
     }
 
-    /// Whether a statement that failed with `e` is worth one more try: on a pool that does
-    /// not ping its idle connections, a connection the server closed (a restart, a
-    /// terminated session) is only found dead by the statement sent on it. Every connection
+    /// Whether a call that failed with `e` is worth one more try: on a pool that does not
+    /// ping its idle connections, a connection the server closed (a restart, a terminated
+    /// session) is only found dead by the statement sent on it. Every connection
     /// of that time was marked for reconnecting when the error was noted, so the retry runs
     /// on a fresh one. Never after a timeout: a silent server would be waited for twice.
     fn retry_on_fresh(&self, p: &PgPool, e: &sqlx::Error) -> bool {
@@ -529,11 +542,14 @@ fn connection_dropped(e: &sqlx::Error) -> bool {
                 | ErrorKind::UnexpectedEof
                 | ErrorKind::NotConnected
         ),
-        // admin_shutdown, crash_shutdown: the session was ended (a restart,
-        // `pg_terminate_backend`); its connection is gone with it.
-        sqlx::Error::Database(d) => matches!(d.code().as_deref(), Some("57P01" | "57P02")),
-        _ => false,
+        _ => session_ended(e),
     }
+}
+
+/// admin_shutdown, crash_shutdown: the server ended the session (a restart,
+/// `pg_terminate_backend`), rolling back whatever it was running; its connection is gone.
+fn session_ended(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("57P01" | "57P02")))
 }
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;

@@ -78,3 +78,50 @@ async fn a_type_the_cache_never_stores_is_refused_not_guessed() {
     );
     t.drop().await;
 }
+
+/// The proxy's pool does not ping its connections before use: after the server ended every
+/// session, a read, a transaction and a statement that cannot have taken effect each run
+/// again on a fresh connection instead of failing.
+#[tokio::test]
+async fn calls_on_connections_the_server_ended_run_again_on_fresh_ones() {
+    let t = TestDb::create("sgcache_pg_values").await.unwrap();
+    let db = Db::connect_limited(
+        &t.url,
+        2,
+        std::time::Duration::from_secs(2),
+        &sgcache::pg_server::PgLimits::PROXY,
+    )
+    .await
+    .unwrap();
+    let mut create = db.sql();
+    create.push("CREATE TABLE t (n bigint)");
+    db.execute(&create).await.unwrap();
+    let mut insert = db.sql();
+    insert.push("INSERT INTO t VALUES (1)");
+    for call in ["read", "transaction", "statement"] {
+        // Both connections open and idle, then ended by the server.
+        let (a, b) = tokio::join!(select(&db, "pg_sleep(0.05)::text"), select(&db, "1"));
+        a.unwrap();
+        b.unwrap();
+        assert!(sgcache_tests::pg::terminate_sessions(&t.name).await >= 2);
+        match call {
+            "read" => assert_eq!(
+                select(&db, "2").await.unwrap(),
+                vec![vec![SqlValue::Int(2)]]
+            ),
+            "transaction" => {
+                let mut tx = db.begin().await.unwrap();
+                tx.execute(&insert).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+            _ => assert_eq!(db.execute(&insert).await.unwrap(), 1),
+        }
+    }
+    // Each insert applied once.
+    assert_eq!(
+        select(&db, "count(*) FROM t").await.unwrap(),
+        vec![vec![SqlValue::Int(2)]]
+    );
+    db.close().await;
+    t.drop().await;
+}

@@ -1,5 +1,5 @@
 //! `cargo run --release -p sgcache-tests --bin proxy-bench [-- --shots N --concurrency N
-//!  --seconds N --pool N --latency-ms N --explain]`
+//!  --seconds N --pool N --latency-ms N --rounds N --explain]`
 //!
 //! The proxy benchmark of issue #5. Seeds the test site with N shots (default 100,000), fills a
 //! fresh PostgreSQL cache from it through the storage write path, then runs the real
