@@ -283,11 +283,38 @@ class RunLocal:
         try:
             return self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"run-local.sh still running 30 s after signal {sig}:\n{self.text()[-3000:]}")
+            pytest.fail(
+                f"run-local.sh still running 30 s after signal {sig}:\n{self.text()[-3000:]}\n"
+                f"processes of its group (signals pending, blocked, ignored, caught; where each "
+                f"thread waits):\n{group_state(self.pgid)}"
+            )
 
     def kill_leftovers(self) -> None:
         if group_alive(self.pgid):
             os.killpg(self.pgid, signal.SIGKILL)
+
+
+def group_state(pgid: int) -> str:
+    """What every process of group `pgid` is doing, from /proc: its signal masks (a signal
+    pending but not caught, or never sent, tells a hung stop apart from a lost signal) and the
+    kernel function each of its threads waits in."""
+    lines = []
+    for pid in sorted(int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            if os.getpgid(pid) != pgid:
+                continue
+            cmd = (Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))[:120]
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+            masks = " ".join(l.replace("\t", "") for l in status if l.startswith(("State", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")))
+            waits = []
+            for tid in sorted(os.listdir(f"/proc/{pid}/task")):
+                comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+                wchan = Path(f"/proc/{pid}/task/{tid}/wchan").read_text().strip()
+                waits.append(f"{comm}:{wchan}")
+            lines.append(f"{pid} {cmd}\n  {masks}\n  threads: {', '.join(waits)}")
+        except (OSError, ProcessLookupError):
+            continue
+    return "\n".join(lines) or "(none left)"
 
 
 def query_until_answered(url: str, run: RunLocal, timeout: float = 90.0) -> list[dict]:
