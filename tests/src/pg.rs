@@ -76,6 +76,19 @@ impl TestDb {
         })
     }
 
+    /// A pool on this database opened as the proxy opens its own (its session limits, no
+    /// ping before use, its wait for a connection).
+    pub async fn proxy_pool(&self, max_connections: u32) -> Db {
+        Db::connect_limited(
+            &self.url,
+            max_connections,
+            sgcache_worker::proxy::run::DB_ACQUIRE_TIMEOUT,
+            &sgcache::pg_server::PgLimits::PROXY,
+        )
+        .await
+        .expect("a pool with the proxy's settings")
+    }
+
     /// A SQLite database in a temporary folder.
     pub async fn sqlite() -> anyhow::Result<TestDb> {
         let dir = tempfile::tempdir()?;

@@ -85,14 +85,7 @@ async fn a_type_the_cache_never_stores_is_refused_not_guessed() {
 #[tokio::test]
 async fn calls_on_connections_the_server_ended_run_again_on_fresh_ones() {
     let t = TestDb::create("sgcache_pg_values").await.unwrap();
-    let db = Db::connect_limited(
-        &t.url,
-        2,
-        std::time::Duration::from_secs(2),
-        &sgcache::pg_server::PgLimits::PROXY,
-    )
-    .await
-    .unwrap();
+    let db = t.proxy_pool(2).await;
     let mut create = db.sql();
     create.push("CREATE TABLE t (n bigint)");
     db.execute(&create).await.unwrap();

@@ -794,14 +794,7 @@ async fn sampled_cached_reads_are_checked_against_the_site() {
 #[tokio::test]
 async fn a_read_on_a_connection_the_server_ended_is_run_again_on_a_fresh_one() {
     let db = TestDb::create("sgcache_proxy").await.unwrap();
-    let proxy_db = Db::connect_limited(
-        &db.url,
-        2,
-        sgcache_worker::proxy::run::DB_ACQUIRE_TIMEOUT,
-        &sgcache::pg_server::PgLimits::PROXY,
-    )
-    .await
-    .unwrap();
+    let proxy_db = db.proxy_pool(2).await;
     let Setup { h, db } = setup_on(db, Some(proxy_db), |c| c.result_cache_bytes = 0).await;
     let read = |status: &str| shots(cond("sg_status_list", "is", json!(status)));
     // The principal's first read verifies its credentials at the site.

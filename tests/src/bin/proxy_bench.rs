@@ -278,6 +278,39 @@ fn read_every_value(rows: &[sqlx::postgres::PgRow]) -> bool {
     })
 }
 
+/// A client's read through the proxy, for [`load`]: true when the cache answered it.
+fn via_proxy(
+    http: reqwest::Client,
+    api: String,
+    bodies: Arc<Vec<String>>,
+    clients: usize,
+) -> impl Fn(usize) -> futures::future::BoxFuture<'static, bool> + Send + Sync + 'static {
+    move |i| {
+        let b = bodies[variant(i, clients, bodies.len())].clone();
+        let (http, api) = (http.clone(), api.clone());
+        Box::pin(async move { post_path(&http, &api, b).await.as_deref() == Some("cache") })
+    }
+}
+
+/// The same read's statement straight through sqlx, for [`load`]: true when it returned its
+/// page (and, with `read_values`, every value could be read).
+fn via_sqlx(
+    pg: sqlx::PgPool,
+    sqls: Arc<Vec<Sql>>,
+    clients: usize,
+    read_values: bool,
+) -> impl Fn(usize) -> futures::future::BoxFuture<'static, bool> + Send + Sync + 'static {
+    move |i| {
+        let (pg, sqls) = (pg.clone(), sqls.clone());
+        Box::pin(async move {
+            let rows = pg_query(&sqls[variant(i, clients, sqls.len())])
+                .fetch_all(&pg)
+                .await;
+            rows.is_ok_and(|r| r.len() == 51 && (!read_values || read_every_value(&r)))
+        })
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let shots = arg("--shots", 100_000);
@@ -471,15 +504,12 @@ async fn main() -> anyhow::Result<()> {
         async move { cpu::pg_backends(&db, &name).await }
     };
     let meter = cpu::Meter::start([pid, me].into_iter().chain(backends(&db.db).await));
-    let proxy_run = {
-        let (http, api, bodies) = (http.clone(), api.clone(), bodies.clone());
-        load(clients, secs, move |i| {
-            let b = bodies[variant(i, clients, bodies.len())].clone();
-            let (http, api) = (http.clone(), api.clone());
-            async move { post_path(&http, &api, b).await.as_deref() == Some("cache") }
-        })
-        .await
-    };
+    let proxy_run = load(
+        clients,
+        secs,
+        via_proxy(http.clone(), api.clone(), bodies.clone(), clients),
+    )
+    .await;
     let proxy_cpu = meter.stop(vec![
         ("proxy", vec![pid]),
         ("postgres", backends(&db.db).await),
@@ -530,19 +560,12 @@ async fn main() -> anyhow::Result<()> {
     let sqls: Arc<Vec<Sql>> = Arc::new(plans.iter().map(|p| p.sql.clone()).collect());
     for read_values in [false, true] {
         let meter = cpu::Meter::start([pid, me].into_iter().chain(backends(&db.db).await));
-        let sql_run = {
-            let (pg, sqls) = (pg.clone(), sqls.clone());
-            load(clients, secs, move |i| {
-                let (pg, sqls) = (pg.clone(), sqls.clone());
-                async move {
-                    let rows = pg_query(&sqls[variant(i, clients, sqls.len())])
-                        .fetch_all(&pg)
-                        .await;
-                    rows.is_ok_and(|r| r.len() == 51 && (!read_values || read_every_value(&r)))
-                }
-            })
-            .await
-        };
+        let sql_run = load(
+            clients,
+            secs,
+            via_sqlx(pg.clone(), sqls.clone(), clients, read_values),
+        )
+        .await;
         let sql_cpu = meter.stop(vec![
             ("proxy (idle)", vec![pid]),
             ("postgres", backends(&db.db).await),
@@ -573,26 +596,10 @@ async fn main() -> anyhow::Result<()> {
     let rounds = arg("--rounds", 4);
     let (mut proxy_reads, mut sql_reads) = (0.0, 0.0);
     for _ in 0..rounds {
-        let (http, api, bodies) = (http.clone(), api.clone(), bodies.clone());
-        proxy_reads += load(clients, secs / 2.0, move |i| {
-            let b = bodies[variant(i, clients, bodies.len())].clone();
-            let (http, api) = (http.clone(), api.clone());
-            async move { post_path(&http, &api, b).await.as_deref() == Some("cache") }
-        })
-        .await
-        .per_s;
-        let (pg, sqls) = (pg.clone(), sqls.clone());
-        sql_reads += load(clients, secs / 2.0, move |i| {
-            let (pg, sqls) = (pg.clone(), sqls.clone());
-            async move {
-                let rows = pg_query(&sqls[variant(i, clients, sqls.len())])
-                    .fetch_all(&pg)
-                    .await;
-                rows.is_ok_and(|r| r.len() == 51 && read_every_value(&r))
-            }
-        })
-        .await
-        .per_s;
+        let proxy_op = via_proxy(http.clone(), api.clone(), bodies.clone(), clients);
+        proxy_reads += load(clients, secs / 2.0, proxy_op).await.per_s;
+        let sql_op = via_sqlx(pg.clone(), sqls.clone(), clients, true);
+        sql_reads += load(clients, secs / 2.0, sql_op).await.per_s;
     }
     if rounds > 0 {
         println!(
