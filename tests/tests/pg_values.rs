@@ -1,16 +1,25 @@
-//! PostgreSQL values as the cache reads them (`sgcache::sql::Db::fetch_all`): each column
-//! type comes back as the value it holds, nulls as nulls; a type the cache never stores is
-//! refused (the read then goes to the site), never read as something else.
+//! PostgreSQL values as the cache reads them (`sgcache::sql::Db::fetch_all`, and
+//! `Db::fetch_rows`, which the proxy writes answers from): each column type comes back as the
+//! value it holds, nulls as nulls; a type the cache never stores is refused (the read then goes
+//! to the site), never read as something else.
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use serde_json::json;
-use sgcache::sql::{Db, SqlValue};
+use sgcache::sql::{Cell, Db, SqlValue};
 use sgcache_tests::pg::TestDb;
 
+/// The rows as owned values; the borrowed cells of the same statement must say the same.
 async fn select(db: &Db, expr: &str) -> Result<Vec<Vec<SqlValue>>, sqlx::Error> {
     let mut q = db.sql();
     q.push("SELECT ").push(expr);
-    db.fetch_all(&q).await
+    let owned = db.fetch_all(&q).await;
+    let borrowed = db.fetch_rows(&q, |rows| rows.to_values()).await;
+    match (&owned, &borrowed) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "{expr}"),
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("{expr}: fetch_all {a:?}, fetch_rows {b:?}"),
+    }
+    owned
 }
 
 #[tokio::test]
@@ -46,6 +55,19 @@ async fn every_column_type_the_cache_reads_comes_back_as_stored() {
             SqlValue::Null,
             SqlValue::Null,
         ]]
+    );
+    // JSON is borrowed as the text PostgreSQL sent (jsonb without its version byte).
+    let mut q = t.db.sql();
+    q.push(r#"SELECT '{"a": 1}'::jsonb, '[1, "x"]'::json, 'x'::text, 2::int8"#);
+    let cells =
+        t.db.fetch_rows(&q, |rows| {
+            rows.first().map(<[Cell]>::to_vec).map(|r| format!("{r:?}"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        cells.as_deref(),
+        Some(r#"[JsonText("{\"a\": 1}"), JsonText("[1, \"x\"]"), Text("x"), Int(2)]"#)
     );
     // Read once per column, every row alike.
     let rows = select(&t.db, "n, n::text FROM generate_series(1, 3) n")

@@ -21,7 +21,7 @@ use super::frag::Frag;
 use super::{pass, PassThrough, Reason};
 use crate::api3::{Filter, LogicalOperator, ReadRequest, SortDirection};
 use crate::schema::{DataType, Storage};
-use crate::sql::SqlValue;
+use crate::sql::{Cell, Rows};
 use crate::storage::event_log::{LOG_TABLE, WINDOW_TABLE};
 
 pub const ENTITY_TYPE: &str = "EventLogEntry";
@@ -175,9 +175,9 @@ pub fn floor_col() -> Frag {
     f
 }
 
-fn int(v: &SqlValue) -> Option<i64> {
+fn int(v: Cell<'_>) -> Option<i64> {
     match v {
-        SqlValue::Int(i) => Some(*i),
+        Cell::Int(i) => Some(i),
         _ => None,
     }
 }
@@ -187,11 +187,11 @@ impl LogCheck {
     /// keeps, or holds a record it could not store.
     pub fn verify(
         &self,
-        rows: &[Vec<SqlValue>],
+        rows: &Rows<'_>,
         id_col: usize,
         per_page: Option<u64>,
     ) -> Result<(), PassThrough> {
-        let Some(floor) = rows.first().and_then(|r| int(&r[self.floor_col])) else {
+        let Some(floor) = rows.first().and_then(|r| int(r[self.floor_col])) else {
             return Err(pass(
                 Reason::EventLogWindow,
                 "the event log is not kept now",
@@ -199,7 +199,7 @@ impl LogCheck {
         };
         let page: Vec<i64> = rows
             .iter()
-            .filter_map(|r| int(&r[id_col]))
+            .filter_map(|r| int(r[id_col]))
             .take(per_page.map_or(usize::MAX, |p| p as usize))
             .collect();
         let reaches = match self.reach {
@@ -216,12 +216,9 @@ impl LogCheck {
                 "the read reaches below the kept event log",
             ));
         }
-        let flagged = rows.iter().any(|r| {
-            matches!(
-                r[self.unstorable_col],
-                SqlValue::Bool(true) | SqlValue::Int(1)
-            )
-        });
+        let flagged = rows
+            .iter()
+            .any(|r| matches!(r[self.unstorable_col], Cell::Bool(true) | Cell::Int(1)));
         if flagged {
             return Err(pass(
                 Reason::Unservable,

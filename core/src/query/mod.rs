@@ -27,7 +27,7 @@ use output::Out;
 
 use crate::api3::{PagingStyle, ReadRequest, ReturnOnly};
 use crate::schema::Storage;
-use crate::sql::{Db, Dialect, Sql, SqlValue};
+use crate::sql::{Cell, Db, Dialect, Rows, Sql, SqlValue};
 use crate::trust::TrustClass;
 
 /// The largest page the cache serves; the site caps pages at `api_max_entities_per_page`
@@ -527,13 +527,13 @@ impl ReadPlan {
 
     /// A pass-through when some matching row sorts on a link the cache cannot name: every row
     /// carries the same flag (a window over all matching rows).
-    fn order_known(&self, rows: &[Vec<SqlValue>]) -> Result<(), PassThrough> {
+    fn order_known(&self, rows: &Rows<'_>) -> Result<(), PassThrough> {
         let Some(col) = self.sort_known else {
             return Ok(());
         };
         let unknown = rows
             .iter()
-            .any(|r| matches!(r[col], SqlValue::Int(0) | SqlValue::Bool(false)));
+            .any(|r| matches!(r[col], Cell::Int(0) | Cell::Bool(false)));
         if unknown {
             return Err(pass(
                 Reason::LinkName,
@@ -545,7 +545,7 @@ impl ReadPlan {
 
     /// A pass-through when a read of the kept event log could miss events (see
     /// [`event_log`]).
-    fn log_known(&self, rows: &[Vec<SqlValue>]) -> Result<(), PassThrough> {
+    fn log_known(&self, rows: &Rows<'_>) -> Result<(), PassThrough> {
         match &self.log {
             Some(check) => check.verify(rows, self.counted as usize, self.per_page),
             None => Ok(()),
@@ -554,13 +554,13 @@ impl ReadPlan {
 
     /// Turns the statement's rows into the `read` result (`{"entities", "paging_info"}`),
     /// or a pass-through when a row cannot be rendered exactly.
-    pub fn render(&self, rows: &[Vec<SqlValue>]) -> Result<Value, PassThrough> {
+    pub fn render(&self, rows: &Rows<'_>) -> Result<Value, PassThrough> {
         self.order_known(rows)?;
         self.log_known(rows)?;
         let id_col = self.counted as usize;
         let total = if self.counted {
-            match rows.first().map(|r| &r[0]) {
-                Some(SqlValue::Int(n)) => *n,
+            match rows.first().map(|r| r[0]) {
+                Some(Cell::Int(n)) => n,
                 _ => 0,
             }
         } else {
@@ -568,8 +568,8 @@ impl ReadPlan {
         };
         let mut entities = Vec::new();
         let mut more = false;
-        for row in rows {
-            let SqlValue::Int(id) = row[id_col] else {
+        for row in rows.iter() {
+            let Cell::Int(id) = row[id_col] else {
                 continue; // the empty page of a counted read
             };
             if self.per_page.is_some_and(|p| entities.len() as u64 >= p) {
@@ -587,20 +587,20 @@ impl ReadPlan {
 
     /// Like [`ReadPlan::render`], as the JSON text of the whole API3 answer
     /// (`{"results": {...}}`), written directly: the same JSON, without building it as a value.
-    pub fn render_response(&self, rows: &[Vec<SqlValue>]) -> Result<Vec<u8>, PassThrough> {
+    pub fn render_response(&self, rows: &Rows<'_>) -> Result<Vec<u8>, PassThrough> {
         self.order_known(rows)?;
         self.log_known(rows)?;
         let id_col = self.counted as usize;
-        let total = match (self.counted, rows.first().map(|r| &r[0])) {
-            (true, Some(SqlValue::Int(n))) => *n,
+        let total = match (self.counted, rows.first().map(|r| r[0])) {
+            (true, Some(Cell::Int(n))) => n,
             _ => 0,
         };
         let mut out = Vec::with_capacity(64 + rows.len() * 160 * (1 + self.fields.len()) / 4);
         out.extend_from_slice(b"{\"results\":{\"entities\":[");
         let mut n = 0u64;
         let mut more = false;
-        for row in rows {
-            let SqlValue::Int(id) = row[id_col] else {
+        for row in rows.iter() {
+            let Cell::Int(id) = row[id_col] else {
                 continue; // the empty page of a counted read
             };
             if self.per_page.is_some_and(|p| n >= p) {
@@ -630,21 +630,24 @@ impl ReadPlan {
 
     /// Runs the statement and returns the JSON text of the API3 answer (see
     /// [`ReadPlan::render_response`]). `Err` is a pass-through, as for [`ReadPlan::run`].
+    /// The answer is written from cells borrowed from the rows (no value per cell).
     pub async fn run_response(&self, db: &Db) -> Result<Vec<u8>, PassThrough> {
-        let rows = db.fetch_all(&self.sql).await.map_err(|e| {
-            tracing::warn!(error = %e, "cached read failed; passing through");
-            pass(Reason::Database, "the cache database failed")
-        })?;
-        self.render_response(&rows)
+        db.fetch_rows(&self.sql, |rows| self.render_response(rows))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cached read failed; passing through");
+                pass(Reason::Database, "the cache database failed")
+            })?
     }
 
     /// Runs the statement and renders the answer. `Err` is a pass-through (database failure
     /// included); the caller forwards the request to the site.
     pub async fn run(&self, db: &Db) -> Result<Value, PassThrough> {
-        let rows = db.fetch_all(&self.sql).await.map_err(|e| {
+        let values = db.fetch_all(&self.sql).await.map_err(|e| {
             tracing::warn!(error = %e, "cached read failed; passing through");
             pass(Reason::Database, "the cache database failed")
         })?;
+        let rows = Rows::of_values(&values);
         let value = self.render(&rows);
         // Every read the tests and the fuzzer run also checks that the text written directly
         // is the text of the value (or fails the same way).

@@ -15,7 +15,7 @@ use super::frag::Frag;
 use super::{pass, Ctx, PassThrough, Reason};
 use crate::ident;
 use crate::schema::{DataType, Storage};
-use crate::sql::{format_datetime, Dialect, SqlValue};
+use crate::sql::{format_datetime, Cell, Dialect, SqlValue};
 use crate::trust::TrustClass;
 
 /// How one returned key is decoded from the row.
@@ -528,50 +528,50 @@ pub fn unrenderable(what: &str) -> PassThrough {
     pass(Reason::LinkName, what.to_string())
 }
 
-fn as_bool(v: &SqlValue) -> bool {
+fn as_bool(v: &Cell<'_>) -> bool {
     match v {
-        SqlValue::Bool(b) => *b,
-        SqlValue::Int(i) => *i != 0,
+        Cell::Bool(b) => *b,
+        Cell::Int(i) => *i != 0,
         _ => false,
     }
 }
 
-fn link_json(t: &SqlValue, id: &SqlValue, name: &SqlValue, ok: bool) -> Result<Value, PassThrough> {
-    let (SqlValue::Text(t), SqlValue::Int(id)) = (t, id) else {
+fn link_json(t: Cell<'_>, id: Cell<'_>, name: Cell<'_>, ok: bool) -> Result<Value, PassThrough> {
+    let (Cell::Text(t), Cell::Int(id)) = (t, id) else {
         return Ok(Value::Null);
     };
     if !ok {
         return Err(unrenderable("a link's target is not cached, or is retired"));
     }
     let name = match name {
-        SqlValue::Text(s) => json!(s),
+        Cell::Text(s) => json!(s),
         _ => Value::Null,
     };
     Ok(json!({"type": t, "id": id, "name": name}))
 }
 
 /// Decodes one returned key from a row.
-pub fn decode(out: &Out, row: &[SqlValue]) -> Result<Value, PassThrough> {
+pub fn decode(out: &Out, row: &[Cell<'_>]) -> Result<Value, PassThrough> {
     match out {
-        Out::Scalar { col, storage } => scalar(*storage, &row[*col]),
+        Out::Scalar { col, storage } => scalar(*storage, row[*col]),
         Out::FileLink { col } => {
-            let v = scalar(Storage::Json, &row[*col])?;
+            let v = scalar(Storage::Json, row[*col])?;
             if v.get("link_type").and_then(Value::as_str) == Some("upload") {
                 return Err(unrenderable("an uploaded file's signed URL"));
             }
             Ok(v)
         }
         Out::Link { col } => link_json(
-            &row[*col],
-            &row[col + 1],
-            &row[col + 2],
+            row[*col],
+            row[col + 1],
+            row[col + 2],
             as_bool(&row[col + 3]),
         ),
         Out::Multi { col } => {
-            let arr = match &row[*col] {
-                SqlValue::Null => return Ok(json!([])),
-                SqlValue::Json(v) => v.clone(),
-                SqlValue::Text(s) => serde_json::from_str(s)
+            let arr = match row[*col] {
+                Cell::Null => return Ok(json!([])),
+                Cell::Json(v) => v.clone(),
+                Cell::Text(s) | Cell::JsonText(s) => serde_json::from_str(s)
                     .map_err(|_| unrenderable("an unreadable multi-entity value"))?,
                 _ => return Err(unrenderable("an unreadable multi-entity value")),
             };
@@ -581,17 +581,12 @@ pub fn decode(out: &Out, row: &[SqlValue]) -> Result<Value, PassThrough> {
             items
                 .iter()
                 .map(|item| {
-                    let get = |i: usize| item.get(i).cloned().unwrap_or(Value::Null);
-                    let t = get(0).as_str().map(|s| SqlValue::Text(s.into()));
-                    let id = get(1).as_i64().map(SqlValue::Int);
-                    let name = get(2).as_str().map(|s| SqlValue::Text(s.into()));
-                    let ok = get(3).as_i64() == Some(1) || get(3) == Value::Bool(true);
-                    link_json(
-                        &t.unwrap_or(SqlValue::Null),
-                        &id.unwrap_or(SqlValue::Null),
-                        &name.unwrap_or(SqlValue::Null),
-                        ok,
-                    )
+                    let get = |i: usize| item.get(i).unwrap_or(&Value::Null);
+                    let t = get(0).as_str().map_or(Cell::Null, Cell::Text);
+                    let id = get(1).as_i64().map_or(Cell::Null, Cell::Int);
+                    let name = get(2).as_str().map_or(Cell::Null, Cell::Text);
+                    let ok = get(3).as_i64() == Some(1) || get(3) == &Value::Bool(true);
+                    link_json(t, id, name, ok)
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array)
@@ -606,10 +601,10 @@ pub fn decode(out: &Out, row: &[SqlValue]) -> Result<Value, PassThrough> {
         }
         Out::List { col, ok, inner } => {
             let bad = || unrenderable("an unreadable list of deep values");
-            let arr = match &row[*col] {
-                SqlValue::Null => return Ok(json!([])),
-                SqlValue::Json(v) => v.clone(),
-                SqlValue::Text(s) => serde_json::from_str(s).map_err(|_| bad())?,
+            let arr = match row[*col] {
+                Cell::Null => return Ok(json!([])),
+                Cell::Json(v) => v.clone(),
+                Cell::Text(s) | Cell::JsonText(s) => serde_json::from_str(s).map_err(|_| bad())?,
                 _ => return Err(bad()),
             };
             let Value::Array(items) = arr else {
@@ -621,7 +616,7 @@ pub fn decode(out: &Out, row: &[SqlValue]) -> Result<Value, PassThrough> {
                     let Value::Array(cells) = item else {
                         return Err(bad());
                     };
-                    let cells: Vec<SqlValue> = cells.iter().map(json_cell).collect();
+                    let cells: Vec<Cell<'_>> = cells.iter().map(json_cell).collect();
                     if !cells.get(*ok).is_some_and(as_bool) {
                         return Err(unrenderable(
                             "a deep field's link target is not cached or is retired",
@@ -636,54 +631,54 @@ pub fn decode(out: &Out, row: &[SqlValue]) -> Result<Value, PassThrough> {
 }
 
 /// One cell of a [`Out::List`] item as the database would have returned it as a column.
-fn json_cell(v: &Value) -> SqlValue {
+fn json_cell(v: &Value) -> Cell<'_> {
     match v {
-        Value::Bool(b) => SqlValue::Bool(*b),
+        Value::Bool(b) => Cell::Bool(*b),
         Value::Number(n) => match n.as_i64() {
-            Some(i) => SqlValue::Int(i),
-            None => n.as_f64().map(SqlValue::Float).unwrap_or(SqlValue::Null),
+            Some(i) => Cell::Int(i),
+            None => n.as_f64().map_or(Cell::Null, Cell::Float),
         },
-        Value::String(s) => SqlValue::Text(s.clone()),
-        _ => SqlValue::Null,
+        Value::String(s) => Cell::Text(s),
+        _ => Cell::Null,
     }
 }
 
 /// PostgreSQL writes a timestamptz in JSON as `2024-05-15T10:30:00+00:00`; SQLite keeps the
 /// cache's own text. Both become the instant the scalar reader expects.
-fn item_row(inner: &Out, mut cells: Vec<SqlValue>) -> Vec<SqlValue> {
+fn item_row<'a>(inner: &Out, mut cells: Vec<Cell<'a>>) -> Vec<Cell<'a>> {
     if let Out::Scalar {
         col,
         storage: Storage::DateTime,
     } = inner
     {
-        if let Some(SqlValue::Text(s)) = cells.get(*col) {
+        if let Some(Cell::Text(s)) = cells.get(*col) {
             if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-                cells[*col] = SqlValue::DateTime(t.to_utc());
+                cells[*col] = Cell::DateTime(t.to_utc());
             }
         }
     }
     cells
 }
 
-fn scalar(storage: Storage, v: &SqlValue) -> Result<Value, PassThrough> {
+fn scalar(storage: Storage, v: Cell<'_>) -> Result<Value, PassThrough> {
     let bad = || unrenderable("a cached value of an unexpected kind");
     Ok(match (storage, v) {
-        (_, SqlValue::Null) => Value::Null,
-        (Storage::Integer, SqlValue::Int(i)) => json!(i),
-        (Storage::Float, SqlValue::Float(f)) => {
-            Value::Number(Number::from_f64(*f).ok_or_else(bad)?)
-        }
-        (Storage::Float, SqlValue::Int(i)) => json!(*i as f64),
-        (Storage::Boolean, v) => Value::Bool(as_bool(v)),
-        (Storage::Date, SqlValue::Date(d)) => json!(d.format("%Y-%m-%d").to_string()),
-        (Storage::Date, SqlValue::Text(s)) if NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() => {
+        (_, Cell::Null) => Value::Null,
+        (Storage::Integer, Cell::Int(i)) => json!(i),
+        (Storage::Float, Cell::Float(f)) => Value::Number(Number::from_f64(f).ok_or_else(bad)?),
+        (Storage::Float, Cell::Int(i)) => json!(i as f64),
+        (Storage::Boolean, v) => Value::Bool(as_bool(&v)),
+        (Storage::Date, Cell::Date(d)) => json!(d.format("%Y-%m-%d").to_string()),
+        (Storage::Date, Cell::Text(s)) if NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() => {
             json!(s)
         }
-        (Storage::DateTime, SqlValue::DateTime(t)) => json!(format_datetime(t)),
-        (Storage::DateTime, SqlValue::Text(s)) if s.len() == 20 => json!(s),
-        (Storage::Json, SqlValue::Json(j)) => j.clone(),
-        (Storage::Json, SqlValue::Text(s)) => serde_json::from_str(s).map_err(|_| bad())?,
-        (Storage::Text, SqlValue::Text(s)) => json!(s),
+        (Storage::DateTime, Cell::DateTime(t)) => json!(format_datetime(&t)),
+        (Storage::DateTime, Cell::Text(s)) if s.len() == 20 => json!(s),
+        (Storage::Json, Cell::Json(j)) => j.clone(),
+        (Storage::Json, Cell::Text(s) | Cell::JsonText(s)) => {
+            serde_json::from_str(s).map_err(|_| bad())?
+        }
+        (Storage::Text, Cell::Text(s)) => json!(s),
         _ => return Err(bad()),
     })
 }
@@ -693,7 +688,7 @@ pub fn entity(
     entity_type: &str,
     id: i64,
     fields: &[(String, Out)],
-    row: &[SqlValue],
+    row: &[Cell<'_>],
 ) -> Result<Value, PassThrough> {
     let mut m = Map::new();
     m.insert("type".into(), json!(entity_type));
@@ -715,7 +710,7 @@ pub mod text {
     use super::{as_bool, scalar, unrenderable, Out};
     use crate::query::PassThrough;
     use crate::schema::Storage;
-    use crate::sql::SqlValue;
+    use crate::sql::Cell;
 
     pub fn str(out: &mut Vec<u8>, s: &str) {
         serde_json::to_writer(&mut *out, s).expect("writing to a Vec");
@@ -790,26 +785,26 @@ pub mod text {
         Ok(())
     }
 
-    fn text_of(v: &SqlValue) -> Option<&str> {
+    fn text_of<'a>(v: &Cell<'a>) -> Option<&'a str> {
         match v {
-            SqlValue::Text(s) => Some(s),
+            Cell::Text(s) => Some(s),
             _ => None,
         }
     }
 
     /// One returned key's value, as [`super::decode`] would give it.
-    pub fn decode(out: &mut Vec<u8>, o: &Out, row: &[SqlValue]) -> Result<(), PassThrough> {
+    pub fn decode(out: &mut Vec<u8>, o: &Out, row: &[Cell<'_>]) -> Result<(), PassThrough> {
         match o {
-            Out::Scalar { col, storage } => match (storage, &row[*col]) {
-                (_, SqlValue::Null) => out.extend_from_slice(b"null"),
-                (Storage::Integer, SqlValue::Int(i)) => int(out, *i),
-                (Storage::Text, SqlValue::Text(s)) => str(out, s),
-                (Storage::DateTime, SqlValue::DateTime(t)) => datetime(out, t),
+            Out::Scalar { col, storage } => match (storage, row[*col]) {
+                (_, Cell::Null) => out.extend_from_slice(b"null"),
+                (Storage::Integer, Cell::Int(i)) => int(out, i),
+                (Storage::Text, Cell::Text(s)) => str(out, s),
+                (Storage::DateTime, Cell::DateTime(t)) => datetime(out, &t),
                 (storage, v) => value(out, &scalar(*storage, v)?),
             },
             Out::Link { col } => {
-                let id = match &row[col + 1] {
-                    SqlValue::Int(i) => Some(*i),
+                let id = match row[col + 1] {
+                    Cell::Int(i) => Some(i),
                     _ => None,
                 };
                 link(
@@ -822,20 +817,20 @@ pub mod text {
             }
             Out::Multi { col } => {
                 let parsed: Option<Value>;
-                let members = match &row[*col] {
-                    SqlValue::Null => {
+                let members = match row[*col] {
+                    Cell::Null => {
                         out.extend_from_slice(b"[]");
                         return Ok(());
                     }
                     // A string with escapes cannot be borrowed: through a value then.
-                    SqlValue::Text(s) => match Members::parse(s) {
+                    Cell::Text(s) | Cell::JsonText(s) => match Members::parse(s) {
                         Some(m) => Some(m),
                         None => {
                             parsed = serde_json::from_str(s).ok();
                             parsed.as_ref().and_then(Members::of_value)
                         }
                     },
-                    SqlValue::Json(v) => Members::of_value(v),
+                    Cell::Json(v) => Members::of_value(v),
                     _ => None,
                 }
                 .ok_or_else(|| unrenderable("an unreadable multi-entity value"))?;
@@ -914,7 +909,7 @@ pub mod text {
         entity_type: &str,
         id: i64,
         fields: &[(String, Out)],
-        row: &[SqlValue],
+        row: &[Cell<'_>],
     ) -> Result<(), PassThrough> {
         out.extend_from_slice(b"{\"type\":");
         str(out, entity_type);
@@ -935,10 +930,10 @@ pub mod text {
         use serde_json::{json, Value};
 
         use super::super::Out;
-        use crate::sql::SqlValue;
+        use crate::sql::Cell;
 
         /// The text written for one multi-entity cell, and the value the slower path builds.
-        fn both(cell: SqlValue) -> (Result<Value, String>, Result<Value, String>) {
+        fn both(cell: Cell<'_>) -> (Result<Value, String>, Result<Value, String>) {
             let out = Out::Multi { col: 0 };
             let row = [cell];
             let mut text = Vec::new();
@@ -967,18 +962,19 @@ pub mod text {
                 "[]",
             ];
             for case in cases {
-                let (written, value) = both(SqlValue::Text(case.into()));
+                let (written, value) = both(Cell::Text(case));
                 assert_eq!(written, value, "{case}");
+                assert_eq!(both(Cell::JsonText(case)).0, written, "{case} as JSON text");
                 if let Ok(v) = serde_json::from_str::<Value>(case) {
-                    let (from_json, _) = both(SqlValue::Json(v));
+                    let (from_json, _) = both(Cell::Json(&v));
                     assert_eq!(from_json, written, "{case} as a JSON column");
                 }
             }
             assert_eq!(
-                both(SqlValue::Text(r#"[["Asset", 3, "say \"hi\"", 1]]"#.into())).0,
+                both(Cell::Text(r#"[["Asset", 3, "say \"hi\"", 1]]"#)).0,
                 Ok(json!([{"type": "Asset", "id": 3, "name": "say \"hi\""}]))
             );
-            assert_eq!(both(SqlValue::Null).0, Ok(json!([])));
+            assert_eq!(both(Cell::Null).0, Ok(json!([])));
         }
     }
 }

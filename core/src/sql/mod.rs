@@ -4,13 +4,15 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
-use sqlx::{Column, Row, TypeInfo, ValueRef};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::pg_server;
 pub use crate::pg_server::PgLimits;
+
+mod cells;
+pub use cells::{Cell, Rows};
 
 /// Which SQL dialect a statement is written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -320,24 +322,29 @@ impl Db {
     /// Runs a query and decodes every column of every row.
     pub async fn fetch_all(&self, sql: &Sql) -> Result<Vec<Vec<SqlValue>>, sqlx::Error> {
         match self {
-            Db::Postgres(p) => {
-                // Once more on a fresh connection when the statement was prepared before a
-                // migrate changed a column it reads.
-                let call = PgCall::on(p).await?;
-                let rows = match call.run(pg_query(sql).fetch_all(p)).await {
-                    Err(e) if stale_plans::noted(&e) || call.retry_on_fresh(p, &e) => {
-                        call.run(pg_query(sql).fetch_all(p)).await?
-                    }
-                    other => other?,
-                };
-                decode_pg_rows(&rows)
-            }
+            Db::Postgres(p) => Ok(cells::pg_rows(&pg_fetch(p, sql).await?)?.to_values()),
             Db::Sqlite(p) => sqlite_query(sql)
                 .fetch_all(p)
                 .await?
                 .iter()
-                .map(decode_sqlite)
+                .map(cells::sqlite_row)
                 .collect(),
+        }
+    }
+
+    /// Runs a query and hands its rows to `read` with every value borrowed from them: no
+    /// owned value per cell (see [`cells`]).
+    pub async fn fetch_rows<T>(
+        &self,
+        sql: &Sql,
+        read: impl FnOnce(&Rows<'_>) -> T,
+    ) -> Result<T, sqlx::Error> {
+        match self {
+            Db::Postgres(p) => Ok(read(&cells::pg_rows(&pg_fetch(p, sql).await?)?)),
+            Db::Sqlite(_) => {
+                let values = self.fetch_all(sql).await?;
+                Ok(read(&Rows::of_values(&values)))
+            }
         }
     }
 
@@ -382,12 +389,12 @@ impl Tx {
                 .inspect_err(|e| {
                     stale_plans::noted(e);
                 })
-                .map(|rows| decode_pg_rows(&rows))?,
+                .map(|rows| cells::pg_rows(&rows).map(|r| r.to_values()))?,
             Tx::Sqlite(t) => sqlite_query(sql)
                 .fetch_all(&mut **t)
                 .await?
                 .iter()
-                .map(decode_sqlite)
+                .map(cells::sqlite_row)
                 .collect(),
         }
     }
@@ -510,6 +517,18 @@ impl PgCall {
     }
 }
 
+/// A query's rows, once more on a fresh connection when the statement was prepared before a
+/// migrate changed a column it reads, or its connection was found closed.
+async fn pg_fetch(p: &PgPool, sql: &Sql) -> Result<Vec<PgRow>, sqlx::Error> {
+    let call = PgCall::on(p).await?;
+    match call.run(pg_query(sql).fetch_all(p)).await {
+        Err(e) if stale_plans::noted(&e) || call.retry_on_fresh(p, &e) => {
+            call.run(pg_query(sql).fetch_all(p)).await
+        }
+        other => other,
+    }
+}
+
 /// What an error says about the server: not the writable primary (its address is closed to
 /// this process until it is again), or a connection lost (every connection is renewed).
 fn note_pg_error(gate: &pg_server::Gate, e: &sqlx::Error) {
@@ -596,146 +615,9 @@ pub fn format_datetime(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// How a PostgreSQL column's values are decoded, from its type's name.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum PgKind {
-    Bool,
-    Int2,
-    Int4,
-    Int8,
-    Float4,
-    Float8,
-    Numeric,
-    Json,
-    Date,
-    TimestampTz,
-    Timestamp,
-    Text,
-    /// A type neither listed nor readable as text.
-    Unreadable,
-}
-
-impl PgKind {
-    fn of(type_name: &str) -> PgKind {
-        const NAMED: [(&str, PgKind); 12] = [
-            ("BOOL", PgKind::Bool),
-            ("INT2", PgKind::Int2),
-            ("INT4", PgKind::Int4),
-            ("INT8", PgKind::Int8),
-            ("FLOAT4", PgKind::Float4),
-            ("FLOAT8", PgKind::Float8),
-            ("NUMERIC", PgKind::Numeric),
-            ("JSON", PgKind::Json),
-            ("JSONB", PgKind::Json),
-            ("DATE", PgKind::Date),
-            ("TIMESTAMPTZ", PgKind::TimestampTz),
-            ("TIMESTAMP", PgKind::Timestamp),
-        ];
-        NAMED
-            .iter()
-            .find(|(name, _)| type_name.eq_ignore_ascii_case(name))
-            .map_or(PgKind::Text, |(_, kind)| *kind)
-    }
-}
-
-/// Decodes every row; the columns' kinds are worked out once (every row of a result has the
-/// same columns): per cell, this was an allocation and a dozen comparisons.
-fn decode_pg_rows(rows: &[PgRow]) -> Result<Vec<Vec<SqlValue>>, sqlx::Error> {
-    let Some(first) = rows.first() else {
-        return Ok(Vec::new());
-    };
-    let kinds: Vec<PgKind> = first
-        .columns()
-        .iter()
-        .map(|c| match PgKind::of(c.type_info().name()) {
-            // Checked once per column rather than per cell, as `try_get` would.
-            PgKind::Text if !<String as sqlx::Type<sqlx::Postgres>>::compatible(c.type_info()) => {
-                PgKind::Unreadable
-            }
-            kind => kind,
-        })
-        .collect();
-    rows.iter().map(|r| decode_pg(r, &kinds)).collect()
-}
-
-/// Each cell read once and decoded by sqlx's decoder for the column's type.
-fn decode_pg(row: &PgRow, kinds: &[PgKind]) -> Result<Vec<SqlValue>, sqlx::Error> {
-    kinds
-        .iter()
-        .enumerate()
-        .map(|(i, kind)| {
-            let raw = row.try_get_raw(i)?;
-            if raw.is_null() {
-                return Ok(SqlValue::Null);
-            }
-            decode_pg_cell(raw, *kind).map_err(|source| sqlx::Error::ColumnDecode {
-                index: i.to_string(),
-                source,
-            })
-        })
-        .collect()
-}
-
-fn decode_pg_cell(
-    raw: sqlx::postgres::PgValueRef<'_>,
-    kind: PgKind,
-) -> Result<SqlValue, sqlx::error::BoxDynError> {
-    use sqlx::Decode;
-    type Pg = sqlx::Postgres;
-    Ok(match kind {
-        PgKind::Bool => SqlValue::Bool(<bool as Decode<Pg>>::decode(raw)?),
-        PgKind::Int2 => SqlValue::Int(<i16 as Decode<Pg>>::decode(raw)?.into()),
-        PgKind::Int4 => SqlValue::Int(<i32 as Decode<Pg>>::decode(raw)?.into()),
-        PgKind::Int8 => SqlValue::Int(<i64 as Decode<Pg>>::decode(raw)?),
-        PgKind::Float4 => SqlValue::Float(<f32 as Decode<Pg>>::decode(raw)?.into()),
-        PgKind::Float8 => SqlValue::Float(<f64 as Decode<Pg>>::decode(raw)?),
-        // The cache stores numbers as bigint or double precision; a numeric would be an
-        // expression's (a sum): refused rather than guessed (the read goes to the site).
-        PgKind::Numeric => return Err("a numeric column, which the cache never stores".into()),
-        PgKind::Json => SqlValue::Json(<serde_json::Value as Decode<Pg>>::decode(raw)?),
-        PgKind::Date => SqlValue::Date(<NaiveDate as Decode<Pg>>::decode(raw)?),
-        PgKind::TimestampTz => SqlValue::DateTime(<DateTime<Utc> as Decode<Pg>>::decode(raw)?),
-        PgKind::Timestamp => {
-            SqlValue::DateTime(<chrono::NaiveDateTime as Decode<Pg>>::decode(raw)?.and_utc())
-        }
-        PgKind::Text => SqlValue::Text(<&str as Decode<Pg>>::decode(raw)?.to_owned()),
-        PgKind::Unreadable => return Err("a column of a type the cache does not read".into()),
-    })
-}
-
-fn decode_sqlite(row: &SqliteRow) -> Result<Vec<SqlValue>, sqlx::Error> {
-    (0..row.columns().len())
-        .map(|i| {
-            let raw = row.try_get_raw(i)?;
-            if raw.is_null() {
-                return Ok(SqlValue::Null);
-            }
-            // SQLite types are per value; the caller knows what a text column holds.
-            let ty = raw.type_info().name().to_ascii_uppercase();
-            Ok(match ty.as_str() {
-                "INTEGER" | "BOOLEAN" | "INT" => SqlValue::Int(row.try_get(i)?),
-                "REAL" | "FLOAT" | "NUMERIC" => SqlValue::Float(row.try_get(i)?),
-                _ => SqlValue::Text(row.try_get(i)?),
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn column_kinds_come_from_type_names_whatever_their_case() {
-        assert_eq!(PgKind::of("INT8"), PgKind::Int8);
-        assert_eq!(PgKind::of("int4"), PgKind::Int4);
-        assert_eq!(PgKind::of("JSONB"), PgKind::Json);
-        assert_eq!(PgKind::of("TIMESTAMP"), PgKind::Timestamp);
-        assert_eq!(PgKind::of("TIMESTAMPTZ"), PgKind::TimestampTz);
-        for text in ["TEXT", "VARCHAR", "citext", "NAME", "UUID"] {
-            assert_eq!(PgKind::of(text), PgKind::Text, "{text}");
-        }
-    }
 
     #[test]
     fn builder_binds_values_with_dialect_placeholders() {
