@@ -183,3 +183,38 @@ async fn a_full_scan_on_sqlite_is_not_stopped_by_its_own_writes() {
     assert!(diffs.is_empty(), "cache differs from the site: {diffs:?}");
     env.stop().await;
 }
+
+/// A type without `updated_at` (a real site's `Reply`; the site refuses a read or a filter
+/// naming a field the type lacks): its backfill reads only its own fields, incremental scans
+/// skip it, and the types after it (`Shot`) are still backfilled and scanned. Before, every
+/// scanner round failed on `Reply` and backed off: nothing after it was ever scanned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_without_updated_at_is_backfilled_and_does_not_stop_the_scans() {
+    let entities = "\n  - type: Reply\n    fields: [content]\n  - type: Shot\n    fields: [code]\nimplyLinkTargets: false\n";
+    let env = Env::start("scan_no_updated_at", 300, entities, WORKERS).await;
+    let reply = create(&env.writer, "Reply", json!({"content": "first"})).await;
+    let stop = CancellationToken::new();
+    let tasks = run_workers(&env, &stop);
+    assert_backfilled(&env).await;
+    let row = cached(&env, "Reply", reply)
+        .await
+        .expect("the reply is cached");
+    assert_eq!(row.1.get("content"), Some(&json!("first")));
+    // An incremental round reaches Shot, which comes after Reply.
+    let mark = chrono::Utc::now().timestamp_millis();
+    let scanned = eventually(Duration::from_secs(30), || async {
+        let at = sgcache::storage::last_scan_start(&env.db.db, "Shot")
+            .await
+            .unwrap();
+        at.is_some_and(|t| t >= mark)
+    })
+    .await;
+    assert!(scanned.is_some(), "no incremental scan of Shot completed");
+    let diffs = compare(&env).await;
+    assert!(diffs.is_empty(), "cache differs from the site: {diffs:?}");
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    env.stop().await;
+}

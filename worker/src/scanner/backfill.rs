@@ -24,8 +24,11 @@ use sgcache::storage::record_scan_start;
 #[derive(Clone, Debug, Default)]
 pub struct ScanRequest {
     pub entity_type: String,
-    /// Fields to read (`updated_at` is added for the guards).
+    /// Fields to read (`updated_at` is added for the guards when the type has it).
     pub fields: Vec<String>,
+    /// The type has `updated_at`. Not every type does (a real site's `Reply` has none), and
+    /// the site refuses a read that names a field the type lacks.
+    pub has_updated_at: bool,
     /// Pending fields this scan completes: progress is saved on them and the last page marks
     /// them ready.
     pub finalize: Vec<String>,
@@ -300,7 +303,7 @@ pub async fn scan_type(
     let ty = req.entity_type.clone();
     let started_ms = chrono::Utc::now().timestamp_millis();
     let mut fields = req.fields.clone();
-    if !fields.iter().any(|f| f == "updated_at") {
+    if req.has_updated_at && !fields.iter().any(|f| f == "updated_at") {
         fields.push("updated_at".into());
     }
     let total = count(&reader, &ty, &req.extra).await;

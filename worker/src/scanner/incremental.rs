@@ -35,7 +35,9 @@ pub async fn scan_changed(
         .live_fields(entity_type)
         .map(|(n, _)| n.clone())
         .collect();
-    if fields.is_empty() {
+    // A type without `updated_at` (a real site's `Reply`) has no changed rows to ask for: the
+    // site refuses the filter. Its rows are kept fresh by the event log alone.
+    if fields.is_empty() || !fields.iter().any(|f| f == "updated_at") {
         return Ok(0);
     }
     let mut conditions = vec![cond(

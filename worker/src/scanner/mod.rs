@@ -177,6 +177,7 @@ async fn full_run(
         let req = ScanRequest {
             entity_type: ty.clone(),
             fields: live.iter().map(|f| f.field_name.clone()).collect(),
+            has_updated_at: has_updated_at(&live),
             // Only a scan of every row completes a backfill.
             finalize: if whole { pending_names(&live) } else { vec![] },
             retire_missing: whole,
@@ -187,6 +188,11 @@ async fn full_run(
         scan_type(db, reader.clone(), req, obs).await?;
     }
     Ok(())
+}
+
+/// The plan caches `updated_at` with every type whose schema has it (for scans).
+fn has_updated_at(live: &[&FieldStatus]) -> bool {
+    live.iter().any(|f| f.field_name == "updated_at")
 }
 
 fn pending_names(fields: &[&FieldStatus]) -> Vec<String> {
@@ -326,6 +332,7 @@ async fn backfill_pending(
                 pending.iter().map(|f| f.field_name.clone()).collect()
             },
             finalize: pending.iter().map(|f| f.field_name.clone()).collect(),
+            has_updated_at: has_updated_at(&live),
             start_after: resume.0,
             done_before: resume.1,
             retire_missing: whole_type,
