@@ -38,6 +38,8 @@ sim_pid=$!
 read -r line <"$fifo"
 site=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["listening"])' "$line")
 
+header_timeout=5
+export SG_PROXY_HEADER_TIMEOUT_S="$header_timeout"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat >"$work/spec.yaml" <<YAML
 entities:
@@ -53,7 +55,9 @@ entities:
   - {type: PublishedFile, fields: ["*"]}
   - {type: ApiUser, fields: ["*"]}
 workers:
-  proxy: {port: $port}
+  # A short header timeout: test_proxy_idle.py pauses past it (an idle connection must not be
+  # closed by the header timer), in seconds rather than the minute the default would take.
+  proxy: {port: $port, limits: {headerReadTimeout: ${header_timeout}s}}
 YAML
 psql "$pg/postgres" -qc "CREATE DATABASE $db" >/dev/null
 export SHOTGUN_URL="$site" SHOTGUN_SCRIPT_NAME=sgcache_test SHOTGUN_API_KEY=test_key
