@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,10 @@ workers:
 def _assert_nothing_left(run: RunLocal) -> None:
     # The script waits for what it started before it exits: nothing may be left even briefly.
     assert not group_alive(run.pgid), f"processes of run-local.sh still running after it exited:\n{run.text()[-3000:]}"
+    # A worker whose in-flight work did not end within its deadline was made to exit: still
+    # stopped in time, but said in the run's summary (a stop once hung here, unexplained).
+    if "did not finish in time" in run.text():
+        warnings.warn(f"the worker was made to exit after its stop deadline:\n{run.text()[-3000:]}")
 
 
 def test_run_local_with_its_test_site_answers_and_stops_on_sigterm(request):
