@@ -271,6 +271,7 @@ class RunLocal:
             stdout=subprocess.DEVNULL,
             stderr=open(self.log, "wb"),
             start_new_session=True,
+            preexec_fn=_default_stop_signals,
         )
         self.pgid = self.proc.pid
         self.url = f"http://127.0.0.1:{port}"
@@ -292,6 +293,15 @@ class RunLocal:
     def kill_leftovers(self) -> None:
         if group_alive(self.pgid):
             os.killpg(self.pgid, signal.SIGKILL)
+
+
+def _default_stop_signals() -> None:
+    """In the child, before exec: SIGINT and SIGQUIT back to their default action. A suite
+    started in the background by a non-interactive shell (``cmd &``, as CI or nohup may run it)
+    inherits them ignored, and a shell started with a signal ignored cannot trap it (POSIX):
+    run-local.sh would never see the SIGINT a test sends (the stop once "hung" this way)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def group_state(pgid: int) -> str:

@@ -38,7 +38,7 @@ def _assert_nothing_left(run: RunLocal) -> None:
     # The script waits for what it started before it exits: nothing may be left even briefly.
     assert not group_alive(run.pgid), f"processes of run-local.sh still running after it exited:\n{run.text()[-3000:]}"
     # A worker whose in-flight work did not end within its deadline was made to exit: still
-    # stopped in time, but said in the run's summary (a stop once hung here, unexplained).
+    # stopped in time, but said in the run's summary.
     if "did not finish in time" in run.text():
         warnings.warn(f"the worker was made to exit after its stop deadline:\n{run.text()[-3000:]}")
 
