@@ -571,10 +571,12 @@ fn session_ended(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("57P01" | "57P02")))
 }
 
-type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+pub type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
-fn pg_query(sql: &Sql) -> PgQuery<'_> {
+/// The statement as sqlx runs it on PostgreSQL (prepared and cached per connection, values
+/// bound). Public for the benchmarks, which run the proxy's statements directly.
+pub fn pg_query(sql: &Sql) -> PgQuery<'_> {
     debug_assert_eq!(sql.dialect, Dialect::Postgres);
     let mut q = sqlx::query(&sql.text);
     for v in &sql.binds {

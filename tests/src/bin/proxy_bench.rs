@@ -30,7 +30,7 @@ use sgcache::plan::PlanOptions;
 use sgcache::query::{plan_read, Catalog};
 use sgcache::site::SiteClient;
 use sgcache::spec::SiteConnection;
-use sgcache::sql::{Sql, SqlValue};
+use sgcache::sql::{pg_query, Sql, SqlValue};
 use sgcache::ShotgunCacheSpec;
 use sgcache_tests::cpu;
 use sgcache_tests::pg::TestDb;
@@ -233,26 +233,6 @@ async fn post(http: &reqwest::Client, url: &str, body: String) -> Option<(Option
     let posted = sgcache_tests::worker::post_api3(http, url, body).await?;
     let v: Value = serde_json::from_slice(&posted.body.ok()?).ok()?;
     Some((posted.path, v))
-}
-
-type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
-
-/// The statement as sqlx runs it (prepared and cached per connection, values bound).
-fn pg_query(sql: &Sql) -> PgQuery<'_> {
-    let mut q = sqlx::query(&sql.text);
-    for v in &sql.binds {
-        q = match v {
-            SqlValue::Null => q.bind(None::<String>),
-            SqlValue::Bool(b) => q.bind(*b),
-            SqlValue::Int(i) => q.bind(*i),
-            SqlValue::Float(f) => q.bind(*f),
-            SqlValue::Text(s) => q.bind(s.as_str()),
-            SqlValue::Json(j) => q.bind(sqlx::types::Json(j)),
-            SqlValue::Date(d) => q.bind(*d),
-            SqlValue::DateTime(t) => q.bind(*t),
-        };
-    }
-    q
 }
 
 /// Reads every value of every row into the Rust type of its column, as a program using
