@@ -570,10 +570,9 @@ pub fn decode(out: &Out, row: &[Cell<'_>]) -> Result<Value, PassThrough> {
         Out::Multi { col } => {
             let arr = match row[*col] {
                 Cell::Null => return Ok(json!([])),
-                Cell::Json(v) => v.clone(),
-                Cell::Text(s) | Cell::JsonText(s) => serde_json::from_str(s)
-                    .map_err(|_| unrenderable("an unreadable multi-entity value"))?,
-                _ => return Err(unrenderable("an unreadable multi-entity value")),
+                c => {
+                    json_value(c).ok_or_else(|| unrenderable("an unreadable multi-entity value"))?
+                }
             };
             let Value::Array(items) = arr else {
                 return Err(unrenderable("an unreadable multi-entity value"));
@@ -603,9 +602,7 @@ pub fn decode(out: &Out, row: &[Cell<'_>]) -> Result<Value, PassThrough> {
             let bad = || unrenderable("an unreadable list of deep values");
             let arr = match row[*col] {
                 Cell::Null => return Ok(json!([])),
-                Cell::Json(v) => v.clone(),
-                Cell::Text(s) | Cell::JsonText(s) => serde_json::from_str(s).map_err(|_| bad())?,
-                _ => return Err(bad()),
+                c => json_value(c).ok_or_else(bad)?,
             };
             let Value::Array(items) = arr else {
                 return Err(bad());
@@ -627,6 +624,16 @@ pub fn decode(out: &Out, row: &[Cell<'_>]) -> Result<Value, PassThrough> {
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array)
         }
+    }
+}
+
+/// A JSON cell's value: parsed already, or parsed from its text (PostgreSQL's, or SQLite's,
+/// which keeps JSON as text); None for any other cell or text that is not JSON.
+fn json_value(c: Cell<'_>) -> Option<Value> {
+    match c {
+        Cell::Json(v) => Some(v.clone()),
+        Cell::Text(s) | Cell::JsonText(s) => serde_json::from_str(s).ok(),
+        _ => None,
     }
 }
 
@@ -674,10 +681,7 @@ fn scalar(storage: Storage, v: Cell<'_>) -> Result<Value, PassThrough> {
         }
         (Storage::DateTime, Cell::DateTime(t)) => json!(format_datetime(&t)),
         (Storage::DateTime, Cell::Text(s)) if s.len() == 20 => json!(s),
-        (Storage::Json, Cell::Json(j)) => j.clone(),
-        (Storage::Json, Cell::Text(s) | Cell::JsonText(s)) => {
-            serde_json::from_str(s).map_err(|_| bad())?
-        }
+        (Storage::Json, v) => json_value(v).ok_or_else(bad)?,
         (Storage::Text, Cell::Text(s)) => json!(s),
         _ => return Err(bad()),
     })
