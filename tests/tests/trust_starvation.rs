@@ -1,9 +1,9 @@
 //! Learning is never starved (issue 22, item 2): sixteen clients send a mix of reads through
 //! the proxy while one class (`sort:text`, against a site that sorts by code point) keeps
 //! finding differences and confirming them (3 s apart, the default). The other classes learn
-//! meanwhile: each is trusted within 2 × `trust.samples` of its reads, and every answer is the
+//! meanwhile: each is trusted within 3 × `trust.samples` of its reads, and every answer is the
 //! site's. (Before, confirmations held the four check slots while they slept and learning
-//! checks were skipped: a class could stay learning for a whole run.)
+//! checks were skipped: a class could stay learning for a whole run, some 400 of its reads.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -29,6 +29,12 @@ entities:
 
 const SAMPLES: u32 = 10;
 const CLIENTS: usize = 16;
+
+/// A class's reads by the time it is seen trusted: its `SAMPLES` checks, plus the reads sent
+/// while those checks still ran in the background (checks end after the answers they compare;
+/// CI saw 21 and 22, a quiet machine 16–21 in three runs of the debug build). Starvation, the
+/// defect this test is for, leaves a class learning for the whole run.
+const TRUSTED_WITHIN: u32 = 3 * SAMPLES;
 
 /// Each client's pause between reads (a pipeline tool does something with each answer): 16
 /// clients send about 40 reads a second, far more than one class's samples per confirmation.
@@ -187,10 +193,9 @@ async fn classes_learn_while_another_confirms_differences() {
     for c in &learners {
         let after = p.trusted_after.get(c).copied();
         assert!(
-            after.is_some_and(|n| n <= 2 * SAMPLES),
-            "{c} trusted after {after:?} of its reads ({} sent), not within {}",
+            after.is_some_and(|n| n <= TRUSTED_WITHIN),
+            "{c} trusted after {after:?} of its reads ({} sent), not within {TRUSTED_WITHIN}",
             p.reads.get(c).copied().unwrap_or(0),
-            2 * SAMPLES
         );
     }
     assert_ne!(
