@@ -264,3 +264,78 @@ async fn the_declared_types_are_backfilled_at_once() {
     }
     env.stop().await;
 }
+
+/// A row an incremental scan finds that the cache lacks (an entity retired and revived
+/// without events while the backfill read its type, or created without one) is handled as a
+/// revival: the rows it links to are read again. Here the race's aftermath is set up by hand:
+/// a shot missing from the cache and from its sequence's `shots`, then changed without an
+/// event. Before, the scan wrote the shot back but the sequence's list stayed without it (the
+/// site does not touch the sequence's `updated_at`), which the crash test caught once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_missing_from_the_cache_brings_back_the_links_to_it() {
+    let entities = "\n  - type: Shot\n    fields: [code, sg_sequence]\n  - type: Sequence\n    fields: [code, shots]\nimplyLinkTargets: false\n";
+    let env = Env::start("scan_missing_row", 120, entities, WORKERS).await;
+    let stop = CancellationToken::new();
+    let tasks = run_workers(&env, &stop);
+    assert_backfilled(&env).await;
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (shot, seq) = site_rows(&env.writer, "Shot", &["sg_sequence".into()])
+        .await
+        .into_iter()
+        .find_map(|(id, (retired, f))| {
+            let seq = f.get("sg_sequence")?.get("id")?.as_i64()?;
+            (!retired).then_some((id, seq))
+        })
+        .expect("a live shot in a sequence");
+    let mut sql = env.db.db.sql();
+    sql.push("DELETE FROM shot WHERE id = ")
+        .push_bind(SqlValue::Int(shot));
+    env.db.db.execute(&sql).await.unwrap();
+    let mut sql = env.db.db.sql();
+    sql.push("DELETE FROM sequence_shots WHERE _entity_id = ")
+        .push_bind(SqlValue::Int(seq))
+        .push(" AND _target_id = ")
+        .push_bind(SqlValue::Int(shot));
+    assert_eq!(
+        env.db.db.execute(&sql).await.unwrap(),
+        1,
+        "the link to remove"
+    );
+    assert_eq!(
+        compare(&env).await.len(),
+        2,
+        "the shot and the sequence's list"
+    );
+    update_silently(&env, shot).await;
+
+    let mark = chrono::Utc::now().timestamp_millis();
+    let stop = CancellationToken::new();
+    let scanner = spawn_scanner(&env, &stop);
+    let scanned = eventually(Duration::from_secs(30), || async {
+        let at = sgcache::storage::last_scan_start(&env.db.db, "Shot")
+            .await
+            .unwrap();
+        at.is_some_and(|t| t >= mark)
+    })
+    .await;
+    assert!(scanned.is_some(), "no incremental scan of Shot completed");
+    let diffs = compare(&env).await;
+    stop.cancel();
+    scanner.await.unwrap();
+    assert!(diffs.is_empty(), "cache differs from the site: {diffs:?}");
+    env.stop().await;
+}
+
+/// Changes the shot's code as the script that makes no events.
+async fn update_silently(env: &Env, shot: i64) {
+    env.silent
+        .call(
+            "update",
+            json!({"type": "Shot", "id": shot, "fields": [{"field_name": "code", "value": "silent"}]}),
+        )
+        .await
+        .expect("silent update");
+}

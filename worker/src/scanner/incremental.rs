@@ -3,16 +3,18 @@
 //! (scripts with "Generate Events" off). When each type was last scanned is kept in
 //! `_sgcache_scans` (`sgcache::storage::record_scan_start`), so a restart misses nothing.
 
+use std::collections::BTreeSet;
+
 use serde_json::{json, Value};
 use sgcache::plan::DbState;
-use sgcache::sql::{format_datetime, Db};
+use sgcache::sql::{format_datetime, Db, Tx};
 use sgcache::storage::{self, last_scan_start, record_scan_start};
 
 use super::backfill::ScanError;
 use super::metrics::{ScanKind, ScannerMetrics};
 use crate::sync::site_reader::{cond, Liveness, SiteReader};
 use crate::sync::write::{link_targets, write_read};
-use sgcache::storage::retired_ids;
+use sgcache::storage::{existing_ids, retired_ids};
 
 /// Scans one type for rows changed since its last scan (minus `overlap_ms`); returns the rows
 /// read. A type never scanned is read whole once.
@@ -26,9 +28,8 @@ pub async fn scan_changed(
 ) -> Result<u64, ScanError> {
     let started = std::time::Instant::now();
     let started_ms = chrono::Utc::now().timestamp_millis();
-    let since_ms = last_scan_start(db, entity_type)
-        .await?
-        .map_or(0, |s| (s - overlap_ms).max(0));
+    let last = last_scan_start(db, entity_type).await?;
+    let since_ms = last.map_or(0, |s| (s - overlap_ms).max(0));
     let since = chrono::DateTime::from_timestamp_millis(since_ms).unwrap_or_default();
     let state = storage::read_state(db).await?;
     let fields: Vec<String> = state
@@ -68,9 +69,9 @@ pub async fn scan_changed(
                 return Ok(read);
             }
             let revived = match liveness {
+                // A type never scanned is read whole: its rows are not news.
                 Liveness::Active => {
-                    let ids: Vec<i64> = rows.iter().filter_map(|r| r.get("id")?.as_i64()).collect();
-                    retired_ids(&mut tx, entity_type, &ids).await?
+                    back_to_life(&mut tx, entity_type, &rows, last.is_some()).await?
                 }
                 Liveness::Retired => Default::default(),
             };
@@ -113,6 +114,27 @@ pub async fn scan_changed(
         tracing::info!(entity_type, read, since = %format_datetime(&since), "incremental scan");
     }
     Ok(read)
+}
+
+/// The active `rows` the cache had as retired and, with `missing`, those it did not have. An
+/// entity retired and revived without an event while its type was backfilled can be missing
+/// rather than retired (the backfill read the active and the retired rows apart, and it was in
+/// the other state each time), while rows of other types read meanwhile lack their links to
+/// it as if it were retired; one created without an event is missing too, and the rows it
+/// links to lack it in their lists. Either way the rows on the other side are read again.
+async fn back_to_life(
+    tx: &mut Tx,
+    entity_type: &str,
+    rows: &[Value],
+    missing: bool,
+) -> Result<BTreeSet<i64>, ScanError> {
+    let ids: Vec<i64> = rows.iter().filter_map(|r| r.get("id")?.as_i64()).collect();
+    let mut back = retired_ids(tx, entity_type, &ids).await?;
+    if missing {
+        let cached = existing_ids(tx, entity_type, &ids).await?;
+        back.extend(ids.into_iter().filter(|id| !cached.contains(id)));
+    }
+    Ok(back)
 }
 
 /// Reads again and writes the rows `records` (just revived) link to; see [`link_targets`].
