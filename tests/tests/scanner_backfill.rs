@@ -219,52 +219,6 @@ async fn a_type_without_updated_at_is_backfilled_and_does_not_stop_the_scans() {
     env.stop().await;
 }
 
-/// A first start backfills the declared types at once, not one after another: Ready comes
-/// after the longest type's scan rather than after the sum of them (issue 21, a clean start).
-/// Read from the site's request log: with types scanned one at a time, Shot's and Version's
-/// first reads would come after Asset's fifteen pages.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_declared_types_are_backfilled_at_once() {
-    let entities = "\n  - type: Asset\n    fields: [code]\n  - type: Shot\n    fields: [code]\n  - type: Version\n    fields: [code]\nimplyLinkTargets: false\n";
-    let env = Env::start("scan_at_once", 300, entities, WORKERS).await;
-    env.sim.reset_stats();
-    env.sim.set_faults(shotgun_sim::Faults {
-        latency_ms: 20,
-        ..Default::default()
-    });
-    let stop = CancellationToken::new();
-    let tasks = run_workers(&env, &stop);
-    assert_backfilled(&env).await;
-    let reads: Vec<String> = env
-        .sim
-        .requests(10_000)
-        .into_iter()
-        .filter(|r| r.method == "read")
-        .filter_map(|r| r.entity_type)
-        .filter(|t| ["Asset", "Shot", "Version"].contains(&t.as_str()))
-        .collect();
-    let first = |ty: &str| reads.iter().position(|t| t == ty);
-    let asset_pages = reads.iter().filter(|t| *t == "Asset").count();
-    assert!(
-        asset_pages >= 15,
-        "Asset read in {asset_pages} pages: {reads:?}"
-    );
-    for ty in ["Asset", "Shot", "Version"] {
-        let at = first(ty);
-        assert!(
-            at.is_some_and(|i| i < 9),
-            "{ty}'s first read is read {at:?} of the backfill, not among the first: {reads:?}"
-        );
-    }
-    let diffs = compare(&env).await;
-    assert!(diffs.is_empty(), "cache differs from the site: {diffs:?}");
-    stop.cancel();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    env.stop().await;
-}
-
 /// A row an incremental scan finds that the cache lacks (an entity retired and revived
 /// without events while the backfill read its type, or created without one) is handled as a
 /// revival: the rows it links to are read again. Here the race's aftermath is set up by hand:

@@ -299,7 +299,6 @@ async fn backfill_pending(
     for f in fields.iter().filter(|f| f.state != FieldState::Dropped) {
         by_type.entry(f.entity_type.as_str()).or_default().push(f);
     }
-    let mut reqs = Vec::new();
     for (ty, live) in by_type {
         if !(args.types.is_empty() || args.types.iter().any(|t| t == ty)) {
             continue;
@@ -342,34 +341,7 @@ async fn backfill_pending(
             record_scan: whole_type && resume.0 == 0,
             extra: vec![],
         };
-        reqs.push(req);
-    }
-    scan_types(db, reader, reqs, obs).await
-}
-
-/// How many types' backfills run at once. A first start backfills every declared type: one
-/// after another, the cache was Ready only after the sum of their scans (Asset, Sequence and
-/// Shot of the test site: 0.27 + 0.03 + 0.54 s); at once, after the longest. Each scan keeps
-/// its own few pages in flight, so this bounds what the site sees from the scanner.
-pub(crate) const TYPES_AT_ONCE: usize = 3;
-
-/// Runs the scans, [`TYPES_AT_ONCE`] at a time. Every scan runs to its end before an error
-/// is returned (the first one): a scan dropped halfway would leave its page writers running
-/// beside the next round's scan of the same type.
-async fn scan_types(
-    db: &Db,
-    reader: &Arc<SiteReader>,
-    reqs: Vec<ScanRequest>,
-    obs: &Arc<ScannerMetrics>,
-) -> Result<(), ScannerError> {
-    use futures::StreamExt;
-    let results: Vec<Result<_, ScanError>> = futures::stream::iter(reqs)
-        .map(|req| scan_type(db, reader.clone(), req, obs))
-        .buffer_unordered(TYPES_AT_ONCE)
-        .collect()
-        .await;
-    for r in results {
-        r?;
+        scan_type(db, reader.clone(), req, obs).await?;
     }
     Ok(())
 }
