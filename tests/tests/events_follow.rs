@@ -325,3 +325,66 @@ async fn event_gaps_503s_and_outages_lose_nothing() {
     }
     env.stop().await;
 }
+
+/// An entity retired with an event and revived by a script without events before the follower
+/// applies the retirement: the follower reads it (active) instead of flagging it retired, and
+/// reads again the rows it links to, which the site showed without it while it was retired
+/// (here the sequence's `shots`, taken out of the cache by hand as a read in that moment would
+/// have left it). Before, the follower retired the live shot and left the sequence's list
+/// short until something else touched them; the crash test met this during a backfill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retirement_undone_without_an_event_is_followed_as_a_revival() {
+    let entities = "\n  - type: Shot\n    fields: [code, sg_sequence]\n  - type: Sequence\n    fields: [code, shots]\nimplyLinkTargets: false\n";
+    let env = Env::start("ev_retire_revived", 120, entities, WORKERS).await;
+    let stop = CancellationToken::new();
+    let tasks = run_workers(&env, &stop);
+    assert_backfilled(&env).await;
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (shot, seq) = site_rows(&env.writer, "Shot", &["sg_sequence".into()])
+        .await
+        .into_iter()
+        .find_map(|(id, (retired, f))| {
+            let seq = f.get("sg_sequence")?.get("id")?.as_i64()?;
+            (!retired).then_some((id, seq))
+        })
+        .expect("a live shot in a sequence");
+    retire(&env.writer, "Shot", shot).await;
+    revive(&env.silent, "Shot", shot).await;
+    let mut sql = env.db.db.sql();
+    sql.push("DELETE FROM sequence_shots WHERE _entity_id = ")
+        .push_bind(sgcache::sql::SqlValue::Int(seq))
+        .push(" AND _target_id = ")
+        .push_bind(sgcache::sql::SqlValue::Int(shot));
+    assert_eq!(
+        env.db.db.execute(&sql).await.unwrap(),
+        1,
+        "the link to remove"
+    );
+
+    let newest = newest_event(&env.writer).await;
+    let stop = CancellationToken::new();
+    let follower = {
+        let (spec, stop) = (env.spec.clone(), stop.clone());
+        tokio::spawn(async move {
+            sgcache_worker::events::run(&spec, stop)
+                .await
+                .expect("events")
+        })
+    };
+    let caught_up = eventually(Duration::from_secs(30), || async {
+        follower_position(&env).await >= newest
+    })
+    .await;
+    assert!(
+        caught_up.is_some(),
+        "the follower never reached event {newest}"
+    );
+    let diffs = compare(&env).await;
+    stop.cancel();
+    follower.await.unwrap();
+    assert!(diffs.is_empty(), "cache differs from the site: {diffs:?}");
+    env.stop().await;
+}

@@ -33,7 +33,8 @@ pub struct Target {
     /// Multi-entity edits in event order: (added?, type, id).
     pub links: BTreeMap<String, Vec<(bool, String, i64)>>,
     pub retire: Option<bool>,
-    /// A revival: the rows it links to are read again (their lists showed it hidden).
+    /// A revival, or a retirement that may have been undone without an event: when read
+    /// active, the rows it links to are read again (their lists showed it hidden).
     pub revived: bool,
     /// The newest event time: the row's new `updated_at`.
     pub updated_at: Option<DateTime<Utc>>,
@@ -160,7 +161,15 @@ pub fn plan(state: &DbState, events: &[Event], late: &BTreeSet<i64>) -> BatchPla
                 t.fetch = true;
                 t.revived |= e.kind == Kind::Revival;
             }
-            Op::Retire => t.retire = Some(true),
+            Op::Retire => {
+                // Read rather than flagged: an entity revived since without an event (a script
+                // with events off) is active again on the site, and rows of other types read
+                // while it was retired lack their links to it. Read active, it is a revival:
+                // the rows it links to are read again.
+                t.retire = Some(true);
+                t.fetch = true;
+                t.revived = true;
+            }
             Op::Set(field, v) => {
                 t.links.remove(&field);
                 t.sets.insert(field, v);
