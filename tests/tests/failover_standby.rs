@@ -459,8 +459,10 @@ async fn standby_behind_the_address(
     tokio::time::sleep(outage / 2).await;
     let ready = rig.readyz().await;
     assert_eq!(
-        ready["database_guard"]["state"], "not_writable",
-        "{case}: /readyz with a standby behind the address: {ready}"
+        ready["database_guard"]["state"],
+        "not_writable",
+        "{case}: /readyz with a standby behind the address: {ready}\nthe proxy's log:\n{}",
+        tail(&rig.log)
     );
     assert_ne!(ready["database"], "ok", "{case}: {ready}");
     let metrics = rig.metrics().await;
