@@ -138,7 +138,7 @@ async fn back_to_life(
 }
 
 /// Reads again and writes the rows `records` (just revived) link to; see [`link_targets`].
-async fn refresh_link_targets(
+pub(crate) async fn refresh_link_targets(
     db: &sgcache::sql::Db,
     reader: &SiteReader,
     state: &DbState,
