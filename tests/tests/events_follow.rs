@@ -334,35 +334,10 @@ async fn event_gaps_503s_and_outages_lose_nothing() {
 /// short until something else touched them; the crash test met this during a backfill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retirement_undone_without_an_event_is_followed_as_a_revival() {
-    let entities = "\n  - type: Shot\n    fields: [code, sg_sequence]\n  - type: Sequence\n    fields: [code, shots]\nimplyLinkTargets: false\n";
-    let env = Env::start("ev_retire_revived", 120, entities, WORKERS).await;
-    let stop = CancellationToken::new();
-    let tasks = run_workers(&env, &stop);
-    assert_backfilled(&env).await;
-    stop.cancel();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let (shot, seq) = site_rows(&env.writer, "Shot", &["sg_sequence".into()])
-        .await
-        .into_iter()
-        .find_map(|(id, (retired, f))| {
-            let seq = f.get("sg_sequence")?.get("id")?.as_i64()?;
-            (!retired).then_some((id, seq))
-        })
-        .expect("a live shot in a sequence");
+    let (env, shot, seq) = backfilled_shot_in_sequence("ev_retire_revived", WORKERS).await;
     retire(&env.writer, "Shot", shot).await;
     revive(&env.silent, "Shot", shot).await;
-    let mut sql = env.db.db.sql();
-    sql.push("DELETE FROM sequence_shots WHERE _entity_id = ")
-        .push_bind(sgcache::sql::SqlValue::Int(seq))
-        .push(" AND _target_id = ")
-        .push_bind(sgcache::sql::SqlValue::Int(shot));
-    assert_eq!(
-        env.db.db.execute(&sql).await.unwrap(),
-        1,
-        "the link to remove"
-    );
+    drop_sequence_link(&env, seq, shot).await;
 
     let newest = newest_event(&env.writer).await;
     let stop = CancellationToken::new();

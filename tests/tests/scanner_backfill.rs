@@ -227,37 +227,12 @@ async fn a_type_without_updated_at_is_backfilled_and_does_not_stop_the_scans() {
 /// site does not touch the sequence's `updated_at`), which the crash test caught once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_missing_from_the_cache_brings_back_the_links_to_it() {
-    let entities = "\n  - type: Shot\n    fields: [code, sg_sequence]\n  - type: Sequence\n    fields: [code, shots]\nimplyLinkTargets: false\n";
-    let env = Env::start("scan_missing_row", 120, entities, WORKERS).await;
-    let stop = CancellationToken::new();
-    let tasks = run_workers(&env, &stop);
-    assert_backfilled(&env).await;
-    stop.cancel();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let (shot, seq) = site_rows(&env.writer, "Shot", &["sg_sequence".into()])
-        .await
-        .into_iter()
-        .find_map(|(id, (retired, f))| {
-            let seq = f.get("sg_sequence")?.get("id")?.as_i64()?;
-            (!retired).then_some((id, seq))
-        })
-        .expect("a live shot in a sequence");
+    let (env, shot, seq) = backfilled_shot_in_sequence("scan_missing_row", WORKERS).await;
     let mut sql = env.db.db.sql();
     sql.push("DELETE FROM shot WHERE id = ")
         .push_bind(SqlValue::Int(shot));
     env.db.db.execute(&sql).await.unwrap();
-    let mut sql = env.db.db.sql();
-    sql.push("DELETE FROM sequence_shots WHERE _entity_id = ")
-        .push_bind(SqlValue::Int(seq))
-        .push(" AND _target_id = ")
-        .push_bind(SqlValue::Int(shot));
-    assert_eq!(
-        env.db.db.execute(&sql).await.unwrap(),
-        1,
-        "the link to remove"
-    );
+    drop_sequence_link(&env, seq, shot).await;
     assert_eq!(
         compare(&env).await.len(),
         2,
@@ -300,37 +275,12 @@ async fn update_silently(env: &Env, shot: i64) {
 /// retired in the cache and missing from its sequence's `shots`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_scan_that_finds_a_retired_row_live_brings_back_the_links_to_it() {
-    let entities = "\n  - type: Shot\n    fields: [code, sg_sequence]\n  - type: Sequence\n    fields: [code, shots]\nimplyLinkTargets: false\n";
-    let env = Env::start("scan_full_revived", 120, entities, WORKERS).await;
-    let stop = CancellationToken::new();
-    let tasks = run_workers(&env, &stop);
-    assert_backfilled(&env).await;
-    stop.cancel();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let (shot, seq) = site_rows(&env.writer, "Shot", &["sg_sequence".into()])
-        .await
-        .into_iter()
-        .find_map(|(id, (retired, f))| {
-            let seq = f.get("sg_sequence")?.get("id")?.as_i64()?;
-            (!retired).then_some((id, seq))
-        })
-        .expect("a live shot in a sequence");
+    let (env, shot, seq) = backfilled_shot_in_sequence("scan_full_revived", WORKERS).await;
     let mut sql = env.db.db.sql();
     sql.push("UPDATE shot SET _retired = true WHERE id = ")
         .push_bind(SqlValue::Int(shot));
     env.db.db.execute(&sql).await.unwrap();
-    let mut sql = env.db.db.sql();
-    sql.push("DELETE FROM sequence_shots WHERE _entity_id = ")
-        .push_bind(SqlValue::Int(seq))
-        .push(" AND _target_id = ")
-        .push_bind(SqlValue::Int(shot));
-    assert_eq!(
-        env.db.db.execute(&sql).await.unwrap(),
-        1,
-        "the link to remove"
-    );
+    drop_sequence_link(&env, seq, shot).await;
     assert_eq!(
         compare(&env).await.len(),
         2,

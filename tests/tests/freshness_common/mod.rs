@@ -475,3 +475,44 @@ pub async fn start_script_proxy(
     let auth = sgcache_tests::proxy::script_auth().as_object().cloned();
     start_proxy(env, auth, 0.0, stop).await
 }
+
+/// Shots linked to sequences, and the sequences' `shots` (the other side of the link): the
+/// spec of the tests of links to retired entities.
+pub const SHOTS_IN_SEQUENCES: &str = "\n  - type: Shot\n    fields: [code, sg_sequence]\n  - type: Sequence\n    fields: [code, shots]\nimplyLinkTargets: false\n";
+
+/// [`SHOTS_IN_SEQUENCES`] backfilled (the workers stopped again), and a live shot of the site
+/// with its sequence: (env, shot, sequence).
+pub async fn backfilled_shot_in_sequence(prefix: &str, workers: &str) -> (Env, i64, i64) {
+    let env = Env::start(prefix, 120, SHOTS_IN_SEQUENCES, workers).await;
+    let stop = CancellationToken::new();
+    let tasks = run_workers(&env, &stop);
+    assert_backfilled(&env).await;
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (shot, seq) = site_rows(&env.writer, "Shot", &["sg_sequence".into()])
+        .await
+        .into_iter()
+        .find_map(|(id, (retired, f))| {
+            let seq = f.get("sg_sequence")?.get("id")?.as_i64()?;
+            (!retired).then_some((id, seq))
+        })
+        .expect("a live shot in a sequence");
+    (env, shot, seq)
+}
+
+/// Takes `shot` out of the cached `shots` of `seq`, as a read of the sequence while the shot
+/// was retired on the site would have left it.
+pub async fn drop_sequence_link(env: &Env, seq: i64, shot: i64) {
+    let mut sql = env.db.db.sql();
+    sql.push("DELETE FROM sequence_shots WHERE _entity_id = ")
+        .push_bind(sgcache::sql::SqlValue::Int(seq))
+        .push(" AND _target_id = ")
+        .push_bind(sgcache::sql::SqlValue::Int(shot));
+    assert_eq!(
+        env.db.db.execute(&sql).await.unwrap(),
+        1,
+        "the link to remove"
+    );
+}

@@ -502,7 +502,7 @@ impl PageCtx {
         }
         // Rows the cache has retired that the site has live again: a revival the follower
         // cannot see when it came without an event (see `incremental::back_to_life`).
-        let revived = revived_rows(&mut tx, ty, &page.active).await?;
+        let revived = super::incremental::back_to_life(&mut tx, ty, &page.active, false).await?;
         let written = write_read(&mut tx, &state, ty, &page.active, &page.retired)
             .await?
             .written;
@@ -555,27 +555,6 @@ impl PageCtx {
             done,
         }))
     }
-}
-
-/// The records of `active` whose rows the cache has retired.
-async fn revived_rows<'a>(
-    tx: &mut sgcache::sql::Tx,
-    ty: &str,
-    active: &'a [Value],
-) -> Result<Vec<&'a Value>, ScanError> {
-    let ids: Vec<i64> = active
-        .iter()
-        .filter_map(|r| r.get("id")?.as_i64())
-        .collect();
-    let retired = storage::retired_ids(tx, ty, &ids).await?;
-    Ok(active
-        .iter()
-        .filter(|r| {
-            r.get("id")
-                .and_then(Value::as_i64)
-                .is_some_and(|id| retired.contains(&id))
-        })
-        .collect())
 }
 
 /// Where a scan's time went, logged at debug level when it finishes. Reads run ahead of the

@@ -3,8 +3,6 @@
 //! (scripts with "Generate Events" off). When each type was last scanned is kept in
 //! `_sgcache_scans` (`sgcache::storage::record_scan_start`), so a restart misses nothing.
 
-use std::collections::BTreeSet;
-
 use serde_json::{json, Value};
 use sgcache::plan::DbState;
 use sgcache::sql::{format_datetime, Db, Tx};
@@ -73,7 +71,7 @@ pub async fn scan_changed(
                 Liveness::Active => {
                     back_to_life(&mut tx, entity_type, &rows, last.is_some()).await?
                 }
-                Liveness::Retired => Default::default(),
+                Liveness::Retired => Vec::new(),
             };
             let out = match liveness {
                 Liveness::Active => write_read(&mut tx, &state, entity_type, &rows, &[]).await?,
@@ -88,15 +86,7 @@ pub async fn scan_changed(
             );
             obs.heartbeat.beat();
             if !revived.is_empty() {
-                let back: Vec<&serde_json::Value> = rows
-                    .iter()
-                    .filter(|r| {
-                        r.get("id")
-                            .and_then(serde_json::Value::as_i64)
-                            .is_some_and(|i| revived.contains(&i))
-                    })
-                    .collect();
-                refresh_link_targets(db, reader, &state, entity_type, &back).await?;
+                refresh_link_targets(db, reader, &state, entity_type, &revived).await?;
             }
             read += rows.len() as u64;
             if !full {
@@ -116,25 +106,31 @@ pub async fn scan_changed(
     Ok(read)
 }
 
-/// The active `rows` the cache had as retired and, with `missing`, those it did not have. An
+/// The records of active `rows` the cache had as retired and, with `missing`, those it did
+/// not have (a full scan's page passes false; an incremental scan true, but on a type's
+/// first scan). An
 /// entity retired and revived without an event while its type was backfilled can be missing
 /// rather than retired (the backfill read the active and the retired rows apart, and it was in
 /// the other state each time), while rows of other types read meanwhile lack their links to
 /// it as if it were retired; one created without an event is missing too, and the rows it
 /// links to lack it in their lists. Either way the rows on the other side are read again.
-async fn back_to_life(
+pub(crate) async fn back_to_life<'a>(
     tx: &mut Tx,
     entity_type: &str,
-    rows: &[Value],
+    rows: &'a [Value],
     missing: bool,
-) -> Result<BTreeSet<i64>, ScanError> {
-    let ids: Vec<i64> = rows.iter().filter_map(|r| r.get("id")?.as_i64()).collect();
+) -> Result<Vec<&'a Value>, ScanError> {
+    let id_of = |r: &Value| r.get("id").and_then(Value::as_i64);
+    let ids: Vec<i64> = rows.iter().filter_map(id_of).collect();
     let mut back = retired_ids(tx, entity_type, &ids).await?;
     if missing {
         let cached = existing_ids(tx, entity_type, &ids).await?;
         back.extend(ids.into_iter().filter(|id| !cached.contains(id)));
     }
-    Ok(back)
+    Ok(rows
+        .iter()
+        .filter(|r| id_of(r).is_some_and(|id| back.contains(&id)))
+        .collect())
 }
 
 /// Reads again and writes the rows `records` (just revived) link to; see [`link_targets`].
