@@ -98,7 +98,7 @@ async fn the_status_command_shows_field_states_lag_and_the_proxys_hit_ratio() {
     storage::set_field_state(&mut tx, "Asset", &asset_fields, FieldState::Backfilling)
         .await
         .unwrap();
-    storage::set_backfill_progress(&mut tx, "Asset", &asset_fields, Some(4), 4, Some(10))
+    storage::set_backfill_progress(&mut tx, "Asset", &asset_fields, Some(4), 4, Some(10), 0)
         .await
         .unwrap();
     storage::mark_unservable(&mut tx, "Shot", "sg_status_list", "a value too odd", 3)

@@ -91,6 +91,13 @@ const ADDED_COLUMNS: &[(&str, &str, &str, &str)] = &[
     ("_sgcache_events", "last_error", "text", "TEXT"),
     // Null: not known (fields recorded before the flag); see `mark_non_ascii`.
     ("_sgcache_fields", "non_ascii", "boolean", "INTEGER"),
+    // When the backfill that set `backfill_cursor` began; see `set_backfill_progress`.
+    (
+        "_sgcache_fields",
+        "backfill_started_ms",
+        "bigint",
+        "INTEGER",
+    ),
 ];
 
 /// Creates the state tables if they are missing, and the columns added since.
@@ -309,6 +316,9 @@ pub struct FieldStatus {
     pub backfill_done: i64,
     /// Entities to backfill, when known.
     pub backfill_total: Option<i64>,
+    /// When the backfill that reached `backfill_cursor` began (ms since the epoch), so one
+    /// resumed after a crash knows since when rows may have changed behind it.
+    pub backfill_started_ms: Option<i64>,
     /// Why the field is unservable (state `unservable`), and the first entity id met.
     pub unservable_reason: Option<String>,
     pub unservable_id: Option<i64>,
@@ -326,10 +336,15 @@ pub async fn list_fields(db: &Db) -> Result<Vec<FieldStatus>, StorageError> {
     } else {
         "NULL, NULL"
     };
+    let started = if has_column(&mut tx, "_sgcache_fields", "backfill_started_ms").await? {
+        "backfill_started_ms"
+    } else {
+        "NULL"
+    };
     let mut sql = tx.sql();
     sql.push(&format!(
         "SELECT entity_type, field_name, data_type, storage, state, schema, backfill_cursor, \
-         backfill_done, backfill_total, {unservable} FROM \"_sgcache_fields\" \
+         backfill_done, backfill_total, {unservable}, {started} FROM \"_sgcache_fields\" \
          ORDER BY entity_type, field_name"
     ));
     let t = "_sgcache_fields";
@@ -337,8 +352,8 @@ pub async fn list_fields(db: &Db) -> Result<Vec<FieldStatus>, StorageError> {
         .await?
         .into_iter()
         .map(|row| {
-            let [et, name, dt, storage, st, schema, cursor, done, total, why, first] =
-                take::<11>(row, t)?;
+            let [et, name, dt, storage, st, schema, cursor, done, total, why, first, began] =
+                take::<12>(row, t)?;
             let st = text(st, t)?;
             Ok(FieldStatus {
                 entity_type: text(et, t)?,
@@ -351,6 +366,7 @@ pub async fn list_fields(db: &Db) -> Result<Vec<FieldStatus>, StorageError> {
                 backfill_cursor: opt_int(cursor),
                 backfill_done: opt_int(done).unwrap_or(0),
                 backfill_total: opt_int(total),
+                backfill_started_ms: opt_int(began),
                 unservable_reason: opt_text(why),
                 unservable_id: opt_int(first),
             })
@@ -381,7 +397,10 @@ pub async fn set_field_state(
     Ok(tx.execute(&sql).await?)
 }
 
-/// Records backfill progress of fields: the last id done, how many done, how many in total.
+/// Records backfill progress of fields: the last id done, how many done, how many in total,
+/// and when the backfill began (`started_ms`): kept while the cursor is set, so a backfill
+/// resumed after a crash keeps the start of its first part (unknown, null, for one begun
+/// before the column existed); a reset cursor (null) starts afresh.
 pub async fn set_backfill_progress(
     tx: &mut Tx,
     entity_type: &str,
@@ -389,22 +408,28 @@ pub async fn set_backfill_progress(
     cursor: Option<i64>,
     done: i64,
     total: Option<i64>,
+    started_ms: i64,
 ) -> Result<u64, StorageError> {
     if fields.is_empty() {
         return Ok(0);
     }
     let opt = |v: Option<i64>| v.map_or(SqlValue::Null, SqlValue::Int);
     let mut sql = tx.sql();
-    sql.push("UPDATE \"_sgcache_fields\" SET backfill_cursor = ")
-        .push_bind(opt(cursor))
-        .push(", backfill_done = ")
-        .push_bind(SqlValue::Int(done))
-        .push(", backfill_total = ")
-        .push_bind(opt(total))
-        .push(", updated_at = ")
-        .push_bind(now_value(tx.dialect()))
-        .push(" WHERE state <> 'dropped' AND entity_type = ")
-        .push_bind(SqlValue::Text(entity_type.into()));
+    sql.push(
+        "UPDATE \"_sgcache_fields\" SET backfill_started_ms = CASE \
+         WHEN backfill_cursor IS NULL THEN ",
+    )
+    .push_bind(SqlValue::Int(started_ms))
+    .push(" ELSE backfill_started_ms END, backfill_cursor = ")
+    .push_bind(opt(cursor))
+    .push(", backfill_done = ")
+    .push_bind(SqlValue::Int(done))
+    .push(", backfill_total = ")
+    .push_bind(opt(total))
+    .push(", updated_at = ")
+    .push_bind(now_value(tx.dialect()))
+    .push(" WHERE state <> 'dropped' AND entity_type = ")
+    .push_bind(SqlValue::Text(entity_type.into()));
     push_in_list(&mut sql, "field_name", fields);
     Ok(tx.execute(&sql).await?)
 }

@@ -45,6 +45,8 @@ pub struct ScanRequest {
     /// The scan read every live field of every row: it counts as an incremental scan from
     /// the time it started.
     pub record_scan: bool,
+    /// When a backfill resumed after a crash began (its first part); `None`: now.
+    pub started_ms: Option<i64>,
 }
 
 /// Counts of a finished scan.
@@ -301,7 +303,9 @@ pub async fn scan_type(
     obs: &Arc<ScannerMetrics>,
 ) -> Result<ScanStats, ScanError> {
     let ty = req.entity_type.clone();
-    let started_ms = chrono::Utc::now().timestamp_millis();
+    let started_ms = req
+        .started_ms
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
     let mut fields = req.fields.clone();
     if req.has_updated_at && !fields.iter().any(|f| f == "updated_at") {
         fields.push("updated_at".into());
@@ -501,8 +505,8 @@ impl PageCtx {
             return Ok(None);
         }
         // Rows the cache has retired that the site has live again: a revival the follower
-        // cannot see when it came without an event (see `incremental::back_to_life`).
-        let revived = super::incremental::back_to_life(&mut tx, ty, &page.active, false).await?;
+        // cannot see when it came without an event (see `relink`).
+        let revived = super::relink::back_to_life(&mut tx, ty, &page.active).await?;
         let written = write_read(&mut tx, &state, ty, &page.active, &page.retired)
             .await?
             .written;
@@ -525,8 +529,16 @@ impl PageCtx {
         if !req.finalize.is_empty() {
             // Only the last page, written after every other page committed, saves its own end.
             let (c, d) = if is_last { (cursor, done) } else { committed };
-            storage::set_backfill_progress(&mut tx, ty, &req.finalize, Some(c), d, self.total)
-                .await?;
+            storage::set_backfill_progress(
+                &mut tx,
+                ty,
+                &req.finalize,
+                Some(c),
+                d,
+                self.total,
+                self.started_ms,
+            )
+            .await?;
             if is_last {
                 storage::set_field_state(&mut tx, ty, &req.finalize, FieldState::Ready).await?;
             }
@@ -537,8 +549,7 @@ impl PageCtx {
         tx.commit().await?;
         if !revived.is_empty() {
             // The rows they link to were read while they were hidden from them.
-            super::incremental::refresh_link_targets(db, &self.reader, &state, ty, &revived)
-                .await?;
+            super::relink::refresh_link_targets(db, &self.reader, &state, ty, &revived).await?;
         }
         self.obs.rows(ty, ScanKind::Full, n, written);
         if !req.finalize.is_empty() {

@@ -4,15 +4,14 @@
 //! `_sgcache_scans` (`sgcache::storage::record_scan_start`), so a restart misses nothing.
 
 use serde_json::{json, Value};
-use sgcache::plan::DbState;
-use sgcache::sql::{format_datetime, Db, Tx};
+use sgcache::sql::{format_datetime, Db};
 use sgcache::storage::{self, last_scan_start, record_scan_start};
 
 use super::backfill::ScanError;
 use super::metrics::{ScanKind, ScannerMetrics};
+use super::relink::refresh_link_targets;
 use crate::sync::site_reader::{cond, Liveness, SiteReader};
-use crate::sync::write::{link_targets, write_read};
-use sgcache::storage::{existing_ids, retired_ids};
+use crate::sync::write::write_read;
 
 /// Scans one type for rows changed since its last scan (minus `overlap_ms`); returns the rows
 /// read. A type never scanned is read whole once.
@@ -66,12 +65,11 @@ pub async fn scan_changed(
             if !state.types.contains_key(entity_type) {
                 return Ok(read);
             }
-            let revived = match liveness {
-                // A type never scanned is read whole: its rows are not news.
-                Liveness::Active => {
-                    back_to_life(&mut tx, entity_type, &rows, last.is_some()).await?
-                }
-                Liveness::Retired => Vec::new(),
+            // Every changed active row's link targets are read again (see `relink`); a type
+            // never scanned is read whole, and its rows are not news.
+            let changed: Vec<&Value> = match liveness {
+                Liveness::Active if last.is_some() => rows.iter().collect(),
+                _ => Vec::new(),
             };
             let out = match liveness {
                 Liveness::Active => write_read(&mut tx, &state, entity_type, &rows, &[]).await?,
@@ -85,8 +83,8 @@ pub async fn scan_changed(
                 out.written,
             );
             obs.heartbeat.beat();
-            if !revived.is_empty() {
-                refresh_link_targets(db, reader, &state, entity_type, &revived).await?;
+            if !changed.is_empty() {
+                refresh_link_targets(db, reader, &state, entity_type, &changed).await?;
             }
             read += rows.len() as u64;
             if !full {
@@ -104,51 +102,4 @@ pub async fn scan_changed(
         tracing::info!(entity_type, read, since = %format_datetime(&since), "incremental scan");
     }
     Ok(read)
-}
-
-/// The records of active `rows` the cache had as retired and, with `missing`, those it did
-/// not have (a full scan's page passes false; an incremental scan true, but on a type's
-/// first scan). An
-/// entity retired and revived without an event while its type was backfilled can be missing
-/// rather than retired (the backfill read the active and the retired rows apart, and it was in
-/// the other state each time), while rows of other types read meanwhile lack their links to
-/// it as if it were retired; one created without an event is missing too, and the rows it
-/// links to lack it in their lists. Either way the rows on the other side are read again.
-pub(crate) async fn back_to_life<'a>(
-    tx: &mut Tx,
-    entity_type: &str,
-    rows: &'a [Value],
-    missing: bool,
-) -> Result<Vec<&'a Value>, ScanError> {
-    let id_of = |r: &Value| r.get("id").and_then(Value::as_i64);
-    let ids: Vec<i64> = rows.iter().filter_map(id_of).collect();
-    let mut back = retired_ids(tx, entity_type, &ids).await?;
-    if missing {
-        let cached = existing_ids(tx, entity_type, &ids).await?;
-        back.extend(ids.into_iter().filter(|id| !cached.contains(id)));
-    }
-    Ok(rows
-        .iter()
-        .filter(|r| id_of(r).is_some_and(|id| back.contains(&id)))
-        .collect())
-}
-
-/// Reads again and writes the rows `records` (just revived) link to; see [`link_targets`].
-pub(crate) async fn refresh_link_targets(
-    db: &sgcache::sql::Db,
-    reader: &SiteReader,
-    state: &DbState,
-    entity_type: &str,
-    records: &[&Value],
-) -> Result<u64, ScanError> {
-    let mut n = 0;
-    for (ty, ids) in link_targets(state, entity_type, records) {
-        let fields: Vec<String> = state.live_fields(&ty).map(|(f, _)| f.clone()).collect();
-        let (active, retired) = reader.fetch_ids(&ty, &fields, &ids).await?;
-        let mut tx = db.begin().await?;
-        write_read(&mut tx, state, &ty, &active, &retired).await?;
-        tx.commit().await?;
-        n += (active.len() + retired.len()) as u64;
-    }
-    Ok(n)
 }

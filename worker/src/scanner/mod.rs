@@ -11,6 +11,7 @@ pub mod backfill;
 pub mod drift;
 pub mod incremental;
 pub mod metrics;
+mod relink;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -299,6 +300,7 @@ async fn backfill_pending(
     for f in fields.iter().filter(|f| f.state != FieldState::Dropped) {
         by_type.entry(f.entity_type.as_str()).or_default().push(f);
     }
+    let mut reqs = Vec::new();
     for (ty, live) in by_type {
         if !(args.types.is_empty() || args.types.iter().any(|t| t == ty)) {
             continue;
@@ -309,6 +311,7 @@ async fn backfill_pending(
             continue;
         }
         let whole_type = pending.len() == live.len();
+        let started_ms = resumed_start(&pending);
         // Fields added at different times resume from the earliest cursor among them.
         let resume = pending
             .iter()
@@ -337,11 +340,51 @@ async fn backfill_pending(
             done_before: resume.1,
             retire_missing: whole_type,
             complete_rows: !whole_type,
-            // A resumed backfill does not know when its first part read the rows.
-            record_scan: whole_type && resume.0 == 0,
+            // A resumed backfill counts from when its first part began (rows may have changed
+            // behind it since); one begun before that was kept is not recorded.
+            record_scan: whole_type && (resume.0 == 0 || started_ms.is_some()),
+            started_ms: started_ms.filter(|_| resume.0 != 0),
             extra: vec![],
         };
-        scan_type(db, reader.clone(), req, obs).await?;
+        reqs.push(req);
+    }
+    scan_types(db, reader, reqs, obs).await
+}
+
+/// When the backfill of `pending` fields that a crash interrupted began: the earliest start
+/// among them, or `None` when one of them has a cursor without a start (or none has a cursor).
+fn resumed_start(pending: &[&FieldStatus]) -> Option<i64> {
+    let resumed = pending.iter().filter(|f| f.backfill_cursor.is_some());
+    resumed
+        .map(|f| f.backfill_started_ms)
+        .collect::<Option<Vec<i64>>>()?
+        .into_iter()
+        .min()
+}
+
+/// How many types' backfills run at once. A first start backfills every declared type: one
+/// after another, the cache was Ready only after the sum of their scans (Asset, Sequence and
+/// Shot of the test site: 0.27 + 0.03 + 0.54 s); at once, after the longest. Each scan keeps
+/// its own few pages in flight, so this bounds what the site sees from the scanner.
+pub(crate) const TYPES_AT_ONCE: usize = 3;
+
+/// Runs the scans, [`TYPES_AT_ONCE`] at a time. Every scan runs to its end before an error
+/// is returned (the first one): a scan dropped halfway would leave its page writers running
+/// beside the next round's scan of the same type.
+async fn scan_types(
+    db: &Db,
+    reader: &Arc<SiteReader>,
+    reqs: Vec<ScanRequest>,
+    obs: &Arc<ScannerMetrics>,
+) -> Result<(), ScannerError> {
+    use futures::StreamExt;
+    let results: Vec<Result<_, ScanError>> = futures::stream::iter(reqs)
+        .map(|req| scan_type(db, reader.clone(), req, obs))
+        .buffer_unordered(TYPES_AT_ONCE)
+        .collect()
+        .await;
+    for r in results {
+        r?;
     }
     Ok(())
 }

@@ -276,6 +276,7 @@ mod tests {
             backfill_cursor: None,
             backfill_done: done,
             backfill_total: Some(40),
+            backfill_started_ms: None,
             unservable_reason: None,
             unservable_id: None,
         }

@@ -1,0 +1,56 @@
+//! Links to entities that were hidden. The site hides a retired entity from the links of other
+//! rows without touching those rows (no event, no `updated_at`), so a row read while an entity
+//! it links to was retired is stored without that link. When the entity is back, the rows on
+//! the other side of its links are read again (docs/storage.md, "Links to retired entities").
+//!
+//! A script without events can retire an entity and revive it between two scans: each of those
+//! writes moves its `updated_at`, but a scan (or a backfill) that reads it only afterwards sees
+//! it live, as the cache already has it. So the incremental scan reads again the link targets
+//! of every changed row it reads ([`super::incremental`]), and a full scan's page those of the
+//! rows the cache had retired ([`back_to_life`]).
+
+use serde_json::Value;
+use sgcache::plan::DbState;
+use sgcache::sql::Tx;
+use sgcache::storage::retired_ids;
+
+use super::backfill::ScanError;
+use crate::sync::site_reader::SiteReader;
+use crate::sync::write::{link_targets, write_read};
+
+/// The records of active `rows` the cache had as retired: a full scan's page that finds live a
+/// row whose retirement the follower applied (a script without events revived it since).
+pub(crate) async fn back_to_life<'a>(
+    tx: &mut Tx,
+    entity_type: &str,
+    rows: &'a [Value],
+) -> Result<Vec<&'a Value>, ScanError> {
+    let id_of = |r: &Value| r.get("id").and_then(Value::as_i64);
+    let ids: Vec<i64> = rows.iter().filter_map(id_of).collect();
+    let back = retired_ids(tx, entity_type, &ids).await?;
+    Ok(rows
+        .iter()
+        .filter(|r| id_of(r).is_some_and(|id| back.contains(&id)))
+        .collect())
+}
+
+/// Reads again and writes the rows `records` link to; see [`link_targets`]. Returns the rows
+/// read.
+pub(crate) async fn refresh_link_targets(
+    db: &sgcache::sql::Db,
+    reader: &SiteReader,
+    state: &DbState,
+    entity_type: &str,
+    records: &[&Value],
+) -> Result<u64, ScanError> {
+    let mut n = 0;
+    for (ty, ids) in link_targets(state, entity_type, records) {
+        let fields: Vec<String> = state.live_fields(&ty).map(|(f, _)| f.clone()).collect();
+        let (active, retired) = reader.fetch_ids(&ty, &fields, &ids).await?;
+        let mut tx = db.begin().await?;
+        write_read(&mut tx, state, &ty, &active, &retired).await?;
+        tx.commit().await?;
+        n += (active.len() + retired.len()) as u64;
+    }
+    Ok(n)
+}
