@@ -1,7 +1,7 @@
 //! The entity write path on PostgreSQL and SQLite: every storage kind round-trips, link order
 //! is kept, the updated_at and event-id guards hold, a value a column cannot hold is stored as
 //! null with its field made unservable (never the row dropped), and records without an id or
-//! of another type are refused whole.
+//! of another type are refused whole. Backfill progress keeps the backfill's start while it resumes.
 
 use serde_json::{json, Value};
 use sgcache::plan::{DbState, FieldState, PlanOptions};
@@ -491,6 +491,46 @@ async fn all(db: &Db) {
     bad_records_write_nothing(db, &state).await;
     unstorable_values_keep_the_row(db, &state).await;
     retire_and_revive(db, &state).await;
+    backfill_start_is_kept_while_resuming(db).await;
+}
+
+/// The start of a backfill is saved with its first progress and kept while the cursor is set
+/// (a resumed backfill passes its own, later start); a reset cursor starts afresh.
+async fn backfill_start_is_kept_while_resuming(db: &Db) {
+    progress(db, Some(10), 1_000).await;
+    assert_eq!(task_content_started(db).await, Some(1_000));
+    progress(db, Some(20), 5_000).await;
+    assert_eq!(
+        task_content_started(db).await,
+        Some(1_000),
+        "kept while resuming"
+    );
+    progress(db, None, 6_000).await;
+    progress(db, Some(10), 7_000).await;
+    assert_eq!(
+        task_content_started(db).await,
+        Some(7_000),
+        "a reset cursor starts afresh"
+    );
+}
+
+async fn progress(db: &Db, cursor: Option<i64>, started_ms: i64) {
+    let fields = ["content".to_string()];
+    let mut tx = db.begin().await.unwrap();
+    storage::set_backfill_progress(&mut tx, "Task", &fields, cursor, 1, None, started_ms)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn task_content_started(db: &Db) -> Option<i64> {
+    storage::list_fields(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|f| f.entity_type == "Task" && f.field_name == "content")
+        .unwrap()
+        .backfill_started_ms
 }
 
 #[tokio::test]

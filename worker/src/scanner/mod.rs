@@ -421,3 +421,38 @@ impl AsMillis for sgcache::spec::DurationString {
         self.duration().as_millis() as i64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(cursor: Option<i64>, started: Option<i64>) -> FieldStatus {
+        FieldStatus {
+            entity_type: "Shot".into(),
+            field_name: "code".into(),
+            data_type: "text".into(),
+            storage: "column".into(),
+            state: FieldState::Backfilling,
+            schema: serde_json::Value::Null,
+            backfill_cursor: cursor,
+            backfill_done: 0,
+            backfill_total: None,
+            backfill_started_ms: started,
+            unservable_reason: None,
+            unservable_id: None,
+        }
+    }
+
+    #[test]
+    fn a_resumed_backfill_starts_when_its_earliest_part_began() {
+        let (a, b) = (field(Some(40), Some(2_000)), field(Some(10), Some(1_000)));
+        assert_eq!(resumed_start(&[&a, &b]), Some(1_000));
+        // A field added since, not yet begun, does not count.
+        let fresh = field(None, None);
+        assert_eq!(resumed_start(&[&a, &fresh]), Some(2_000));
+        // A part begun before the start was kept: unknown.
+        let old = field(Some(10), None);
+        assert_eq!(resumed_start(&[&a, &old]), None);
+        assert_eq!(resumed_start(&[&fresh]), None);
+    }
+}
