@@ -1,7 +1,8 @@
 //! The entity write path on PostgreSQL and SQLite: every storage kind round-trips, link order
 //! is kept, the updated_at and event-id guards hold, a value a column cannot hold is stored as
 //! null with its field made unservable (never the row dropped), and records without an id or
-//! of another type are refused whole. Backfill progress keeps the backfill's start while it resumes.
+//! of another type are refused whole. Backfill progress keeps the backfill's start while it
+//! resumes.
 
 use serde_json::{json, Value};
 use sgcache::plan::{DbState, FieldState, PlanOptions};
