@@ -107,6 +107,16 @@ async fn metrics(url: &str) -> String {
 }
 
 /// The value of the sample `name` carrying every label of `labels` (`k="v"`).
+/// Rows the scanner read again for links, summed over every linked type.
+fn relinked_rows(text: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with("sgcache_scanner_rows_fetched_total{") && l.contains("scan=\"links\"")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().find_map(|l| {
         let (series, value) = l.rsplit_once(' ')?;
@@ -230,6 +240,7 @@ async fn follower_and_scanner_metrics_move_with_their_work() {
         .unwrap_or(0.0)
     };
     let before = incremental(&metrics(&w.scanner_url).await);
+    let links_before = relinked_rows(&metrics(&w.scanner_url).await);
     update(
         &env.silent,
         "Shot",
@@ -237,10 +248,11 @@ async fn follower_and_scanner_metrics_move_with_their_work() {
         json!({"description": "scanned, no event"}),
     )
     .await;
+    // ...and the rows the shot links to are read again (`scan="links"`).
     until_metrics(
         &w.scanner_url,
-        "incremental scan counted the silent write",
-        |m| incremental(m) > before,
+        "incremental scan counted the silent write and read its link targets again",
+        |m| incremental(m) > before && relinked_rows(m) > links_before,
     )
     .await;
 

@@ -549,7 +549,8 @@ impl PageCtx {
         tx.commit().await?;
         if !revived.is_empty() {
             // The rows they link to were read while they were hidden from them.
-            super::relink::refresh_link_targets(db, &self.reader, &state, ty, &revived).await?;
+            super::relink::refresh_link_targets(db, &self.reader, &state, ty, &revived, &self.obs)
+                .await?;
         }
         self.obs.rows(ty, ScanKind::Full, n, written);
         if !req.finalize.is_empty() {

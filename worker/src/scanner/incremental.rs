@@ -84,7 +84,7 @@ pub async fn scan_changed(
             );
             obs.heartbeat.beat();
             if !changed.is_empty() {
-                refresh_link_targets(db, reader, &state, entity_type, &changed).await?;
+                refresh_link_targets(db, reader, &state, entity_type, &changed, obs).await?;
             }
             read += rows.len() as u64;
             if !full {

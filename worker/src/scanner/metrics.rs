@@ -20,7 +20,8 @@ pub struct TypeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RowLabels {
     pub entity_type: String,
-    /// `incremental` (rows whose `updated_at` moved) or `full` (backfills, `--full`).
+    /// `incremental` (rows whose `updated_at` moved), `full` (backfills, `--full`) or `links`
+    /// (rows read again because a row linking to them changed or came back: `relink`).
     pub scan: String,
 }
 
@@ -34,6 +35,7 @@ pub struct OutcomeLabels {
 pub enum ScanKind {
     Incremental,
     Full,
+    Links,
 }
 
 impl ScanKind {
@@ -41,6 +43,7 @@ impl ScanKind {
         match self {
             ScanKind::Incremental => "incremental",
             ScanKind::Full => "full",
+            ScanKind::Links => "links",
         }
     }
 }

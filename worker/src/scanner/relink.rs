@@ -15,6 +15,7 @@ use sgcache::sql::Tx;
 use sgcache::storage::retired_ids;
 
 use super::backfill::ScanError;
+use super::metrics::{ScanKind, ScannerMetrics};
 use crate::sync::site_reader::SiteReader;
 use crate::sync::write::{link_targets, write_read};
 
@@ -34,23 +35,24 @@ pub(crate) async fn back_to_life<'a>(
         .collect())
 }
 
-/// Reads again and writes the rows `records` link to; see [`link_targets`]. Returns the rows
-/// read.
+/// Reads again and writes the rows `records` link to; see [`link_targets`]. Counted as
+/// `scan="links"` in the scanner's row metrics.
 pub(crate) async fn refresh_link_targets(
     db: &sgcache::sql::Db,
     reader: &SiteReader,
     state: &DbState,
     entity_type: &str,
     records: &[&Value],
-) -> Result<u64, ScanError> {
-    let mut n = 0;
+    obs: &ScannerMetrics,
+) -> Result<(), ScanError> {
     for (ty, ids) in link_targets(state, entity_type, records) {
         let fields: Vec<String> = state.live_fields(&ty).map(|(f, _)| f.clone()).collect();
         let (active, retired) = reader.fetch_ids(&ty, &fields, &ids).await?;
         let mut tx = db.begin().await?;
-        write_read(&mut tx, state, &ty, &active, &retired).await?;
+        let out = write_read(&mut tx, state, &ty, &active, &retired).await?;
         tx.commit().await?;
-        n += (active.len() + retired.len()) as u64;
+        let read = (active.len() + retired.len()) as u64;
+        obs.rows(&ty, ScanKind::Links, read, out.written);
     }
-    Ok(n)
+    Ok(())
 }
