@@ -307,18 +307,18 @@ impl Gate {
     /// Ok when calls may go to the pool: the address is open, or a probe (at most one per
     /// backoff step) just found a writable primary there.
     pub async fn admit(&self, options: &PgConnectOptions) -> Result<(), sqlx::Error> {
-        let due = match &self.lock().closed {
+        match self.probe_due() {
             None => return Ok(()),
-            Some(c) => c.retry_at <= Instant::now(),
-        };
-        if !due {
-            return Err(self.refusal());
+            Some(false) => return Err(self.refusal()),
+            Some(true) => {}
         }
         let _one = self.probing.lock().await;
-        match &self.lock().closed {
-            None => return Ok(()), // another caller's probe opened it
-            Some(c) if c.retry_at > Instant::now() => return Err(self.refusal()),
-            Some(_) => {}
+        // While this caller waited, another's probe may have opened the address, or found it
+        // still closed and put the next probe off.
+        match self.probe_due() {
+            None => return Ok(()),
+            Some(false) => return Err(self.refusal()),
+            Some(true) => {}
         }
         match tokio::time::timeout(PROBE_TIMEOUT, probe(options)).await {
             Ok(Ok(())) => {
@@ -345,6 +345,18 @@ impl Gate {
                 Err(timed_out(PROBE_TIMEOUT))
             }
         }
+    }
+
+    /// None while the address is open; otherwise whether a probe is due. The state's lock is
+    /// released when this returns. (A `match` on `self.lock()` keeps the lock for its arms,
+    /// and [`Gate::refusal`] in an arm took it a second time, which a `std` mutex never
+    /// grants: two callers meeting in `admit` during a failover froze every runtime thread of
+    /// `sgcache-worker all`.)
+    fn probe_due(&self) -> Option<bool> {
+        self.lock()
+            .closed
+            .as_ref()
+            .map(|c| c.retry_at <= Instant::now())
     }
 
     fn refusal(&self) -> sqlx::Error {
@@ -410,6 +422,48 @@ pub async fn identity(conn: &mut PgConnection) -> Result<ServerIdentity, sqlx::E
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A caller that waited for another's probe, which found the address still closed, is
+    /// refused at once. It used to take the gate's lock a second time while holding it (a
+    /// deadlock: the thread never returned). Run on a thread of its own so that a deadlock
+    /// fails the test instead of hanging it.
+    #[test]
+    fn a_caller_that_waited_for_a_failed_probe_is_refused() {
+        let opts = connect_options(
+            "postgres://u@127.0.0.1:1/gate_waiter_test",
+            &PgLimits::WORKER,
+        )
+        .unwrap();
+        let gate = Gate::of(&opts);
+        gate.close(NotWritable::InRecovery);
+        gate.lock().closed.as_mut().unwrap().retry_at = Instant::now();
+        let (send, answer) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let refused = rt.block_on(async {
+                // Another caller is probing: this one waits for it.
+                let other = gate.probing.lock().await;
+                let waiter = {
+                    let (gate, opts) = (gate.clone(), opts.clone());
+                    tokio::spawn(async move { gate.admit(&opts).await })
+                };
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Its probe found a standby: the next one is put off.
+                gate.close(NotWritable::InRecovery);
+                drop(other);
+                waiter.await.unwrap()
+            });
+            let _ = send.send(refused.map_err(|e| e.to_string()));
+        });
+        let refused = answer
+            .recv_timeout(Duration::from_secs(20))
+            .expect("admit never returned (the gate's lock taken twice)");
+        let why = refused.expect_err("refused until the next probe is due");
+        assert!(why.contains("standby"), "{why}");
+    }
 
     #[test]
     fn the_call_bound_follows_the_last_statement_timeout() {
