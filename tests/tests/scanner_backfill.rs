@@ -202,14 +202,8 @@ async fn a_type_without_updated_at_is_backfilled_and_does_not_stop_the_scans() {
     assert_eq!(row.1.get("content"), Some(&json!("first")));
     // An incremental round reaches Shot, which comes after Reply.
     let mark = chrono::Utc::now().timestamp_millis();
-    let scanned = eventually(Duration::from_secs(30), || async {
-        let at = sgcache::storage::last_scan_start(&env.db.db, "Shot")
-            .await
-            .unwrap();
-        at.is_some_and(|t| t >= mark)
-    })
-    .await;
-    assert!(scanned.is_some(), "no incremental scan of Shot completed");
+    let scanned = shots_scanned_since(&env, mark, Duration::from_secs(30)).await;
+    assert!(scanned, "no incremental scan of Shot completed");
     let diffs = compare(&env).await;
     assert!(diffs.is_empty(), "cache differs from the site: {diffs:?}");
     stop.cancel();
@@ -273,18 +267,25 @@ async fn diffs_after_a_scan_of_shots(env: &Env) -> Vec<String> {
     let mark = chrono::Utc::now().timestamp_millis();
     let stop = CancellationToken::new();
     let scanner = spawn_scanner(env, &stop);
-    let scanned = eventually(Duration::from_secs(30), || async {
+    let scanned = shots_scanned_since(env, mark, Duration::from_secs(30)).await;
+    assert!(scanned, "no incremental scan of Shot completed");
+    let diffs = compare(env).await;
+    stop.cancel();
+    scanner.await.unwrap();
+    diffs
+}
+
+/// Waits (at most `within`) until a scan of Shot that started at `mark` or later has
+/// completed; whether one did.
+async fn shots_scanned_since(env: &Env, mark: i64, within: Duration) -> bool {
+    eventually(within, || async {
         let at = sgcache::storage::last_scan_start(&env.db.db, "Shot")
             .await
             .unwrap();
         at.is_some_and(|t| t >= mark)
     })
-    .await;
-    assert!(scanned.is_some(), "no incremental scan of Shot completed");
-    let diffs = compare(env).await;
-    stop.cancel();
-    scanner.await.unwrap();
-    diffs
+    .await
+    .is_some()
 }
 
 /// Changes the shot's code as the script that makes no events.
@@ -415,16 +416,10 @@ async fn a_resumed_backfill_counts_from_its_first_start() {
     let mark = chrono::Utc::now().timestamp_millis();
     let stop = CancellationToken::new();
     let scanner = spawn_scanner(&env, &stop);
-    let scanned = eventually(Duration::from_secs(60), || async {
-        let at = sgcache::storage::last_scan_start(&env.db.db, "Shot")
-            .await
-            .unwrap();
-        at.is_some_and(|t| t >= mark)
-    })
-    .await;
+    let scanned = shots_scanned_since(&env, mark, Duration::from_secs(60)).await;
     stop.cancel();
     scanner.await.unwrap();
-    assert!(scanned.is_some(), "no incremental scan after the backfill");
+    assert!(scanned, "no incremental scan after the backfill");
     // The rest of the backfill (about 40 reads here: pages of 10, active and retired rows) and
     // one scan of what changed since its first part began (2 reads: nothing changed). Measured:
     // 43 reads; 72 when the first scan after a resumed backfill read the whole type again.
