@@ -147,22 +147,42 @@ fn config(a: Args) -> anyhow::Result<SimConfig> {
     Ok(c)
 }
 
-async fn stop_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT, listened for from the moment this is built: a signal that comes
+/// right after the URL is printed (what a supervisor or test does) must stop the site, not
+/// kill it before the handler exists.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let streams = signal(SignalKind::terminate())
+                .and_then(|t| Ok((t, signal(SignalKind::interrupt())?)))
+                .ok();
+            StopSignals { streams }
         }
+        #[cfg(not(unix))]
+        StopSignals {}
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        match self.streams {
+            Some((mut term, mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            }
+            None => std::future::pending().await,
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 #[tokio::main]
@@ -176,13 +196,14 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let listen = args.listen;
+    let stop = StopSignals::install();
     let handle = shotgun_sim::start(config(args)?, listen).await?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}", serde_json::json!({ "listening": handle.url() }))?;
         out.flush()?;
     }
-    stop_signal().await;
+    stop.wait().await;
     tracing::info!("stopping");
     handle.shutdown().await;
     Ok(())
