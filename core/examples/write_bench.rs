@@ -47,8 +47,16 @@ async fn main() -> anyhow::Result<()> {
                     "assets": [{"type": "Asset", "id": id % 97, "name": "a"}]})
             })
             .collect();
+        let at = storage::read_mark(&db).await?;
         let mut tx = db.begin().await?;
-        storage::upsert_entities(&mut tx, &state, "Shot", &records, WriteSource::Scan).await?;
+        storage::upsert_entities(
+            &mut tx,
+            &state,
+            "Shot",
+            &records,
+            WriteSource::Read { at, retired: false },
+        )
+        .await?;
         tx.commit().await?;
     }
     let secs = start.elapsed().as_secs_f64();

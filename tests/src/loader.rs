@@ -26,6 +26,7 @@ pub async fn load_all(db: &Db, site: &SiteClient) -> anyhow::Result<u64> {
         for retired in [false, true] {
             let mut page = 1;
             loop {
+                let at = storage::read_mark(db).await?;
                 let results = site
                     .call(
                         "read",
@@ -42,18 +43,9 @@ pub async fn load_all(db: &Db, site: &SiteClient) -> anyhow::Result<u64> {
                     .await?;
                 let rows = results["entities"].as_array().cloned().unwrap_or_default();
                 let mut tx = db.begin().await?;
-                let out = storage::upsert_entities(
-                    &mut tx,
-                    &state,
-                    entity_type,
-                    &rows,
-                    WriteSource::Scan,
-                )
-                .await?;
-                if retired {
-                    let ids: Vec<i64> = rows.iter().filter_map(|r| r["id"].as_i64()).collect();
-                    storage::retire(&mut tx, &state, entity_type, &ids, WriteSource::Scan).await?;
-                }
+                let source = WriteSource::Read { at, retired };
+                let out =
+                    storage::upsert_entities(&mut tx, &state, entity_type, &rows, source).await?;
                 tx.commit().await?;
                 written += out.written;
                 if results["paging_info"]["has_next_page"] != Value::Bool(true) {

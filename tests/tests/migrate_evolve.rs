@@ -58,15 +58,22 @@ async fn evolve(url: &str, db: &Db) {
     migrate_ok(&v1, url, &[]);
     // Rows written through the real write path, as a scan would.
     let state = storage::read_state(db).await.unwrap();
+    let at = storage::read_mark(db).await.unwrap();
     let mut tx = db.begin().await.unwrap();
     let records = [
         json!({"type": "Shot", "id": 1, "code": "sh010", "sg_status_list": "ip",
                "assets": [{"type": "Asset", "id": 7, "name": "a"}, {"type": "Asset", "id": 3, "name": "b"}]}),
         json!({"type": "Shot", "id": 2, "code": "sh020", "sg_status_list": "wtg", "assets": []}),
     ];
-    storage::upsert_entities(&mut tx, &state, "Shot", &records, WriteSource::Scan)
-        .await
-        .unwrap();
+    storage::upsert_entities(
+        &mut tx,
+        &state,
+        "Shot",
+        &records,
+        WriteSource::Read { at, retired: false },
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     let mut tx = db.begin().await.unwrap();
     let ready = sgcache::plan::FieldState::Ready;

@@ -27,11 +27,18 @@ async fn rebuild(db: &Db) {
     let yaml = "entities:\n  - {type: Shot, fields: [code, sg_cut_in]}\n  - {type: Step, fields: [code]}\n";
     migrate(db, yaml, &site, false).await;
     let state = storage::read_state(db).await.unwrap();
+    let at = storage::read_mark(db).await.unwrap();
     let mut tx = db.begin().await.unwrap();
     let rec = json!({"type": "Shot", "id": 1, "code": "sh010", "sg_cut_in": 1001});
-    storage::upsert_entities(&mut tx, &state, "Shot", &[rec], WriteSource::Scan)
-        .await
-        .unwrap();
+    storage::upsert_entities(
+        &mut tx,
+        &state,
+        "Shot",
+        &[rec],
+        WriteSource::Read { at, retired: false },
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
 
     let field = site
@@ -104,11 +111,18 @@ async fn a_statement_prepared_before_a_rebuild_still_runs_on_postgres() {
     let yaml = "entities:\n  - {type: Shot, fields: [code, sg_cut_in]}\n";
     migrate(&t.db, yaml, &site, false).await;
     let state = storage::read_state(&t.db).await.unwrap();
+    let at = storage::read_mark(&t.db).await.unwrap();
     let mut tx = t.db.begin().await.unwrap();
     let rec = json!({"type": "Shot", "id": 1, "code": "sh010", "sg_cut_in": 1001});
-    storage::upsert_entities(&mut tx, &state, "Shot", &[rec], WriteSource::Scan)
-        .await
-        .unwrap();
+    storage::upsert_entities(
+        &mut tx,
+        &state,
+        "Shot",
+        &[rec],
+        WriteSource::Read { at, retired: false },
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     // One connection, so the second run meets the statement the first one kept.
     let one = Db::connect(&t.url, 1).await.unwrap();

@@ -33,6 +33,16 @@ async fn setup(db: &Db) -> DbState {
     storage::read_state(db).await.unwrap()
 }
 
+/// A read of the site that begins now (a scan's page, as the scanner writes it).
+async fn read_now(db: &Db) -> WriteSource {
+    read_now_as(db, false).await
+}
+
+async fn read_now_as(db: &Db, retired: bool) -> WriteSource {
+    let at = storage::read_mark(db).await.unwrap();
+    WriteSource::Read { at, retired }
+}
+
 async fn write(
     db: &Db,
     state: &DbState,
@@ -127,7 +137,7 @@ async fn every_kind_round_trips(db: &Db, state: &DbState) {
         "entity": {"type": "Shot", "id": 12, "name": "sh010"},
         "playlists": [playlist(3), playlist(1), playlist(2)], "sg_status_list": "rev",
         "image": "https://signed/url", "not_a_field": 1});
-    let out = write(db, state, "Version", &[v], WriteSource::Scan)
+    let out = write(db, state, "Version", &[v], read_now(db).await)
         .await
         .unwrap();
     assert_eq!(
@@ -149,7 +159,7 @@ async fn every_kind_round_trips(db: &Db, state: &DbState) {
     // Nulls and a partial record: only present fields change; links replaced.
     let v = json!({"type": "Version", "id": 1, "sg_first_frame": null, "entity": null,
                    "flagged": false, "playlists": [playlist(2)]});
-    write(db, state, "Version", &[v], WriteSource::Scan)
+    write(db, state, "Version", &[v], read_now(db).await)
         .await
         .unwrap();
     let row = version_row(db, 1).await;
@@ -165,7 +175,7 @@ async fn every_kind_round_trips(db: &Db, state: &DbState) {
         state,
         "Version",
         &[json!({"type": "Version", "id": 9, "code": "v9"})],
-        WriteSource::Scan,
+        read_now(db).await,
     )
     .await
     .unwrap();
@@ -175,7 +185,7 @@ async fn every_kind_round_trips(db: &Db, state: &DbState) {
         state,
         "Version",
         &[json!({"type": "Version", "id": 1, "flagged": null})],
-        WriteSource::Scan,
+        read_now(db).await,
     )
     .await
     .unwrap();
@@ -203,7 +213,7 @@ async fn every_kind_round_trips(db: &Db, state: &DbState) {
 async fn updated_at_guard(db: &Db, state: &DbState) {
     let rec = |code: &str, at: &str, pl: i64| json!({"type": "Version", "id": 2, "code": code, "updated_at": at, "playlists": [playlist(pl)]});
     let w = |r| async move {
-        write(db, state, "Version", &[r], WriteSource::Scan)
+        write(db, state, "Version", &[r], read_now(db).await)
             .await
             .unwrap()
     };
@@ -389,7 +399,7 @@ async fn bad_records_write_nothing(db: &Db, state: &DbState) {
             state,
             "Version",
             &[good.clone(), bad.clone()],
-            WriteSource::Scan,
+            read_now(db).await,
         )
         .await
         .unwrap_err();
@@ -398,7 +408,7 @@ async fn bad_records_write_nothing(db: &Db, state: &DbState) {
             .await
             .is_empty());
     }
-    let err = write(db, state, "Shot", &[good], WriteSource::Scan)
+    let err = write(db, state, "Shot", &[good], read_now(db).await)
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::NotCached(_)), "{err}");
@@ -408,17 +418,19 @@ async fn retire_and_revive(db: &Db, state: &DbState) {
     let recs: Vec<Value> = (100..110)
         .map(|id| json!({"type": "Version", "id": id}))
         .collect();
-    write(db, state, "Version", &recs, WriteSource::Scan)
+    write(db, state, "Version", &recs, read_now(db).await)
         .await
         .unwrap();
+    let at = storage::read_mark(db).await.unwrap();
     let mut tx = db.begin().await.unwrap();
     // A scan page covering (100, 105] saw 101, 103, 105: 102 and 104 are gone.
-    let n = storage::retire_missing(&mut tx, state, "Version", 100, Some(105), &[101, 103, 105])
+    let seen = [101, 103, 105];
+    let n = storage::retire_missing(&mut tx, state, "Version", (100, Some(105)), &seen, at)
         .await
         .unwrap();
     assert_eq!(n, 2);
     assert_eq!(
-        storage::revive(&mut tx, state, "Version", &[104], WriteSource::Scan)
+        storage::revive(&mut tx, state, "Version", &[104], WriteSource::WriteThrough)
             .await
             .unwrap(),
         1
@@ -436,7 +448,7 @@ async fn retire_and_revive(db: &Db, state: &DbState) {
         state,
         "Version",
         &[json!({"type": "Version", "id": 102})],
-        WriteSource::Scan,
+        read_now(db).await,
     )
     .await
     .unwrap();
@@ -445,6 +457,136 @@ async fn retire_and_revive(db: &Db, state: &DbState) {
             .await
             .is_empty()
     );
+}
+
+/// A read's rows never undo a write made after the read began: the site's `updated_at` has
+/// whole seconds and a delete answered through the proxy records none, so the guard also asks
+/// whether the row was written since (`_cached_at` against the read's mark, both on the
+/// database's clock). The compat battery met the first case: a shot deleted through the proxy
+/// came back live from a scan page read just before the delete.
+async fn reads_never_undo_later_writes(db: &Db, state: &DbState) {
+    let t = "2024-05-02T09:14:07Z";
+    let rec =
+        |id: i64, code: &str| json!({"type": "Version", "id": id, "code": code, "updated_at": t});
+    let retired = |id: i64| async move {
+        select(db, &format!("SELECT _retired FROM version WHERE id = {id}"))
+            .await
+            .first()
+            .map(|r| matches!(r[0], SqlValue::Bool(true) | SqlValue::Int(1)))
+            .unwrap()
+    };
+    write(db, state, "Version", &[rec(300, "a")], read_now(db).await)
+        .await
+        .unwrap();
+
+    // Read live, then deleted through the proxy, then the read is written: still retired.
+    let before_delete = read_now(db).await;
+    let mut tx = db.begin().await.unwrap();
+    storage::retire(&mut tx, state, "Version", &[300], WriteSource::WriteThrough)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    write(db, state, "Version", &[rec(300, "a")], before_delete)
+        .await
+        .unwrap();
+    assert!(
+        retired(300).await,
+        "a read from before the delete revived the row"
+    );
+    // A read begun after the delete that finds it live again (revived since) is news.
+    write(db, state, "Version", &[rec(300, "a")], read_now(db).await)
+        .await
+        .unwrap();
+    assert!(!retired(300).await);
+
+    // Read retired, then revived through the proxy: the read does not retire it again.
+    let before_revive = read_now_as(db, true).await;
+    let mut tx = db.begin().await.unwrap();
+    storage::retire(&mut tx, state, "Version", &[300], WriteSource::WriteThrough)
+        .await
+        .unwrap();
+    storage::revive(&mut tx, state, "Version", &[300], WriteSource::WriteThrough)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    write(db, state, "Version", &[rec(300, "a")], before_revive)
+        .await
+        .unwrap();
+    assert!(
+        !retired(300).await,
+        "a read from before the revive retired the row"
+    );
+
+    // Two writes within one second of the site: the one written after the read began keeps
+    // its value against the read's (same `updated_at`)...
+    let before_update = read_now(db).await;
+    write(
+        db,
+        state,
+        "Version",
+        &[rec(300, "b")],
+        WriteSource::WriteThrough,
+    )
+    .await
+    .unwrap();
+    let out = write(db, state, "Version", &[rec(300, "a")], before_update)
+        .await
+        .unwrap();
+    assert_eq!((out.written, out.skipped), (0, 1));
+    assert_eq!(code(db, 300).await, "b");
+    // ...and a record with a newer `updated_at` is newer whenever it was read.
+    let newer =
+        json!({"type": "Version", "id": 300, "code": "c", "updated_at": "2024-05-02T09:14:08Z"});
+    let before_other = read_now(db).await;
+    write(
+        db,
+        state,
+        "Version",
+        &[rec(300, "b")],
+        WriteSource::WriteThrough,
+    )
+    .await
+    .unwrap();
+    write(db, state, "Version", &[newer], before_other)
+        .await
+        .unwrap();
+    assert_eq!(code(db, 300).await, "c");
+
+    // A full scan page read before a revive does not retire the revived row as missing.
+    write(
+        db,
+        state,
+        "Version",
+        &[rec(301, "d"), rec(302, "e")],
+        read_now(db).await,
+    )
+    .await
+    .unwrap();
+    let mut tx = db.begin().await.unwrap();
+    storage::retire(&mut tx, state, "Version", &[302], WriteSource::WriteThrough)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let page_read = storage::read_mark(db).await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    storage::revive(&mut tx, state, "Version", &[302], WriteSource::WriteThrough)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    let n = storage::retire_missing(
+        &mut tx,
+        state,
+        "Version",
+        (300, Some(302)),
+        &[301],
+        page_read,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(n, 0);
+    assert!(!retired(302).await);
 }
 
 /// Text outside ASCII written into a column is recorded, so that the translator knows an
@@ -463,7 +605,7 @@ async fn non_ascii_text_is_recorded(db: &Db, state: &DbState) {
         state,
         "Task",
         &[json!({"type": "Task", "id": 900, "content": "plain"})],
-        WriteSource::Scan,
+        read_now(db).await,
     )
     .await
     .unwrap();
@@ -473,7 +615,7 @@ async fn non_ascii_text_is_recorded(db: &Db, state: &DbState) {
         state,
         "Task",
         &[json!({"type": "Task", "id": 901, "content": "Écluse"})],
-        WriteSource::Scan,
+        read_now(db).await,
     )
     .await
     .unwrap();
@@ -492,6 +634,7 @@ async fn all(db: &Db) {
     bad_records_write_nothing(db, &state).await;
     unstorable_values_keep_the_row(db, &state).await;
     retire_and_revive(db, &state).await;
+    reads_never_undo_later_writes(db, &state).await;
     backfill_start_is_kept_while_resuming(db).await;
 }
 

@@ -15,16 +15,53 @@ use super::{now_value, StorageError};
 use crate::ident;
 use crate::plan::DbState;
 use crate::schema::Storage;
-use crate::sql::{Sql, SqlValue, Tx};
+use crate::sql::{Db, Dialect, Sql, SqlValue, Tx};
 
 /// Bound values per statement: under SQLite's 32766 and PostgreSQL's 65535.
 const MAX_BINDS: usize = 30_000;
 
+/// When a read of the site began, on the clock of the cache database that `_cached_at` is
+/// written with ([`read_mark`]): what that read returned may be older than a row another
+/// writer changed since, which the site's `updated_at` (whole seconds, and untouched by a
+/// write-through `delete`) cannot always tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadMark(DateTime<Utc>);
+
+impl ReadMark {
+    fn value(self, dialect: Dialect) -> SqlValue {
+        match dialect {
+            Dialect::Postgres => SqlValue::DateTime(self.0),
+            Dialect::Sqlite => SqlValue::Text(super::format_micros(&self.0)),
+        }
+    }
+}
+
+/// The cache database's clock now, taken before a read of the site whose rows are written
+/// with [`WriteSource::Read`]. PostgreSQL's own clock, as every process writing the cache
+/// stamps `_cached_at` with it; SQLite's callers share this machine's clock.
+pub async fn read_mark(db: &Db) -> Result<ReadMark, StorageError> {
+    if db.dialect() == Dialect::Sqlite {
+        return Ok(ReadMark(Utc::now()));
+    }
+    let mut sql = db.sql();
+    sql.push("SELECT clock_timestamp()");
+    match db.fetch_all(&sql).await?.first().and_then(|r| r.first()) {
+        Some(SqlValue::DateTime(t)) => Ok(ReadMark(*t)),
+        other => Err(StorageError::Db(sqlx::Error::Protocol(format!(
+            "clock_timestamp() returned {other:?}"
+        )))),
+    }
+}
+
 /// Where the data of a write comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteSource {
-    /// A scan or backfill `read`: the rows are live on the site.
-    Scan,
+    /// Rows a `read` of the site returned (a scan, the follower's fetch, a refresh), live or
+    /// `retired` as that read asked, the read having begun `at`. Such a row is one instant's
+    /// view: it never changes a row another writer changed after that instant unless its
+    /// `updated_at` is newer, and never changes the retired flag of such a row (a delete
+    /// answered through the proxy while the read was on its way back).
+    Read { at: ReadMark, retired: bool },
     /// The proxy forwarded a create/update and writes the site's answer: the rows are live.
     WriteThrough,
     /// An EventLogEntry: applied once; replays (id <= `_last_event_id`) are no-ops.
@@ -242,13 +279,13 @@ impl Group<'_> {
         }
         match self.source {
             WriteSource::Event { .. } => cols.push("_last_event_id".into()),
-            // A read or a write answer only returns live rows.
-            WriteSource::Scan | WriteSource::WriteThrough => cols.push("_retired".into()),
+            WriteSource::Read { .. } | WriteSource::WriteThrough => cols.push("_retired".into()),
         }
         cols
     }
 
-    fn row_values(&self, row: &Row, now: &SqlValue) -> Vec<SqlValue> {
+    /// A row's values in [`Self::columns`] order; `None` is `_cached_at`, the database's clock.
+    fn row_values(&self, row: &Row) -> Vec<Option<SqlValue>> {
         let mut vals = vec![SqlValue::Int(row.id)];
         for (name, storage) in &self.fields {
             match (storage, &row.values[*name]) {
@@ -258,21 +295,23 @@ impl Group<'_> {
                 (_, Converted::Links(_)) => {}
             }
         }
-        vals.push(now.clone());
+        let mut vals: Vec<Option<SqlValue>> = vals.into_iter().map(Some).collect();
+        vals.push(None);
         if let Some(t) = row.updated_at {
-            vals.push(SqlValue::DateTime(t));
+            vals.push(Some(SqlValue::DateTime(t)));
         }
-        match self.source {
-            WriteSource::Event { event_id } => vals.push(SqlValue::Int(event_id)),
-            WriteSource::Scan | WriteSource::WriteThrough => vals.push(SqlValue::Bool(false)),
-        }
+        vals.push(Some(match self.source {
+            WriteSource::Event { event_id } => SqlValue::Int(event_id),
+            WriteSource::Read { retired, .. } => SqlValue::Bool(retired),
+            // A write's answer is the live row.
+            WriteSource::WriteThrough => SqlValue::Bool(false),
+        }));
         vals
     }
 
     async fn write(&self, tx: &mut Tx, rows: &[&Row]) -> Result<u64, StorageError> {
         let table = ident::table_name(self.entity_type);
         let cols = self.columns();
-        let now = now_value(tx.dialect());
         let mut written = Vec::new();
         for chunk in rows.chunks((MAX_BINDS / cols.len()).max(1)) {
             let mut sql = tx.sql();
@@ -281,11 +320,16 @@ impl Group<'_> {
             sql.push(") VALUES ");
             for (i, row) in chunk.iter().enumerate() {
                 sql.push(if i == 0 { "(" } else { ", (" });
-                for (j, v) in self.row_values(row, &now).into_iter().enumerate() {
+                for (j, v) in self.row_values(row).into_iter().enumerate() {
                     if j > 0 {
                         sql.push(", ");
                     }
-                    sql.push_bind(v);
+                    match v {
+                        Some(v) => {
+                            sql.push_bind(v);
+                        }
+                        None => push_now(&mut sql),
+                    }
                 }
                 sql.push(")");
             }
@@ -310,37 +354,101 @@ impl Group<'_> {
         Ok(written.len() as u64)
     }
 
-    /// `ON CONFLICT (id) DO UPDATE SET … WHERE <guards> RETURNING id`.
+    /// `ON CONFLICT (id) DO UPDATE SET … WHERE <guards> RETURNING id`: the row is only
+    /// overwritten by data at least as new (docs/storage.md, "Entity writes").
     fn push_conflict_clause(&self, sql: &mut Sql, table: &str, cols: &[String]) {
+        let mark = match self.source {
+            WriteSource::Read { at, .. } => Some(at.value(sql.dialect)),
+            _ => None,
+        };
         sql.push(" ON CONFLICT (\"id\") DO UPDATE SET ");
         for (i, c) in cols.iter().skip(1).enumerate() {
             if i > 0 {
                 sql.push(", ");
             }
-            sql.push_ident(c).push(" = excluded.").push_ident(c);
+            sql.push_ident(c).push(" = ");
+            match &mark {
+                // A read never flips the flag of a row written since it began (a delete or
+                // revive answered through the proxy meanwhile).
+                Some(mark) if c == "_retired" => {
+                    sql.push("CASE WHEN ");
+                    push_written_since(sql, table, mark.clone());
+                    sql.push(" THEN ")
+                        .push_ident(table)
+                        .push(".\"_retired\" ELSE excluded.\"_retired\" END");
+                }
+                _ => {
+                    sql.push("excluded.").push_ident(c);
+                }
+            }
         }
-        // (column, comparison): the row is only overwritten by data at least as new.
-        let mut guards = Vec::new();
-        if self.has_updated_at {
-            guards.push(("_updated_at_seen", " <= excluded."));
+        let seen = |sql: &mut Sql| {
+            sql.push_ident(table).push(".\"_updated_at_seen\"");
+        };
+        let mut first = true;
+        let mut and = |sql: &mut Sql| {
+            sql.push(if first { " WHERE (" } else { ") AND (" });
+            first = false;
+        };
+        match (self.has_updated_at, &mark) {
+            (true, None) => {
+                and(sql);
+                seen(sql);
+                sql.push(" IS NULL OR ");
+                seen(sql);
+                sql.push(" <= excluded.\"_updated_at_seen\"");
+            }
+            // Newer than the row, or as new (the site's seconds cannot order two writes within
+            // one) and nobody wrote the row since the read began.
+            (true, Some(mark)) => {
+                and(sql);
+                seen(sql);
+                sql.push(" IS NULL OR ");
+                seen(sql);
+                sql.push(" < excluded.\"_updated_at_seen\" OR (");
+                seen(sql);
+                sql.push(" = excluded.\"_updated_at_seen\" AND NOT ");
+                push_written_since(sql, table, mark.clone());
+                sql.push(")");
+            }
+            (false, Some(mark)) => {
+                and(sql);
+                sql.push("NOT ");
+                push_written_since(sql, table, mark.clone());
+            }
+            (false, None) => {}
         }
         if matches!(self.source, WriteSource::Event { .. }) {
-            guards.push(("_last_event_id", " < excluded."));
+            and(sql);
+            sql.push_ident(table)
+                .push(".\"_last_event_id\" IS NULL OR ")
+                .push_ident(table)
+                .push(".\"_last_event_id\" < excluded.\"_last_event_id\"");
         }
-        for (i, (column, cmp)) in guards.into_iter().enumerate() {
-            sql.push(if i == 0 { " WHERE (" } else { " AND (" })
-                .push_ident(table)
-                .push(".")
-                .push_ident(column)
-                .push(" IS NULL OR ")
-                .push_ident(table)
-                .push(".")
-                .push_ident(column)
-                .push(cmp)
-                .push_ident(column)
-                .push(")");
+        if !first {
+            sql.push(")");
         }
         sql.push(" RETURNING \"id\"");
+    }
+}
+
+/// `table."_cached_at" > mark`: another writer changed the row after a read began.
+fn push_written_since(sql: &mut Sql, table: &str, mark: SqlValue) {
+    sql.push_ident(table)
+        .push(".\"_cached_at\" > ")
+        .push_bind(mark);
+}
+
+/// The value of `_cached_at`: PostgreSQL's clock, which every process writing the cache
+/// shares (a [`ReadMark`] is compared with it); this machine's on SQLite.
+fn push_now(sql: &mut Sql) {
+    match sql.dialect {
+        Dialect::Postgres => {
+            sql.push("clock_timestamp()");
+        }
+        Dialect::Sqlite => {
+            sql.push_bind(now_value(Dialect::Sqlite));
+        }
     }
 }
 
@@ -440,14 +548,23 @@ async fn set_retired(
     let mut changed = 0;
     for chunk in ids.chunks(MAX_BINDS) {
         let mut sql = retired_flag_update(tx, &table, retired);
-        if let WriteSource::Event { event_id } = source {
-            sql.push(", \"_last_event_id\" = ")
-                .push_bind(SqlValue::Int(event_id));
-            sql.push(" WHERE (\"_last_event_id\" IS NULL OR \"_last_event_id\" < ")
-                .push_bind(SqlValue::Int(event_id))
-                .push(") AND ");
-        } else {
-            sql.push(" WHERE ");
+        match source {
+            WriteSource::Event { event_id } => {
+                sql.push(", \"_last_event_id\" = ")
+                    .push_bind(SqlValue::Int(event_id));
+                sql.push(" WHERE (\"_last_event_id\" IS NULL OR \"_last_event_id\" < ")
+                    .push_bind(SqlValue::Int(event_id))
+                    .push(") AND ");
+            }
+            // What a read found is not news about a row written since it began.
+            WriteSource::Read { at, .. } => {
+                sql.push(" WHERE NOT ");
+                push_written_since(&mut sql, &table, at.value(tx.dialect()));
+                sql.push(" AND ");
+            }
+            WriteSource::WriteThrough => {
+                sql.push(" WHERE ");
+            }
         }
         sql.push("\"id\" IN (");
         sql.push_id_list(chunk);
@@ -458,15 +575,16 @@ async fn set_retired(
 }
 
 /// After a full scan page covering ids in `(after_id, through_id]` (no upper bound when
-/// `None`) returned `seen`, marks the live rows of that range it did not return as retired.
-/// `seen` is one page, at most 30,000 ids. Returns the rows retired.
+/// `None`), read from `read_at`, returned `seen`, marks the live rows of that range it did not
+/// return as retired, except rows written since the read began (a revive answered through the
+/// proxy meanwhile). `seen` is one page, at most 30,000 ids. Returns the rows retired.
 pub async fn retire_missing(
     tx: &mut Tx,
     state: &DbState,
     entity_type: &str,
-    after_id: i64,
-    through_id: Option<i64>,
+    (after_id, through_id): (i64, Option<i64>),
     seen: &[i64],
+    read_at: ReadMark,
 ) -> Result<u64, StorageError> {
     let table = cached_table(state, entity_type)?;
     if seen.len() > MAX_BINDS {
@@ -478,7 +596,9 @@ pub async fn retire_missing(
     let mut sql = retired_flag_update(tx, &table, true);
     sql.push(" WHERE \"_retired\" = ")
         .push_bind(SqlValue::Bool(false))
-        .push(" AND \"id\" > ")
+        .push(" AND NOT ");
+    push_written_since(&mut sql, &table, read_at.value(tx.dialect()));
+    sql.push(" AND \"id\" > ")
         .push_bind(SqlValue::Int(after_id));
     if let Some(through) = through_id {
         sql.push(" AND \"id\" <= ")
@@ -500,8 +620,8 @@ pub(super) fn retired_flag_update(tx: &Tx, table: &str, retired: bool) -> Sql {
         .push_ident(table)
         .push(" SET \"_retired\" = ")
         .push_bind(SqlValue::Bool(retired))
-        .push(", \"_cached_at\" = ")
-        .push_bind(now_value(tx.dialect()));
+        .push(", \"_cached_at\" = ");
+    push_now(&mut sql);
     sql
 }
 

@@ -297,6 +297,8 @@ pub async fn apply_batch(
         }
     }
     let mut fetched_count = 0;
+    // What the follower reads never undoes a write made since (storage::WriteSource::Read).
+    let read_at = storage::read_mark(db).await?;
     for (ty, ids) in to_fetch {
         let fields: Vec<String> = state.live_fields(ty).map(|(n, _)| n.clone()).collect();
         let got = reader.fetch_ids(ty, &fields, &ids).await?;
@@ -342,7 +344,7 @@ pub async fn apply_batch(
     }
     let (mut written, mut unstorable) = (0, 0);
     for (ty, (active, retired)) in fetched.iter().chain(linked.iter().map(|(t, r)| (t, r))) {
-        let out = write_read(&mut tx, state, ty, active, retired).await?;
+        let out = write_read(&mut tx, state, ty, (active, retired), read_at).await?;
         written += out.written;
         unstorable += out.unstorable;
     }

@@ -67,6 +67,8 @@ pub async fn refresh(
         .collect();
     let mut n = 0;
     for chunk in ids.chunks(REFRESH_PAGE) {
+        // A refresh read overtaken by a delete or revive answered meanwhile leaves its flag.
+        let at = storage::read_mark(db).await?;
         let rows = read_from_site(state, auth, ty, &fields, chunk).await?;
         let seen: BTreeSet<i64> = rows.iter().filter_map(|r| r["id"].as_i64()).collect();
         let gone: Vec<i64> = chunk
@@ -75,10 +77,11 @@ pub async fn refresh(
             .filter(|i| !seen.contains(i))
             .collect();
         let mut tx = db.begin().await?;
-        let out = storage::upsert_entities(&mut tx, &dbstate, ty, &rows, WriteSource::WriteThrough)
-            .await?;
+        let live = WriteSource::Read { at, retired: false };
+        let out = storage::upsert_entities(&mut tx, &dbstate, ty, &rows, live).await?;
         if missing == Missing::Retire && !gone.is_empty() {
-            storage::retire(&mut tx, &dbstate, ty, &gone, WriteSource::WriteThrough).await?;
+            let gone_source = WriteSource::Read { at, retired: true };
+            storage::retire(&mut tx, &dbstate, ty, &gone, gone_source).await?;
         }
         tx.commit().await?;
         if out.unstorable > 0 {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sgcache::plan::FieldState;
 use sgcache::sql::Db;
-use sgcache::storage::{self, StorageError};
+use sgcache::storage::{self, ReadMark, StorageError};
 use tokio::sync::mpsc;
 
 use super::metrics::{ScanKind, ScannerMetrics};
@@ -78,6 +78,8 @@ struct Page {
     /// Time spent reading the active and the retired rows (for the phase timings).
     read_active: Duration,
     read_retired: Duration,
+    /// Taken before the page's first read: its rows never undo a write made since.
+    read_at: ReadMark,
 }
 
 fn last_id(rows: &[Value]) -> Option<i64> {
@@ -90,15 +92,17 @@ fn last_id(rows: &[Value]) -> Option<i64> {
 /// range are read at the same time as the next page's live rows (the site serves concurrent
 /// reads), so a page costs one round trip instead of two.
 async fn produce(
+    db: Db,
     reader: Arc<SiteReader>,
     req: ScanRequest,
     fields: Vec<String>,
-    tx: mpsc::Sender<Result<Page, ReadError>>,
+    tx: mpsc::Sender<Result<Page, ScanError>>,
 ) {
     let per = reader.page_size as usize;
     let active_after = |after: i64| {
-        let (reader, req, fields) = (&reader, &req, &fields);
+        let (db, reader, req, fields) = (&db, &reader, &req, &fields);
         async move {
+            let read_at = storage::read_mark(db).await?;
             let t = Instant::now();
             let rows = reader
                 .page_after(
@@ -110,7 +114,7 @@ async fn produce(
                     Liveness::Active,
                 )
                 .await?;
-            Ok::<_, ReadError>((rows, t.elapsed()))
+            Ok::<_, ScanError>((rows, t.elapsed(), read_at))
         }
     };
     let retired_in = |after: i64, through: Option<i64>| {
@@ -137,13 +141,13 @@ async fn produce(
                     break;
                 }
             }
-            Ok::<_, ReadError>((retired, t.elapsed()))
+            Ok::<_, ScanError>((retired, t.elapsed()))
         }
     };
     let mut cursor = req.start_after;
     let mut next = active_after(cursor).await;
     loop {
-        let (active, read_active) = match next {
+        let (active, read_active, read_at) = match next {
             Ok(a) => a,
             Err(e) => {
                 let _ = tx.send(Err(e)).await;
@@ -165,6 +169,7 @@ async fn produce(
             retired,
             read_active,
             read_retired,
+            read_at,
         });
         let is_err = page.is_err();
         if tx.send(page).await.is_err() || is_err {
@@ -216,12 +221,13 @@ async fn window_plan(
 
 /// Reads `(after, through]` (one window): live and retired rows at once.
 async fn read_window(
+    db: Db,
     reader: Arc<SiteReader>,
     ty: String,
     fields: Arc<Vec<String>>,
-    after: i64,
-    through: i64,
-) -> Result<Page, ReadError> {
+    (after, through): (i64, i64),
+) -> Result<Page, ScanError> {
+    let read_at = storage::read_mark(&db).await?;
     let timed = |liveness| {
         let (reader, ty, fields) = (&reader, &ty, &fields);
         async move {
@@ -240,6 +246,7 @@ async fn read_window(
         retired: retired.0,
         read_active: active.1,
         read_retired: retired.1,
+        read_at,
     })
 }
 
@@ -247,35 +254,36 @@ async fn read_window(
 /// newest id seen at the start; then keyset pages from there (rows created since, and the
 /// last page, which ends the scan).
 async fn produce_windows(
+    db: Db,
     reader: Arc<SiteReader>,
     req: ScanRequest,
     fields: Vec<String>,
     windows: Option<(i64, i64)>,
-    tx: mpsc::Sender<Result<Page, ReadError>>,
+    tx: mpsc::Sender<Result<Page, ScanError>>,
 ) {
     let mut cursor = req.start_after;
     if let Some((width, max_id)) = windows {
         let shared = Arc::new(fields.clone());
-        let mut reading: VecDeque<tokio::task::JoinHandle<Result<Page, ReadError>>> =
+        let mut reading: VecDeque<tokio::task::JoinHandle<Result<Page, ScanError>>> =
             VecDeque::new();
         let mut next = cursor;
         loop {
             while reading.len() < PARALLEL_WINDOWS && next < max_id {
                 reading.push_back(tokio::spawn(read_window(
+                    db.clone(),
                     reader.clone(),
                     req.entity_type.clone(),
                     shared.clone(),
-                    next,
-                    next + width,
+                    (next, next + width),
                 )));
                 next += width;
             }
             let Some(first) = reading.pop_front() else {
                 break;
             };
-            let page = first
-                .await
-                .unwrap_or_else(|e| Err(ReadError::BadAnswer(format!("window read failed: {e}"))));
+            let page = first.await.unwrap_or_else(|e| {
+                Err(ReadError::BadAnswer(format!("window read failed: {e}")).into())
+            });
             let failed = page.is_err();
             if let Ok(p) = &page {
                 cursor = p.through.unwrap_or(cursor);
@@ -292,7 +300,7 @@ async fn produce_windows(
         start_after: cursor,
         ..req
     };
-    produce(reader, req, fields, tx).await;
+    produce(db, reader, req, fields, tx).await;
 }
 
 /// Runs one full scan of a type.
@@ -325,6 +333,7 @@ pub async fn scan_type(
     let windows = window_plan(&reader, &req, total).await;
     tracing::debug!(entity_type = %ty, ?windows, "read plan (window width, id bound)");
     let producer = tokio::spawn(produce_windows(
+        db.clone(),
         reader.clone(),
         req.clone(),
         fields.clone(),
@@ -507,7 +516,8 @@ impl PageCtx {
         // Rows the cache has retired that the site has live again: a revival the follower
         // cannot see when it came without an event (see `relink`).
         let revived = super::relink::back_to_life(&mut tx, ty, &page.active).await?;
-        let written = write_read(&mut tx, &state, ty, &page.active, &page.retired)
+        let read = (page.active.as_slice(), page.retired.as_slice());
+        let written = write_read(&mut tx, &state, ty, read, page.read_at)
             .await?
             .written;
         let mut retired_missing = 0;
@@ -518,8 +528,9 @@ impl PageCtx {
                     .iter()
                     .filter_map(|r| r.get("id")?.as_i64())
                     .collect();
+                let range = (page.after, Some(through));
                 retired_missing =
-                    storage::retire_missing(&mut tx, &state, ty, page.after, Some(through), &seen)
+                    storage::retire_missing(&mut tx, &state, ty, range, &seen, page.read_at)
                         .await?;
             }
         }

@@ -48,6 +48,7 @@ pub async fn scan_changed(
     for liveness in [Liveness::Active, Liveness::Retired] {
         let mut cursor = 0;
         loop {
+            let read_at = storage::read_mark(db).await?;
             let rows = reader
                 .page_after(entity_type, &fields, cursor, None, &conditions, liveness)
                 .await?;
@@ -71,10 +72,11 @@ pub async fn scan_changed(
                 Liveness::Active if last.is_some() => rows.iter().collect(),
                 _ => Vec::new(),
             };
-            let out = match liveness {
-                Liveness::Active => write_read(&mut tx, &state, entity_type, &rows, &[]).await?,
-                Liveness::Retired => write_read(&mut tx, &state, entity_type, &[], &rows).await?,
+            let split: (&[Value], &[Value]) = match liveness {
+                Liveness::Active => (&rows, &[]),
+                Liveness::Retired => (&[], &rows),
             };
+            let out = write_read(&mut tx, &state, entity_type, split, read_at).await?;
             tx.commit().await?;
             obs.rows(
                 entity_type,

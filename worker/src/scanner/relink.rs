@@ -47,9 +47,10 @@ pub(crate) async fn refresh_link_targets(
 ) -> Result<(), ScanError> {
     for (ty, ids) in link_targets(state, entity_type, records) {
         let fields: Vec<String> = state.live_fields(&ty).map(|(f, _)| f.clone()).collect();
+        let read_at = sgcache::storage::read_mark(db).await?;
         let (active, retired) = reader.fetch_ids(&ty, &fields, &ids).await?;
         let mut tx = db.begin().await?;
-        let out = write_read(&mut tx, state, &ty, &active, &retired).await?;
+        let out = write_read(&mut tx, state, &ty, (&active, &retired), read_at).await?;
         tx.commit().await?;
         let read = (active.len() + retired.len()) as u64;
         obs.rows(&ty, ScanKind::Links, read, out.written);

@@ -1,46 +1,38 @@
 //! Writing records read from the site, shared by the scanner and the event follower. Writes go
-//! through `storage::upsert_entities`, whose guards keep newer rows; retired records are
-//! written like live ones and then flagged retired only where the row holds exactly that data
-//! or older, so a scan never retires a row the follower has since revived with newer data.
+//! through `storage::upsert_entities`, whose guards keep newer rows: a scan never retires a row
+//! the follower has since revived with newer data, and never revives one the proxy retired
+//! after the scan's read began.
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sgcache::plan::DbState;
 use sgcache::sql::Tx;
-use sgcache::storage::{
-    self, parse_date_time, set_retired_if_current, StorageError, WriteOutcome, WriteSource,
-};
+use sgcache::storage::{self, ReadMark, StorageError, WriteOutcome, WriteSource};
 
-/// Writes what a read returned: `active` rows live, `retired` rows retired.
+/// Writes what a read that began `read_at` returned: `active` rows live, `retired` rows
+/// retired, each only where the row holds that data or older and nobody wrote it since the
+/// read began, unless the record is newer (`storage::WriteSource::Read`).
 pub async fn write_read(
     tx: &mut Tx,
     state: &DbState,
     entity_type: &str,
-    active: &[Value],
-    retired: &[Value],
+    (active, retired): (&[Value], &[Value]),
+    read_at: ReadMark,
 ) -> Result<WriteOutcome, StorageError> {
     // Every record is stored: a value a column cannot hold makes its field unservable instead
     // (storage::upsert_entities), so no row of a type is ever missing.
-    let mut out =
-        storage::upsert_entities(tx, state, entity_type, active, WriteSource::Scan).await?;
-    if !retired.is_empty() {
-        let o =
-            storage::upsert_entities(tx, state, entity_type, retired, WriteSource::Scan).await?;
+    let mut out = WriteOutcome::default();
+    for (rows, retired) in [(active, false), (retired, true)] {
+        if rows.is_empty() {
+            continue;
+        }
+        let source = WriteSource::Read {
+            at: read_at,
+            retired,
+        };
+        let o = storage::upsert_entities(tx, state, entity_type, rows, source).await?;
         out.written += o.written;
         out.skipped += o.skipped;
         out.unstorable += o.unstorable;
-        let flags: Vec<(i64, Option<DateTime<Utc>>)> = retired
-            .iter()
-            .filter_map(|r| {
-                let id = r.get("id")?.as_i64()?;
-                let t = r
-                    .get("updated_at")
-                    .and_then(Value::as_str)
-                    .and_then(parse_date_time);
-                Some((id, t))
-            })
-            .collect();
-        set_retired_if_current(tx, entity_type, &flags, true).await?;
     }
     Ok(out)
 }
