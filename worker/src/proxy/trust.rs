@@ -12,7 +12,9 @@
 //! A difference may come from the cache being a moment behind the site rather than from the
 //! semantics, so it is confirmed before it counts: after `confirm_delay` (time for the event
 //! follower to catch up) both answers are taken again, twice; only a difference every time
-//! turns the class off. One confirmation runs per class at a time.
+//! turns the class off. One confirmation runs per class at a time, and while it runs the
+//! class's matches are not counted (they could otherwise make it trusted just before the
+//! difference is confirmed).
 //!
 //! Bounds, so that learning is never starved: learning checks (the site's answer in hand, one
 //! cache query each) have their own slots and queue, and never wait behind checks that ask
@@ -326,6 +328,18 @@ impl Trust {
         true
     }
 
+    /// Of `classes`, those without a difference under confirmation: a match says nothing
+    /// while a difference of the same class may yet be confirmed, and counting it could make
+    /// the class trusted (its reads answered from the cache) just before it is turned off.
+    fn not_confirming(&self, classes: &[TrustClass]) -> Vec<TrustClass> {
+        let busy = self.confirming.lock().unwrap_or_else(|e| e.into_inner());
+        classes
+            .iter()
+            .copied()
+            .filter(|c| !busy.contains(c))
+            .collect()
+    }
+
     fn stop_confirming(&self, classes: &[TrustClass]) {
         let mut busy = self.confirming.lock().unwrap_or_else(|e| e.into_inner());
         for c in classes {
@@ -539,8 +553,14 @@ async fn run_check(state: &Arc<AppState>, check: Check, permit: OwnedSemaphorePe
     .await;
     let (cache, site) = match first {
         Compared::Same => {
-            matched(state, db, &classes).await;
-            state.policy.trust.ended(all, "match", metrics);
+            let counted = state.policy.trust.not_confirming(&classes);
+            matched(state, db, &counted).await;
+            let outcome = if counted.len() == classes.len() {
+                "match"
+            } else {
+                "inconclusive"
+            };
+            state.policy.trust.ended(all, outcome, metrics);
             return;
         }
         Compared::Missing => return state.policy.trust.ended(all, "inconclusive", metrics),
