@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -15,7 +15,7 @@ use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use crate::backfill_wake::BackfillWakes;
 use crate::cleanup;
@@ -189,7 +189,8 @@ async fn apply(cache: &ShotgunCache, ctx: &Context) -> Result<Action> {
         proxy_selector: Some(resources::proxy_selector(cache)),
         ..Observed::default()
     };
-    let outcome = steps(cache, ctx, &ns, &mut obs).await;
+    let mut took = StepTimes::default();
+    let outcome = steps(cache, ctx, &ns, &mut obs, &mut took).await;
     if let Err(f) = &outcome {
         // Once per failure: a status that already says it (written by this process or an
         // earlier one) was announced already.
@@ -198,7 +199,18 @@ async fn apply(cache: &ShotgunCache, ctx: &Context) -> Result<Action> {
                 .await;
         }
     }
-    let status = match patch_status(cache, ctx, &obs).await {
+    let t = Instant::now();
+    let status = patch_status(cache, ctx, &obs).await;
+    took.status = t.elapsed();
+    debug!(
+        inputs_ms = ms(took.inputs),
+        migrate_ms = ms(took.migrate),
+        children_ms = ms(took.children),
+        snapshot_ms = ms(took.snapshot),
+        status_ms = ms(took.status),
+        "reconcile steps"
+    );
+    let status = match status {
         Ok(status) => status,
         Err(e) => {
             if outcome.is_ok() {
@@ -246,8 +258,12 @@ async fn steps(
     ctx: &Context,
     ns: &str,
     obs: &mut Observed,
+    took: &mut StepTimes,
 ) -> Result<Connection, Failure> {
-    let conn = match inputs(cache, ctx, ns).await {
+    let t = Instant::now();
+    let inputs = inputs(cache, ctx, ns).await;
+    took.inputs = t.elapsed();
+    let conn = match inputs {
         Ok(Ok(conn)) => conn,
         Ok(Err((reason, message))) => {
             obs.inputs = Some(Err((reason.clone(), message.clone())));
@@ -265,10 +281,16 @@ async fn steps(
     };
     obs.inputs = Some(Ok(()));
     ctx.remember_database(cache, &conn.database_url);
-    database(cache, ctx, &conn, obs).await?;
+    let t = Instant::now();
+    let migrated = database(cache, ctx, &conn, obs).await;
+    took.migrate = t.elapsed();
+    migrated?;
     obs.config_hash = Some(resources::config_hash(cache, &ctx.settings));
     let secrets_hash = secrets::values_hash(&conn);
-    match apply_children(cache, ctx, ns, &secrets_hash).await {
+    let t = Instant::now();
+    let children = apply_children(cache, ctx, ns, &secrets_hash).await;
+    took.children = t.elapsed();
+    match children {
         Ok(workers) => obs.workers = Some(Ok(workers)),
         Err(e) => {
             let message = format!("cannot apply the worker objects: {e}");
@@ -276,7 +298,10 @@ async fn steps(
             return Err(Failure::backoff("ApplyFailed", message, e));
         }
     }
-    match ctx.db.snapshot(&conn).await {
+    let t = Instant::now();
+    let snapshot = ctx.db.snapshot(&conn).await;
+    took.snapshot = t.elapsed();
+    match snapshot {
         Ok(s) => obs.snapshot = Some(s),
         Err(e) => {
             obs.database = Some(Err((e.reason().into(), e.to_string())));
@@ -288,6 +313,20 @@ async fn steps(
         }
     }
     Ok(conn)
+}
+
+/// How long each step of one reconcile took (logged at debug: where a slow start goes).
+#[derive(Default)]
+struct StepTimes {
+    inputs: Duration,
+    migrate: Duration,
+    children: Duration,
+    snapshot: Duration,
+    status: Duration,
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
 }
 
 /// Validates the spec and resolves its Secrets. `Ok(Err(_))` is a user error (condition +

@@ -42,13 +42,12 @@ impl CacheDatabase for SqlCacheDatabase {
         spec: &'a ShotgunCacheSpec,
     ) -> BoxFuture<'a, Result<MigrationOutcome, DbError>> {
         Box::pin(async move {
-            let db = connect(&conn.database_url).await?;
             let site =
                 SiteClient::new(conn.site.clone()).map_err(|e| DbError::Site(e.to_string()))?;
-            let schema = site
-                .schema()
-                .await
-                .map_err(|e| DbError::Site(e.to_string()));
+            // Two round trips that need nothing from each other.
+            let (db, schema) = tokio::join!(connect(&conn.database_url), site.schema());
+            let db = db?;
+            let schema = schema.map_err(|e| DbError::Site(e.to_string()));
             let result = match schema {
                 Ok(schema) => storage::migrate(&db, spec, &schema, PlanOptions::default())
                     .await
