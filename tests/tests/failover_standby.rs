@@ -634,8 +634,12 @@ async fn with_connections_left_open_nothing_stays_on_the_standby_and_one_followe
     eprintln!(
         "open: WARN/ERROR lines from the move on: {total}: {whole:#?}; once settled: {late:?}"
     );
+    // Each acquisition in flight at the move retries its connection until its acquire
+    // timeout, about a dozen attempts (each a sqlx "after_connect" line): 26 such lines here
+    // is two or three acquisitions (the proxy's, the follower's, the scanner's). A spin is
+    // hundreds, and nothing once settled (below).
     assert!(
-        total <= 40,
+        total <= 60,
         "the logs spin: {total} WARN/ERROR lines: {whole:#?}"
     );
     assert!(
