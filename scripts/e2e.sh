@@ -23,6 +23,8 @@
 #   KUBECTL              kubectl to use (default: kubectl on PATH)
 #   SGCACHE_E2E_KEEP     set: leave the namespaces, release and schemas in place at the end,
 #                        to look at pods, logs and Events (the cluster is then yours to clean)
+#   SGCACHE_E2E_OPERATOR_LOG  the operator's log filter (the chart's logLevel), e.g.
+#                        "info,sgcache_operator=debug" for each reconcile's step times
 # The host must reach ClusterIPs (the proxy Service is read at its ClusterIP, so a deleted
 # proxy pod is seen as a client of the Service sees it): true on a node of the cluster.
 #

@@ -39,6 +39,7 @@ SHOT_FIELDS = ["code", "sg_status_list", "description", "sg_sequence", "assets"]
 KUBECTL = os.environ.get("KUBECTL", "kubectl")
 HOST = os.environ["SGCACHE_E2E_HOST"]
 PG_URL = os.environ["SGCACHE_E2E_PG_URL"]
+OPERATOR_LOG = os.environ.get("SGCACHE_E2E_OPERATOR_LOG")
 
 
 class CheckFailed(Exception):
@@ -272,7 +273,9 @@ class Suite:
         self.first_read = FirstCachedRead(self.t_install)
         self.first_read.start()
         config = Configuration(namespace=SYSTEM_NS, kubeconfig=os.environ["KUBECONFIG"])
-        asyncio.run(Install(config).run(RELEASE, str(CHART), values={}, wait=False, timeout=120))
+        # The chart's defaults, but for the operator's log filter when one is asked for.
+        values = {"logLevel": OPERATOR_LOG} if OPERATOR_LOG else {}
+        asyncio.run(Install(config).run(RELEASE, str(CHART), values=values, wait=False, timeout=120))
         self.installed = True
         # The cache is applied as soon as the CRD exists, as a user's `kubectl apply` would.
         wait_for("the CRD established", lambda: "Established" in kubectl(
