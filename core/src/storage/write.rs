@@ -398,16 +398,16 @@ impl Group<'_> {
                 seen(sql);
                 sql.push(" <= excluded.\"_updated_at_seen\"");
             }
-            // Newer than the row, or as new (the site's seconds cannot order two writes within
-            // one) and nobody wrote the row since the read began.
+            // Newer than the row; or as new, or the row's age unknown (the site's seconds cannot
+            // order two writes within one), and nobody wrote the row since the read began.
             (true, Some(mark)) => {
                 and(sql);
                 seen(sql);
+                sql.push(" < excluded.\"_updated_at_seen\" OR ((");
+                seen(sql);
                 sql.push(" IS NULL OR ");
                 seen(sql);
-                sql.push(" < excluded.\"_updated_at_seen\" OR (");
-                seen(sql);
-                sql.push(" = excluded.\"_updated_at_seen\" AND NOT ");
+                sql.push(" = excluded.\"_updated_at_seen\") AND NOT ");
                 push_written_since(sql, table, mark.clone());
                 sql.push(")");
             }
