@@ -45,8 +45,8 @@ pub use unservable::{
     count_dead_letters, list_dead_letters, mark_unservable, write_dead_letter, DeadLetter,
 };
 pub use write::{
-    read_mark, retire, retire_missing, revive, upsert_entities, ReadMark, UnstorableValue,
-    WriteOutcome, WriteSource,
+    read_mark, read_mark_tx, retire, retire_missing, revive, upsert_entities, ReadMark,
+    UnstorableValue, WriteOutcome, WriteSource,
 };
 
 use crate::plan::PlanError;

@@ -45,7 +45,22 @@ pub async fn read_mark(db: &Db) -> Result<ReadMark, StorageError> {
     }
     let mut sql = db.sql();
     sql.push("SELECT clock_timestamp()");
-    match db.fetch_all(&sql).await?.first().and_then(|r| r.first()) {
+    mark_of(db.fetch_all(&sql).await?)
+}
+
+/// [`read_mark`] in a transaction the caller holds anyway (one round trip, no other
+/// connection).
+pub async fn read_mark_tx(tx: &mut Tx) -> Result<ReadMark, StorageError> {
+    if tx.dialect() == Dialect::Sqlite {
+        return Ok(ReadMark(Utc::now()));
+    }
+    let mut sql = tx.sql();
+    sql.push("SELECT clock_timestamp()");
+    mark_of(tx.fetch_all(&sql).await?)
+}
+
+fn mark_of(rows: Vec<Vec<SqlValue>>) -> Result<ReadMark, StorageError> {
+    match rows.first().and_then(|r| r.first()) {
         Some(SqlValue::DateTime(t)) => Ok(ReadMark(*t)),
         other => Err(StorageError::Db(sqlx::Error::Protocol(format!(
             "clock_timestamp() returned {other:?}"

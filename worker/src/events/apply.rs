@@ -259,8 +259,10 @@ pub async fn apply_batch(
     // So are rows already holding data of the event's second or later: timestamps have
     // one-second precision, and the row may hold a newer write (e.g. by a script without
     // events) made in that same second, which the event must not overwrite.
-    {
+    // What the follower reads below never undoes a write made since (WriteSource::Read).
+    let read_at = {
         let mut tx = db.begin().await?;
+        let read_at = storage::read_mark_tx(&mut tx).await?;
         let mut by_type: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
         for ((ty, id), t) in &plan.targets {
             if !t.fetch {
@@ -288,7 +290,8 @@ pub async fn apply_batch(
                 t.fetch = true;
             }
         }
-    }
+        read_at
+    };
     let mut fetched: BTreeMap<String, (Vec<Value>, Vec<Value>)> = BTreeMap::new();
     let mut to_fetch: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
     for ((ty, id), t) in &plan.targets {
@@ -297,8 +300,6 @@ pub async fn apply_batch(
         }
     }
     let mut fetched_count = 0;
-    // What the follower reads never undoes a write made since (storage::WriteSource::Read).
-    let read_at = storage::read_mark(db).await?;
     for (ty, ids) in to_fetch {
         let fields: Vec<String> = state.live_fields(ty).map(|(n, _)| n.clone()).collect();
         let got = reader.fetch_ids(ty, &fields, &ids).await?;
