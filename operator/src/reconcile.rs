@@ -199,9 +199,8 @@ async fn apply(cache: &ShotgunCache, ctx: &Context) -> Result<Action> {
                 .await;
         }
     }
-    let t = Instant::now();
-    let status = patch_status(cache, ctx, &obs).await;
-    took.status = t.elapsed();
+    let (status, t) = timed(patch_status(cache, ctx, &obs)).await;
+    took.status = t;
     debug!(
         inputs_ms = ms(took.inputs),
         migrate_ms = ms(took.migrate),
@@ -260,10 +259,9 @@ async fn steps(
     obs: &mut Observed,
     took: &mut StepTimes,
 ) -> Result<Connection, Failure> {
-    let t = Instant::now();
-    let inputs = inputs(cache, ctx, ns).await;
-    took.inputs = t.elapsed();
-    let conn = match inputs {
+    let (resolved, t) = timed(inputs(cache, ctx, ns)).await;
+    took.inputs = t;
+    let conn = match resolved {
         Ok(Ok(conn)) => conn,
         Ok(Err((reason, message))) => {
             obs.inputs = Some(Err((reason.clone(), message.clone())));
@@ -281,15 +279,13 @@ async fn steps(
     };
     obs.inputs = Some(Ok(()));
     ctx.remember_database(cache, &conn.database_url);
-    let t = Instant::now();
-    let migrated = database(cache, ctx, &conn, obs).await;
-    took.migrate = t.elapsed();
+    let (migrated, t) = timed(database(cache, ctx, &conn, obs)).await;
+    took.migrate = t;
     migrated?;
     obs.config_hash = Some(resources::config_hash(cache, &ctx.settings));
     let secrets_hash = secrets::values_hash(&conn);
-    let t = Instant::now();
-    let children = apply_children(cache, ctx, ns, &secrets_hash).await;
-    took.children = t.elapsed();
+    let (children, t) = timed(apply_children(cache, ctx, ns, &secrets_hash)).await;
+    took.children = t;
     match children {
         Ok(workers) => obs.workers = Some(Ok(workers)),
         Err(e) => {
@@ -298,9 +294,8 @@ async fn steps(
             return Err(Failure::backoff("ApplyFailed", message, e));
         }
     }
-    let t = Instant::now();
-    let snapshot = ctx.db.snapshot(&conn).await;
-    took.snapshot = t.elapsed();
+    let (snapshot, t) = timed(ctx.db.snapshot(&conn)).await;
+    took.snapshot = t;
     match snapshot {
         Ok(s) => obs.snapshot = Some(s),
         Err(e) => {
@@ -327,6 +322,12 @@ struct StepTimes {
 
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
+}
+
+/// What `f` returns, and how long it took.
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let t = Instant::now();
+    (f.await, t.elapsed())
 }
 
 /// Validates the spec and resolves its Secrets. `Ok(Err(_))` is a user error (condition +
