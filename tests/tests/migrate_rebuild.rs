@@ -26,20 +26,7 @@ async fn rebuild(db: &Db) {
     let mut site = SiteSchema::load_dir(&sgcache::schema::fixture_dir()).unwrap();
     let yaml = "entities:\n  - {type: Shot, fields: [code, sg_cut_in]}\n  - {type: Step, fields: [code]}\n";
     migrate(db, yaml, &site, false).await;
-    let state = storage::read_state(db).await.unwrap();
-    let at = storage::read_mark(db).await.unwrap();
-    let mut tx = db.begin().await.unwrap();
-    let rec = json!({"type": "Shot", "id": 1, "code": "sh010", "sg_cut_in": 1001});
-    storage::upsert_entities(
-        &mut tx,
-        &state,
-        "Shot",
-        &[rec],
-        WriteSource::Read { at, retired: false },
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    write_one_shot(db).await;
 
     let field = site
         .entities
@@ -110,20 +97,7 @@ async fn a_statement_prepared_before_a_rebuild_still_runs_on_postgres() {
     let mut site = SiteSchema::load_dir(&sgcache::schema::fixture_dir()).unwrap();
     let yaml = "entities:\n  - {type: Shot, fields: [code, sg_cut_in]}\n";
     migrate(&t.db, yaml, &site, false).await;
-    let state = storage::read_state(&t.db).await.unwrap();
-    let at = storage::read_mark(&t.db).await.unwrap();
-    let mut tx = t.db.begin().await.unwrap();
-    let rec = json!({"type": "Shot", "id": 1, "code": "sh010", "sg_cut_in": 1001});
-    storage::upsert_entities(
-        &mut tx,
-        &state,
-        "Shot",
-        &[rec],
-        WriteSource::Read { at, retired: false },
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    write_one_shot(&t.db).await;
     // One connection, so the second run meets the statement the first one kept.
     let one = Db::connect(&t.url, 1).await.unwrap();
     let mut select = one.sql();
@@ -142,4 +116,17 @@ async fn a_statement_prepared_before_a_rebuild_still_runs_on_postgres() {
     assert_eq!(format!("{rows:?}"), "[[Text(\"sh010\"), Null]]");
     one.close().await;
     t.drop().await;
+}
+
+/// Shot 1 (`code`, `sg_cut_in`) written as a scan would.
+async fn write_one_shot(db: &Db) {
+    let state = storage::read_state(db).await.unwrap();
+    let at = storage::read_mark(db).await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    let rec = json!({"type": "Shot", "id": 1, "code": "sh010", "sg_cut_in": 1001});
+    let source = WriteSource::Read { at, retired: false };
+    storage::upsert_entities(&mut tx, &state, "Shot", &[rec], source)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
 }

@@ -475,6 +475,17 @@ async fn reads_never_undo_later_writes(db: &Db, state: &DbState) {
             .map(|r| matches!(r[0], SqlValue::Bool(true) | SqlValue::Int(1)))
             .unwrap()
     };
+    let update_through_proxy = |id: i64, code: &'static str| async move {
+        write(
+            db,
+            state,
+            "Version",
+            &[rec(id, code)],
+            WriteSource::WriteThrough,
+        )
+        .await
+        .unwrap();
+    };
     write(db, state, "Version", &[rec(300, "a")], read_now(db).await)
         .await
         .unwrap();
@@ -520,15 +531,7 @@ async fn reads_never_undo_later_writes(db: &Db, state: &DbState) {
     // Two writes within one second of the site: the one written after the read began keeps
     // its value against the read's (same `updated_at`)...
     let before_update = read_now(db).await;
-    write(
-        db,
-        state,
-        "Version",
-        &[rec(300, "b")],
-        WriteSource::WriteThrough,
-    )
-    .await
-    .unwrap();
+    update_through_proxy(300, "b").await;
     let out = write(db, state, "Version", &[rec(300, "a")], before_update)
         .await
         .unwrap();
@@ -538,15 +541,7 @@ async fn reads_never_undo_later_writes(db: &Db, state: &DbState) {
     let newer =
         json!({"type": "Version", "id": 300, "code": "c", "updated_at": "2024-05-02T09:14:08Z"});
     let before_other = read_now(db).await;
-    write(
-        db,
-        state,
-        "Version",
-        &[rec(300, "b")],
-        WriteSource::WriteThrough,
-    )
-    .await
-    .unwrap();
+    update_through_proxy(300, "b").await;
     write(db, state, "Version", &[newer], before_other)
         .await
         .unwrap();
