@@ -491,12 +491,29 @@ async fn reads_never_undo_later_writes(db: &Db, state: &DbState) {
         .unwrap();
 
     // Read live, then deleted through the proxy, then the read is written: still retired.
-    let before_delete = read_now(db).await;
+    let delete_mark = storage::read_mark(db).await.unwrap();
+    let before_delete = WriteSource::Read {
+        at: delete_mark,
+        retired: false,
+    };
     let mut tx = db.begin().await.unwrap();
     storage::retire(&mut tx, state, "Version", &[300], WriteSource::WriteThrough)
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    // Nor is it one the read brings back (a full scan relinks those), but a read begun after
+    // the delete would.
+    let back_since = |at| async move {
+        let mut tx = db.begin().await.unwrap();
+        let ids = storage::retired_ids(&mut tx, "Version", &[300], at)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        ids.into_iter().collect::<Vec<_>>()
+    };
+    assert_eq!(back_since(delete_mark).await, Vec::<i64>::new());
+    let after_delete = storage::read_mark(db).await.unwrap();
+    assert_eq!(back_since(after_delete).await, vec![300]);
     write(db, state, "Version", &[rec(300, "a")], before_delete)
         .await
         .unwrap();

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
+use super::write::ReadMark;
 use super::{parse_date_time, StorageError};
 use crate::ident;
 use crate::sql::{Db, SqlValue, Tx};
@@ -54,24 +55,27 @@ pub async fn existing_ids(
     entity_type: &str,
     ids: &[i64],
 ) -> Result<BTreeSet<i64>, StorageError> {
-    cached_ids(tx, entity_type, ids, false).await
+    cached_ids(tx, entity_type, ids, None).await
 }
 
-/// Which of `ids` are cached as retired.
+/// Which of `ids` are cached as retired and unwritten since `read_at`: those a read begun
+/// then that finds them live brings back. A row retired after it (a delete answered through the
+/// proxy meanwhile) keeps its flag against that read ([`super::WriteSource::Read`]).
 pub async fn retired_ids(
     tx: &mut Tx,
     entity_type: &str,
     ids: &[i64],
+    read_at: ReadMark,
 ) -> Result<BTreeSet<i64>, StorageError> {
-    cached_ids(tx, entity_type, ids, true).await
+    cached_ids(tx, entity_type, ids, Some(read_at)).await
 }
 
-/// Which of `ids` have a row (a retired one, with `retired_only`).
+/// Which of `ids` have a row (with `retired_before`, a retired one unwritten since the mark).
 async fn cached_ids(
     tx: &mut Tx,
     entity_type: &str,
     ids: &[i64],
-    retired_only: bool,
+    retired_before: Option<ReadMark>,
 ) -> Result<BTreeSet<i64>, StorageError> {
     let table = ident::table_name(entity_type);
     let mut found = BTreeSet::new();
@@ -80,10 +84,13 @@ async fn cached_ids(
         sql.push("SELECT \"id\" FROM ")
             .push_ident(&table)
             .push(" WHERE ");
-        if retired_only {
+        if let Some(mark) = retired_before {
+            // As the read's upsert decides: `_cached_at > mark` keeps the flag.
             sql.push("\"_retired\" = ")
                 .push_bind(SqlValue::Bool(true))
-                .push(" AND ");
+                .push(" AND NOT COALESCE(\"_cached_at\" > ")
+                .push_bind(mark.value(tx.dialect()))
+                .push(", FALSE) AND ");
         }
         sql.push("\"id\" IN (").push_id_list(chunk).push(")");
         for row in tx.fetch_all(&sql).await? {

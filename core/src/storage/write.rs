@@ -28,7 +28,7 @@ const MAX_BINDS: usize = 30_000;
 pub struct ReadMark(DateTime<Utc>);
 
 impl ReadMark {
-    fn value(self, dialect: Dialect) -> SqlValue {
+    pub(super) fn value(self, dialect: Dialect) -> SqlValue {
         match dialect {
             Dialect::Postgres => SqlValue::DateTime(self.0),
             Dialect::Sqlite => SqlValue::Text(super::format_micros(&self.0)),

@@ -515,7 +515,7 @@ impl PageCtx {
         }
         // Rows the cache has retired that the site has live again: a revival the follower
         // cannot see when it came without an event (see `relink`).
-        let revived = super::relink::back_to_life(&mut tx, ty, &page.active).await?;
+        let revived = super::relink::back_to_life(&mut tx, ty, &page.active, page.read_at).await?;
         let read = (page.active.as_slice(), page.retired.as_slice());
         let written = write_read(&mut tx, &state, ty, read, page.read_at)
             .await?

@@ -12,23 +12,26 @@
 use serde_json::Value;
 use sgcache::plan::DbState;
 use sgcache::sql::Tx;
-use sgcache::storage::retired_ids;
+use sgcache::storage::{retired_ids, ReadMark};
 
 use super::backfill::ScanError;
 use super::metrics::{ScanKind, ScannerMetrics};
 use crate::sync::site_reader::SiteReader;
 use crate::sync::write::{link_targets, write_read};
 
-/// The records of active `rows` the cache had as retired: a full scan's page that finds live a
-/// row whose retirement the follower applied (a script without events revived it since).
+/// The records of active `rows` the cache had as retired: a full scan's page, read from
+/// `read_at` on, that finds live a row whose retirement the follower applied (a script without
+/// events revived it since). Not a row retired after `read_at`: the page's write leaves it
+/// retired, so there is nothing to relink.
 pub(crate) async fn back_to_life<'a>(
     tx: &mut Tx,
     entity_type: &str,
     rows: &'a [Value],
+    read_at: ReadMark,
 ) -> Result<Vec<&'a Value>, ScanError> {
     let id_of = |r: &Value| r.get("id").and_then(Value::as_i64);
     let ids: Vec<i64> = rows.iter().filter_map(id_of).collect();
-    let back = retired_ids(tx, entity_type, &ids).await?;
+    let back = retired_ids(tx, entity_type, &ids, read_at).await?;
     Ok(rows
         .iter()
         .filter(|r| id_of(r).is_some_and(|id| back.contains(&id)))
