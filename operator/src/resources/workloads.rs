@@ -224,9 +224,6 @@ fn container(cache: &ShotgunCache, component: Component, settings: &WorkerSettin
     }
 }
 
-/// `/healthz` every second from one second after the start, for up to two minutes: the
-/// workers listen within milliseconds of starting (the proxy after connecting to its
-/// database).
 /// Where the worker binary is in its image (Dockerfile.worker; scripts/images.sh reads the same
 /// final stage): the startup probe runs it.
 pub const WORKER_BINARY: &str = "/usr/local/bin/sgcache-worker";
