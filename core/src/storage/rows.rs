@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use super::write::ReadMark;
+use super::write::{self, ReadMark};
 use super::{parse_date_time, StorageError};
 use crate::ident;
 use crate::sql::{Db, SqlValue, Tx};
@@ -85,12 +85,12 @@ async fn cached_ids(
             .push_ident(&table)
             .push(" WHERE ");
         if let Some(mark) = retired_before {
-            // As the read's upsert decides: `_cached_at > mark` keeps the flag.
+            // As the read's upsert decides (a row written since keeps its flag).
             sql.push("\"_retired\" = ")
                 .push_bind(SqlValue::Bool(true))
-                .push(" AND NOT COALESCE(\"_cached_at\" > ")
-                .push_bind(mark.value(tx.dialect()))
-                .push(", FALSE) AND ");
+                .push(" AND NOT COALESCE(");
+            write::push_written_since(&mut sql, &table, mark.value(tx.dialect()));
+            sql.push(", FALSE) AND ");
         }
         sql.push("\"id\" IN (").push_id_list(chunk).push(")");
         for row in tx.fetch_all(&sql).await? {

@@ -448,7 +448,7 @@ impl Group<'_> {
 }
 
 /// `table."_cached_at" > mark`: another writer changed the row after a read began.
-fn push_written_since(sql: &mut Sql, table: &str, mark: SqlValue) {
+pub(super) fn push_written_since(sql: &mut Sql, table: &str, mark: SqlValue) {
     sql.push_ident(table)
         .push(".\"_cached_at\" > ")
         .push_bind(mark);
