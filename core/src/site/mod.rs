@@ -91,8 +91,11 @@ impl SiteClient {
 
     /// The site schema: `schema_read` and `schema_entity_read`.
     pub async fn schema(&self) -> Result<SiteSchema, SiteError> {
-        let fields = self.call("schema_read", Value::Null).await?;
-        let entities = self.call("schema_entity_read", Value::Null).await?;
+        // Neither answer needs the other: one round trip to the site, not two.
+        let (fields, entities) = tokio::try_join!(
+            self.call("schema_read", Value::Null),
+            self.call("schema_entity_read", Value::Null)
+        )?;
         Ok(SiteSchema::from_api(&fields, Some(&entities))?)
     }
 }

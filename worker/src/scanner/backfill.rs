@@ -188,20 +188,12 @@ async fn produce(
 /// Id windows read at once.
 const PARALLEL_WINDOWS: usize = 2;
 
-/// `(width, max_id)` when the type's ids are dense enough to read in fixed id windows of
-/// `width` ids (at most one page of rows each, whatever their liveness, since ids are
-/// unique); None to read keyset pages only. The reader's page size fits the site's cap, so a
-/// window is never cut short by the site.
-async fn window_plan(
-    reader: &SiteReader,
-    req: &ScanRequest,
-    total: Option<i64>,
-) -> Option<(i64, i64)> {
+/// The newest live id of the type (one row, id descending), or None for a filtered scan
+/// (read in keyset pages only) or when the site does not say.
+async fn newest_id(reader: &SiteReader, req: &ScanRequest) -> Option<i64> {
     if !req.extra.is_empty() {
-        return None; // filtered scans are sparse in id
+        return None;
     }
-    // The reader's page size already fits the site's cap (`fit_page_size_to_site`).
-    let width = i64::from(reader.page_size);
     let newest = reader
         .read(
             &req.entity_type,
@@ -213,10 +205,22 @@ async fn window_plan(
         )
         .await
         .ok()?;
-    let max_id = last_id(&newest)?;
+    last_id(&newest)
+}
+
+/// `(width, max_id)` when the type's ids are dense enough to read in fixed id windows of
+/// `width` ids (at most one page of rows each, whatever their liveness, since ids are
+/// unique); None to read keyset pages only. `width` is the reader's page size, which already
+/// fits the site's cap (`fit_page_size_to_site`), so a window is never cut short by the site.
+fn window_plan(
+    width: i64,
+    start_after: i64,
+    max_id: Option<i64>,
+    live: Option<i64>,
+) -> Option<(i64, i64)> {
+    let (max_id, live) = (max_id?, live?);
     // Half-empty windows would cost more requests than keyset pages.
-    let live = total?;
-    (width > 0 && max_id - req.start_after > width && live * 2 >= max_id).then_some((width, max_id))
+    (width > 0 && max_id - start_after > width && live * 2 >= max_id).then_some((width, max_id))
 }
 
 /// Reads `(after, through]` (one window): live and retired rows at once.
@@ -318,7 +322,8 @@ pub async fn scan_type(
     if req.has_updated_at && !fields.iter().any(|f| f == "updated_at") {
         fields.push("updated_at".into());
     }
-    let total = count(&reader, &ty, &req.extra).await;
+    // Two questions to the site that need nothing from each other: one round trip.
+    let (total, max_id) = tokio::join!(count(&reader, &ty, &req.extra), newest_id(&reader, &req));
     if !req.finalize.is_empty() {
         obs.backfill(&ty, req.done_before, total);
     }
@@ -330,7 +335,7 @@ pub async fn scan_type(
     tracing::info!(entity_type = %ty, fields = fields.len(), total, resume_after = req.start_after,
         backfill = req.finalize.len(), "full scan started");
     let (send, mut recv) = mpsc::channel(2);
-    let windows = window_plan(&reader, &req, total).await;
+    let windows = window_plan(i64::from(reader.page_size), req.start_after, max_id, total);
     tracing::debug!(entity_type = %ty, ?windows, "read plan (window width, id bound)");
     let producer = tokio::spawn(produce_windows(
         db.clone(),
@@ -646,4 +651,28 @@ async fn count(reader: &SiteReader, ty: &str, extra: &[Value]) -> Option<i64> {
     let answer = reader.call("summarize", &payload).await.ok()?;
     let n = answer.get("summaries")?.get("id")?;
     n.as_i64().or_else(|| n.as_str()?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_plan;
+
+    #[test]
+    fn dense_ids_are_read_in_windows_of_a_page() {
+        assert_eq!(
+            window_plan(500, 0, Some(1_000), Some(990)),
+            Some((500, 1_000))
+        );
+        // Resumed past most of the type: what is left fits in one page.
+        assert_eq!(window_plan(500, 600, Some(1_000), Some(990)), None);
+    }
+
+    #[test]
+    fn sparse_or_unknown_ids_are_read_in_keyset_pages() {
+        // Fewer live rows than half the id range: windows would be half empty.
+        assert_eq!(window_plan(500, 0, Some(10_000), Some(990)), None);
+        assert_eq!(window_plan(500, 0, None, Some(990)), None);
+        assert_eq!(window_plan(500, 0, Some(1_000), None), None);
+        assert_eq!(window_plan(0, 0, Some(1_000), Some(990)), None);
+    }
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sgcache::plan::FieldState;
+use sgcache::schema::SiteSchema;
 use sgcache::site::SiteClient;
 use sgcache::spec::process_env;
 use sgcache::sql::Db;
@@ -85,15 +86,19 @@ pub async fn run_observed(
         stop.clone(),
         spec.workers.scanner.page_size,
     );
-    match reader.fit_page_size_to_site().await {
-        Ok(()) => {}
+    // The site's page cap and the database, asked at once; a refusal from the site ends the
+    // start without waiting for a database that is down.
+    let connect = async {
+        connect_db(&url, spec.database.max_connections.min(4), &stop)
+            .await
+            .ok_or(ReadError::Stopped)
+    };
+    let db = match tokio::try_join!(reader.fit_page_size_to_site(), connect) {
+        Ok(((), db)) => db,
         Err(ReadError::Stopped) => return Ok(()),
         Err(e) => return Err(e.into()),
-    }
-    let reader = Arc::new(reader);
-    let Some(db) = connect_db(&url, spec.database.max_connections.min(4), &stop).await else {
-        return Ok(());
     };
+    let reader = Arc::new(reader);
     crate::site_binding::check(&db, &site_url).await?;
     reader.attach_db(db.clone());
     let result = if args.full {
@@ -223,11 +228,20 @@ async fn scan_loop(
             return;
         }
         let round = async {
-            if !ensure_position(db, reader).await? {
+            // The starting event position (read from the site once, on a first start) and the
+            // site's schema are two questions that need nothing from each other: asked at once.
+            let schema_due = Instant::now() >= next_schema;
+            let (positioned, schema) = tokio::join!(ensure_position(db, reader), async {
+                match schema_due {
+                    true => Some(reader.schema().await),
+                    false => None,
+                }
+            });
+            if !positioned? {
                 return Ok::<_, ScannerError>(()); // not migrated yet
             }
-            if Instant::now() >= next_schema {
-                next_schema = Instant::now() + follow_schema(db, reader, spec).await;
+            if let Some(schema) = schema {
+                next_schema = Instant::now() + follow_schema(db, schema, spec).await;
             }
             backfill_pending(db, reader, args, obs).await?;
             if Instant::now() >= next_incremental {
@@ -272,10 +286,18 @@ async fn scan_loop(
     }
 }
 
-/// Follows the site's schema (see `crate::sync::schema_follow`); returns when to check again:
-/// after `schemaInterval`, or soon when the check failed.
-async fn follow_schema(db: &Db, reader: &SiteReader, spec: &ShotgunCacheSpec) -> Duration {
-    match schema_follow::follow(db, reader, spec, "schemaInterval").await {
+/// Follows the site's schema, as read (see `crate::sync::schema_follow`); returns when to
+/// check again: after `schemaInterval`, or soon when the check failed.
+async fn follow_schema(
+    db: &Db,
+    site: Result<SiteSchema, ReadError>,
+    spec: &ShotgunCacheSpec,
+) -> Duration {
+    let followed = match site {
+        Ok(site) => schema_follow::follow_read(db, &site, spec, "schemaInterval").await,
+        Err(e) => Err(e.into()),
+    };
+    match followed {
         Ok(_) => spec.workers.scanner.schema_interval.duration(),
         Err(e) => {
             tracing::warn!(error = %e, "cannot follow the site's schema; trying again soon");

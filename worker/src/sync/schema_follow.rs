@@ -3,6 +3,7 @@
 //! created or changed (DisplayColumn events). The layout rules live in
 //! `sgcache::storage::follow_site_schema`; this reads the site's schema and reports.
 
+use sgcache::schema::SiteSchema;
 use sgcache::sql::Db;
 use sgcache::storage::{self, StorageError};
 use sgcache::ShotgunCacheSpec;
@@ -26,7 +27,17 @@ pub async fn follow(
     why: &'static str,
 ) -> Result<usize, FollowError> {
     let site = reader.schema().await?;
-    let followed = storage::follow_site_schema(db, spec, &site).await?;
+    follow_read(db, &site, spec, why).await
+}
+
+/// [`follow`] with the site's schema already read.
+pub async fn follow_read(
+    db: &Db,
+    site: &SiteSchema,
+    spec: &ShotgunCacheSpec,
+    why: &'static str,
+) -> Result<usize, FollowError> {
+    let followed = storage::follow_site_schema(db, spec, site).await?;
     if followed.plan.is_empty() {
         tracing::debug!(why, "the site's schema matches the cache");
         return Ok(0);
