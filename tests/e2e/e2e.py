@@ -306,10 +306,17 @@ class Suite:
         expect("cache" in moments, f"no read answered from the cache within 120 s of the install ({moments})")
         n = self.served_from_cache("Shot", ["code", "sg_status_list", "description"], timeout=60)
         t = moments["cache"]
+        # From the cache's creation on, the time is the product's: before it, the API server
+        # holds every create of a resource whose CRD became Established under 2 s ago for 2 s
+        # (apiextensions-apiserver's customresource_handler, "justCreated"), so a fresh
+        # install's apply returns about 2 s after the CRD is established.
+        applied = t - moments["cache applied"]
         self.figures["install_to_first_cached_read_s"] = t
+        self.figures["apply_to_first_cached_read_s"] = round(applied, 2)
         self.figures["install_timeline_s"] = moments
         steps = ", ".join(f"{k} {v:.1f}" for k, v in sorted(moments.items(), key=lambda kv: kv[1]))
-        return f"helm install -> first read answered from the cache: {t:.1f} s (a page of {n} shots from a site of 1,000; {steps})"
+        return (f"helm install -> first read answered from the cache: {t:.1f} s; kubectl apply -> it: "
+                f"{applied:.1f} s (a page of {n} shots from a site of 1,000; {steps})")
 
     def cached_read_equals_site(self):
         fields = ["code", "sg_status_list", "description", "assets"]
