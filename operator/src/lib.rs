@@ -13,6 +13,7 @@ pub mod lease;
 pub mod metrics;
 pub mod reconcile;
 pub mod resources;
+pub mod schema_memo;
 pub mod secrets;
 pub mod sqldb;
 pub mod status;

@@ -153,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
     health.set_role(Role::Leader);
     let mut ctx = Context::new(
         client.clone(),
-        Arc::new(SqlCacheDatabase),
+        Arc::new(SqlCacheDatabase::default()),
         settings,
         metrics,
     );

@@ -9,11 +9,13 @@ use sgcache::sql::Db;
 use sgcache::storage::{notify, read_counts};
 use sgcache::{storage, ShotgunCacheSpec};
 use sqlx::postgres::PgListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::db::{
     CacheDatabase, Connection, DbError, DbSnapshot, EventsRow, FieldRow, MigrationOutcome, SiteLag,
 };
+use crate::schema_memo::SchemaMemo;
 
 /// The window of the read counts in the status (as `sgcache-worker status` shows).
 const READS_WINDOW_MINUTES: i64 = 5;
@@ -21,9 +23,21 @@ const READS_WINDOW_MINUTES: i64 = 5;
 /// Connections the operator opens per call; it only runs short statements.
 const POOL: u32 = 2;
 
-/// The real database step. Stateless: each call opens and closes its own pool.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SqlCacheDatabase;
+/// The real database step. Each call opens and closes its own pool; the site's schema read
+/// for a migration serves the ones right after it ([`SchemaMemo`]).
+#[derive(Clone, Debug, Default)]
+pub struct SqlCacheDatabase {
+    schemas: Arc<SchemaMemo>,
+}
+
+impl SqlCacheDatabase {
+    /// Reusing a site schema read for `reuse` (zero: every migration reads the site).
+    pub fn reusing_schema_for(reuse: Duration) -> SqlCacheDatabase {
+        SqlCacheDatabase {
+            schemas: Arc::new(SchemaMemo::reusing_for(reuse)),
+        }
+    }
+}
 
 async fn connect(url: &str) -> Result<Db, DbError> {
     Db::connect(url, POOL)
@@ -45,7 +59,10 @@ impl CacheDatabase for SqlCacheDatabase {
             let site =
                 SiteClient::new(conn.site.clone()).map_err(|e| DbError::Site(e.to_string()))?;
             // Two round trips that need nothing from each other.
-            let (db, schema) = tokio::join!(connect(&conn.database_url), site.schema());
+            let (db, schema) = tokio::join!(
+                connect(&conn.database_url),
+                self.schemas.schema(&site, &conn.site, spec)
+            );
             let db = db?;
             let schema = schema.map_err(|e| DbError::Site(e.to_string()));
             let result = match schema {

@@ -165,7 +165,10 @@ async fn setup(db_prefix: &str) -> (PgDb, shotgun_sim::SimHandle, Arc<Context>, 
     )
     .await
     .expect("test site");
-    let (ctx, api) = context(Arc::new(SqlCacheDatabase));
+    // These tests change the site between reconciles a moment apart: every migration reads
+    // the site's schema (the operator's default reuses one read for 30 s).
+    let db = SqlCacheDatabase::reusing_schema_for(std::time::Duration::ZERO);
+    let (ctx, api) = context(Arc::new(db));
     {
         let mut st = api.lock().unwrap();
         let pairs = |k: &str, v: &str| [(k.to_string(), v.to_string())].into();

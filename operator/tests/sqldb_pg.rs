@@ -68,7 +68,7 @@ async fn migrate_then_snapshot_reads_the_state_tables() {
     let pg = PgDb::create("op_sqldb").await;
     let site = sim().await;
     let conn = connection(&pg.url, &site.url());
-    let db = SqlCacheDatabase;
+    let db = SqlCacheDatabase::default();
 
     // Nothing migrated yet: no fields, no event position (and no error).
     let empty = db
@@ -129,7 +129,10 @@ async fn drop_cache_removes_every_cache_table_and_is_idempotent() {
     let pg = PgDb::create("op_sqldb_drop").await;
     let site = sim().await;
     let conn = connection(&pg.url, &site.url());
-    SqlCacheDatabase.migrate(&conn, &spec()).await.unwrap();
+    SqlCacheDatabase::default()
+        .migrate(&conn, &spec())
+        .await
+        .unwrap();
     let before = pg.tables().await;
     assert!(
         before.len() >= 6,
@@ -137,17 +140,63 @@ async fn drop_cache_removes_every_cache_table_and_is_idempotent() {
     );
     assert!(before.iter().any(|t| t.contains("assets")), "{before:?}");
 
-    SqlCacheDatabase.drop_cache(&conn).await.expect("drop");
+    SqlCacheDatabase::default()
+        .drop_cache(&conn)
+        .await
+        .expect("drop");
     assert_eq!(pg.tables().await, Vec::<String>::new());
     assert_eq!(
         pg.function_schemas("_sgcache_notify_change").await,
         Vec::<String>::new(),
         "nothing of the cache is left in the shared schema"
     );
-    SqlCacheDatabase
+    SqlCacheDatabase::default()
         .drop_cache(&conn)
         .await
         .expect("drop again");
+
+    site.shutdown().await;
+    pg.drop().await;
+}
+
+/// The reconciles of a start or a rollout come a moment apart: one read of the site's schema
+/// serves them, a spec change reads it again at once, and a reuse of zero reads it every time.
+#[tokio::test]
+async fn one_schema_read_serves_the_migrations_right_after_it() {
+    let pg = PgDb::create("op_sqldb_memo").await;
+    let site = sim().await;
+    let conn = connection(&pg.url, &site.url());
+    let schema_reads = || {
+        site.stats()
+            .by_method
+            .get("schema_read")
+            .copied()
+            .unwrap_or(0)
+    };
+    let db = SqlCacheDatabase::default();
+    for _ in 0..3 {
+        db.migrate(&conn, &spec()).await.unwrap();
+    }
+    assert_eq!(schema_reads(), 1, "three migrations of one spec, one read");
+
+    let wider =
+        ShotgunCacheSpec::from_yaml(&SPEC.replace("assets]", "assets, description]"), "memo")
+            .expect("valid spec");
+    let outcome = db.migrate(&conn, &wider).await.unwrap();
+    assert_eq!(schema_reads(), 2, "a spec change reads the site again");
+    assert!(
+        outcome
+            .changes
+            .iter()
+            .any(|c| c.contains("Shot.description")),
+        "{:?}",
+        outcome.changes
+    );
+
+    let every_time = SqlCacheDatabase::reusing_schema_for(Duration::ZERO);
+    every_time.migrate(&conn, &wider).await.unwrap();
+    every_time.migrate(&conn, &wider).await.unwrap();
+    assert_eq!(schema_reads(), 4);
 
     site.shutdown().await;
     pg.drop().await;
@@ -161,9 +210,12 @@ async fn snapshot_reads_the_event_position_on_sqlite_too() {
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let site = sim().await;
     let conn = connection(&url, &site.url());
-    SqlCacheDatabase.migrate(&conn, &spec()).await.unwrap();
+    SqlCacheDatabase::default()
+        .migrate(&conn, &spec())
+        .await
+        .unwrap();
     write_position(&url, 7, json!([])).await;
-    let ev = SqlCacheDatabase
+    let ev = SqlCacheDatabase::default()
         .snapshot(&conn)
         .await
         .unwrap()
@@ -220,10 +272,13 @@ async fn delete_with(policy: DeletionPolicy) -> Left {
     conn.database_url = sgcache::spec::with_schema(&pg.url, Some(&schema));
     let mut in_schema = spec();
     in_schema.database.schema = Some(schema.clone());
-    SqlCacheDatabase.migrate(&conn, &in_schema).await.unwrap();
+    SqlCacheDatabase::default()
+        .migrate(&conn, &in_schema)
+        .await
+        .unwrap();
     assert!(pg.tables().await.is_empty(), "nothing in public");
     assert!(pg.tables_in(&schema).await.contains(&"shot".to_string()));
-    let (ctx, api) = context(Arc::new(SqlCacheDatabase));
+    let (ctx, api) = context(Arc::new(SqlCacheDatabase::default()));
     let cache = deleting(policy);
     {
         let mut st = api.lock().unwrap();
@@ -293,7 +348,7 @@ async fn snapshot_sums_the_read_counts_of_every_proxy() {
     let pg = PgDb::create("op_sqldb_reads").await;
     let site = sim().await;
     let conn = connection(&pg.url, &site.url());
-    let db = SqlCacheDatabase;
+    let db = SqlCacheDatabase::default();
     db.migrate(&conn, &spec()).await.expect("migration");
     let none = db
         .snapshot(&conn)
@@ -365,7 +420,7 @@ async fn backfill_progress_is_heard_through_notifications() {
     let pg = PgDb::create("op_sqldb_wake").await;
     let site = sim().await;
     let conn = connection(&pg.url, &site.url());
-    let db = SqlCacheDatabase;
+    let db = SqlCacheDatabase::default();
     db.migrate(&conn, &spec()).await.expect("migration");
     let pending = db
         .snapshot(&conn)
@@ -387,7 +442,7 @@ async fn backfill_progress_is_heard_through_notifications() {
     let waiting = {
         let conn = conn.clone();
         tokio::spawn(async move {
-            SqlCacheDatabase
+            SqlCacheDatabase::default()
                 .backfill_progressed(&conn, pending, Duration::from_secs(20))
                 .await
         })
