@@ -91,11 +91,13 @@ impl SiteClient {
 
     /// The site schema: `schema_read` and `schema_entity_read`.
     pub async fn schema(&self) -> Result<SiteSchema, SiteError> {
-        // Neither answer needs the other: one round trip to the site, not two.
-        let (fields, entities) = tokio::try_join!(
+        // Neither answer needs the other: one round trip to the site, not two. Both are
+        // awaited, so when both fail (a refused key) the error is always schema_read's.
+        let (fields, entities) = tokio::join!(
             self.call("schema_read", Value::Null),
             self.call("schema_entity_read", Value::Null)
-        )?;
+        );
+        let (fields, entities) = (fields?, entities?);
         Ok(SiteSchema::from_api(&fields, Some(&entities))?)
     }
 }
