@@ -54,7 +54,7 @@ impl SchemaMemo {
         }
         let schema = Arc::new(site.schema().await?);
         let mut read = self.read.lock().expect("schema memo lock");
-        // Expired reads go as new ones come: the map holds at most one per live cache.
+        // Expired reads go as new ones come: the map holds only the last `reuse`'s reads.
         read.retain(|_, (at, _)| at.elapsed() < self.reuse);
         if !self.reuse.is_zero() {
             read.insert(key, (Instant::now(), schema.clone()));
