@@ -13,7 +13,8 @@ use sgcache::schema::SiteSchema;
 use sgcache::site::{SiteClient, SiteError};
 use sgcache::spec::SiteConnection;
 use sgcache::{storage, ShotgunCacheSpec};
-use sha2::{Digest, Sha256};
+
+use crate::secrets::digest_of;
 
 /// How long one read of the site's schema serves the migrations that follow it.
 pub const SCHEMA_REUSE: Duration = Duration::from_secs(30);
@@ -72,18 +73,12 @@ impl SchemaMemo {
 /// The spec's layout (what a migration plans from), the site and the credentials, hashed:
 /// the key never holds the API key itself.
 fn key(conn: &SiteConnection, spec: &ShotgunCacheSpec) -> String {
-    let mut h = Sha256::new();
-    for v in [
-        storage::spec_hash(spec).as_str(),
+    hex::encode(digest_of(&[
+        &storage::spec_hash(spec),
         &conn.url,
         &conn.script_name,
         &conn.api_key,
-    ] {
-        // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
-        h.update((v.len() as u64).to_le_bytes());
-        h.update(v.as_bytes());
-    }
-    hex::encode(h.finalize())
+    ]))
 }
 
 #[cfg(test)]
