@@ -54,41 +54,6 @@ pub struct Kept {
     pub gz: Option<Bytes>,
 }
 
-/// Gzips an answer at the fastest level (as the proxy's compression layer does), with this
-/// thread's compressor: a new one per answer (what the compression layer makes) allocates
-/// and clears a few hundred KiB, which cost as much as compressing a page of 50 entities.
-pub fn gzip(body: &[u8]) -> Option<Bytes> {
-    use flate2::{Compress, Compression, Crc, FlushCompress, Status};
-    thread_local! {
-        static DEFLATE: std::cell::RefCell<Compress> =
-            std::cell::RefCell::new(Compress::new(Compression::fast(), false));
-    }
-    // RFC 1952: no name, no time, "fastest" (XFL 4), unknown OS; then raw deflate, the CRC-32
-    // and the length.
-    let mut out = Vec::with_capacity(body.len() / 3 + 64);
-    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255]);
-    DEFLATE.with(|d| {
-        let mut d = d.borrow_mut();
-        d.reset();
-        loop {
-            let read = usize::try_from(d.total_in()).ok()?;
-            out.reserve(body.len().saturating_sub(read) / 2 + 1024);
-            match d
-                .compress_vec(&body[read..], &mut out, FlushCompress::Finish)
-                .ok()?
-            {
-                Status::StreamEnd => return Some(()),
-                Status::Ok | Status::BufError => {}
-            }
-        }
-    })?;
-    let mut crc = Crc::new();
-    crc.update(body);
-    out.extend_from_slice(&crc.sum().to_le_bytes());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    Some(Bytes::from(out))
-}
-
 /// The tables (and, harmlessly, the columns) a statement names: its quoted identifiers.
 pub fn quoted_identifiers(sql: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -286,6 +251,7 @@ impl ResultCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::gzip::gzip;
 
     fn live(max: usize) -> ResultCache {
         let c = ResultCache::new(max, Duration::from_secs(60));
@@ -311,28 +277,6 @@ mod tests {
                 "shot"
             ])
         );
-    }
-
-    fn gunzip(gz: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut out).unwrap();
-        out
-    }
-
-    #[test]
-    fn gzip_with_the_reused_compressor_round_trips() {
-        // Empty, small, and larger than one output reservation; each after the others on the
-        // same thread's compressor.
-        let big: Vec<u8> = (0..300_000u32)
-            .flat_map(|i| format!("{{\"id\":{i},\"code\":\"sh{}\"}},", i % 97).into_bytes())
-            .collect();
-        let noise: Vec<u8> = (0..70_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        for body in [&b""[..], b"answer", &big, &noise, b"answer"] {
-            let gz = gzip(body).unwrap();
-            assert_eq!(gunzip(&gz), body);
-        }
     }
 
     #[test]

@@ -7,13 +7,14 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use sgcache::api3::is_error_body;
 use tracing::Instrument;
 
 use super::answer::{busy_response, internal_error_response, unreachable_response, Outcome, Path};
 use super::auth::CredentialKey;
 use super::envelope::{Envelope, Method};
+use super::gzip;
 use super::reason::Reason;
 use super::site::SiteResponse;
 use super::upstream::{Failure, Kind, SiteCall};
@@ -146,7 +147,8 @@ pub async fn send(
             if !answer.shared {
                 seen(&answer.response);
             }
-            Outcome::new(answer.response.into_response(), Path::Site, reason)
+            let wants_gzip = gzip::accepted(&call.headers);
+            Outcome::new(answer.response.for_client(wants_gzip), Path::Site, reason)
         }
         Err(failure) => failed(failure, reason),
     }
@@ -175,6 +177,7 @@ pub fn failed(failure: Failure, reason: Reason) -> Outcome {
 /// `info`: forwarded (identical ones in flight share one request); the last good answer is
 /// replayed while the site is unreachable.
 async fn info(state: &AppState, call: &Call) -> Outcome {
+    let wants_gzip = gzip::accepted(&call.headers);
     let answer = state.upstream.send(site_call(call, Kind::Read, None)).await;
     match answer {
         Ok(a) if !a.response.is_unavailable() => {
@@ -189,7 +192,7 @@ async fn info(state: &AppState, call: &Call) -> Outcome {
                     .write()
                     .unwrap_or_else(|e| e.into_inner()) = Some(resp.clone());
             }
-            Outcome::new(resp.into_response(), Path::Site, Reason::None)
+            Outcome::new(resp.for_client(wants_gzip), Path::Site, Reason::None)
         }
         other => {
             let last = state
@@ -200,9 +203,12 @@ async fn info(state: &AppState, call: &Call) -> Outcome {
                 .clone();
             match (last, other) {
                 (Some(last), _) => {
-                    Outcome::new(last.into_response(), Path::Cache, Reason::SiteUnavailable)
+                    let replayed = last.for_client(wants_gzip);
+                    Outcome::new(replayed, Path::Cache, Reason::SiteUnavailable)
                 }
-                (None, Ok(a)) => Outcome::new(a.response.into_response(), Path::Site, Reason::None),
+                (None, Ok(a)) => {
+                    Outcome::new(a.response.for_client(wants_gzip), Path::Site, Reason::None)
+                }
                 (None, Err(failure)) => failed(failure, Reason::None),
             }
         }

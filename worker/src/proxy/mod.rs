@@ -16,6 +16,7 @@ pub mod db_guard;
 pub mod envelope;
 mod event_log;
 mod freshness;
+mod gzip;
 pub mod intake;
 pub mod listener;
 pub mod metrics;
@@ -189,10 +190,7 @@ pub fn app(state: Arc<AppState>) -> Router {
                 .quality(CompressionLevel::Fastest)
                 .compress_when(
                     |_: StatusCode, _: Version, headers: &HeaderMap, _: &Extensions| {
-                        headers
-                            .get(header::CONTENT_TYPE)
-                            .and_then(|v| v.to_str().ok())
-                            .is_some_and(|v| v.starts_with("application/json"))
+                        gzip::compressible(headers)
                     },
                 ),
         )

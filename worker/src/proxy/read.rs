@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::{header, HeaderMap};
+use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::Value;
 use sgcache::api3::ReadRequest;
@@ -71,8 +71,9 @@ pub async fn read(state: &Arc<AppState>, call: &Call, env: &Envelope<'_>) -> Out
         .await;
     if let Ok(a) = &answer {
         if !a.response.is_unavailable() {
+            let wants_gzip = super::gzip::accepted(&call.headers);
             return Outcome::new(
-                answer.unwrap().response.into_response(),
+                answer.unwrap().response.for_client(wants_gzip),
                 Path::Site,
                 Reason::VerifyAuth,
             );
@@ -84,7 +85,14 @@ pub async fn read(state: &Arc<AppState>, call: &Call, env: &Envelope<'_>) -> Out
         return cached(state, call, env, &key, db, plan).await;
     }
     match answer {
-        Ok(a) => Outcome::new(a.response.into_response(), Path::Site, Reason::VerifyAuth),
+        Ok(a) => {
+            let wants_gzip = super::gzip::accepted(&call.headers);
+            Outcome::new(
+                a.response.for_client(wants_gzip),
+                Path::Site,
+                Reason::VerifyAuth,
+            )
+        }
         Err(failure) => failed(failure, Reason::VerifyAuth),
     }
 }
@@ -200,7 +208,7 @@ async fn cached(
     let timeless = !plan.classes.iter().any(|c| c.is_relative_date());
     let kept_key =
         (state.cache.results.enabled() && timeless).then(|| env.payload_text().to_string());
-    let wants_gzip = accepts_gzip(&call.headers);
+    let wants_gzip = super::gzip::accepted(&call.headers);
     let hit = kept_key.as_deref().and_then(|k| state.cache.results.get(k));
     if hit.is_some() {
         state.telemetry.metrics.result_hits.inc();
@@ -286,20 +294,6 @@ fn kept_response(kept: Kept, wants_gzip: bool) -> axum::response::Response {
         .into_response()
 }
 
-/// Whether the client accepts gzip (`accept-encoding: gzip`, not with `q=0`).
-fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|part| {
-            let mut it = part.split(';').map(str::trim);
-            it.next().is_some_and(|e| e.eq_ignore_ascii_case("gzip"))
-                && !it.any(|p| p.replace(' ', "") == "q=0")
-        })
-}
-
 /// Runs a cached read's statement, or joins the identical one in flight: after a change
 /// drops a kept answer, a crowd waiting for it runs one statement. Keyed by the payload
 /// (every principal allowed here gets the same answer, see [`cached`]) and the result
@@ -365,7 +359,7 @@ async fn run_and_keep(
         })??;
     let body = Bytes::from(body);
     // Gzipped here rather than by the compression layer, kept or not (see `gzip`).
-    let gz = wants_gzip.then(|| answer_cache::gzip(&body)).flatten();
+    let gz = wants_gzip.then(|| super::gzip::gzip(&body)).flatten();
     if let (Some(key), Some(at)) = (kept_key, at) {
         state.cache.results.put(key, at, body.clone(), gz.clone());
     }

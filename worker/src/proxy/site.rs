@@ -1,12 +1,16 @@
 //! The upstream site: a pooled keep-alive HTTP client, forwarding with status and headers
 //! preserved.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
+use axum::http::header::{CONTENT_ENCODING, VARY};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
+
+use super::gzip;
 
 /// Headers that belong to one connection, not to the message (RFC 9110 7.6.1), plus the
 /// ones the HTTP stack recomputes.
@@ -31,6 +35,9 @@ pub struct SiteResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The body gzipped, made by the first client of a shared answer that asks for it and
+    /// kept for the others (clones share it): a crowd joining one flight is compressed once.
+    gz: Arc<OnceLock<Option<Bytes>>>,
 }
 
 impl SiteResponse {
@@ -41,6 +48,24 @@ impl SiteResponse {
 
     pub fn json(&self) -> Option<serde_json::Value> {
         serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The answer for a client that asks for gzip (`wants_gzip`) or not: a JSON answer is
+    /// compressed here, once for every client sharing it, rather than by the compression
+    /// layer once per client (which leaves answers that carry an encoding alone).
+    pub fn for_client(mut self, wants_gzip: bool) -> Response {
+        if wants_gzip
+            && gzip::compressible(&self.headers)
+            && !self.headers.contains_key(CONTENT_ENCODING)
+        {
+            if let Some(gz) = self.gz.get_or_init(|| gzip::gzip(&self.body)).clone() {
+                let h = &mut self.headers;
+                h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                h.append(VARY, HeaderValue::from_static("accept-encoding"));
+                self.body = gz;
+            }
+        }
+        self.into_response()
     }
 }
 
@@ -124,6 +149,7 @@ impl Site {
             status,
             headers,
             body,
+            gz: Arc::default(),
         })
     }
 
@@ -171,4 +197,64 @@ fn describe(e: reqwest::Error) -> Unreachable {
 /// `HeaderName` for a static lowercase name (used by tests and the handler).
 pub fn header(name: &'static str) -> HeaderName {
     HeaderName::from_static(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::header::CONTENT_TYPE;
+
+    fn answer(content_type: &'static str, body: &'static [u8]) -> SiteResponse {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        SiteResponse {
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::from_static(body),
+            gz: Arc::default(),
+        }
+    }
+
+    async fn body_of(r: Response) -> (HeaderMap, Bytes) {
+        let (parts, body) = r.into_parts();
+        (
+            parts.headers,
+            axum::body::to_bytes(body, usize::MAX).await.unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_answer_shared_by_many_clients_is_compressed_once() {
+        let shared = answer("application/json; charset=utf-8", b"{\"results\":[1,2,3]}");
+        let (h1, first) = body_of(shared.clone().for_client(true)).await;
+        let (h2, second) = body_of(shared.clone().for_client(true)).await;
+        assert_eq!(h1[CONTENT_ENCODING], "gzip");
+        assert_eq!(h2[VARY], "accept-encoding");
+        assert_eq!(
+            first.as_ptr(),
+            second.as_ptr(),
+            "the second client got the first one's compressed copy"
+        );
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&first[..]), &mut text)
+            .unwrap();
+        assert_eq!(text, "{\"results\":[1,2,3]}");
+        let (h3, plain) = body_of(shared.for_client(false)).await;
+        assert!(!h3.contains_key(CONTENT_ENCODING));
+        assert_eq!(&plain[..], b"{\"results\":[1,2,3]}");
+    }
+
+    #[tokio::test]
+    async fn only_json_without_an_encoding_is_compressed() {
+        let (h, body) = body_of(answer("text/html", b"<p>busy</p>").for_client(true)).await;
+        assert!(!h.contains_key(CONTENT_ENCODING));
+        assert_eq!(&body[..], b"<p>busy</p>");
+        let mut encoded = answer("application/json", b"already");
+        encoded
+            .headers
+            .insert(CONTENT_ENCODING, HeaderValue::from_static("br"));
+        let (h, body) = body_of(encoded.for_client(true)).await;
+        assert_eq!(h[CONTENT_ENCODING], "br");
+        assert_eq!(&body[..], b"already");
+    }
 }

@@ -232,9 +232,10 @@ async fn scan_loop(
             // site's schema are two questions that need nothing from each other: asked at once.
             let schema_due = Instant::now() >= next_schema;
             let (positioned, schema) = tokio::join!(ensure_position(db, reader), async {
-                match schema_due {
-                    true => Some(reader.schema().await),
-                    false => None,
+                if schema_due {
+                    Some(reader.schema().await)
+                } else {
+                    None
                 }
             });
             if !positioned? {
