@@ -6,7 +6,7 @@ while the site writes events with late commits (ids visible out of order) and re
   by side: both see every event exactly once with identical records; through the proxy each
   event comes within the follower's lag plus one poll, in id order.
 * ``test_ten_daemons_cost_the_site_nothing``: ten daemons polling every second through the
-  proxy for a minute: the site's EventLogEntry reads (counted by the test site) stay the
+  proxy for half a minute: the site's EventLogEntry reads (counted by the test site) stay the
   follower's alone, and each daemon's events equal the direct daemon's.
 
 The daemon loop is shotgunEvents' ``_getNewEvents`` / ``_mainLoop`` (``src/shotgunEventDaemon.py``
@@ -283,7 +283,7 @@ def test_a_daemon_through_the_proxy_sees_what_it_sees_on_the_site(stack):
     threads += [threading.Thread(target=d.run, args=(stop_daemons,)) for d in (via, direct)]
     for t in threads:
         t.start()
-    time.sleep(40)
+    time.sleep(25)  # about 200 writes: late commits and retirements among them
     stop_writes.set()
     threads[0].join()
     drain([via, direct], stack, start + 1)
@@ -313,8 +313,8 @@ def test_ten_daemons_cost_the_site_nothing(stack):
     loader.start()
     # The follower's own reads of the log, with no daemon: the baseline rate.
     stack.control.reset_stats()
-    time.sleep(20)
-    baseline = stack.control.stats()["by_entity_type"].get("EventLogEntry", 0) / 20.0
+    time.sleep(12)
+    baseline = stack.control.stats()["by_entity_type"].get("EventLogEntry", 0) / 12.0
     daemons = [Daemon(shotgun_api3.Shotgun(stack.proxy, script_name="sgcache_test", api_key="test_key"), 1.0)
                for _ in range(10)]
     direct = Daemon(shotgun_api3.Shotgun(stack.site, script_name="sgcache_test", api_key="test_key"), 1.0)
@@ -327,7 +327,7 @@ def test_ten_daemons_cost_the_site_nothing(stack):
     t0 = time.monotonic()
     for t in threads:
         t.start()
-    time.sleep(60)
+    time.sleep(30)
     stop_writes.set()
     loader.join()
     elapsed = time.monotonic() - t0
@@ -341,7 +341,7 @@ def test_ten_daemons_cost_the_site_nothing(stack):
     polls = sum(d.polls for d in daemons)
     print(f"10 daemons, {elapsed:.0f} s: {polls} polls through the proxy; site EventLogEntry reads "
           f"{site_reads} ({site_reads / elapsed * 60:.0f}/min), follower alone {baseline * 60:.0f}/min")
-    assert polls >= 500, polls
+    assert polls >= 250, polls  # ten daemons polling every second for 30 s
     # Every daemon poll was answered from the cache; the site saw the follower's reads only.
     site_lines = [l for l in stack.metrics().splitlines() if "event_log_reads" in l and 'path="site"' in l]
     assert stack.metric("sgcache_proxy_event_log_reads_total", path="site") == site_before, site_lines

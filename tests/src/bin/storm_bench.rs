@@ -1,6 +1,6 @@
 //! `cargo run --release -p sgcache-tests --bin storm-bench [-- --connections 16,1000,5000
 //!  --seconds 15 --latency-ms 100 --only a,b,c,d --worker <sgcache-worker binary>
-//!  --client conn|reqwest|wrk --proxy-cpus 0 --think-ms 0]`
+//!  --client conn|reqwest|wrk --gzip --proxy-cpus 0 --think-ms 0]`
 //!
 //! `--think-ms N` makes each connection wait N ms after each answer before its next read (a
 //! job working between its reads) instead of sending back to back: the connections still
@@ -9,7 +9,8 @@
 //! that keeps the two cores saturated. Built-in generators only.
 //!
 //! `--client wrk` drives the storm with `wrk` (Debian's package; far less CPU per request than
-//! a Rust client sharing the machine's cores): see [`sgcache_tests::wrk`].
+//! a Rust client sharing the machine's cores): see [`sgcache_tests::wrk`]. `--gzip` makes it
+//! ask for compressed answers (`accept-encoding: gzip`), as `shotgun_api3` does.
 //!
 //! `--proxy-cpus` pins the proxy to those CPUs (`taskset -c`); run the benchmark itself under
 //! `taskset -c` on the others, so the load generator and the site do not take the proxy's
@@ -425,6 +426,12 @@ async fn main() -> anyhow::Result<()> {
         think.is_zero() || generator != Client::Wrk,
         "--think-ms needs a built-in generator (--client conn or reqwest)"
     );
+    // As `shotgun_api3` asks: `accept-encoding: gzip` (the reqwest client always does).
+    let gzip = std::env::args().any(|a| a == "--gzip");
+    anyhow::ensure!(
+        !gzip || generator == Client::Wrk,
+        "--gzip is for --client wrk (reqwest always asks; conn reads answers as JSON)"
+    );
     if let Some(cpus) = arg("--proxy-cpus") {
         std::env::set_var("SGCACHE_BENCH_PROXY_CPUS", cpus);
     }
@@ -543,7 +550,7 @@ async fn main() -> anyhow::Result<()> {
             let mut wrk_cpu = None;
             let mut fig = match generator {
                 Client::Wrk => {
-                    let w = sgcache_tests::wrk::run(&api, conns, secs, &bodies).await?;
+                    let w = sgcache_tests::wrk::run(&api, conns, secs, &bodies, gzip).await?;
                     wrk_cpu = Some(w.cpu_secs);
                     Figures {
                         reads: w.requests,
