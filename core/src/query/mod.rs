@@ -102,6 +102,18 @@ impl Reason {
             Reason::EventLogWindow => "event_log_window",
         }
     }
+
+    /// Whether planning refuses for this reason only because of the payload, the catalog and
+    /// the dialect, so the same payload is refused again for as long as the catalog is the
+    /// same one (the proxy keeps such verdicts). Not so for `Value` (a relative date's window
+    /// is out of range only at some times), nor for the reasons found while answering
+    /// (`Database`, `EventLogWindow`'s check of the kept log).
+    pub fn follows_from_catalog(self) -> bool {
+        !matches!(
+            self,
+            Reason::Value | Reason::Database | Reason::EventLogWindow
+        )
+    }
 }
 
 /// A read the cache will not answer, and why (for logs and metrics, never for clients).

@@ -111,7 +111,7 @@ async fn to_site(
     .await
 }
 
-/// The statement answering the read, or why the cache does not answer it; the plan kept for
+/// The statement answering the read, or why the cache does not answer it; what was kept for
 /// the same payload and catalog when there is one ([`super::plans`]).
 fn plan(state: &AppState, env: &Envelope<'_>) -> Result<Arc<ReadPlan>, PassThrough> {
     let Some(db) = state.cache.db() else {
@@ -133,25 +133,23 @@ fn plan(state: &AppState, env: &Envelope<'_>) -> Result<Arc<ReadPlan>, PassThrou
         ));
     }
     let catalog = state.cache.catalog();
-    if let Some(plan) = state.cache.plans.get(env.payload_text(), &catalog) {
-        return Ok(plan);
+    if let Some(verdict) = state.cache.plans.get(env.payload_text(), &catalog) {
+        return verdict;
     }
-    let payload = env
+    let verdict = env
         .payload_value()
-        .ok_or_else(|| sgcache::query::pass(query::Reason::Payload, "payload nested too deeply"))?;
-    let read = ReadRequest::parse(&payload)
-        .map_err(|e| sgcache::query::pass(query::Reason::Payload, e.message))?;
-    let plan = Arc::new(plan_read_at(
-        &read,
-        &catalog,
-        db.dialect(),
-        state.upstream.clock.now(),
-    )?);
+        .ok_or_else(|| sgcache::query::pass(query::Reason::Payload, "payload nested too deeply"))
+        .and_then(|payload| {
+            ReadRequest::parse(&payload)
+                .map_err(|e| sgcache::query::pass(query::Reason::Payload, e.message))
+        })
+        .and_then(|read| plan_read_at(&read, &catalog, db.dialect(), state.upstream.clock.now()))
+        .map(Arc::new);
     state
         .cache
         .plans
-        .put(env.payload_text(), &catalog, plan.clone());
-    Ok(plan)
+        .put(env.payload_text(), &catalog, &verdict);
+    verdict
 }
 
 /// A plan the cache may answer, and whether its answer is also to be re-checked.
