@@ -14,27 +14,21 @@ bin_dir="${CARGO_TARGET_DIR:-$PWD/target}/debug"
 echo "== build"
 cargo build --workspace --all-targets --locked
 
-# Test binaries that spend minutes waiting out real outages (a PostgreSQL primary and standby
-# switched behind the cache's address) run beside the Python suites below, which mostly wait
-# on the test site too, instead of before them: about two minutes off the run.
-beside=(failover_standby)
+# Integration tests that spend minutes waiting out real outages (a PostgreSQL primary and
+# standby switched behind the cache's address) run beside the Python suites below, which mostly
+# wait on the test site too, instead of before them: about two minutes off the run. They are
+# modules of the one integration test binary (tests/tests/main.rs), picked by module path.
+beside=(failover_standby::)
 beside_log="$(mktemp)"
 beside_pid=""
 trap '[ -n "$beside_pid" ] && kill "$beside_pid" 2>/dev/null; rm -f "$beside_log"' EXIT
 
-echo "== cargo test (all but: ${beside[*]}, which run beside the Python suites)"
+echo "== cargo test (all but ${beside[*]}, which run beside the Python suites)"
 skip=()
-for t in "${beside[@]}"; do
-  names="$(cargo test --locked -q --workspace --test "$t" -- --list --format terse \
-    | sed -n 's/: test$//p')"
-  [ -n "$names" ] || { echo "no tests listed in $t" >&2; exit 1; }
-  while read -r name; do skip+=(--skip "$name"); done <<<"$names"
-done
-cargo test --workspace --locked -- --exact "${skip[@]}"
+for m in "${beside[@]}"; do skip+=(--skip "$m"); done
+cargo test --workspace --locked -- "${skip[@]}"
 
-beside_args=()
-for t in "${beside[@]}"; do beside_args+=(--test "$t"); done
-cargo test --locked --workspace "${beside_args[@]}" >"$beside_log" 2>&1 &
+cargo test --workspace --locked --test integration -- "${beside[@]}" >"$beside_log" 2>&1 &
 beside_pid=$!
 
 if [ -x tests/compat/run.sh ]; then

@@ -3,7 +3,7 @@
 //! stored log holds exactly the site's events above its floor up to the follower's position,
 //! each once, each as the site returns it.
 
-mod freshness_common;
+use crate::freshness_common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

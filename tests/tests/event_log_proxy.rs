@@ -4,7 +4,7 @@
 //! reaching below the kept log, naming fields it does not keep, linking entities the cache
 //! cannot render, or arriving while the follower is behind `maxLag` go to the site.
 
-mod freshness_common;
+use crate::freshness_common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! without events arrive with the next incremental scan; event id gaps and site outages lose
 //! nothing. Each test ends with a full field-by-field comparison of the cache and the site.
 
-mod freshness_common;
+use crate::freshness_common;
 
 use std::time::Duration;
 

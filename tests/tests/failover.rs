@@ -13,7 +13,7 @@
 //! * a failover with loss (the database goes back to an older copy): answers from the
 //!   rolled-back copy are never given; they resume once the follower replayed past it.
 
-mod freshness_common;
+use crate::freshness_common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -19,7 +19,7 @@
 //! * two followers reaching the database by two addresses, one moved to the standby and
 //!   back: only one leads at any time.
 
-mod freshness_common;
+use crate::freshness_common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! served, neither the event follower nor the scanner stalls, and `migrate` brings the field
 //! back (rebuilt and backfilled with the site's values) or drops it.
 
-mod freshness_common;
+use crate::freshness_common;
 
 use std::time::Duration;
 

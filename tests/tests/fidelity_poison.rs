@@ -6,7 +6,7 @@
 //! migrate backfills the fields again: still unservable while the site holds the values, ready
 //! once they are storable. On PostgreSQL and on SQLite alike.
 
-mod freshness_common;
+use crate::freshness_common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! (reason `stale`, named by `/readyz` and the metrics) and so answers the site's value; once
 //! the follower runs again and catches up, reads come from the cache again, with the change.
 
-mod freshness_common;
+use crate::freshness_common;
 
 use std::time::Duration;
 

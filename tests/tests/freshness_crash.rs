@@ -5,7 +5,7 @@
 //! (from its JSON logs) must never cover an event twice. The last run is stopped with SIGTERM
 //! and must exit 0.
 
-mod freshness_common;
+use crate::freshness_common;
 
 use std::collections::BTreeSet;
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! site while the field is not `ready`, and come from the cache once the backfill has ended
 //! (and never from the site again after that).
 
-mod freshness_common;
+use crate::freshness_common;
 
 use std::time::{Duration, Instant};
 

@@ -13,7 +13,7 @@
 //! The scanner only does the initial backfill and is stopped before the writes, so anything a
 //! follower lost would show in the final comparison.
 
-mod freshness_common;
+use crate::freshness_common;
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};

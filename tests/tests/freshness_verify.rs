@@ -5,7 +5,7 @@
 //! Then the same for a linked entity's display field: a tampered Sequence code shows as a stale
 //! link `name` in a Shot read, and the verification refreshes the Sequence.
 
-mod freshness_common;
+use crate::freshness_common;
 
 use std::time::Duration;
 

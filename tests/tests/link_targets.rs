@@ -4,7 +4,7 @@
 //! every example in `examples/` is served: each listed type's declared fields, read through
 //! the proxy from a cache the examples' spec made, come from the cache and equal the site's.
 
-mod freshness_common;
+use crate::freshness_common;
 
 use std::path::PathBuf;
 use std::time::Duration;

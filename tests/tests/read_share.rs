@@ -2,8 +2,8 @@
 //! cache each add their counts to the database, and `sgcache-worker status` (the real binary)
 //! shows their sum and the reasons reads went to the site.
 
-mod freshness_common;
-mod status_common;
+use crate::freshness_common;
+use crate::status_common;
 
 use std::time::Duration;
 

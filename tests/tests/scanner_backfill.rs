@@ -2,7 +2,7 @@
 //! follower and scanner run is backfilled (while the site takes writes on it) and marked ready
 //! at the end, matching the site; a `--full` scan retires cached ids the site no longer has.
 
-mod freshness_common;
+use crate::freshness_common;
 
 use std::time::Duration;
 

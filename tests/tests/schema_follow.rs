@@ -4,7 +4,7 @@
 //! deleted on the site (no event) stops being served within one `schemaInterval`, whether `"*"`
 //! chose it or the spec named it, and the rest of the type is still served from the cache.
 
-mod freshness_common;
+use crate::freshness_common;
 
 use std::time::{Duration, Instant};
 

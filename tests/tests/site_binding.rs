@@ -4,7 +4,7 @@
 //! afresh for the second site. An event position ahead of the site's newest event (a restored
 //! site) makes the follower rescan every cached type, and the cache converges to the site.
 
-mod freshness_common;
+use crate::freshness_common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -3,8 +3,7 @@
 //! site's newest event, the proxy's hit ratio; text and `--json`; exit code 1 when the database
 //! cannot be read (issue 13).
 
-mod freshness_common;
-mod status_common;
+use crate::status_common;
 
 use serde_json::Value;
 use sgcache::plan::FieldState;

@@ -2,8 +2,8 @@
 //! chromium) against a PostgreSQL cache of the test site, its text asserted; and the page as
 //! served: one file with no external assets (issue 13).
 
-mod freshness_common;
-mod status_common;
+use crate::freshness_common;
+use crate::status_common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! fails while a loop is stuck (a hung site, an event that cannot be applied) and recovers;
 //! and every metric the chart's dashboard and alert rules name is exported by a running worker.
 
-mod freshness_common;
+use crate::freshness_common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
