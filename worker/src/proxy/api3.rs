@@ -68,9 +68,10 @@ pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
 
 /// The request's span, opened once with all its fields: the log layer formats them when the
 /// span opens, printed or not, and recording one later makes the JSON layer parse and write
-/// them all again (4 % of a passed-through storm's CPU when the method was recorded later).
-/// The id is 53 random bits from the thread's generator, a JSON number every log pipeline
-/// reads exactly (a v4 UUID cost a system call per request).
+/// them all again (the span with a hex id and the method recorded later took 4 % of a
+/// passed-through storm's CPU; BENCHMARKS.md). The id is 53 random bits from the thread's
+/// generator, a JSON number every log pipeline reads exactly (a v4 UUID cost a system call
+/// per request).
 fn request_span(method: &str) -> tracing::Span {
     let request_id = rand::random::<u64>() >> 11;
     tracing::info_span!("api3", request_id, method)
