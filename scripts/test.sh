@@ -54,4 +54,9 @@ status=0
 wait "$beside_pid" || status=$?
 beside_pid=""
 cat "$beside_log"
+# A renamed module would leave the filter matching nothing, and nothing would have run.
+if [ "$status" -eq 0 ] && ! grep -q "test result: ok\. [1-9]" "$beside_log"; then
+  echo "no test matched ${beside[*]}" >&2
+  status=1
+fi
 exit "$status"
