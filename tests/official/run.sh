@@ -43,4 +43,7 @@ for name in sg_logo.jpg "Noëlご.jpg"; do cp "$here/sgcache_test_image.jpg" "$s
 
 export SG_COMPAT_DIR="$root/tests/compat"
 cd "$suite"
-exec "$venv/bin/python" -m pytest -p no:cacheprovider -o timeout=120 -rfExXs "$@" .
+# Not exec: the EXIT trap removes the extracted suite afterwards.
+status=0
+"$venv/bin/python" -m pytest -p no:cacheprovider -o timeout=120 -rfExXs "$@" . || status=$?
+exit "$status"
