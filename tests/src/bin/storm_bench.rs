@@ -432,6 +432,15 @@ async fn main() -> anyhow::Result<()> {
         !gzip || generator == Client::Wrk,
         "--gzip is for --client wrk (reqwest always asks; conn reads answers as JSON)"
     );
+    let opts = Options {
+        connections,
+        secs,
+        latency,
+        only,
+        think,
+        generator,
+        gzip,
+    };
     if let Some(cpus) = arg("--proxy-cpus") {
         std::env::set_var("SGCACHE_BENCH_PROXY_CPUS", cpus);
     }
@@ -442,195 +451,218 @@ async fn main() -> anyhow::Result<()> {
 
     let t = Instant::now();
     let site = start_site(latency)?;
-    let site_url = site.url();
     let db = TestDb::create("sgcache_storm_bench").await?;
     // The database is dropped whatever the storms do (a missing wrk, a refused setup).
-    let storms: anyhow::Result<()> = async {
-        let client = sgcache_tests::proxy::site_client(site_url.clone());
-        let spec = ShotgunCacheSpec::from_yaml(ENTITIES, "storm")?;
-        sgcache::storage::migrate(
-            &db.db,
-            &spec,
-            &client.schema().await?,
-            PlanOptions::default(),
-        )
-        .await?;
-        let rows = sgcache_tests::loader::load_all(&db.db, &client).await?;
-        let proxy = start_proxy(&site_url, &db.url).await?;
-        let api = format!("{}/api3/json", proxy.url);
-        let http = reqwest::Client::new();
-        println!(
-            "setup: {rows} rows cached, site latency {latency} ms, {secs} s per run, in {:.1} s",
-            t.elapsed().as_secs_f64()
-        );
-        if !think.is_zero() {
-            println!(
-                "each connection waits {} ms after each answer (reads in waves)",
-                think.as_millis()
-            );
-        }
-
-        // The shots the cached reads return, and the proxy answering them as the site does.
-        let shots: Vec<i64> = {
-            let body = read_body(0, &find("Shot", &["code"], json!([]), 10));
-            let v: Value = http.post(&api).body(body).send().await?.json().await?;
-            v["results"]["entities"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e["id"].as_i64())
-                .collect()
-        };
-        anyhow::ensure!(shots.len() == 10, "the site has 10 shots to read");
-        for p in 0..PRINCIPALS {
-            for payload in [cached_read(shots[0]), passed_read(0)] {
-                let site_answer: Value = http
-                    .post(format!("{site_url}/api3/json"))
-                    .body(read_body(p, &payload))
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                let proxied: Value = http
-                    .post(&api)
-                    .body(read_body(p, &payload))
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                anyhow::ensure!(
-                    proxied == site_answer,
-                    "the proxy's answer differs: {payload}"
-                );
-            }
-        }
-        println!("proxy answers == site answers for every principal; storms follow\n");
-        println!(
-            "scenario conns | reads/s    p50 ms   p99 ms  errors  from cache | site: requests  reads/distinct pass-through read (target) | coalesced"
-        );
-
-        let rtt = latency.max(1) as f64 / 1000.0;
-        for scenario in only.split(',') {
-            for &conns in &connections {
-                // Connection `c` sends `bodies[c % bodies.len()]` back to back.
-                let (bodies, distinct_passed): (Vec<String>, u64) = match scenario {
-                    "a" | "c" => (vec![read_body(0, &cached_read(shots[0]))], 0),
-                    "b" => (vec![read_body(0, &passed_read(0))], 1),
-                    // 20 distinct reads, each always from the same one of 5 principals.
-                    _ => (
-                        (0..20)
-                            .map(|i| {
-                                let p = i % PRINCIPALS;
-                                if i % 2 == 0 {
-                                    read_body(p, &cached_read(shots[i / 2]))
-                                } else {
-                                    read_body(p, &passed_read(i as u64))
-                                }
-                            })
-                            .collect(),
-                        10,
-                    ),
-                };
-                let writer = (scenario == "c").then(|| {
-                    let (api, http, shot) = (api.clone(), http.clone(), shots[0]);
-                    tokio::spawn(async move {
-                        let mut n = 0u64;
-                        loop {
-                            tokio::time::sleep(Duration::from_millis(250)).await;
-                            n += 1;
-                            let body = json!({"method_name": "update", "params": [auth(0), {
-                                "type": "Shot", "id": shot,
-                                "fields": [{"field_name": "description", "value": format!("storm {n}")}],
-                            }]});
-                            let _ = http.post(&api).body(body.to_string()).send().await;
-                        }
-                    })
-                });
-                let before = site_counts(&site);
-                let counts_before = ProxyCounts::read(&http, &proxy.url).await;
-                let meter = cpu::Meter::start([proxy.child.id(), std::process::id()]);
-                let mut wrk_cpu = None;
-                let mut fig = match generator {
-                    Client::Wrk => {
-                        let w = sgcache_tests::wrk::run(&api, conns, secs, &bodies, gzip).await?;
-                        wrk_cpu = Some(w.cpu_secs);
-                        Figures {
-                            reads: w.requests,
-                            secs: w.secs,
-                            p50: w.p50_ms,
-                            p99: w.p99_ms,
-                            errors: w.errors,
-                            cache: 0,
-                            first: None,
-                        }
-                    }
-                    _ => {
-                        let body = Arc::new(move |c: usize| bodies[c % bodies.len()].clone());
-                        storm(&api, conns, secs, body, generator, think)
-                            .await
-                            .figures()
-                    }
-                };
-                let mut used = meter.stop(vec![
-                    ("proxy", vec![proxy.child.id()]),
-                    ("load generator + site", vec![std::process::id()]),
-                ]);
-                if let Some(secs) = wrk_cpu {
-                    used.groups[1].0 = "site";
-                    used.groups.push(("wrk", secs));
-                }
-                if let Some(w) = writer {
-                    w.abort();
-                }
-                let after = site_counts(&site);
-                let counts = ProxyCounts::read(&http, &proxy.url)
-                    .await
-                    .since(counts_before);
-                let coalesced = counts.coalesced;
-                if generator == Client::Wrk {
-                    // wrk cannot read the answers' bodies at this rate: the proxy says which
-                    // answers came from the cache and which were errors (the proxy's count of
-                    // reads includes those still in flight when wrk stopped counting).
-                    fig.cache =
-                        (counts.cached / counts.reads.max(1.0) * fig.reads as f64).round() as u64;
-                    fig.errors += counts.errors as u64;
-                }
-                let passed_reads = after.1 - before.1;
-                let per_distinct = if distinct_passed > 0 {
-                    format!(
-                        "{:.1} ({:.0})",
-                        passed_reads as f64 / distinct_passed as f64,
-                        fig.secs / rtt + 1.0
-                    )
-                } else {
-                    "-".into()
-                };
-                println!(
-                    "({scenario}) {conns:>5} | {:>8.0} {:>8.1} {:>8.1} {:>7} {:>10.1}% | {:>14} {:>32} | {:>9.0}",
-                    fig.reads as f64 / fig.secs,
-                    fig.p50,
-                    fig.p99,
-                    fig.errors,
-                    100.0 * fig.cache as f64 / fig.reads.max(1) as f64,
-                    after.0 - before.0,
-                    per_distinct,
-                    coalesced,
-                );
-                println!(
-                    "          CPU per read: {}",
-                    used.per_request(fig.reads + fig.errors)
-                );
-                if let Some(first) = &fig.first {
-                    println!("          {first}");
-                }
-                // Let connections close and the proxy settle between runs.
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
-        drop(proxy);
-        Ok(())
-    }
-    .await;
+    let storms = storms(opts, &site, &db, t).await;
     db.drop().await;
     storms
+}
+
+/// The benchmark's settings, from its arguments.
+struct Options {
+    connections: Vec<usize>,
+    secs: f64,
+    latency: u64,
+    only: String,
+    think: Duration,
+    generator: Client,
+    gzip: bool,
+}
+
+/// Fills the cache from the test site, starts the proxy and runs every storm the options ask
+/// for, printing their figures.
+async fn storms(opts: Options, site: &SimHandle, db: &TestDb, t: Instant) -> anyhow::Result<()> {
+    let Options {
+        connections,
+        secs,
+        latency,
+        only,
+        think,
+        generator,
+        gzip,
+    } = opts;
+    let site_url = site.url();
+    let client = sgcache_tests::proxy::site_client(site_url.clone());
+    let spec = ShotgunCacheSpec::from_yaml(ENTITIES, "storm")?;
+    sgcache::storage::migrate(
+        &db.db,
+        &spec,
+        &client.schema().await?,
+        PlanOptions::default(),
+    )
+    .await?;
+    let rows = sgcache_tests::loader::load_all(&db.db, &client).await?;
+    let proxy = start_proxy(&site_url, &db.url).await?;
+    let api = format!("{}/api3/json", proxy.url);
+    let http = reqwest::Client::new();
+    println!(
+        "setup: {rows} rows cached, site latency {latency} ms, {secs} s per run, in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    if !think.is_zero() {
+        println!(
+            "each connection waits {} ms after each answer (reads in waves)",
+            think.as_millis()
+        );
+    }
+
+    // The shots the cached reads return, and the proxy answering them as the site does.
+    let shots: Vec<i64> = {
+        let body = read_body(0, &find("Shot", &["code"], json!([]), 10));
+        let v: Value = http.post(&api).body(body).send().await?.json().await?;
+        v["results"]["entities"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["id"].as_i64())
+            .collect()
+    };
+    anyhow::ensure!(shots.len() == 10, "the site has 10 shots to read");
+    for p in 0..PRINCIPALS {
+        for payload in [cached_read(shots[0]), passed_read(0)] {
+            let site_answer: Value = http
+                .post(format!("{site_url}/api3/json"))
+                .body(read_body(p, &payload))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let proxied: Value = http
+                .post(&api)
+                .body(read_body(p, &payload))
+                .send()
+                .await?
+                .json()
+                .await?;
+            anyhow::ensure!(
+                proxied == site_answer,
+                "the proxy's answer differs: {payload}"
+            );
+        }
+    }
+    println!("proxy answers == site answers for every principal; storms follow\n");
+    println!(
+        "scenario conns | reads/s    p50 ms   p99 ms  errors  from cache | site: requests  reads/distinct pass-through read (target) | coalesced"
+    );
+
+    let rtt = latency.max(1) as f64 / 1000.0;
+    for scenario in only.split(',') {
+        for &conns in &connections {
+            // Connection `c` sends `bodies[c % bodies.len()]` back to back.
+            let (bodies, distinct_passed): (Vec<String>, u64) = match scenario {
+                "a" | "c" => (vec![read_body(0, &cached_read(shots[0]))], 0),
+                "b" => (vec![read_body(0, &passed_read(0))], 1),
+                // 20 distinct reads, each always from the same one of 5 principals.
+                _ => (
+                    (0..20)
+                        .map(|i| {
+                            let p = i % PRINCIPALS;
+                            if i % 2 == 0 {
+                                read_body(p, &cached_read(shots[i / 2]))
+                            } else {
+                                read_body(p, &passed_read(i as u64))
+                            }
+                        })
+                        .collect(),
+                    10,
+                ),
+            };
+            let writer = (scenario == "c").then(|| {
+                let (api, http, shot) = (api.clone(), http.clone(), shots[0]);
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        n += 1;
+                        let body = json!({"method_name": "update", "params": [auth(0), {
+                            "type": "Shot", "id": shot,
+                            "fields": [{"field_name": "description", "value": format!("storm {n}")}],
+                        }]});
+                        let _ = http.post(&api).body(body.to_string()).send().await;
+                    }
+                })
+            });
+            let before = site_counts(site);
+            let counts_before = ProxyCounts::read(&http, &proxy.url).await;
+            let meter = cpu::Meter::start([proxy.child.id(), std::process::id()]);
+            let mut wrk_cpu = None;
+            let mut fig = match generator {
+                Client::Wrk => {
+                    let w = sgcache_tests::wrk::run(&api, conns, secs, &bodies, gzip).await?;
+                    wrk_cpu = Some(w.cpu_secs);
+                    Figures {
+                        reads: w.requests,
+                        secs: w.secs,
+                        p50: w.p50_ms,
+                        p99: w.p99_ms,
+                        errors: w.errors,
+                        cache: 0,
+                        first: None,
+                    }
+                }
+                _ => {
+                    let body = Arc::new(move |c: usize| bodies[c % bodies.len()].clone());
+                    storm(&api, conns, secs, body, generator, think)
+                        .await
+                        .figures()
+                }
+            };
+            let mut used = meter.stop(vec![
+                ("proxy", vec![proxy.child.id()]),
+                ("load generator + site", vec![std::process::id()]),
+            ]);
+            if let Some(secs) = wrk_cpu {
+                used.groups[1].0 = "site";
+                used.groups.push(("wrk", secs));
+            }
+            if let Some(w) = writer {
+                w.abort();
+            }
+            let after = site_counts(site);
+            let counts = ProxyCounts::read(&http, &proxy.url)
+                .await
+                .since(counts_before);
+            let coalesced = counts.coalesced;
+            if generator == Client::Wrk {
+                // wrk cannot read the answers' bodies at this rate: the proxy says which
+                // answers came from the cache and which were errors (the proxy's count of
+                // reads includes those still in flight when wrk stopped counting).
+                fig.cache =
+                    (counts.cached / counts.reads.max(1.0) * fig.reads as f64).round() as u64;
+                fig.errors += counts.errors as u64;
+            }
+            let passed_reads = after.1 - before.1;
+            let per_distinct = if distinct_passed > 0 {
+                format!(
+                    "{:.1} ({:.0})",
+                    passed_reads as f64 / distinct_passed as f64,
+                    fig.secs / rtt + 1.0
+                )
+            } else {
+                "-".into()
+            };
+            println!(
+                "({scenario}) {conns:>5} | {:>8.0} {:>8.1} {:>8.1} {:>7} {:>10.1}% | {:>14} {:>32} | {:>9.0}",
+                fig.reads as f64 / fig.secs,
+                fig.p50,
+                fig.p99,
+                fig.errors,
+                100.0 * fig.cache as f64 / fig.reads.max(1) as f64,
+                after.0 - before.0,
+                per_distinct,
+                coalesced,
+            );
+            println!(
+                "          CPU per read: {}",
+                used.per_request(fig.reads + fig.errors)
+            );
+            if let Some(first) = &fig.first {
+                println!("          {first}");
+            }
+            // Let connections close and the proxy settle between runs.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    drop(proxy);
+    Ok(())
 }
