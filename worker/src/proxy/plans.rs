@@ -22,7 +22,7 @@ use sgcache::query::{Catalog, PassThrough, ReadPlan};
 /// Most entries kept: far more than the distinct reads of a studio's pipelines repeat.
 const MAX_PLANS: usize = 2048;
 
-/// Bytes of payload and statement text kept at most over all plans.
+/// Bytes kept at most over all entries (payloads, statements, pass-through details).
 const MAX_BYTES: usize = 8 << 20;
 
 /// Payloads longer than this are planned every time (a read listing thousands of ids is not
