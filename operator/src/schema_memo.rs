@@ -19,11 +19,19 @@ use crate::secrets::digest_of;
 /// How long one read of the site's schema serves the migrations that follow it.
 pub const SCHEMA_REUSE: Duration = Duration::from_secs(30);
 
+/// A site schema as read, and when the read began (unix ms: recorded with the migration, so
+/// a starting scanner knows how old the schema its layout follows is).
+#[derive(Clone, Debug)]
+pub struct ReadSchema {
+    pub schema: Arc<SiteSchema>,
+    pub read_ms: i64,
+}
+
 /// Site schemas read recently, by spec layout, site and credentials.
 #[derive(Debug)]
 pub struct SchemaMemo {
     reuse: Duration,
-    read: Mutex<HashMap<String, (Instant, Arc<SiteSchema>)>>,
+    read: Mutex<HashMap<String, (Instant, ReadSchema)>>,
 }
 
 impl Default for SchemaMemo {
@@ -48,12 +56,16 @@ impl SchemaMemo {
         site: &SiteClient,
         conn: &SiteConnection,
         spec: &ShotgunCacheSpec,
-    ) -> Result<Arc<SiteSchema>, SiteError> {
+    ) -> Result<ReadSchema, SiteError> {
         let key = key(conn, spec);
         if let Some(kept) = self.kept(&key) {
             return Ok(kept);
         }
-        let schema = Arc::new(site.schema().await?);
+        let read_ms = chrono::Utc::now().timestamp_millis();
+        let schema = ReadSchema {
+            schema: Arc::new(site.schema().await?),
+            read_ms,
+        };
         let mut read = self.read.lock().expect("schema memo lock");
         // Expired reads go as new ones come: the map holds only the last `reuse`'s reads.
         read.retain(|_, (at, _)| at.elapsed() < self.reuse);
@@ -63,7 +75,7 @@ impl SchemaMemo {
         Ok(schema)
     }
 
-    fn kept(&self, key: &str) -> Option<Arc<SiteSchema>> {
+    fn kept(&self, key: &str) -> Option<ReadSchema> {
         let read = self.read.lock().expect("schema memo lock");
         let (at, schema) = read.get(key)?;
         (at.elapsed() < self.reuse).then(|| schema.clone())

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::db::{
     CacheDatabase, Connection, DbError, DbSnapshot, EventsRow, FieldRow, MigrationOutcome, SiteLag,
 };
-use crate::schema_memo::SchemaMemo;
+use crate::schema_memo::{ReadSchema, SchemaMemo};
 
 /// The window of the read counts in the status (as `sgcache-worker status` shows).
 const READS_WINDOW_MINUTES: i64 = 5;
@@ -66,9 +66,7 @@ impl CacheDatabase for SqlCacheDatabase {
             let db = db?;
             let schema = schema.map_err(|e| DbError::Site(e.to_string()));
             let result = match schema {
-                Ok(schema) => storage::migrate(&db, spec, &schema, PlanOptions::default())
-                    .await
-                    .map_err(|e| DbError::Migration(e.to_string())),
+                Ok(read) => migrate_read(&db, spec, &read).await,
                 Err(e) => Err(e),
             };
             db.close().await;
@@ -122,6 +120,23 @@ impl CacheDatabase for SqlCacheDatabase {
             result
         })
     }
+}
+
+/// Migrates to a schema as read, and records when it was read: the scanner that starts next
+/// reads it again only a `schemaInterval` after that.
+async fn migrate_read(
+    db: &Db,
+    spec: &ShotgunCacheSpec,
+    read: &ReadSchema,
+) -> Result<sgcache::plan::Plan, DbError> {
+    let migration = |e: storage::StorageError| DbError::Migration(e.to_string());
+    let plan = storage::migrate(db, spec, &read.schema, PlanOptions::default())
+        .await
+        .map_err(migration)?;
+    storage::record_schema_check(db, spec, read.read_ms)
+        .await
+        .map_err(migration)?;
+    Ok(plan)
 }
 
 /// Fields still to fill: pending or backfilling.

@@ -173,17 +173,44 @@ async fn one_schema_read_serves_the_migrations_right_after_it() {
             .copied()
             .unwrap_or(0)
     };
+    let checked = |spec: ShotgunCacheSpec| {
+        let url = pg.url.clone();
+        async move {
+            let db = Db::connect(&url, 1).await.unwrap();
+            let ms = storage::schema_checked_ms(&db, &spec).await.unwrap();
+            db.close().await;
+            ms
+        }
+    };
     let db = SqlCacheDatabase::default();
-    for _ in 0..3 {
+    let before = chrono::Utc::now().timestamp_millis();
+    db.migrate(&conn, &spec()).await.unwrap();
+    let after = chrono::Utc::now().timestamp_millis();
+    // When the schema was read is recorded with the migration (a starting scanner reads it
+    // again only a schemaInterval later), and a reused read keeps its own time.
+    let read_at = checked(spec()).await.expect("the schema check recorded");
+    assert!(
+        (before..=after).contains(&read_at),
+        "{before} <= {read_at} <= {after}"
+    );
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
         db.migrate(&conn, &spec()).await.unwrap();
     }
     assert_eq!(schema_reads(), 1, "three migrations of one spec, one read");
+    assert_eq!(checked(spec()).await, Some(read_at));
 
     let wider =
         ShotgunCacheSpec::from_yaml(&SPEC.replace("assets]", "assets, description]"), "memo")
             .expect("valid spec");
     let outcome = db.migrate(&conn, &wider).await.unwrap();
     assert_eq!(schema_reads(), 2, "a spec change reads the site again");
+    assert!(checked(wider.clone()).await > Some(read_at));
+    assert_eq!(
+        checked(spec()).await,
+        None,
+        "recorded for the layout migrated last"
+    );
     assert!(
         outcome
             .changes

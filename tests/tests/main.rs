@@ -33,6 +33,7 @@ mod proxy_refresh_auth;
 mod proxy_stale_rows;
 mod read_share;
 mod scanner_backfill;
+mod scanner_schema_check;
 mod schema_follow;
 mod site_binding;
 mod status_command;

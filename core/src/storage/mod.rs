@@ -11,6 +11,7 @@ pub mod notify;
 pub mod read_counts;
 mod rows;
 mod scans;
+mod schema_check;
 mod schema_follow;
 mod site_binding;
 mod state;
@@ -28,6 +29,7 @@ pub use rows::{
     cached_links, existing_ids, multi_entity_links, retired_ids, seen_times, set_retired_if_current,
 };
 pub use scans::{last_scan_start, record_scan_start};
+pub use schema_check::{record_schema_check, schema_checked_ms};
 pub use schema_follow::{follow_site_schema, SchemaFollow};
 pub use site_binding::{
     bind_site, drop_cache, normalize_site_url, read_binding, restart_backfills, SiteBinding,

@@ -46,13 +46,15 @@ pub async fn channel_of(db: &crate::sql::Db) -> Result<String, sqlx::Error> {
 const TRIGGER: &str = "_sgcache_notify";
 
 /// Tables whose changes do not change any answer: the follower's position, scan progress and
-/// the migration log (written on every poll or page, they would only add noise), and the
-/// proxies' read counts (written by every replica every few seconds).
-const QUIET_TABLES: [&str; 4] = [
+/// the migration log (written on every poll or page, they would only add noise), the
+/// proxies' read counts (written by every replica every few seconds) and when the site's
+/// schema was last checked.
+const QUIET_TABLES: [&str; 5] = [
     "_sgcache_events",
     "_sgcache_scans",
     "_sgcache_migrations",
     "_sgcache_read_counts",
+    "_sgcache_schema_check",
 ];
 
 /// Creates the notify function and puts the trigger on every table of the cache's schema that

@@ -28,6 +28,7 @@ const PG_TABLES: &[&str] = &[
      reason text NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now(), \
      PRIMARY KEY (event_id, entity_type, entity_id, field_name))",
     super::scans::CREATE_SCANS,
+    super::schema_check::CREATE_SCHEMA_CHECK,
     super::trust::CREATE_TRUST,
     super::read_counts::CREATE_READ_COUNTS,
     super::event_log::PG_DDL[0],
@@ -52,6 +53,7 @@ const SQLITE_TABLES: &[&str] = &[
      reason TEXT NOT NULL, recorded_at TEXT NOT NULL, \
      PRIMARY KEY (event_id, entity_type, entity_id, field_name))",
     super::scans::CREATE_SCANS,
+    super::schema_check::CREATE_SCHEMA_CHECK,
     super::trust::CREATE_TRUST,
     super::read_counts::CREATE_READ_COUNTS,
     super::event_log::SQLITE_DDL[0],
@@ -74,6 +76,7 @@ pub const STATE_TABLES: &[&str] = &[
     "_sgcache_read_counts",
     "_sgcache_event_log",
     "_sgcache_event_log_window",
+    "_sgcache_schema_check",
 ];
 
 /// Columns added to state tables after the first release: (table, column, PostgreSQL type,

@@ -87,10 +87,10 @@ pub async fn run(spec: &ShotgunCacheSpec, args: MigrateArgs<'_>) -> ExitCode {
 }
 
 async fn migrate(spec: &ShotgunCacheSpec, args: &MigrateArgs<'_>) -> Result<Plan, Failure> {
-    let (site, conn) = site_schema(spec, args.schema_dir).await?;
+    let read = site_schema(spec, args.schema_dir).await?;
     let options = PlanOptions { prune: args.prune };
     // Check the spec against the site before touching the database.
-    let fresh = plan::plan(spec, &site, &DbState::default(), options)?;
+    let fresh = plan::plan(spec, &read.schema, &DbState::default(), options)?;
     let url = spec.database_url(&process_env);
     if args.dry_run && sqlite_file_missing(&url) {
         return Ok(fresh); // an empty cache, and opening it would create the file
@@ -101,7 +101,7 @@ async fn migrate(spec: &ShotgunCacheSpec, args: &MigrateArgs<'_>) -> Result<Plan
             redact_url(&url)
         ))
     })?;
-    let result = apply(&db, &url, spec, &site, conn, args).await;
+    let result = apply(&db, &url, spec, read, args).await;
     db.close().await;
     result
 }
@@ -112,10 +112,14 @@ async fn apply(
     db: &Db,
     url: &str,
     spec: &ShotgunCacheSpec,
-    site: &SiteSchema,
-    conn: Option<SiteConnection>,
+    read: SchemaRead,
     args: &MigrateArgs<'_>,
 ) -> Result<Plan, Failure> {
+    let SchemaRead {
+        schema: site,
+        conn,
+        read_ms,
+    } = read;
     let options = PlanOptions { prune: args.prune };
     if let (Some(conn), false) = (&conn, args.reset) {
         site_binding::check(db, &conn.url)
@@ -124,14 +128,18 @@ async fn apply(
     }
     if args.dry_run {
         let current = storage::read_state(db).await?;
-        return Ok(plan::plan(spec, site, &current, options)?);
+        return Ok(plan::plan(spec, &site, &current, options)?);
     }
     if args.reset {
         let dropped = storage::drop_cache(db).await?;
         tracing::info!(database = %redact_url(url), tables = dropped.len(), "reset: dropped the cache's tables");
     }
     tracing::info!(database = %redact_url(url), "migrating");
-    let plan = storage::migrate(db, spec, site, options).await?;
+    let plan = storage::migrate(db, spec, &site, options).await?;
+    if let Some(ms) = read_ms {
+        // A scanner starting now need not read the schema again before its first backfill.
+        storage::record_schema_check(db, spec, ms).await?;
+    }
     if let Some(conn) = conn {
         site_binding::bind(db, conn)
             .await
@@ -147,28 +155,45 @@ pub(crate) fn sqlite_file_missing(url: &str) -> bool {
             .is_ok_and(|o| o.get_filename() != Path::new(":memory:") && !o.get_filename().exists())
 }
 
-/// The site schema, and the connection to bind the cache with (None when only a schema
-/// folder is known).
+/// The site's schema as read, and where from.
+struct SchemaRead {
+    schema: SiteSchema,
+    /// The connection to bind the cache with (None when only a schema folder is known).
+    conn: Option<SiteConnection>,
+    /// When the read from the site began (unix ms); None for a schema folder.
+    read_ms: Option<i64>,
+}
+
+/// The site schema, from `schema_dir` or else the site.
 async fn site_schema(
     spec: &ShotgunCacheSpec,
     schema_dir: Option<&Path>,
-) -> Result<(SiteSchema, Option<SiteConnection>), Failure> {
+) -> Result<SchemaRead, Failure> {
     if let Some(dir) = schema_dir {
         let schema = SiteSchema::load_dir(dir).map_err(|e| Failure::Other(e.to_string()))?;
         let conn = spec
             .site_connection(&process_env)
             .ok()
             .or_else(|| site_binding::anonymous(spec));
-        return Ok((schema, conn));
+        return Ok(SchemaRead {
+            schema,
+            conn,
+            read_ms: None,
+        });
     }
     let conn = spec
         .site_connection(&process_env)
         .map_err(|e| Failure::BadSpec(e.to_string()))?;
     tracing::info!(site = %conn.url, "reading the site schema");
     let client = SiteClient::new(conn.clone()).map_err(|e| Failure::Other(e.to_string()))?;
+    let read_ms = chrono::Utc::now().timestamp_millis();
     let schema = client
         .schema()
         .await
         .map_err(|e| Failure::Other(e.to_string()))?;
-    Ok((schema, Some(conn)))
+    Ok(SchemaRead {
+        schema,
+        conn: Some(conn),
+        read_ms: Some(read_ms),
+    })
 }

@@ -221,19 +221,24 @@ async fn scan_loop(
     let interval = spec.workers.scanner.interval.duration();
     let overlap_ms = spec.workers.scanner.overlap.as_millis_i64();
     let mut next_incremental = Instant::now();
-    let mut next_schema = Instant::now();
+    // None: when the schema was last checked is still to be read from the cache.
+    let mut next_schema: Option<Instant> = None;
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     loop {
         if stop.is_cancelled() || !leader.alive().await {
             return;
         }
         let round = async {
+            let due = match next_schema {
+                Some(at) => at,
+                None => first_schema_check(db, spec).await,
+            };
             // The starting event position (read from the site once, on a first start) and the
             // site's schema are two questions that need nothing from each other: asked at once.
-            let schema_due = Instant::now() >= next_schema;
             let (positioned, schema) = tokio::join!(ensure_position(db, reader), async {
-                if schema_due {
-                    Some(reader.schema().await)
+                if Instant::now() >= due {
+                    let read_ms = chrono::Utc::now().timestamp_millis();
+                    Some((read_ms, reader.schema().await))
                 } else {
                     None
                 }
@@ -241,9 +246,12 @@ async fn scan_loop(
             if !positioned? {
                 return Ok::<_, ScannerError>(()); // not migrated yet
             }
-            if let Some(schema) = schema {
-                next_schema = Instant::now() + follow_schema(db, schema, spec).await;
-            }
+            next_schema = Some(match schema {
+                Some((read_ms, schema)) => {
+                    Instant::now() + follow_schema(db, schema, read_ms, spec).await
+                }
+                None => due,
+            });
             backfill_pending(db, reader, args, obs).await?;
             if Instant::now() >= next_incremental {
                 let started = Instant::now();
@@ -287,15 +295,41 @@ async fn scan_loop(
     }
 }
 
-/// Follows the site's schema, as read (see `crate::sync::schema_follow`); returns when to
-/// check again: after `schemaInterval`, or soon when the check failed.
+/// When the first check of the site's schema is due: a `schemaInterval` after the last read
+/// of it that the layout was brought to for this spec (the operator's migration, seconds
+/// before a scanner starts, or an earlier scanner's check), else at once. Reading the whole
+/// schema again first would hold the first backfill back by as long as the read takes.
+async fn first_schema_check(db: &Db, spec: &ShotgunCacheSpec) -> Instant {
+    let interval = spec.workers.scanner.schema_interval.duration();
+    match storage::schema_checked_ms(db, spec).await {
+        Ok(Some(read_ms)) => {
+            // A read stamped ahead of this clock counts as just now.
+            let age_ms = (chrono::Utc::now().timestamp_millis() - read_ms).max(0);
+            let age = Duration::from_millis(age_ms as u64);
+            tracing::debug!(
+                age_ms,
+                "the site's schema was read and followed recently: next check after schemaInterval"
+            );
+            Instant::now() + interval.saturating_sub(age)
+        }
+        Ok(None) => Instant::now(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read when the schema was last checked; checking now");
+            Instant::now()
+        }
+    }
+}
+
+/// Follows the site's schema, as read at `read_ms` (see `crate::sync::schema_follow`);
+/// returns when to check again: after `schemaInterval`, or soon when the check failed.
 async fn follow_schema(
     db: &Db,
     site: Result<SiteSchema, ReadError>,
+    read_ms: i64,
     spec: &ShotgunCacheSpec,
 ) -> Duration {
     let followed = match site {
-        Ok(site) => schema_follow::follow_read(db, &site, spec, "schemaInterval").await,
+        Ok(site) => schema_follow::follow_read(db, &site, read_ms, spec, "schemaInterval").await,
         Err(e) => Err(e.into()),
     };
     match followed {

@@ -26,18 +26,23 @@ pub async fn follow(
     spec: &ShotgunCacheSpec,
     why: &'static str,
 ) -> Result<usize, FollowError> {
+    let read_ms = chrono::Utc::now().timestamp_millis();
     let site = reader.schema().await?;
-    follow_read(db, &site, spec, why).await
+    follow_read(db, &site, read_ms, spec, why).await
 }
 
-/// [`follow`] with the site's schema already read.
+/// [`follow`] with the site's schema already read (the read began at `read_ms`, unix ms).
 pub async fn follow_read(
     db: &Db,
     site: &SiteSchema,
+    read_ms: i64,
     spec: &ShotgunCacheSpec,
     why: &'static str,
 ) -> Result<usize, FollowError> {
     let followed = storage::follow_site_schema(db, spec, site).await?;
+    // Recorded once the layout follows `site`: a scanner that starts next reads the schema
+    // again a `schemaInterval` after this read, not at once.
+    storage::record_schema_check(db, spec, read_ms).await?;
     if followed.plan.is_empty() {
         tracing::debug!(why, "the site's schema matches the cache");
         return Ok(0);
