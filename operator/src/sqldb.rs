@@ -129,13 +129,13 @@ async fn migrate_read(
     spec: &ShotgunCacheSpec,
     read: &ReadSchema,
 ) -> Result<sgcache::plan::Plan, DbError> {
-    let migration = |e: storage::StorageError| DbError::Migration(e.to_string());
     let plan = storage::migrate(db, spec, &read.schema, PlanOptions::default())
         .await
-        .map_err(migration)?;
-    storage::record_schema_check(db, spec, read.read_ms)
-        .await
-        .map_err(migration)?;
+        .map_err(|e| DbError::Migration(e.to_string()))?;
+    // Not recorded only costs the scanner one more read of the schema.
+    if let Err(e) = storage::record_schema_check(db, spec, read.read_ms).await {
+        tracing::warn!(error = %e, "cannot record when the site's schema was read");
+    }
     Ok(plan)
 }
 

@@ -137,8 +137,11 @@ async fn apply(
     tracing::info!(database = %redact_url(url), "migrating");
     let plan = storage::migrate(db, spec, &site, options).await?;
     if let Some(ms) = read_ms {
-        // A scanner starting now need not read the schema again before its first backfill.
-        storage::record_schema_check(db, spec, ms).await?;
+        // A scanner starting now need not read the schema again before its first backfill
+        // (not recorded, it reads it once more: the migration itself succeeded).
+        if let Err(e) = storage::record_schema_check(db, spec, ms).await {
+            tracing::warn!(error = %e, "cannot record when the site's schema was read");
+        }
     }
     if let Some(conn) = conn {
         site_binding::bind(db, conn)

@@ -41,8 +41,11 @@ pub async fn follow_read(
 ) -> Result<usize, FollowError> {
     let followed = storage::follow_site_schema(db, spec, site).await?;
     // Recorded once the layout follows `site`: a scanner that starts next reads the schema
-    // again a `schemaInterval` after this read, not at once.
-    storage::record_schema_check(db, spec, read_ms).await?;
+    // again a `schemaInterval` after this read, not at once (not recorded, it reads it at
+    // once; the layout followed all the same).
+    if let Err(e) = storage::record_schema_check(db, spec, read_ms).await {
+        tracing::warn!(why, error = %e, "cannot record when the site's schema was read");
+    }
     if followed.plan.is_empty() {
         tracing::debug!(why, "the site's schema matches the cache");
         return Ok(0);
