@@ -26,13 +26,7 @@ pub(super) const CREATE_READ_COUNTS: &str =
      reads BIGINT NOT NULL, PRIMARY KEY (replica, minute, path, reason))";
 
 async fn ensure_table(tx: &mut Tx) -> Result<(), StorageError> {
-    if super::site_binding::table_exists(tx, TABLE).await? {
-        return Ok(());
-    }
-    let mut sql = tx.sql();
-    sql.push(CREATE_READ_COUNTS);
-    tx.execute(&sql).await?;
-    Ok(())
+    super::site_binding::create_table_if_missing(tx, TABLE, CREATE_READ_COUNTS).await
 }
 
 /// Reads one replica counted in one minute since its last flush.

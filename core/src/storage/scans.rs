@@ -12,17 +12,10 @@ pub(super) const CREATE_SCANS: &str =
     "CREATE TABLE IF NOT EXISTS \"_sgcache_scans\" (entity_type TEXT PRIMARY KEY, \
      started_ms BIGINT NOT NULL)";
 
-/// Creates the table if it is missing: checked first, since the scanner records a scan of
-/// every type every interval and PostgreSQL logs an "already exists" notice for every
-/// `IF NOT EXISTS` of what exists.
+/// Creates the table if it is missing (the scanner records a scan of every type every
+/// interval).
 async fn ensure_table(tx: &mut Tx) -> Result<(), StorageError> {
-    if super::site_binding::table_exists(tx, SCANS_TABLE).await? {
-        return Ok(());
-    }
-    let mut sql = tx.sql();
-    sql.push(CREATE_SCANS);
-    tx.execute(&sql).await?;
-    Ok(())
+    super::site_binding::create_table_if_missing(tx, SCANS_TABLE, CREATE_SCANS).await
 }
 
 /// Saves `started_ms` as the start of the last complete scan of `entity_type`.

@@ -22,13 +22,7 @@ pub(super) const CREATE_SCHEMA_CHECK: &str =
      CHECK (id = 1), spec_hash TEXT NOT NULL, read_ms BIGINT NOT NULL)";
 
 async fn ensure_table(tx: &mut Tx) -> Result<(), StorageError> {
-    if super::site_binding::table_exists(tx, TABLE).await? {
-        return Ok(());
-    }
-    let mut sql = tx.sql();
-    sql.push(CREATE_SCHEMA_CHECK);
-    tx.execute(&sql).await?;
-    Ok(())
+    super::site_binding::create_table_if_missing(tx, TABLE, CREATE_SCHEMA_CHECK).await
 }
 
 /// Records that the layout for `spec` was brought to a site schema read at `read_ms`. A read

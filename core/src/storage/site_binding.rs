@@ -47,16 +47,11 @@ pub fn normalize_site_url(url: &str) -> String {
 /// Creates `_sgcache_site` if it is missing (checked first, so PostgreSQL logs no "already
 /// exists" notice on every start).
 pub async fn ensure_table(tx: &mut Tx) -> Result<(), StorageError> {
-    if table_exists(tx, SITE_TABLE).await? {
-        return Ok(());
-    }
-    let mut sql = tx.sql();
-    sql.push(match tx.dialect() {
+    let ddl = match tx.dialect() {
         Dialect::Postgres => PG_DDL,
         Dialect::Sqlite => SQLITE_DDL,
-    });
-    tx.execute(&sql).await?;
-    Ok(())
+    };
+    create_table_if_missing(tx, SITE_TABLE, ddl).await
 }
 
 /// The site the cache is bound to; None for a cache never bound (new, or made before
@@ -177,6 +172,23 @@ async fn own_tables(tx: &mut Tx) -> Result<Vec<String>, StorageError> {
             _ => None,
         })
         .collect())
+}
+
+/// Runs `ddl` (a `CREATE TABLE IF NOT EXISTS` of `table`) unless the table exists: checked
+/// first, since the tables created this way are written often (each write ensures its table)
+/// and PostgreSQL logs an "already exists" notice for every `IF NOT EXISTS` of what exists.
+pub(super) async fn create_table_if_missing(
+    tx: &mut Tx,
+    table: &str,
+    ddl: &str,
+) -> Result<(), StorageError> {
+    if table_exists(tx, table).await? {
+        return Ok(());
+    }
+    let mut sql = tx.sql();
+    sql.push(ddl);
+    tx.execute(&sql).await?;
+    Ok(())
 }
 
 pub(super) async fn table_exists(tx: &mut Tx, table: &str) -> Result<bool, StorageError> {
